@@ -1,0 +1,83 @@
+# minillm course. The README's two commands: `make book` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+# torch: the CPU wheel by default; on a GPU machine keep your own (see README, "GPU users").
+TORCH_SPEC ?= torch==2.13.0
+NOTEBOOKS := $(sort $(wildcard notebooks/*/*.ipynb))
+EXERCISES := $(sort $(wildcard exercises/*.ipynb))
+WHEELHOUSE ?= wheelhouse
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: venv book lab test lint pytest nbval book-build browser execute exercises test-gpu wheelhouse bench clean
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@if $(PY) -c "import torch" 2>/dev/null; then echo "torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	  else $(PY) -m pip install -q "$(TORCH_SPEC)"; fi
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+book: $(STAMP)
+	rm -rf _build/html _build/.doctrees
+	$(BIN)/jupyter-book build . -W -n --keep-going
+	@echo "book: file://$(CURDIR)/_build/html/index.html"
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=.
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q -m "not browser" -n 2 tests
+
+nbval: $(STAMP)
+	OMP_NUM_THREADS=1 MINILLM_DEVICE=cpu $(BIN)/pytest -q --nbval-lax -n 2 --dist loadscope -p no:cacheprovider $(NOTEBOOKS) $(EXERCISES)
+
+browser: book
+	$(BIN)/pytest -q -m browser tests
+
+# everything CI runs; the last line is pytest's summary of the browser test
+test: lint pytest nbval browser
+
+execute: $(STAMP)
+	$(PY) tools/execute_notebooks.py
+
+exercises: $(STAMP)
+	$(PY) tools/build_exercises.py
+
+test-gpu:
+	@test -x $(PY) || (echo "no $(VENV): run 'make venv' (online) or 'make venv-offline WHEELHOUSE=...' first" && exit 2)
+	$(PY) -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 'make test-gpu needs a CUDA GPU that torch can see')"
+	MINILLM_DEVICE=cuda $(BIN)/pytest -q --nbval-lax -p no:cacheprovider $(NOTEBOOKS) $(EXERCISES)
+	MINILLM_DEVICE=cuda $(PY) -m minillm.bench --out _build/bench-gpu.md
+
+# wheels for an offline GPU machine: make wheelhouse WHEEL_PYTHON=3.11 WHEEL_PLATFORM=manylinux_2_28_x86_64
+WHEEL_PYTHON ?= 3.11
+WHEEL_PLATFORM ?= manylinux_2_28_x86_64
+wheelhouse:
+	mkdir -p $(WHEELHOUSE)
+	$(PYTHON) -m pip download -d $(WHEELHOUSE) --only-binary=:all: --python-version $(WHEEL_PYTHON) \
+	  --platform $(WHEEL_PLATFORM) --platform manylinux2014_x86_64 --platform linux_x86_64 --platform any ".[dev]" torch
+	$(PYTHON) -m pip wheel --no-deps -w $(WHEELHOUSE) .
+	@echo "copy $(WHEELHOUSE)/ to the GPU machine, then: make venv-offline WHEELHOUSE=$(WHEELHOUSE) && make test-gpu"
+
+venv-offline:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --no-index --find-links $(WHEELHOUSE) torch
+	$(PY) -m pip install --no-index --find-links $(WHEELHOUSE) -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+bench: $(STAMP)
+	$(PY) -m minillm.bench
+
+clean:
+	rm -rf _build .pytest_cache
