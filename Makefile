@@ -34,15 +34,16 @@ lab: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(PY) tools/vendor_js.py --check
 
 pytest: $(STAMP)
-	$(BIN)/pytest -q -m "not browser" -n 2 tests
+	$(BIN)/pytest -q -m "not browser and not book" -n 2 tests
 
 nbval: $(STAMP)
 	OMP_NUM_THREADS=1 MINILLM_DEVICE=cpu $(BIN)/pytest -q --nbval-lax -n 2 --dist loadscope -p no:cacheprovider $(NOTEBOOKS) $(EXERCISES)
 
 browser: book
-	$(BIN)/pytest -q -m browser tests
+	$(BIN)/pytest -q -m "book or browser" tests
 
 # everything CI runs; the last line is pytest's summary of the browser test
 test: lint pytest nbval browser

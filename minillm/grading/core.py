@@ -1,0 +1,300 @@
+"""The check() function learners call in exercise notebooks, and the registry of checkers behind it.
+
+A checker is a function registered under an exercise id ("01.3") that receives the learner's function
+and returns `(ok, hint)`. `check(exercise_id, fn)` runs it and prints one line:
+
+    ✅ 01.3 Train BPE merges — 2/2 points
+    ❌ 01.3 Train BPE merges — hint: ...
+    ⬜ 01.3 Train BPE merges — not attempted (the stub still raises NotImplementedError)
+
+`check` never raises: an exception from the learner's code (or from checking what it returned) becomes a
+❌ line naming the exception. When the environment variable `MINILLM_GRADE_LOG` names a file, each check
+also appends one JSON line to it; that is how `minillm grade` collects results from the kernel.
+
+Checkers live in one module per chapter (`minillm/grading/ch01.py`, ...), imported the first time an
+exercise of that chapter is checked, so `from minillm.grading import check` stays fast.
+Leaves out: partial credit inside an exercise (an exercise earns all its points or none) and time limits
+on the learner's code (`minillm grade` has a per-cell timeout).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import os
+import pkgutil
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+LOG_ENV = "MINILLM_GRADE_LOG"
+ID_RE = re.compile(r"^(\d\d)\.(\d+)$")
+MAX_REPR = 120  # characters of an input/output shown in a hint
+
+# status -> mark at the start of the line
+MARKS = {"passed": "✅", "failed": "❌", "not attempted": "⬜", "unknown exercise": "❌", "not run": "⬜"}
+
+
+@dataclass(frozen=True)
+class Exercise:
+    id: str
+    title: str
+    points: int
+    checker: Callable[[Callable], tuple[bool, str]]
+
+    @property
+    def chapter(self) -> str:
+        return self.id.split(".")[0]
+
+
+REGISTRY: dict[str, Exercise] = {}
+
+
+def register(exercise_id: str, title: str, points: int = 1):
+    """Decorator: register `checker(fn) -> (ok, hint)` as the grader of exercise `exercise_id` ("NN.k")."""
+    if not ID_RE.match(exercise_id):
+        raise ValueError(f"exercise id must look like '01.3' (chapter.number), got {exercise_id!r}")
+    if not isinstance(points, int) or points < 1:
+        raise ValueError(f"points must be a positive int, got {points!r}")
+
+    def wrap(checker: Callable[[Callable], tuple[bool, str]]):
+        if exercise_id in REGISTRY and REGISTRY[exercise_id].checker.__qualname__ != checker.__qualname__:
+            raise ValueError(f"exercise {exercise_id} is registered twice")
+        REGISTRY[exercise_id] = Exercise(exercise_id, title, points, checker)
+        return checker
+
+    return wrap
+
+
+class LearnerError(Exception):
+    """The learner's function raised `original`, when called with `call` (a short text)."""
+
+    def __init__(self, original: BaseException, call: str):
+        super().__init__(f"{type(original).__name__}: {original}")
+        self.original, self.call = original, call
+
+
+def short(obj: Any, limit: int = MAX_REPR) -> str:
+    """repr(obj), cut to `limit` characters so hints stay one line."""
+    text = repr(obj).replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
+
+
+def call(fn: Callable, *args: Any, name: str | None = None) -> Any:
+    """Call the learner's `fn(*args)`; wrap any exception in LearnerError (so check can tell it apart)."""
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - every learner exception becomes a ❌ line
+        label = name or getattr(fn, "__name__", "fn")
+        raise LearnerError(e, f"{label}({', '.join(short(a, 60) for a in args)})") from e
+
+
+class Wrong(Exception):
+    """Raised by a checker's `normalize` when the learner's result has the wrong shape; the message is the hint."""
+
+
+def run_cases(
+    fn: Callable,
+    cases: list[tuple[tuple, Any]],
+    *,
+    name: str,
+    normalize: Callable[[Any, tuple], Any] = lambda got, args: got,
+    same: Callable[[Any, Any, tuple], bool] = lambda got, want, args: got == want,
+    mistakes: list[tuple[Callable, str]] = (),
+) -> tuple[bool, str]:
+    """Check `fn(*args) == want` on each `(args, want)` case; return (ok, hint) for the first failure.
+
+    `normalize(got, args)` turns an acceptable answer into a canonical one (e.g. tuples of ints) or raises
+    Wrong(hint). `mistakes` are simulated wrong solutions with the hint naming each: when one of them
+    reproduces what the learner returned on every case tried so far, its hint is given.
+    Arguments are deep-copied for each call, so a function that mutates its input cannot hurt later cases.
+    """
+    seen: list[tuple[tuple, Any]] = []
+    for k, (args, want) in enumerate(cases):
+        got = call(fn, *copy.deepcopy(args), name=name)
+        try:
+            got = normalize(got, args)
+        except Wrong as e:
+            return False, f"{e} (on {name}({', '.join(short(a, 60) for a in args)}))"
+        seen.append((args, got))
+        if same(got, want, args):
+            continue
+        where = f"{name}({', '.join(short(a, 60) for a in args)}) returned {short(got, 80)}, expected {short(want, 80)}"
+        hint = _diagnose(fn, name, normalize, mistakes, seen, [a for a, _ in cases[k + 1:]])
+        return False, f"{hint}. {where}" if hint else where
+    return True, ""
+
+
+def _diagnose(fn, name, normalize, mistakes, seen, more_args) -> str:
+    """The hint of the simulated mistake that reproduces the learner's answers; "" if none does.
+
+    When several mistakes fit the cases seen so far, the learner's function is run on further cases
+    until one is left (or the cases run out; then the first one listed wins).
+    """
+
+    def fits(wrong, args, got) -> bool:
+        try:
+            return normalize(wrong(*copy.deepcopy(args)), args) == got
+        except Exception:  # noqa: BLE001 - a simulated mistake may not apply to every input
+            return False
+
+    candidates = [(w, h) for w, h in mistakes if all(fits(w, a, g) for a, g in seen)]
+    for args in more_args:
+        if len(candidates) <= 1:
+            break
+        try:
+            got = normalize(call(fn, *copy.deepcopy(args), name=name), args)
+        except (LearnerError, Wrong):
+            break
+        narrower = [(w, h) for w, h in candidates if fits(w, args, got)]
+        candidates = narrower or candidates
+    return candidates[0][1] if candidates else ""
+    return True, ""
+
+
+# ---------------------------------------------------------------------------------------------------
+# chapter modules are imported on demand
+
+
+def _chapter_modules() -> list[str]:
+    pkg = importlib.import_module("minillm.grading")
+    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if re.fullmatch(r"ch\d\d", m.name))
+
+
+def load_chapter(chapter: str) -> None:
+    """Import the checkers of chapter "NN" (a no-op when that chapter has none)."""
+    name = f"ch{chapter}"
+    if name in _chapter_modules():
+        importlib.import_module(f"minillm.grading.{name}")
+
+
+def load_all() -> list[str]:
+    """Import every chapter's checkers; return the names of the modules that failed to import."""
+    failed = []
+    for name in _chapter_modules():
+        try:
+            importlib.import_module(f"minillm.grading.{name}")
+        except Exception:  # noqa: BLE001 - reported by the caller
+            failed.append(name)
+    return failed
+
+
+def exercises_of(chapter: str) -> list[Exercise]:
+    """The registered exercises of chapter "NN", in id order."""
+    load_chapter(chapter)
+    found = [e for e in REGISTRY.values() if e.chapter == chapter]
+    return sorted(found, key=lambda e: int(e.id.split(".")[1]))
+
+
+# ---------------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass
+class CheckResult:
+    """What one check found. Displays as nothing in Jupyter (check already printed the line)."""
+
+    id: str
+    title: str
+    status: str  # "passed" | "failed" | "not attempted" | "unknown exercise" | "not run"
+    points: int
+    max_points: int
+    hint: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def line(self) -> str:
+        head = f"{MARKS.get(self.status, '❌')} {self.id} {self.title}".rstrip()
+        if self.status == "passed":
+            return f"{head} — {self.points}/{self.max_points} points"
+        if self.status in ("not attempted", "not run"):
+            return f"{head} — {self.status}" + (f" ({self.hint})" if self.hint else "")
+        return f"{head} — hint: {self.hint}"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def __repr__(self) -> str:  # short, for plain Python; Jupyter shows nothing (see below)
+        return f"<CheckResult {self.id} {self.status} {self.points}/{self.max_points}>"
+
+    def _ipython_display_(self) -> None:
+        """The line was printed by check(); showing it again as the cell's value would repeat it."""
+
+
+def _not_attempted_hint(exercise_id: str, err: NotImplementedError) -> str:
+    hint = "the stub still raises NotImplementedError"
+    other = re.search(r"Exercise (\d\d\.\d+)", str(err))
+    if other and other.group(1) != exercise_id:
+        hint += f"; it comes from the stub of exercise {other.group(1)}, which this one calls"
+    return hint
+
+
+def _run_checker(ex: Exercise, fn: Callable) -> CheckResult:
+    def result(status: str, hint: str = "") -> CheckResult:
+        return CheckResult(ex.id, ex.title, status, ex.points if status == "passed" else 0, ex.points, hint)
+
+    if not callable(fn):
+        return result("failed", f"check needs your function itself (no parentheses), got {short(fn, 60)}")
+    try:
+        verdict = ex.checker(fn)
+    except LearnerError as e:
+        if isinstance(e.original, NotImplementedError):
+            return result("not attempted", _not_attempted_hint(ex.id, e.original))
+        return result("failed", f"your function raised {e} (on {e.call})")
+    except NotImplementedError as e:  # raised outside call(): treat the same
+        return result("not attempted", _not_attempted_hint(ex.id, e))
+    except RecursionError:
+        return result("failed", "RecursionError: your function recursed too deeply")
+    except Exception as e:  # noqa: BLE001 - e.g. the checker choked on what the function returned
+        return result("failed", f"checking what your function returned raised {type(e).__name__}: {e}")
+    try:
+        ok, hint = verdict
+    except (TypeError, ValueError):
+        return result("failed", f"internal: checker of {ex.id} returned {short(verdict, 60)}")
+    return result("passed") if ok else result("failed", str(hint) or "wrong result")
+
+
+def _log(res: CheckResult) -> None:
+    path = os.environ.get(LOG_ENV)
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(res.to_json(), ensure_ascii=False) + "\n")
+    except OSError as e:
+        print(f"(minillm: could not write the grade log {path}: {e})", file=sys.stderr)
+
+
+def check(exercise_id: str, fn: Callable) -> CheckResult:
+    """Grade the learner's `fn` for exercise `exercise_id`; print one ✅/❌/⬜ line; never raise."""
+    try:
+        res = _check(exercise_id, fn)
+    except BaseException as e:  # noqa: BLE001 - last resort: check must never raise
+        if isinstance(e, KeyboardInterrupt):
+            res = CheckResult(str(exercise_id), "", "failed", 0, 0, "interrupted (KeyboardInterrupt)")
+        else:
+            res = CheckResult(str(exercise_id), "", "failed", 0, 0, f"internal error {type(e).__name__}: {e}")
+    print(res.line(), flush=True)
+    _log(res)
+    return res
+
+
+def _check(exercise_id: Any, fn: Callable) -> CheckResult:
+    ex_id = str(exercise_id).strip()
+    m = ID_RE.match(ex_id)
+    if m:
+        try:
+            load_chapter(m.group(1))
+        except Exception as e:  # noqa: BLE001 - a broken grader must not break the notebook
+            return CheckResult(ex_id, "", "failed", 0, 0,
+                               f"the checkers of chapter {m.group(1)} failed to load ({type(e).__name__}: {e})")
+    if ex_id not in REGISTRY:
+        load_all()
+        known = ", ".join(sorted(REGISTRY)) or "none"
+        return CheckResult(ex_id, "", "unknown exercise", 0, 0, f"unknown exercise id {ex_id!r}; known ids: {known}")
+    return _run_checker(REGISTRY[ex_id], fn)

@@ -1,0 +1,168 @@
+"""Exercise notebooks: the builder (solution source -> learner notebook), freshness of the committed
+learner notebooks, and `minillm grade` on the learner (0 points) and solution (full marks) notebooks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from minillm.grading import build, core, runner
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted((ROOT / "exercises" / "src").glob("*.py"))
+
+SAMPLE = '''# header for maintainers: not part of the notebook
+import this_is_ignored
+
+# %% [markdown]
+# # Title
+#
+# Some *text*.
+
+# %%
+def f(xs):
+    """Docstring stays."""
+    total = 0
+    for x in xs:
+        # BEGIN SOLUTION 09.1: add up xs
+        total += x
+        # END SOLUTION
+    return total
+
+
+# %%
+def g():
+    # BEGIN SOLUTION
+    return 1
+    # END SOLUTION
+'''
+
+
+def test_build_replaces_solutions_by_a_stub_at_their_indentation():
+    cells = build.parse_source(SAMPLE)
+    assert [c.kind for c in cells] == ["markdown", "code", "code"]
+    assert cells[0].source(False) == "# Title\n\nSome *text*."
+    learner = cells[1].source(solution=False)
+    assert '        raise NotImplementedError("Exercise 09.1: add up xs")\n    return total' in learner
+    assert "total += x" not in learner and "SOLUTION" not in learner and '"""Docstring stays."""' in learner
+    solution = cells[1].source(solution=True)
+    assert "        total += x\n    return total" in solution and "SOLUTION" not in solution
+    assert cells[2].source(False) == 'def g():\n    raise NotImplementedError("Exercise: write your solution here")'
+    assert "this_is_ignored" not in "".join(c.source(True) for c in cells)
+    nb = build.make_notebook(cells, solution=False)
+    nbformat.validate(nb)
+    assert [c.id for c in nb.cells] == [c.id for c in build.make_notebook(cells, solution=True).cells]
+    ns: dict = {}
+    exec(cells[1].source(solution=True), ns)
+    assert ns["f"]([1, 2, 3]) == 6
+    exec(cells[1].source(solution=False), ns)
+    with pytest.raises(NotImplementedError, match="09.1"):
+        ns["f"]([1])
+
+
+@pytest.mark.parametrize("bad,message", [
+    ("# %%\nx = 1\n# BEGIN SOLUTION\ny = 2\n", "never closed"),
+    ("# %%\n# END SOLUTION\n", "without a '# BEGIN SOLUTION'"),
+    ("# %%\n# BEGIN SOLUTION\n# BEGIN SOLUTION\n# END SOLUTION\n", "inside the block"),
+    ("# %% [markdown]\n# text\nnot a comment\n", "must start with '# '"),
+    ("# %% [markdown]\n# # BEGIN SOLUTION\n", "markdown"),
+    ("# %% [raw]\nx\n", "unknown cell kind"),
+    ("x = 1\n", "no cells found"),
+])
+def test_build_rejects_malformed_sources(bad, message):
+    with pytest.raises(ValueError, match=message):
+        build.parse_source(bad)
+
+
+def test_there_are_exercise_sources():
+    assert [s.name for s in SOURCES][:1] == ["01_tokenization.py"]
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.name)
+def test_committed_learner_notebook_is_not_stale(src: Path):
+    nb_path = build.learner_path(src)
+    assert nb_path.exists(), f"{nb_path} is missing: run tools/build_exercises.py"
+    diffs = build.stale_cells(src, nb_path)
+    assert not diffs, f"{nb_path.name} is stale ({diffs[0]}): run tools/build_exercises.py, then execute it"
+
+
+def test_stale_check_compares_cell_sources_only(tmp_path):
+    src = ROOT / "exercises" / "src" / "01_tokenization.py"
+    nb = build.build(src)
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", text="hello")]
+    nb.metadata["minillm"] = {"code_sha256": "x"}
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, str(path))
+    assert build.stale_cells(src, path) == []
+    nb.cells[3].source += "\n# edited"
+    nbformat.write(nb, str(path))
+    assert build.stale_cells(src, path) == ["cell 3: code cell differs"]
+    nb.cells.pop()
+    nbformat.write(nb, str(path))
+    assert "cells" in build.stale_cells(src, path)[-1]
+
+
+def test_build_exercises_tool_check_mode():
+    p = subprocess.run([sys.executable, str(ROOT / "tools" / "build_exercises.py"), "--check"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.name)
+def test_learner_notebook_shape(src: Path):
+    """Title first, no solution left, every exercise has a check cell showing one ⬜ line when executed."""
+    nb = nbformat.read(str(build.learner_path(src)), as_version=4)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# Exercises ")
+    text = "\n".join(c.source for c in nb.cells)
+    assert "SOLUTION" not in text
+    chapter = src.name[:2]
+    ids = [e.id for e in core.exercises_of(chapter)]
+    checks = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("check(")]
+    assert [runner.CHECK_CALL_RE.search(c.source).group(1) for c in checks] == ids
+    for c in checks:  # the committed (executed) stub notebook: exactly one "not attempted" line per check
+        lines = "".join(o.get("text", "") for o in c.outputs).splitlines()
+        assert len(lines) == 1 and lines[0].startswith("⬜ ") and "not attempted" in lines[0], c.outputs
+
+
+def test_report_card_format():
+    ok = core.CheckResult("01.1", "Count adjacent pairs", "passed", 1, 1)
+    bad = core.CheckResult("01.2", "Merge a pair", "failed", 0, 1, "overlapping merge")
+    rep = runner.NotebookReport("a.ipynb", [ok, bad], cell_errors=["cell 3: ValueError: x"])
+    broken = runner.NotebookReport("b.ipynb", error="no such file")
+    card = runner.format_card([rep, broken])
+    assert "✅ passed" in card and "❌ failed" in card and "hint: overlapping merge" in card
+    assert "total" in card and "1/2" in card and "not graded: no such file" in card
+    assert card.splitlines()[-1] == "overall: 1/2 points in 1 notebook(s); 1 could not be graded"
+    assert json.loads(json.dumps(rep.to_json()))["points"] == 1
+
+
+def test_default_notebooks_are_the_exercises():
+    assert runner.default_notebooks(ROOT) == sorted((ROOT / "exercises").glob("*.ipynb"))
+
+
+@pytest.mark.slow
+def test_grade_learner_gives_zero_and_solution_full_marks(tmp_path):
+    """One `minillm grade --json` run over the committed learner notebook and the built solution notebook."""
+    src = ROOT / "exercises" / "src" / "01_tokenization.py"
+    solution = tmp_path / "01_tokenization.ipynb"  # the NN_ prefix tells the grader the chapter
+    nbformat.write(build.build(src, solution=True), str(solution))
+    learner = build.learner_path(src)
+    p = subprocess.run([sys.executable, "-m", "minillm.cli", "grade", "--json", "--timeout", "120",
+                        str(learner), str(solution)], capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    report = json.loads(p.stdout)
+    stub, sol = report["notebooks"]
+    ids = [e.id for e in core.exercises_of("01")]
+    assert [e["id"] for e in stub["exercises"]] == ids == [e["id"] for e in sol["exercises"]]
+    assert {e["status"] for e in stub["exercises"]} == {"not attempted"}
+    assert (stub["points"], stub["max_points"]) == (0, 10)
+    assert {e["status"] for e in sol["exercises"]} == {"passed"}, sol["exercises"]
+    assert (sol["points"], sol["max_points"]) == (10, 10)
+    assert stub["error"] is None and sol["error"] is None and sol["cell_errors"] == []
+    assert (report["points"], report["max_points"]) == (10, 20)

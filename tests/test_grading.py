@@ -1,0 +1,470 @@
+"""minillm.grading: check() never raises, the registry, the chapter 1 checkers (invert tests), CLI errors.
+
+Invert tests: for every exercise, the stub gives "not attempted", plausible wrong solutions fail with a
+hint naming the mistake, and the solution from exercises/src (written independently of the minillm
+reference the checkers compare with) passes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from minillm import cli
+from minillm.grading import build, check, core
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = ROOT / "exercises" / "src" / "01_tokenization.py"
+FUNCTIONS = {"01.1": "get_pair_counts", "01.2": "merge_pair", "01.3": "train_bpe", "01.4": "bpe_encode",
+             "01.5": "wordpiece_tokenize", "01.6": "viterbi_segment"}
+
+
+def _namespace(solution: bool) -> dict:
+    """Execute the code cells of the solution source (solution or stub version), except the check cells."""
+    ns: dict = {}
+    for cell in build.parse_source(SOURCE.read_text(encoding="utf-8")):
+        src = cell.source(solution)
+        if cell.kind == "code" and "check(" not in src:
+            exec(compile(src, str(SOURCE), "exec"), ns)
+    return ns
+
+
+@pytest.fixture(scope="module")
+def solution() -> dict:
+    return _namespace(solution=True)
+
+
+@pytest.fixture(scope="module")
+def stubs() -> dict:
+    return _namespace(solution=False)
+
+
+# ---------------------------------------------------------------------------------------------------
+# check(): output line, never raises, log
+
+
+def test_registry_has_the_six_chapter1_exercises():
+    assert [e.id for e in core.exercises_of("01")] == list(FUNCTIONS)
+    assert sum(e.points for e in core.exercises_of("01")) == 10
+
+
+@pytest.mark.parametrize("ex_id", list(FUNCTIONS))
+def test_solution_passes(ex_id, solution, capsys):
+    res = check(ex_id, solution[FUNCTIONS[ex_id]])
+    out = capsys.readouterr().out
+    assert res.passed and res.points == res.max_points > 0, res.hint
+    assert out.startswith(f"✅ {ex_id} ") and out.endswith(f"{res.points}/{res.max_points} points\n")
+    assert out.count("\n") == 1
+
+
+@pytest.mark.parametrize("ex_id", list(FUNCTIONS))
+def test_stub_is_not_attempted(ex_id, stubs, capsys):
+    res = check(ex_id, stubs[FUNCTIONS[ex_id]])
+    assert (res.status, res.points) == ("not attempted", 0)
+    assert capsys.readouterr().out.startswith(f"⬜ {ex_id} ")
+    assert "NotImplementedError" in res.line()
+
+
+def _cell_defining(name: str, solution: bool) -> str:
+    cells = build.parse_source(SOURCE.read_text(encoding="utf-8"))
+    return next(c.source(solution) for c in cells if f"def {name}(" in c.source(solution))
+
+
+def test_calling_an_earlier_stub_names_it():
+    """train_bpe written with the learner's (still stubbed) get_pair_counts: the hint names 01.1."""
+    ns: dict = {}
+    exec(_cell_defining("get_pair_counts", solution=False), ns)
+    exec(_cell_defining("merge_pair", solution=True), ns)
+    exec(_cell_defining("train_bpe", solution=True), ns)
+    res = check("01.3", ns["train_bpe"])
+    assert res.status == "not attempted" and "exercise 01.1" in res.hint
+
+
+def test_check_never_raises(capsys):
+    def boom(*args):
+        raise ZeroDivisionError("oops")
+
+    def garbage(*args):
+        return object()
+
+    def deep(*args):
+        return deep(*args)
+
+    for fn in (boom, garbage, deep, None, "get_pair_counts"):
+        for ex_id in FUNCTIONS:
+            res = check(ex_id, fn)
+            assert res.status == "failed" and res.points == 0 and res.hint
+    assert "ZeroDivisionError: oops" in check("01.2", boom).hint
+    assert "RecursionError" in check("01.1", deep).hint
+    lines = capsys.readouterr().out.splitlines()
+    assert all(line.startswith("❌ ") for line in lines)
+
+
+def test_unknown_exercise_names_the_known_ids(capsys):
+    res = check("99.1", lambda: None)
+    assert res.status == "unknown exercise" and "01.3" in res.hint and "99.1" in res.hint
+    res = check("one", lambda: None)
+    assert res.status == "unknown exercise"
+    assert capsys.readouterr().out.startswith("❌ 99.1")
+
+
+def test_result_displays_once_in_jupyter(solution, capsys):
+    res = check("01.2", solution["merge_pair"])
+    printed = capsys.readouterr().out
+    assert res._ipython_display_() is None and capsys.readouterr().out == ""  # the cell shows only `printed`
+    assert printed.strip() == res.line() and "01.2" in repr(res)
+
+
+def test_grade_log_gets_one_json_line_per_check(tmp_path, monkeypatch, solution, stubs):
+    log = tmp_path / "log.jsonl"
+    monkeypatch.setenv(core.LOG_ENV, str(log))
+    check("01.1", solution["get_pair_counts"])
+    check("01.2", stubs["merge_pair"])
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["id"], r["status"], r["points"], r["max_points"]) for r in rows] == [
+        ("01.1", "passed", 1, 1), ("01.2", "not attempted", 0, 1)]
+    monkeypatch.setenv(core.LOG_ENV, str(tmp_path / "missing-dir" / "log.jsonl"))
+    assert check("01.1", solution["get_pair_counts"]).passed  # an unwritable log does not break check
+
+
+def test_register_rejects_bad_ids_and_points():
+    with pytest.raises(ValueError, match="01.3"):
+        core.register("1.3", title="x")
+    with pytest.raises(ValueError, match="points"):
+        core.register("98.1", title="x", points=0)
+
+
+def test_run_cases_names_a_simulated_mistake():
+    def wrong(x):
+        return x + 2
+
+    ok, hint = core.run_cases(wrong, [((1,), 2), ((5,), 6)], name="inc",
+                              mistakes=[(lambda x: x * 2, "doubled"), (lambda x: x + 2, "added two")])
+    assert not ok and hint.startswith("added two") and "inc(1) returned 3, expected 2" in hint
+    ok, hint = core.run_cases(lambda x: x + 1, [((1,), 2), ((5,), 6)], name="inc")
+    assert ok and hint == ""
+
+
+# ---------------------------------------------------------------------------------------------------
+# invert tests: plausible wrong solutions fail with the expected hint
+
+
+def count_presence_only(ids):
+    return {(a, b): 1 for a, b in zip(ids, ids[1:], strict=False)}
+
+
+def count_skips_last(ids):
+    counts = {}
+    for i in range(len(ids) - 2):
+        counts[(ids[i], ids[i + 1])] = counts.get((ids[i], ids[i + 1]), 0) + 1
+    return counts
+
+
+def count_sorted_pairs(ids):
+    counts = {}
+    for a, b in zip(ids, ids[1:], strict=False):
+        key = tuple(sorted((a, b)))
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def count_as_list(ids):
+    from collections import Counter
+
+    return Counter(zip(ids, ids[1:], strict=False)).most_common()
+
+
+def merge_overlapping(ids, pair, new_id):
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+            out.append(new_id)
+        else:
+            out.append(ids[i])
+        i += 1
+    return out
+
+
+def merge_drops_last(ids, pair, new_id):
+    out, i = [], 0
+    while i < len(ids) - 1:
+        if (ids[i], ids[i + 1]) == pair:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def merge_in_place(ids, pair, new_id):
+    i = 0
+    while i < len(ids) - 1:
+        if (ids[i], ids[i + 1]) == pair:
+            ids[i:i + 2] = [new_id]
+        i += 1
+    return ids
+
+
+def merge_no_return(ids, pair, new_id):
+    [new_id if x == pair[0] else x for x in ids]
+
+
+def _counts(ids):
+    c = {}
+    for p in zip(ids, ids[1:], strict=False):
+        c[p] = c.get(p, 0) + 1
+    return c
+
+
+def _merge(ids, pair, new_id):
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def train_ids_from_257(text, n):
+    ids, merges = list(text.encode()), []
+    for i in range(n):
+        c = _counts(ids)
+        if not c:
+            break
+        merges.append(max(c, key=c.get))
+        ids = _merge(ids, merges[-1], 257 + i)
+    return merges
+
+
+def train_on_chars(text, n):
+    ids, merges = [ord(ch) for ch in text], []
+    for i in range(n):
+        c = _counts(ids)
+        if not c:
+            break
+        merges.append(max(c, key=c.get))
+        ids = _merge(ids, merges[-1], 256 + i)
+    return merges
+
+
+def train_count_once(text, n):
+    c = _counts(list(text.encode()))
+    return sorted(c, key=c.get, reverse=True)[:n]
+
+
+def train_ties_by_largest_pair(text, n):
+    ids, merges = list(text.encode()), []
+    for i in range(n):
+        c = _counts(ids)
+        if not c:
+            break
+        merges.append(max(sorted(c), key=lambda p: (c[p], p)))
+        ids = _merge(ids, merges[-1], 256 + i)
+    return merges
+
+
+def encode_by_frequency(text, merges):
+    ids, rank = list(text.encode()), {tuple(p): i for i, p in enumerate(merges)}
+    while True:
+        c = {p: k for p, k in _counts(ids).items() if p in rank}
+        if not c:
+            return ids
+        p = max(c, key=c.get)
+        ids = _merge(ids, p, 256 + rank[p])
+
+
+def encode_ids_from_257(text, merges):
+    ids = list(text.encode())
+    for i, p in enumerate(merges):
+        ids = _merge(ids, tuple(p), 257 + i)
+    return ids
+
+
+def encode_chars(text, merges):
+    ids = [ord(ch) for ch in text]
+    for i, p in enumerate(merges):
+        ids = _merge(ids, tuple(p), 256 + i)
+    return ids
+
+
+def wordpiece_shortest(word, vocab, unk="[UNK]"):
+    out, start = [], 0
+    while start < len(word):
+        for end in range(start + 1, len(word) + 1):
+            piece = ("##" if start else "") + word[start:end]
+            if piece in vocab:
+                out.append(piece)
+                start = end
+                break
+        else:
+            return [unk]
+    return out
+
+
+def wordpiece_no_prefix(word, vocab, unk="[UNK]"):
+    out, start = [], 0
+    while start < len(word):
+        for end in range(len(word), start, -1):
+            if word[start:end] in vocab:
+                out.append(word[start:end])
+                start = end
+                break
+        else:
+            return [unk]
+    return out
+
+
+def wordpiece_unk_per_char(word, vocab, unk="[UNK]"):
+    out, start = [], 0
+    while start < len(word):
+        for end in range(len(word), start, -1):
+            piece = ("##" if start else "") + word[start:end]
+            if piece in vocab:
+                out.append(piece)
+                start = end
+                break
+        else:
+            out.append(unk)
+            start += 1
+    return out
+
+
+def _viterbi(text, scores, better):
+    best = {0: (0.0, 0)}
+    for end in range(1, len(text) + 1):
+        for start in range(end):
+            piece = text[start:end]
+            if piece in scores and start in best:
+                cand = best[start][0] + scores[piece]
+                if end not in best or better(cand, best[end][0]):
+                    best[end] = (cand, start)
+    out, end = [], len(text)
+    while end:
+        out.append(text[best[end][1]:end])
+        end = best[end][1]
+    return out[::-1]
+
+
+def viterbi_minimising(text, scores):
+    return _viterbi(text, scores, lambda a, b: a < b)
+
+
+def viterbi_greedy(text, scores):
+    out, start = [], 0
+    while start < len(text):
+        end = max(e for e in range(start + 1, len(text) + 1) if text[start:e] in scores)
+        out.append(text[start:end])
+        start = end
+    return out
+
+
+def viterbi_characters(text, scores):
+    return list(text)
+
+
+def viterbi_joined(text, scores):
+    return " ".join(_viterbi(text, scores, lambda a, b: a > b))
+
+
+WRONG = [
+    ("01.1", count_presence_only, "every count is 1"),
+    ("01.1", count_skips_last, "last pair"),
+    ("01.1", count_sorted_pairs, "pairs are ordered"),
+    ("01.1", count_as_list, "return a dict"),
+    ("01.2", merge_overlapping, "overlapping merge"),
+    ("01.2", merge_drops_last, "last id is dropped"),
+    ("01.2", merge_in_place, "changed the list it was given"),
+    ("01.2", merge_no_return, "got a NoneType"),
+    ("01.3", train_ids_from_257, "256 + i"),
+    ("01.3", train_on_chars, "UTF-8 bytes"),
+    ("01.3", train_count_once, "recount the pairs"),
+    ("01.3", train_ties_by_largest_pair, "ties"),
+    ("01.4", encode_by_frequency, "by rank"),
+    ("01.4", encode_ids_from_257, "256 + i"),
+    ("01.4", encode_chars, "UTF-8 bytes"),
+    ("01.5", wordpiece_shortest, "SHORTEST"),
+    ("01.5", wordpiece_no_prefix, "'##' prefix"),
+    ("01.5", wordpiece_unk_per_char, "WHOLE word"),
+    ("01.6", viterbi_minimising, "LOWEST total"),
+    ("01.6", viterbi_greedy, "greedy longest-match"),
+    ("01.6", viterbi_characters, "returned"),
+    ("01.6", viterbi_joined, "list of str"),
+]
+
+
+@pytest.mark.parametrize("ex_id,fn,fragment", WRONG, ids=[w[1].__name__ for w in WRONG])
+def test_wrong_solution_fails_with_hint(ex_id, fn, fragment, capsys):
+    res = check(ex_id, fn)
+    assert res.status == "failed" and res.points == 0
+    assert fragment in res.hint, res.hint
+    assert capsys.readouterr().out.startswith(f"❌ {ex_id} ")
+
+
+def test_every_exercise_has_wrong_solutions():
+    assert {w[0] for w in WRONG} == set(FUNCTIONS)
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI: bad input gives one clear line and a non-zero exit
+
+
+def test_cli_missing_file_and_not_a_notebook(tmp_path, capsys):
+    assert cli.main(["grade", str(tmp_path / "nope.ipynb")]) == 1
+    err = capsys.readouterr().err
+    assert "no such file" in err and "Traceback" not in err
+    (tmp_path / "text.ipynb").write_text("this is not json")
+    (tmp_path / "json.ipynb").write_text('{"cells": 3}')
+    assert cli.main(["grade", str(tmp_path / "text.ipynb"), str(tmp_path / "json.ipynb")]) == 1
+    err = capsys.readouterr().err
+    assert "text.ipynb: is not a Jupyter notebook (not valid JSON" in err
+    assert "json.ipynb: is not a valid Jupyter notebook" in err and "Traceback" not in err
+
+
+def test_cli_usage_errors(capsys, tmp_path, monkeypatch):
+    assert cli.main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+    assert cli.main([]) == 2
+    assert cli.main(["grade", "--timeout", "0", "x.ipynb"]) == 1
+    monkeypatch.chdir(tmp_path)  # no exercises/ here
+    assert cli.main(["grade"]) == 1
+    assert "none found" in capsys.readouterr().err
+
+
+def _notebook(path: Path, *sources: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.mark.slow
+def test_cli_kernel_crash_and_cell_errors(tmp_path):
+    """Run through the real entry point: a crashing notebook exits 1, a notebook with an error is graded."""
+    crash = _notebook(tmp_path / "crash.ipynb", "import os; os._exit(1)")
+    errors = _notebook(tmp_path / "01_mine.ipynb", "1 / 0", "from minillm.grading import check\n"
+                       "check('01.2', lambda ids, pair, new_id: ids)")
+    p = subprocess.run([sys.executable, "-m", "minillm.cli", "grade", str(crash), str(errors)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert p.returncode == 1, p.stderr
+    assert "crash.ipynb: the kernel died" in p.stderr and "Traceback" not in p.stderr + p.stdout
+    card = p.stdout
+    assert "01.2" in card and "failed" in card and "01.1" in card and "not run" in card
+    assert "overall: 0/10 points in 1 notebook(s); 1 could not be graded" in card
+    assert "ZeroDivisionError" in card  # the note about cells that raised
+
+
+@pytest.mark.slow
+def test_cli_cell_timeout(tmp_path, capsys):
+    slow = _notebook(tmp_path / "slow.ipynb", "import time; time.sleep(120)")
+    assert cli.main(["grade", "--timeout", "2", str(slow)]) == 1
+    err = capsys.readouterr().err
+    assert "slow.ipynb: a cell ran longer than 2 s" in err and "Traceback" not in err
