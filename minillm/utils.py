@@ -4,6 +4,8 @@
   `MINILLM_DEVICE` overrides: "cpu", "cuda", "cuda:1", "mps"), prints what it chose and returns it.
 - `by_device(cpu=..., gpu=...)` picks a value (a preset name, a step count) for the device in use, so a
   notebook runs in about a minute on a laptop CPU and scales up on a GPU by itself.
+- `use_cjk_font()` registers the small Chinese font that ships with minillm (a subset of Noto Sans CJK
+  SC, SIL OFL 1.1) as matplotlib's fallback, so figures draw 汉字 on any machine; `setup` calls it.
 - `show_source(obj)` renders the source of a function or class as highlighted code, both in
   JupyterLab and in the built book (it emits a Markdown code block, which both render with colours).
 
@@ -17,6 +19,7 @@ import inspect
 import os
 import platform
 import random
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -58,10 +61,33 @@ def get_device(name: str | None = None) -> torch.device:
     return dev
 
 
+CJK_FONT = Path(__file__).resolve().parent / "fonts" / "NotoSansSC-minillm.otf"
+
+
+def use_cjk_font() -> str:
+    """Make matplotlib fall back to the bundled Chinese font for glyphs its default font lacks.
+
+    Returns the font's family name. Latin text keeps matplotlib's default font (DejaVu Sans); only
+    characters it cannot draw come from the bundled subset (the corpora's and notebooks' characters).
+    """
+    from matplotlib import font_manager, rcParams
+
+    font_manager.fontManager.addfont(str(CJK_FONT))
+    name = font_manager.FontProperties(fname=str(CJK_FONT)).get_name()
+    for key in ("font.sans-serif", "font.monospace", "font.serif"):
+        if name not in rcParams[key]:
+            rcParams[key] = [*rcParams[key], name]
+    families = list(rcParams["font.family"])
+    if name not in families:
+        rcParams["font.family"] = [*families, name]
+    return name
+
+
 def setup(seed: int = 0, device: str | None = None, quiet: bool = False) -> torch.device:
-    """Seed everything, choose the device, print a one-line summary and return the device."""
+    """Seed everything, choose the device, let figures draw Chinese, print a summary, return the device."""
     global _DEVICE
     seed_everything(seed)
+    use_cjk_font()
     _DEVICE = get_device(device)
     if not quiet:
         gpu = f" ({torch.cuda.get_device_name(_DEVICE)})" if _DEVICE.type == "cuda" else ""

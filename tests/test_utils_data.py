@@ -84,3 +84,32 @@ def test_corpus_errors():
         data.load_corpus("tang300", max_chars=0)
     with pytest.raises(ValueError, match="tang300"):
         data.poems("shakespeare")
+
+
+def test_bundled_cjk_font_draws_every_corpus_character():
+    from fontTools.ttLib import TTFont
+    from matplotlib import font_manager, rcParams
+
+    name = utils.use_cjk_font()
+    assert name in rcParams["font.family"] and name in rcParams["font.monospace"]
+    path = font_manager.findfont(font_manager.FontProperties(family=name), fallback_to_default=False)
+    assert path == str(utils.CJK_FONT)
+    cmap = TTFont(path).getBestCmap()
+    text = data.load_corpus("tang300") + data.load_corpus("song100")
+    missing = sorted({c for c in text if not c.isspace() and ord(c) not in cmap})
+    assert not missing, f"run tools/make_cjk_font.py: the font lacks {missing[:10]}"
+    assert ord("\u4e00") in cmap and ord("A") in cmap
+
+
+def test_matplotlib_draws_chinese_without_missing_glyph_warnings(recwarn):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    utils.use_cjk_font()
+    fig, ax = plt.subplots()
+    ax.set_title("床前明月光 — moonlight")
+    fig.canvas.draw()
+    plt.close(fig)
+    assert not [w for w in recwarn if "missing from font" in str(w.message)]

@@ -15,8 +15,8 @@ across tokens); such pieces are labelled by their bytes in hex, e.g. `<e5 85>`. 
 vocabulary-based tokenizer could not match (`[UNK]`) is drawn with a red frame.
 
 Leaves out: the per-character alignment of pieces back to the input (we only need the token's own text).
-matplotlib needs a font with CJK glyphs to draw Chinese; if none is installed (e.g. Noto Sans CJK),
-the figure writes such characters as code points (`U+5E8A`) and says so in its title.
+Chinese is drawn with the font that ships with minillm (`minillm.utils.use_cjk_font`), so the figure
+looks the same on every machine.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from minillm.utils import use_cjk_font
+
 # pastel backgrounds, cycled by token position so neighbours always differ
 PALETTE = ["#ffd6a5", "#caffbf", "#9bf6ff", "#bdb2ff", "#ffc6ff", "#fdffb6", "#a0c4ff", "#ffadad"]
 ALL = "(all)"
-_CJK_FAMILIES = ("Noto Sans CJK", "Noto Serif CJK", "Source Han Sans", "WenQuanYi", "SimHei", "Microsoft YaHei",
-                 "PingFang", "Heiti", "AR PL", "Droid Sans Fallback", "Noto Sans SC", "Noto Sans TC")
 
 
 @dataclass(frozen=True)
@@ -188,28 +188,8 @@ def token_widget(tok_by_name: dict[str, Any], text: str) -> Any:
 # ---------------------------------------------------------------- static figure (matplotlib)
 
 
-@lru_cache(maxsize=1)
-def find_cjk_font() -> str | None:
-    """Name of an installed font family with Chinese glyphs, or None."""
-    from matplotlib import font_manager
-
-    names = sorted({f.name for f in font_manager.fontManager.ttflist})
-    for fam in _CJK_FAMILIES:
-        for n in names:
-            if n.startswith(fam):
-                return n
-    return None
-
-
 def _wide(c: str) -> bool:
     return unicodedata.east_asian_width(c) in ("W", "F")
-
-
-def _drawable(label: str, cjk: bool) -> str:
-    """The label with characters the fonts cannot draw written as code points."""
-    if cjk:
-        return label
-    return "".join(f"U+{ord(c):04X}" if _wide(c) or ord(c) > 0xFFFF else c for c in label)
 
 
 def _width(label: str) -> float:
@@ -228,25 +208,24 @@ def token_figure(tok_by_name: dict[str, Any], text: str, wrap: int = 70, width_i
     _check_tok_by_name(tok_by_name)
     if wrap < 10:
         raise ValueError(f"wrap must be at least 10 character cells, got {wrap}")
-    cjk_font = find_cjk_font()
+    cjk_font = use_cjk_font()
     # lay out every tokenizer's boxes first: (row, x, w, label, id, unknown, colour)
     blocks = []
     for name, tok in tok_by_name.items():
         pieces = token_pieces(tok, text)
         rows, x, row = [], 0.0, 0
         for k, p in enumerate(pieces):
-            label = p.label if p.partial else _drawable(p.label.replace(" ", "␣"), cjk_font is not None)
+            label = p.label if p.partial else p.label.replace(" ", "␣")
             w = max(_width(label), 0.6 * len(str(p.id))) + 0.5
             if x + w > wrap and x > 0:
                 row, x = row + 1, 0.0
             rows.append((row, x, w, label, p.id, p.unknown, PALETTE[k % len(PALETTE)]))
             x += w + 0.2
-        title = _drawable(f"{name}: {summary(pieces, text)}", cjk_font is not None)
+        title = f"{name}: {summary(pieces, text)}"
         blocks.append((title, rows, row + 1))
     n_lines = sum(1 + nrows for _, _, nrows in blocks)  # a title line + rows per tokenizer
     unit_pt = width_in * 72 / (wrap + 1)  # points per character cell (half a cell of margin each side)
-    note = cjk_font is None and any(_wide(c) for c in text)
-    total = n_lines * 2.6 + 0.4 + (1.2 if note else 0)  # height in cells
+    total = n_lines * 2.6 + 0.4  # height in cells
     height_in = total * unit_pt / 72
     fig = plt.figure(figsize=(width_in, height_in))
     ax = fig.add_axes((0, 0, 1, 1))  # the axes fill the figure, so 1 data unit = 1 cell on both axes
@@ -254,7 +233,7 @@ def token_figure(tok_by_name: dict[str, Any], text: str, wrap: int = 70, width_i
     ax.set_ylim(-total, 0)
     ax.axis("off")
     fs = unit_pt / 0.6  # font size whose monospace advance is one cell
-    family = ["DejaVu Sans Mono"] + ([cjk_font] if cjk_font else [])
+    family = ["DejaVu Sans Mono", cjk_font]
     y = 0.0
     for title, rows, nrows in blocks:
         ax.text(0, y - 1.2, title, fontsize=fs * 0.8, va="center", ha="left", fontweight="bold")
@@ -266,7 +245,4 @@ def token_figure(tok_by_name: dict[str, Any], text: str, wrap: int = 70, width_i
             ax.text(x + w / 2, top - 1.75, str(i), fontsize=fs * 0.6, ha="center", va="center", color="#444",
                     family="DejaVu Sans Mono")
         y -= 2.6 * (1 + nrows)
-    if note:
-        ax.text(0, y - 0.6, "(no CJK font installed: Chinese characters drawn as code points U+XXXX)",
-                fontsize=fs * 0.6, ha="left", va="center", color="#555")
     return fig
