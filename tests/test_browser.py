@@ -48,7 +48,10 @@ def find_chromium() -> str:
     if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         subprocess.run(["apt-get", "update"], check=True, env=env, timeout=600)
-        subprocess.run(["apt-get", "install", "-y", "chromium"], check=True, env=env, timeout=1200)
+        # the fonts only make the screenshots readable (Chinese, emoji); the checks do not need them
+        pkgs = ["chromium", "fonts-noto-cjk", "fonts-noto-color-emoji"]
+        cmd = ["apt-get", "install", "-y", *pkgs]
+        subprocess.run(cmd, check=True, env=env, timeout=1200)
         if os.access("/usr/bin/chromium", os.X_OK):
             return "/usr/bin/chromium"
     pytest.skip("Debian's chromium is not installed: run `sudo apt-get install -y chromium`, then `make browser`")

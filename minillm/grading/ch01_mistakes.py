@@ -12,6 +12,8 @@ import operator
 from collections.abc import Callable
 from itertools import pairwise
 
+from minillm.tokenizer.bpe import merge_pair
+
 # ---------------------------------------------------------------------------------------------------
 # 01.1 pair counts
 
@@ -89,17 +91,7 @@ def merge_right_to_left(ids, pair, new_id):
 
 def merge(ids, pair, new_id, overlapping=False):
     """A correct merge (or, with overlapping=True, the overlapping mistake), for the simulations below."""
-    if overlapping:
-        return merge_overlapping(ids, pair, new_id)
-    out, i = [], 0
-    while i < len(ids):
-        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
+    return merge_overlapping(ids, pair, new_id) if overlapping else merge_pair(ids, pair, new_id)
 
 
 # ---------------------------------------------------------------------------------------------------
