@@ -12,7 +12,7 @@ EXERCISES := $(sort $(wildcard exercises/*.ipynb))
 WHEELHOUSE ?= wheelhouse
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: venv book lab test lint pytest nbval book-build browser execute exercises test-gpu wheelhouse bench clean
+.PHONY: venv venv-offline book lab test lint pytest nbval book-build browser execute exercises test-gpu wheelhouse bench clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -60,20 +60,27 @@ test-gpu:
 	MINILLM_DEVICE=cuda $(BIN)/pytest -q --nbval-lax -p no:cacheprovider $(NOTEBOOKS) $(EXERCISES)
 	MINILLM_DEVICE=cuda $(PY) -m minillm.bench --out _build/bench-gpu.md
 
-# wheels for an offline GPU machine: make wheelhouse WHEEL_PYTHON=3.11 WHEEL_PLATFORM=manylinux_2_28_x86_64
+# wheels for an offline GPU machine, made on a machine with internet:
+#   make wheelhouse WHEEL_PYTHON=3.11 WHEEL_PLATFORM=manylinux_2_28_x86_64 WHEEL_TORCH="torch==2.13.0"
+# PyPI's Linux torch wheel is the CUDA build; copy $(WHEELHOUSE)/ over, then `make venv-offline && make test-gpu`.
 WHEEL_PYTHON ?= 3.11
 WHEEL_PLATFORM ?= manylinux_2_28_x86_64
+WHEEL_TORCH ?= $(TORCH_SPEC)
 wheelhouse:
 	mkdir -p $(WHEELHOUSE)
+	$(PYTHON) tools/requirements.py --no-torch > $(WHEELHOUSE)/requirements.txt
+	echo "$(WHEEL_TORCH)" >> $(WHEELHOUSE)/requirements.txt
 	$(PYTHON) -m pip download -d $(WHEELHOUSE) --only-binary=:all: --python-version $(WHEEL_PYTHON) \
-	  --platform $(WHEEL_PLATFORM) --platform manylinux2014_x86_64 --platform linux_x86_64 --platform any ".[dev]" torch
-	$(PYTHON) -m pip wheel --no-deps -w $(WHEELHOUSE) .
+	  --platform $(WHEEL_PLATFORM) --platform manylinux2014_x86_64 --platform linux_x86_64 --platform any \
+	  -r $(WHEELHOUSE)/requirements.txt
+	$(PYTHON) -m pip download -d $(WHEELHOUSE) --only-binary=:all: --python-version $(WHEEL_PYTHON) \
+	  --platform any "setuptools>=77" wheel
 	@echo "copy $(WHEELHOUSE)/ to the GPU machine, then: make venv-offline WHEELHOUSE=$(WHEELHOUSE) && make test-gpu"
 
 venv-offline:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --no-index --find-links $(WHEELHOUSE) torch
-	$(PY) -m pip install --no-index --find-links $(WHEELHOUSE) -e ".[dev]"
+	$(PY) -m pip install --no-index --find-links $(WHEELHOUSE) -r $(WHEELHOUSE)/requirements.txt
+	$(PY) -m pip install --no-index --find-links $(WHEELHOUSE) --no-build-isolation --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
