@@ -12,17 +12,23 @@ EXERCISES := $(sort $(wildcard exercises/*.ipynb))
 WHEELHOUSE ?= wheelhouse
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: venv venv-offline book lab test lint pytest nbval book-build browser execute exercises test-gpu wheelhouse bench clean
+.PHONY: venv venv-offline constraints book lab test lint pytest nbval book-build browser execute exercises test-gpu wheelhouse bench clean
 
 venv: $(STAMP)
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@if $(PY) -c "import torch" 2>/dev/null; then echo "torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	  else $(PY) -m pip install -q "$(TORCH_SPEC)"; fi
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
+
+# pin what the venv has now (after upgrading something on purpose); torch and its dependencies stay free
+constraints: $(STAMP)
+	{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^-e\|@ file' | \
+	  grep -viE '^(torch|triton|nvidia-|sympy|mpmath|networkx|filelock|fsspec|setuptools|typing_extensions|pip|wheel)[=-]'; \
+	} > constraints.tmp && mv constraints.tmp constraints.txt
 
 book: $(STAMP)
 	rm -rf _build/html _build/.doctrees
@@ -72,7 +78,7 @@ wheelhouse:
 	echo "$(WHEEL_TORCH)" >> $(WHEELHOUSE)/requirements.txt
 	$(PYTHON) -m pip download -d $(WHEELHOUSE) --only-binary=:all: --python-version $(WHEEL_PYTHON) \
 	  --platform $(WHEEL_PLATFORM) --platform manylinux2014_x86_64 --platform linux_x86_64 --platform any \
-	  -r $(WHEELHOUSE)/requirements.txt
+	  -r $(WHEELHOUSE)/requirements.txt -c constraints.txt
 	$(PYTHON) -m pip download -d $(WHEELHOUSE) --only-binary=:all: --python-version $(WHEEL_PYTHON) \
 	  --platform any "setuptools>=77" wheel
 	@echo "copy $(WHEELHOUSE)/ to the GPU machine, then: make venv-offline WHEELHOUSE=$(WHEELHOUSE) && make test-gpu"
