@@ -26,7 +26,8 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "screenshots"
-CHAPTER1 = "notebooks/01_tokenization"
+# every chapter folder of notebooks/ must show rendered math, a figure and a widget in the book
+CHAPTERS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "notebooks").glob("[0-9][0-9]_*") if p.is_dir())
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -132,8 +133,8 @@ def _visit(context, server: str, rel: str, shot: str):
     return page, external, failed, errors
 
 
-def _chapter1_pages() -> list[str]:
-    return sorted(p.relative_to(HTML).as_posix() for p in (HTML / CHAPTER1).glob("*.html"))
+def _chapter_pages(chapter: str) -> list[str]:
+    return sorted(p.relative_to(HTML).as_posix() for p in (HTML / chapter).glob("*.html"))
 
 
 def test_index_page_is_local_only(context, server):
@@ -145,9 +146,10 @@ def test_index_page_is_local_only(context, server):
     page.close()
 
 
-def test_chapter1_notebooks_render_math_figures_and_widgets(context, server):
-    pages = _chapter1_pages()
-    assert pages, f"no HTML pages under _build/html/{CHAPTER1}: is the chapter in _toc.yml?"
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_notebooks_render_math_figures_and_widgets(context, server, chapter):
+    pages = _chapter_pages(chapter)
+    assert pages, f"no HTML pages under _build/html/{chapter}: is the chapter in _toc.yml?"
     seen = {"math": [], "figure": [], "widget": []}
     problems = []
     for rel in pages:
@@ -191,7 +193,7 @@ def test_chapter1_notebooks_render_math_figures_and_widgets(context, server):
 
     assert not problems, "\n".join(problems)
     for what, where in seen.items():
-        assert where, f"no chapter-1 notebook page showed a rendered {what} (looked at {pages})"
+        assert where, f"no notebook page of {chapter} showed a rendered {what} (looked at {pages})"
 
 
 def test_search_works_offline(context, server):

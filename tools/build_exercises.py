@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--check", action="store_true", help="report stale learner notebooks, write nothing")
     p.add_argument("--solutions", type=Path, metavar="DIR", help="also write solution notebooks into DIR")
     args = p.parse_args(argv)
-    sources = args.sources or sorted((ROOT / "exercises" / "src").glob("*.py"))
+    sources = [s.resolve() for s in args.sources] or sorted((ROOT / "exercises" / "src").glob("*.py"))
     stale, rewritten = [], []
     for src in sources:
         out = build.learner_path(src)

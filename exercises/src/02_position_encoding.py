@@ -1,0 +1,213 @@
+# Solution source of exercises/02_position_encoding.ipynb (percent format: "# %%" starts a code cell,
+# "# %% [markdown]" a markdown cell). Regenerate the learner notebook with
+#     .venv/bin/python tools/build_exercises.py
+# then execute it with  .venv/bin/python tools/execute_notebooks.py exercises/02_position_encoding.ipynb
+# Code between "# BEGIN SOLUTION <id>: <task>" and "# END SOLUTION" becomes
+# raise NotImplementedError("Exercise <id>: <task>") in the learner notebook.
+
+# %% [markdown]
+# # Exercises 2: Position encoding
+#
+# Six small functions, one per idea of this chapter: the sinusoidal table of the original Transformer,
+# rotary embeddings (RoPE) in the `rotate_half` form, ALiBi's slopes, T5's relative position buckets,
+# and two formulas for stretching RoPE to longer contexts (NTK-aware scaling and YaRN's ramp).
+#
+# Each exercise is a function whose body is a stub raising `NotImplementedError`. Replace the `raise`
+# line with your code and run the check cell below it: it compares your function with the `minillm`
+# reference on the worked examples shown here and on random inputs, and prints ✅ (passed), ❌ with a
+# hint (naming the mistake when it recognises a common one) or ⬜ (not attempted). A check never raises.
+# For a score report run `minillm grade exercises/02_position_encoding.ipynb`; see
+# [How grading works](../book/grading.md).
+#
+# Read first: [2.1 Absolute and relative positions](../notebooks/02_position_encoding/01_absolute_relative.ipynb)
+# (02.1, 02.4), [2.2 RoPE](../notebooks/02_position_encoding/02_rope.ipynb) (02.2) and
+# [2.3 ALiBi and length extrapolation](../notebooks/02_position_encoding/03_alibi_extrapolation.ipynb)
+# (02.3, 02.5, 02.6).
+
+# %%
+import math
+
+import torch
+
+from minillm.grading import check
+
+# %% [markdown]
+# ## 02.1 Sinusoidal position table (1 point)
+#
+# Write `sinusoidal_table(n_pos, dim)`: a float tensor of shape `(n_pos, dim)` with the **interleaved**
+# layout of Vaswani et al. (2017):
+#
+# $$PE[p, 2i] = \sin\!\big(p / 10000^{2i/d}\big), \qquad PE[p, 2i+1] = \cos\!\big(p / 10000^{2i/d}\big).$$
+#
+# Pair `i` (columns `2i` and `2i+1`) shares one frequency. Worked example, `sinusoidal_table(3, 4)`
+# (frequencies 1 and 1/100):
+#
+# | p | col 0 | col 1 | col 2 | col 3 |
+# |---|---|---|---|---|
+# | 0 | 0 | 1 | 0 | 1 |
+# | 1 | sin 1 = 0.8415 | cos 1 = 0.5403 | sin 0.01 = 0.0100 | cos 0.01 = 0.99995 |
+# | 2 | sin 2 = 0.9093 | cos 2 = -0.4161 | sin 0.02 | cos 0.02 |
+#
+# Some libraries store `[sin..., cos...]` (all sines, then all cosines): same numbers, other column
+# order, and a different answer here.
+
+# %%
+def sinusoidal_table(n_pos, dim):
+    """(n_pos, dim) tensor: column 2i = sin(p / 10000^(2i/dim)), column 2i+1 = cos of the same angle."""
+    # BEGIN SOLUTION 02.1: fill even columns with sin and odd columns with cos of p / 10000^(2i/dim)
+    table = torch.zeros(n_pos, dim)
+    for p in range(n_pos):
+        for i in range(dim // 2):
+            angle = p / 10000 ** (2 * i / dim)
+            table[p, 2 * i] = math.sin(angle)
+            table[p, 2 * i + 1] = math.cos(angle)
+    return table
+    # END SOLUTION
+
+
+# %%
+check("02.1", sinusoidal_table)
+
+# %% [markdown]
+# ## 02.2 Apply RoPE with `rotate_half` (2 points)
+#
+# Write `apply_rope(x, cos, sin)`. `x` has shape `(..., T, d)`; `cos` and `sin` have shape `(T, d/2)`:
+# row `m`, column `i` holds $\cos(m\theta_i)$ and $\sin(m\theta_i)$. Use the **split-halves** pairing of
+# GPT-NeoX and of Llama in Hugging Face: pair `i` is `(x[..., i], x[..., i + d/2])`, and each pair
+# `(a, b)` becomes `(a cos − b sin, a sin + b cos)`. In vector form:
+#
+# ```
+# rotate_half(x) = cat(-x2, x1)          # x1, x2 = first and second half of the last dim
+# out = x * cat(cos, cos) + rotate_half(x) * cat(sin, sin)
+# ```
+#
+# Worked example: `x = [[1, 2, 3, 4]]` (T = 1, d = 4) with angles `[[π/2, 0]]`: pair 0 is (1, 3), turned
+# by 90° into (−3, 1); pair 1 is (2, 4), not turned. Result `[[-3, 2, 1, 4]]`.
+
+# %%
+def apply_rope(x, cos, sin):
+    """Rotate the pairs (x[..., i], x[..., i + d/2]) of x (..., T, d) by the angles of cos, sin (T, d/2)."""
+    # BEGIN SOLUTION 02.2: split x into halves a, b; return cat(a*cos - b*sin, a*sin + b*cos)
+    half = x.shape[-1] // 2
+    a, b = x[..., :half], x[..., half:]
+    return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+    # END SOLUTION
+
+
+# %%
+check("02.2", apply_rope)
+
+# %% [markdown]
+# ## 02.3 ALiBi slopes (2 points)
+#
+# Write `alibi_slopes(n)`: the list of the `n` head slopes of ALiBi (Press et al. 2022).
+#
+# * `n` a power of two: the geometric sequence that starts at $2^{-8/n}$ with ratio $2^{-8/n}$, so
+#   `n = 8` gives `1/2, 1/4, ..., 1/256`.
+# * otherwise: let `n'` be the largest power of two below `n`. Take the `n'` slopes of `n'`, then the
+#   slopes of `2n'` at even indices (`[0::2]`, the values that fall between the first ones) until
+#   there are `n` in all. For `n = 12`: the 8 slopes `2^-1 ... 2^-8`, then `2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5`.
+
+# %%
+def alibi_slopes(n):
+    """The n ALiBi slopes (a list of floats)."""
+    # BEGIN SOLUTION 02.3: geometric sequence for powers of two; otherwise n' slopes + slopes(2n')[0::2]
+    def power_of_two(m):
+        start = 2 ** (-8 / m)
+        return [start ** (h + 1) for h in range(m)]
+
+    below = 1
+    while below * 2 <= n:
+        below *= 2
+    if below == n:
+        return power_of_two(n)
+    return power_of_two(below) + power_of_two(2 * below)[0::2][: n - below]
+    # END SOLUTION
+
+
+# %%
+check("02.3", alibi_slopes)
+
+# %% [markdown]
+# ## 02.4 T5 relative position bucket (2 points)
+#
+# Write `t5_bucket(rel, bidirectional, num_buckets, max_distance)` for one int `rel = key − query`
+# (T5's convention: a key *before* the query has `rel < 0`). It returns an int bucket:
+#
+# 1. bidirectional: use half the buckets per direction, `half = num_buckets // 2`; keys after the query
+#    (`rel > 0`) are offset by `half`; `n = |rel|`. Causal: `half = num_buckets`, `n = max(-rel, 0)`.
+# 2. `max_exact = half // 2`. If `n < max_exact`, the bucket is `n` (plus the offset).
+# 3. Otherwise `max_exact + int(ln(n / max_exact) / ln(max_distance / max_exact) * (half − max_exact))`,
+#    clipped to at most `half − 1` (plus the offset).
+#
+# Worked example, 32 buckets, max distance 128, bidirectional: `rel = -1, -8, -20, -128, 1, 8, 128` give
+# `1, 8, 10, 15, 17, 24, 31` (for −20: 8 + int(ln 2.5 / ln 16 · 8) = 8 + int(2.64) = 10).
+
+# %%
+def t5_bucket(rel, bidirectional, num_buckets, max_distance):
+    """T5's bucket (an int) of the relative position rel = key - query."""
+    # BEGIN SOLUTION 02.4: offset for rel > 0 (bidirectional), exact buckets below max_exact, then log-spaced
+    offset = 0
+    if bidirectional:
+        half = num_buckets // 2
+        if rel > 0:
+            offset = half
+        n = abs(rel)
+    else:
+        half = num_buckets
+        n = max(-rel, 0)
+    max_exact = half // 2
+    if n < max_exact:
+        return offset + n
+    scaled = math.log(n / max_exact) / math.log(max_distance / max_exact) * (half - max_exact)
+    return offset + min(max_exact + int(scaled), half - 1)
+    # END SOLUTION
+
+
+# %%
+check("02.4", t5_bucket)
+
+# %% [markdown]
+# ## 02.5 NTK-aware RoPE base (1 point)
+#
+# NTK-aware scaling stretches RoPE to `s` times its training length by raising the base:
+# $\text{base}' = \text{base} \cdot s^{d/(d-2)}$, where `d` is the head dimension. Then the slowest pair
+# (`i = d/2 − 1`, frequency $\text{base}^{-(d-2)/d}$) turns exactly `s` times slower, while the fastest
+# (`i = 0`) is unchanged. Write `ntk_base(base, factor, head_dim)`.
+# Worked example: `ntk_base(10000, 4, 128)` = 10000 · 4^(128/126) ≈ 40889.9.
+
+# %%
+def ntk_base(base, factor, head_dim):
+    """The NTK-aware base for a context `factor` times longer."""
+    # BEGIN SOLUTION 02.5: base * factor ** (head_dim / (head_dim - 2))
+    return base * math.exp(math.log(factor) * head_dim / (head_dim - 2))
+    # END SOLUTION
+
+
+# %%
+check("02.5", ntk_base)
+
+# %% [markdown]
+# ## 02.6 YaRN's ramp (1 point)
+#
+# Pair `i` of RoPE turns $L\theta_i / 2\pi$ times over the `L` training positions; it turns `r` times
+# when $i = d \ln\!\big(L / (2\pi r)\big) / (2 \ln \text{base})$. YaRN keeps the pairs that turn more
+# than `beta_fast` times, interpolates those that turn fewer than `beta_slow` times, and ramps in
+# between. Write `yarn_range(head_dim, base, original_len, beta_fast, beta_slow)` returning the pair
+# `(low, high)`: `low` = floor of that index for `r = beta_fast`, `high` = ceil for `r = beta_slow`, then
+# clipped: `max(low, 0)`, `min(high, head_dim − 1)` (as in the YaRN reference code).
+# Worked example: `yarn_range(128, 10000, 4096, 32, 1)` = `(20, 46)` (20.94 rounded down, 45.03 up).
+
+# %%
+def yarn_range(head_dim, base, original_len, beta_fast, beta_slow):
+    """(low, high): the pair indices where YaRN's ramp starts and ends."""
+    # BEGIN SOLUTION 02.6: floor(index for beta_fast), ceil(index for beta_slow), clipped to [0, head_dim - 1]
+    def index(rotations):
+        return head_dim * math.log(original_len / (2 * math.pi * rotations)) / (2 * math.log(base))
+
+    return max(math.floor(index(beta_fast)), 0), min(math.ceil(index(beta_slow)), head_dim - 1)
+    # END SOLUTION
+
+
+# %%
+check("02.6", yarn_range)
