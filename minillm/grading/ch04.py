@@ -1,0 +1,220 @@
+"""Checkers of chapter 4 (activations and FFN), the exercises of exercises/04_activations_ffn.ipynb.
+
+| id | the learner writes | compared with |
+|---|---|---|
+| 04.1 | `gelu(x)` (exact, via erf) | `minillm.ffn.gelu` (itself tested against `torch.nn.functional.gelu`) |
+| 04.2 | `gelu_tanh(x)` | `minillm.ffn.gelu_tanh` (tested against `F.gelu(approximate="tanh")`) |
+| 04.3 | `swish(x, beta)` | `minillm.ffn.swish` |
+| 04.4 | `swiglu_ffn(x, w_gate, w_up, w_down)`, weights `(out, in)` | `minillm.ffn.swiglu` on the transposed weights |
+| 04.5 | `llama_hidden_size(dim, multiple_of, ffn_dim_multiplier)` | `minillm.ffn.llama_hidden_size` |
+| 04.6 | `ffn_param_count(dim, hidden, gated, bias)` | `minillm.ffn.ffn_params` / `glu_ffn_params` |
+
+Hand-worked cases come first (written out in the notebook), then random float64 inputs (04.1-04.4) or
+further model sizes (04.5, 04.6). Tolerance on tensors: 1e-6 times max(1, |expected|), tight enough to
+tell exact GeLU from its tanh approximation (which differs by up to 4.7e-4); integers must be equal. The
+`*_MISTAKES` lists pair simulated wrong solutions (ch04_mistakes.py) with the hint naming each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from minillm.grading import answers
+from minillm.grading import ch04_mistakes as wrong
+from minillm.grading.answers import d64, generator, randn64
+from minillm.grading.core import register, run_cases
+
+# ---------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _as_tensor(got, want_shape: tuple, what: str) -> tuple:
+    """A tensor (or nested list) of shape `want_shape` -> (shape, values) in float64; else Wrong."""
+    return answers.shaped(answers.float_tensor(got), want_shape, what)
+
+
+def _elementwise(got, args) -> tuple:
+    return _as_tensor(got, tuple(args[0].shape), "x's shape: the function is applied elementwise")
+
+
+def _ffn_out(got, args) -> tuple:
+    return _as_tensor(got, tuple(args[0].shape), "x's shape (..., d): down_proj maps h back to d, and a map with "
+                                                 "weight W of shape (out, in) is x @ W.T")
+
+
+def _int(got, args) -> int:
+    return answers.integer(got)
+
+
+def _random_inputs(gen: torch.Generator) -> list[torch.Tensor]:
+    """Elementwise-test inputs: several shapes and scales, the region |x| ~ 2.7 where the tanh formula is
+    furthest from exact GeLU, tiny values and large ones (where GeLU is ~x or ~0)."""
+    return [randn64(3, 7, gen=gen, scale=2.0), randn64(2, 4, 5, gen=gen, scale=4.0),
+            torch.linspace(-6.0, 6.0, 49, dtype=torch.float64), randn64(10, gen=gen, scale=1e-3),
+            d64([-12.0, -8.0, 8.0, 12.0])]
+
+
+# ---------------------------------------------------------------------------------------------------
+# 04.1 GeLU, exact
+
+GELU_MISTAKES = [
+    (wrong.gelu_tanh_approx, "that is the tanh approximation (exercise 04.2), off by up to 4.7e-4; here use the "
+                             "exact Phi(x) = (1 + erf(x / sqrt(2))) / 2"),
+    (wrong.gelu_sigmoid_approx, "that is the sigmoid approximation x * sigmoid(1.702 x), off by up to 0.02; use the "
+                                "exact Phi(x) = (1 + erf(x / sqrt(2))) / 2"),
+    (wrong.gelu_erf_no_sqrt2, "erf(x) alone is not the normal CDF: Phi(x) = (1 + erf(x / sqrt(2))) / 2 "
+                              "(divide x by sqrt(2) inside erf)"),
+    (wrong.gelu_phi_only, "you returned Phi(x), the CDF; GeLU is x * Phi(x)"),
+    (wrong.gelu_no_half, "the 1/2 of Phi is missing: Phi(x) = (1 + erf(x / sqrt(2))) / 2 (yours is twice GeLU)"),
+]
+
+
+@register("04.1", title="GeLU (exact)", points=1)
+def check_gelu(fn: Callable) -> tuple[bool, str]:
+    from minillm.ffn import gelu
+
+    xs = [d64([-2.0, -1.0, 0.0, 1.0, 2.0])] + _random_inputs(generator())
+    cases = [((x,), _elementwise(gelu(x), (x,))) for x in xs]
+    return run_cases(fn, cases, name="gelu", normalize=_elementwise, same=answers.close, mistakes=GELU_MISTAKES)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 04.2 GeLU, tanh approximation
+
+TANH_MISTAKES = [
+    (wrong.tanh_no_cubic, "the cubic term is missing: tanh(sqrt(2 / pi) * (x + 0.044715 * x**3))"),
+    (wrong.tanh_sqrt_2pi, "the constant is sqrt(2 / pi) = 0.7979, not sqrt(2 * pi)"),
+    (wrong.tanh_cubic_outside, "sqrt(2 / pi) multiplies the whole bracket: sqrt(2 / pi) * (x + 0.044715 * x**3), "
+                               "not only x"),
+    (wrong.tanh_exact_erf, "that is the exact GeLU (erf, exercise 04.1); this one wants the tanh approximation, "
+                           "which differs by up to 4.7e-4"),
+    (wrong.tanh_no_half, "the factor 0.5 is missing: 0.5 * x * (1 + tanh(...))"),
+]
+
+
+@register("04.2", title="GeLU (tanh approximation)", points=1)
+def check_gelu_tanh(fn: Callable) -> tuple[bool, str]:
+    from minillm.ffn import gelu_tanh
+
+    xs = [d64([-2.0, -1.0, 0.0, 1.0, 2.0])] + _random_inputs(generator())
+    cases = [((x,), _elementwise(gelu_tanh(x), (x,))) for x in xs]
+    return run_cases(fn, cases, name="gelu_tanh", normalize=_elementwise, same=answers.close, mistakes=TANH_MISTAKES)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 04.3 Swish
+
+SWISH_MISTAKES = [
+    (wrong.swish_sigmoid_only, "Swish is x TIMES sigmoid(beta * x), not the sigmoid alone"),
+    (wrong.swish_ignores_beta, "beta is ignored: Swish is x * sigmoid(beta * x) (yours is right only for beta = 1)"),
+    (wrong.swish_beta_outside, "beta goes INSIDE the sigmoid: x * sigmoid(beta * x), not beta * x * sigmoid(x)"),
+    (wrong.swish_divides_by_beta, "multiply by beta inside the sigmoid: sigmoid(beta * x), not sigmoid(x / beta)"),
+]
+
+
+@register("04.3", title="Swish", points=1)
+def check_swish(fn: Callable) -> tuple[bool, str]:
+    from minillm.ffn import swish
+
+    hand = d64([1.0, -1.0, 2.0, 0.0])
+    inputs = [(hand, 1.0), (hand, 0.0), (d64([1.0, -1.0]), 2.0)]
+    betas = [0.5, 1.702, 1.0, 3.0, 10.0]
+    inputs += list(zip(_random_inputs(generator()), betas, strict=True))
+    cases = [((x, beta), _elementwise(swish(x, beta), (x,))) for x, beta in inputs]
+    return run_cases(fn, cases, name="swish", normalize=_elementwise, same=answers.close, mistakes=SWISH_MISTAKES)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 04.4 SwiGLU FFN
+
+SWIGLU_MISTAKES = [
+    (wrong.swiglu_silu_on_up, "the SiLU goes on the GATE branch: silu(x @ w_gate.T) * (x @ w_up.T); yours is on "
+                              "the up branch"),
+    (wrong.swiglu_no_transpose, "the weights are stored (out_features, in_features) as in nn.Linear: a map is "
+                                "x @ W.T, not x @ W"),
+    (wrong.swiglu_gelu, "GeLU on the gate is GeGLU; SwiGLU uses SiLU: silu(t) = t * sigmoid(t)"),
+    (wrong.swiglu_sigmoid_gate, "sigmoid(gate) * up is the original GLU; SwiGLU uses SiLU(gate) = gate * "
+                                "sigmoid(gate)"),
+    (wrong.swiglu_added, "the two branches are MULTIPLIED elementwise: silu(gate(x)) * up(x), not added"),
+    (wrong.swiglu_no_down, "the down projection is missing: finish with @ w_down.T to map h back to d"),
+    (wrong.swiglu_silu_after_product, "apply the SiLU to the gate alone, then multiply: silu(gate(x)) * up(x), not "
+                                      "silu(gate(x) * up(x))"),
+]
+
+
+@register("04.4", title="SwiGLU FFN", points=2)
+def check_swiglu(fn: Callable) -> tuple[bool, str]:
+    from minillm.ffn import swiglu
+
+    def case(x, wg, wu, wd):
+        return (x, wg, wu, wd), _ffn_out(swiglu(x, wg.T, wu.T, wd.T), (x,))
+
+    cases = [case(d64([1.0, 2.0]), d64([[1.0, 0.0], [-1.0, 1.0]]), d64([[0.0, 1.0], [2.0, 0.0]]),
+                  d64([[1.0, 0.0], [1.0, -1.0]]))]
+    gen = generator()
+    for x_shape, h in [((3, 8), 12), ((2, 5, 16), 40), ((6,), 6), ((1, 4), 10)]:
+        d = x_shape[-1]
+        x = randn64(*x_shape, gen=gen, scale=1.5)
+        cases.append(case(x, randn64(h, d, gen=gen, scale=d**-0.5), randn64(h, d, gen=gen, scale=d**-0.5),
+                          randn64(d, h, gen=gen, scale=h**-0.5)))
+    return run_cases(fn, cases, name="swiglu_ffn", normalize=_ffn_out, same=answers.close, mistakes=SWIGLU_MISTAKES)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 04.5 Llama's hidden size
+
+HIDDEN_MISTAKES = [
+    (wrong.hidden_no_two_thirds, "the 2/3 is missing: a gated FFN has 3 matrices, so h = 2/3 * 4d = 8d/3 "
+                                 "(int(2 * 4 * dim / 3)), not 4d"),
+    (wrong.hidden_two_thirds_of_dim, "h starts from 2/3 of 4d (8d/3, about 2.67 d), not 2/3 of d"),
+    (wrong.hidden_round_down, "round UP to a multiple of multiple_of: multiple_of * ((hidden + multiple_of - 1) "
+                              "// multiple_of); yours rounds down"),
+    (wrong.hidden_round_nearest, "round UP, not to the nearest multiple: dim 5120 gives 13653 -> 13824 (54 blocks "
+                                 "of 256), not 13568"),
+    (wrong.hidden_no_rounding, "round hidden up to a multiple of multiple_of (the result must be one)"),
+    (wrong.hidden_ignores_multiplier, "ffn_dim_multiplier is ignored: when it is not None, hidden = "
+                                      "int(ffn_dim_multiplier * hidden) before rounding up"),
+    (wrong.hidden_multiplier_after_rounding, "apply ffn_dim_multiplier BEFORE rounding up, so that the result is "
+                                             "a multiple of multiple_of"),
+    (wrong.hidden_always_256, "use the multiple_of argument, not a fixed 256"),
+]
+
+
+@register("04.5", title="Llama's FFN hidden size", points=2)
+def check_llama_hidden(fn: Callable) -> tuple[bool, str]:
+    from minillm.ffn import llama_hidden_size
+
+    cases = [((4096,), 11008), ((5120,), 13824), ((8192,), 22016), ((8192, 4096, 1.3), 28672)]
+    more = [(6656,), (4096, 1024, 1.3), (16384, 4096, 1.2), (768, 64), (2048,), (1000, 100), (4096, 1),
+            (3200, 256, 1.0), (5120, 512, 0.5), (3, 1)]
+    cases += [(args, llama_hidden_size(*args)) for args in more]
+    return run_cases(fn, cases, name="llama_hidden_size", normalize=_int, mistakes=HIDDEN_MISTAKES)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 04.6 FFN parameter count
+
+PARAM_MISTAKES = [
+    (wrong.params_no_bias, "the biases are missing: with bias=True add hidden for each d -> h map and dim for down"),
+    (wrong.params_two_matrices, "a gated FFN has THREE matrices (gate, up, down): 3 * dim * hidden"),
+    (wrong.params_gated_one_hidden_bias, "with bias, a gated FFN has two biases of size hidden (gate and up) plus "
+                                         "dim for down"),
+    (wrong.params_bias_both_hidden, "down maps h -> d, so its bias has dim entries, not hidden"),
+]
+
+
+@register("04.6", title="FFN parameter count", points=1)
+def check_ffn_params(fn: Callable) -> tuple[bool, str]:
+    from minillm.ffn import ffn_params, glu_ffn_params
+
+    def ref(dim: int, hidden: int, gated: bool, bias: bool) -> int:
+        return (glu_ffn_params if gated else ffn_params)(dim, hidden, bias=bias)
+
+    cases = [((768, 3072, False, True), 4_722_432), ((4096, 11008, True, False), 135_266_304),
+             ((4, 8, True, True), 116)]
+    more = [(4096, 16384, False, False), (4, 16, False, True), (10, 3, True, True), (5, 7, False, True),
+            (5, 7, True, False), (512, 1365, True, True), (1024, 4096, False, False)]
+    cases += [(args, ref(*args)) for args in more]
+    return run_cases(fn, cases, name="ffn_param_count", normalize=_int, mistakes=PARAM_MISTAKES)
