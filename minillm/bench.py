@@ -28,6 +28,9 @@ from typing import Any
 
 import torch
 
+from minillm.bench_ch03 import section_norms
+from minillm.bench_ch05 import section_attention
+from minillm.bench_ch06 import section_generation, section_training
 from minillm.data import load_corpus
 
 # ------------------------------------------------------------------ helpers shared by the sections
@@ -247,6 +250,10 @@ def section_tokenizers(quick: bool = False) -> str:
 # (name, function(quick) -> markdown); later chapters append theirs
 SECTIONS: list[tuple[str, Callable[[bool], str]]] = [
     ("tokenizers", section_tokenizers),
+    ("norms", section_norms),
+    ("attention", section_attention),
+    ("training", section_training),
+    ("generation", section_generation),
 ]
 
 

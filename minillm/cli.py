@@ -1,4 +1,4 @@
-"""The `minillm` command line: `minillm grade`, and later `minillm train`, `minillm generate`, ...
+"""The `minillm` command line: `minillm grade`, `minillm train`, `minillm generate`, ...
 
 Each subcommand lives in its own module, which provides `add_arguments(parser)` and `run(args) -> int`
 (the exit code). Only the module of the command being run is imported, so `minillm --help` is fast even
@@ -17,6 +17,8 @@ import sys
 # name -> (module providing add_arguments/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "grade": ("minillm.grading.runner", "execute exercise notebooks and print a report card"),
+    "train": ("minillm.train", "pretrain a GPT preset on a bundled corpus, with checkpoints and a loss plot"),
+    "generate": ("minillm.generate", "sample text from a checkpoint of `minillm train`"),
 }
 
 

@@ -7,7 +7,7 @@
 | `song100` | 宋词一百首, same format | 9,659 characters |
 
 All three are in the public domain; where each file came from is in `book/howto.md`.
-Later chapters add the training data loader (chapter 6) to this module.
+Chapter 6 adds `CharTokenizer`, `build_tokenizer` and `TokenData`: token ids and random batches for pretraining.
 """
 
 from __future__ import annotations
@@ -50,3 +50,113 @@ def poems(name: str = "tang300") -> list[str]:
     starts = [i for i in range(len(lines) - 1) if lines[i + 1].startswith("作者")]
     ends = starts[1:] + [len(lines)]
     return ["\n".join(lines[a:b]).strip() for a, b in zip(starts, ends, strict=True)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chapter 6: tokenised corpora and batches for pretraining
+
+
+class CharTokenizer:
+    """One id per distinct character of a text: the smallest tokenizer that can train a model."""
+
+    def __init__(self, chars: str):
+        if not chars or len(set(chars)) != len(chars):
+            raise ValueError("CharTokenizer needs a non-empty string of distinct characters; use from_text(text)")
+        self.chars = chars
+        self.stoi = {c: i for i, c in enumerate(chars)}
+
+    @classmethod
+    def from_text(cls, text: str) -> CharTokenizer:
+        return cls("".join(sorted(set(text))))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        unknown = sorted(set(text) - self.stoi.keys())
+        if unknown:
+            raise ValueError(f"characters not in this tokenizer's vocabulary: {unknown[:10]!r}; "
+                             "a character model can only read the characters it was trained on")
+        return [self.stoi[c] for c in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+
+def tokenizer_state(tok) -> dict:
+    """A JSON-able description of a CharTokenizer or a BPETokenizer (saved inside checkpoints)."""
+    from minillm.tokenizer import BPETokenizer
+
+    if isinstance(tok, CharTokenizer):
+        return {"kind": "char", "chars": tok.chars}
+    if isinstance(tok, BPETokenizer):
+        return {"kind": "bpe", "pattern": tok.pattern, "merges": [list(m) for m in tok.merges],
+                "special_tokens": dict(tok.special_tokens)}
+    raise TypeError(f"cannot save a {type(tok).__name__}; use a CharTokenizer or a minillm BPETokenizer")
+
+
+def tokenizer_from_state(state: dict):
+    """The inverse of `tokenizer_state`."""
+    from minillm.tokenizer import BPETokenizer
+
+    if state.get("kind") == "char":
+        return CharTokenizer(state["chars"])
+    if state.get("kind") == "bpe":
+        tok = BPETokenizer(pattern=state["pattern"])
+        tok.merges = [(int(a), int(b)) for a, b in state["merges"]]
+        tok._rebuild()
+        tok.register_special_tokens(state.get("special_tokens", {}))
+        return tok
+    raise ValueError(f"unknown tokenizer state {state.get('kind')!r}: expected 'char' or 'bpe'")
+
+
+def build_tokenizer(text: str, kind: str = "char", vocab_size: int = 512):
+    """A tokenizer for `text`: "char" (one id per character) or "bpe" (byte-level BPE trained on `text`)."""
+    if kind == "char":
+        return CharTokenizer.from_text(text)
+    if kind == "bpe":
+        from minillm.tokenizer import BPETokenizer
+
+        if vocab_size < 257:
+            raise ValueError(f"a byte-level BPE needs vocab_size > 256 (256 bytes + merges), got {vocab_size}")
+        return BPETokenizer(pattern="gpt4").train(text, vocab_size)
+    raise ValueError(f"unknown tokenizer kind {kind!r}: choose 'char' or 'bpe'")
+
+
+class TokenData:
+    """A corpus as token ids, split into train (first 90%) and val (last 10%), with random (B, T) windows.
+
+    `batch(split, B, T, generator)` returns x (B, T) and y (B, T) = x shifted by one: the next-token targets.
+    The split is by position, not by shuffling, so validation text is never seen in training.
+    """
+
+    def __init__(self, text: str, tokenizer, val_fraction: float = 0.1):
+        if not text:
+            raise ValueError("the text is empty")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        import torch
+
+        self.tokenizer = tokenizer
+        ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+        n_val = max(int(len(ids) * val_fraction), 1)
+        self.train, self.val = ids[:-n_val], ids[-n_val:]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    def batch(self, split: str, batch_size: int, seq_len: int, generator=None):
+        import torch
+
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        data = self.train if split == "train" else self.val
+        if len(data) < seq_len + 2:
+            raise ValueError(f"the {split} split has {len(data)} tokens, too few for seq_len={seq_len}; "
+                             "lower seq_len or use a longer corpus")
+        start = torch.randint(len(data) - seq_len - 1, (batch_size, 1), generator=generator)  # (B, 1)
+        idx = start + torch.arange(seq_len + 1)  # (B, T+1)
+        window = data[idx]
+        return window[:, :-1], window[:, 1:]

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minillm.train import lr_at  # warm-up + cosine to 10%, shared with the real training loop
+
 
 class PositionScheme:
     """How positions enter the model. Subclasses override one or more hooks; the defaults do nothing."""
@@ -178,14 +180,6 @@ class CharData:
         x = torch.stack([data[s : s + seq_len] for s in start.tolist()])
         y = torch.stack([data[s + 1 : s + seq_len + 1] for s in start.tolist()])
         return x, y
-
-
-def lr_at(step: int, lr: float, warmup: int, total: int) -> float:
-    """Linear warm-up over `warmup` steps, then cosine decay to 10% of `lr` at `total`."""
-    if warmup and step < warmup:
-        return lr * (step + 1) / warmup
-    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def train_toy(

@@ -82,7 +82,7 @@ def test_markdown_table_structure():
 
 def test_cli_quick_writes_table(tmp_path, capsys):
     out = tmp_path / "bench.md"
-    assert bench.main(["--quick", "--out", str(out)]) == 0
+    assert bench.main(["--quick", "--only", "tokenizers", "--out", str(out)]) == 0
     md = out.read_text(encoding="utf-8")
     assert capsys.readouterr().out == md + "\n"  # printed and written: the same Markdown
     assert md.startswith("Machine: ") and "## Chapter 1" in md
@@ -91,6 +91,12 @@ def test_cli_quick_writes_table(tmp_path, capsys):
     assert len(table) == 2 + 2 * 2 * 2  # header + rule + corpora x quick sizes x impls
     for ln in table[2:]:
         assert ln.count("|") == len(bench.CH1_COLUMNS) + 1
+
+
+def test_every_chapter_section_is_registered():
+    names = [n for n, _ in bench.SECTIONS]
+    assert len(names) == len(set(names)) and names[0] == "tokenizers"
+    assert {"norms", "attention", "training", "generation"} <= set(names)
 
 
 def test_cli_unknown_section():
@@ -156,3 +162,15 @@ def test_html_widget_and_figure():
     matplotlib.use("Agg")
     fig = viz.token_figure({"ours": tok}, TEXT)
     assert len(fig.axes[0].patches) == len(ids)
+
+
+def test_training_and_generation_sections_quick():
+    from minillm.bench_ch06 import flops_per_token, section_generation, section_training
+
+    assert flops_per_token(1000, 2, 8, 4) == 6 * 1000 + 12 * 2 * 8 * 4
+    md = section_training(quick=True)
+    row = [ln for ln in md.splitlines() if ln.startswith("| tiny")]
+    assert len(row) == 1 and row[0].endswith("| n/a |")  # CPU: no MFU
+    md = section_generation(quick=True)
+    rows = [ln for ln in md.splitlines() if ln.startswith("| 32") or ln.startswith("| 64")]
+    assert len(rows) == 2

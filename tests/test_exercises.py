@@ -1,20 +1,29 @@
 """Exercise notebooks: the builder (solution source -> learner notebook), freshness of the committed
-learner notebooks, and `minillm grade` on the learner (0 points) and solution (full marks) notebooks."""
+learner notebooks, `minillm grade` on the learner (0 points) and solution (full marks) notebooks, and the
+checks every exercise of every chapter gets (sources found by glob, exercises read from their check cells):
+the registry matches the check cells, the solution passes, the stub is "not attempted" (its own stub, named
+by its NotImplementedError), junk answers fail with a hint and never make a check raise, and each simulated
+mistake of a checker gets its own hint. What is particular to a chapter (plausible wrong solutions,
+acceptable variants, hand-worked values) is in tests/test_grading.py (chapter 1) and test_exercises_chNN.py.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
+import exercise_kit as kit
 import nbformat
 import pytest
+import torch
 
-from minillm.grading import build, core, runner
+from minillm.grading import build, check, core, runner
 
-ROOT = Path(__file__).resolve().parents[1]
-SOURCES = sorted((ROOT / "exercises" / "src").glob("*.py"))
+ROOT = kit.ROOT
+SOURCES = kit.SOURCES
 
 SAMPLE = '''# header for maintainers: not part of the notebook
 import this_is_ignored
@@ -166,3 +175,71 @@ def test_grade_learner_gives_zero_and_solution_full_marks(tmp_path):
     assert (sol["points"], sol["max_points"]) == (10, 10)
     assert stub["error"] is None and sol["error"] is None and sol["cell_errors"] == []
     assert (report["points"], report["max_points"]) == (10, 20)
+
+
+# ---------------------------------------------------------------------------------------------------
+# what every exercise gets: registry, solution, stub, junk, simulated mistakes
+
+POINTS = {"01": [1, 1, 2, 2, 2, 2], "02": [1, 2, 2, 2, 1, 1], "03": [2, 1, 1, 2, 1], "04": [1, 1, 1, 2, 2, 1],
+          "05": [2, 1, 1, 1, 3, 1], "06": [2, 1, 1, 2, 1, 1], "07": [1, 2, 1, 2, 1, 2]}
+EXERCISES = [(ex_id, src, name) for src in SOURCES for ex_id, name in kit.checked_functions(src).items()]
+EX_IDS = [ex_id for ex_id, _, _ in EXERCISES]
+
+# answers no checker may choke on: each must give a ❌ line with a hint of its own
+JUNK = (lambda *a: None, lambda *a: 1 / 0, "not a function", lambda *a: "text", lambda *a: True,
+        lambda *a: (None, None), lambda *a: (None, None, None), lambda *a: [1.0, 2.0], lambda *a: torch.zeros(0),
+        lambda *a: float("nan"), lambda *a: math.inf, lambda *a: ([1], [2]), lambda *a: ("a", "b"),
+        lambda *a: (torch.zeros(2), []), lambda *a: ([0.5], [1], [2]), lambda *a: ("a", "b", "c"),
+        lambda *a: torch.zeros(2, 3, dtype=torch.long))
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.name)
+def test_registry_matches_the_check_cells(src: Path):
+    exercises = core.exercises_of(kit.chapter_of(src))
+    assert [e.id for e in exercises] == list(kit.checked_functions(src))
+    assert [e.points for e in exercises] == POINTS[kit.chapter_of(src)]
+
+
+@pytest.mark.parametrize("ex_id,src,name", EXERCISES, ids=EX_IDS)
+def test_solution_passes(ex_id, src, name, capsys):
+    res = check(ex_id, kit.load_namespace(src, solution=True)[name])
+    out = capsys.readouterr().out
+    assert res.passed and res.points == res.max_points > 0, res.hint
+    assert out.startswith(f"✅ {ex_id} ") and out.endswith(f"{res.points}/{res.max_points} points\n")
+    assert out.count("\n") == 1
+
+
+@pytest.mark.parametrize("ex_id,src,name", EXERCISES, ids=EX_IDS)
+def test_stub_is_not_attempted(ex_id, src, name, capsys):
+    stub = kit.load_namespace(src, solution=False)[name]
+    res = check(ex_id, stub)
+    assert (res.status, res.points) == ("not attempted", 0)
+    assert capsys.readouterr().out.startswith(f"⬜ {ex_id} ")
+    assert "NotImplementedError" in res.line()
+    with pytest.raises(core.LearnerError) as raised:  # the checker's first call: the stub names its own exercise
+        core.REGISTRY[ex_id].checker(stub)
+    assert isinstance(raised.value.original, NotImplementedError)
+    assert f"Exercise {ex_id}: " in str(raised.value.original)
+
+
+@pytest.mark.parametrize("ex_id", EX_IDS)
+def test_check_never_raises_on_junk(ex_id):
+    for fn in JUNK:
+        res = check(ex_id, fn)
+        assert res.status == "failed" and res.hint, (ex_id, res)
+        assert not res.hint.startswith(("internal", "checking what your function returned raised")), res.hint
+
+
+def _simulated_mistakes(ex_id: str) -> list[tuple]:
+    """The `*_MISTAKES` list that the checker of `ex_id` hands to run_cases."""
+    core.load_chapter(ex_id[:2])
+    checker = core.REGISTRY[ex_id].checker
+    (name,) = [n for n in checker.__code__.co_names if n.endswith("_MISTAKES")]
+    return getattr(sys.modules[checker.__module__], name)
+
+
+@pytest.mark.parametrize("ex_id", EX_IDS)
+def test_each_simulated_mistake_gets_its_own_hint(ex_id):
+    """No simulated mistake is shadowed by an earlier one, or by the reference: checking it gives exactly its hint."""
+    for fn, hint in _simulated_mistakes(ex_id):
+        res = check(ex_id, fn)
+        assert res.status == "failed" and res.hint.startswith(hint + ". "), (fn.__name__, res.hint)

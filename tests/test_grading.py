@@ -1,8 +1,8 @@
 """minillm.grading: check() never raises, the registry, the chapter 1 checkers (invert tests), CLI errors.
 
-Invert tests: for every exercise, the stub gives "not attempted", plausible wrong solutions fail with a
-hint naming the mistake, and the solution from exercises/src (written independently of the minillm
-reference the checkers compare with) passes.
+Invert tests: plausible wrong solutions of every chapter 1 exercise fail with a hint naming the mistake.
+That the solution from exercises/src (written independently of the minillm reference the checkers compare
+with) passes and the stub gives "not attempted", for every chapter, is checked in tests/test_exercises.py.
 """
 
 from __future__ import annotations
@@ -12,67 +12,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import exercise_kit as kit
 import nbformat
 import pytest
 
 from minillm import cli
-from minillm.grading import build, check, core
+from minillm.grading import check, core
 
-ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT / "exercises" / "src" / "01_tokenization.py"
-FUNCTIONS = {"01.1": "get_pair_counts", "01.2": "merge_pair", "01.3": "train_bpe", "01.4": "bpe_encode",
-             "01.5": "wordpiece_tokenize", "01.6": "viterbi_segment"}
-
-
-def _namespace(solution: bool) -> dict:
-    """Execute the code cells of the solution source (solution or stub version), except the check cells."""
-    ns: dict = {}
-    for cell in build.parse_source(SOURCE.read_text(encoding="utf-8")):
-        src = cell.source(solution)
-        if cell.kind == "code" and "check(" not in src:
-            exec(compile(src, str(SOURCE), "exec"), ns)
-    return ns
-
-
-@pytest.fixture(scope="module")
-def solution() -> dict:
-    return _namespace(solution=True)
-
-
-@pytest.fixture(scope="module")
-def stubs() -> dict:
-    return _namespace(solution=False)
+CHAPTER = "01"
+SOURCE = kit.source(CHAPTER)
+IDS = list(kit.checked_functions(SOURCE))
 
 
 # ---------------------------------------------------------------------------------------------------
 # check(): output line, never raises, log
 
 
-def test_registry_has_the_six_chapter1_exercises():
-    assert [e.id for e in core.exercises_of("01")] == list(FUNCTIONS)
-    assert sum(e.points for e in core.exercises_of("01")) == 10
-
-
-@pytest.mark.parametrize("ex_id", list(FUNCTIONS))
-def test_solution_passes(ex_id, solution, capsys):
-    res = check(ex_id, solution[FUNCTIONS[ex_id]])
-    out = capsys.readouterr().out
-    assert res.passed and res.points == res.max_points > 0, res.hint
-    assert out.startswith(f"✅ {ex_id} ") and out.endswith(f"{res.points}/{res.max_points} points\n")
-    assert out.count("\n") == 1
-
-
-@pytest.mark.parametrize("ex_id", list(FUNCTIONS))
-def test_stub_is_not_attempted(ex_id, stubs, capsys):
-    res = check(ex_id, stubs[FUNCTIONS[ex_id]])
-    assert (res.status, res.points) == ("not attempted", 0)
-    assert capsys.readouterr().out.startswith(f"⬜ {ex_id} ")
-    assert "NotImplementedError" in res.line()
-
-
 def _cell_defining(name: str, solution: bool) -> str:
-    cells = build.parse_source(SOURCE.read_text(encoding="utf-8"))
-    return next(c.source(solution) for c in cells if f"def {name}(" in c.source(solution))
+    return next(c.source(solution) for c in kit.cells(SOURCE) if f"def {name}(" in c.source(solution))
 
 
 def test_calling_an_earlier_stub_names_it():
@@ -96,7 +53,7 @@ def test_check_never_raises(capsys):
         return deep(*args)
 
     for fn in (boom, garbage, deep, None, "get_pair_counts"):
-        for ex_id in FUNCTIONS:
+        for ex_id in IDS:
             res = check(ex_id, fn)
             assert res.status == "failed" and res.points == 0 and res.hint
     assert "ZeroDivisionError: oops" in check("01.2", boom).hint
@@ -410,7 +367,7 @@ def test_wrong_solution_fails_with_hint(ex_id, fn, fragment, capsys):
 
 
 def test_every_exercise_has_wrong_solutions():
-    assert {w[0] for w in WRONG} == set(FUNCTIONS)
+    assert {w[0] for w in WRONG} == set(IDS)
 
 
 # ---------------------------------------------------------------------------------------------------

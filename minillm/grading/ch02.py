@@ -143,8 +143,6 @@ BUCKET_MISTAKES = [
     (wrong.bucket_no_clip, "distances beyond max_distance must share the last bucket: clip with "
                            "min(bucket, num_buckets - 1) (per half when bidirectional)"),
     (wrong.bucket_rounded, "truncate the log-spaced bucket (int() / floor), don't round it"),
-    (wrong.bucket_exact_inclusive, "off by one: distances n < max_exact get their own bucket; n == max_exact is "
-                                   "the first log-spaced one"),
 ]
 
 

@@ -93,33 +93,23 @@ def bucket_query_minus_key(rel, bidirectional, num_buckets, max_distance):
     return int(ref.t5_bucket(torch.tensor(-rel), bidirectional, num_buckets, max_distance))
 
 
-def bucket_no_clip(rel, bidirectional, num_buckets, max_distance):
+def _bucket(rel, bidirectional, num_buckets, max_distance, *, to_int=int, clip=True):
     half = num_buckets // 2 if bidirectional else num_buckets
     offset = half if (bidirectional and rel > 0) else 0
     n = abs(rel) if bidirectional else max(-rel, 0)
     exact = half // 2
     if n < exact:
         return offset + n
-    return offset + exact + int(math.log(n / exact) / math.log(max_distance / exact) * (half - exact))
+    big = exact + to_int(math.log(n / exact) / math.log(max_distance / exact) * (half - exact))
+    return offset + (min(big, half - 1) if clip else big)
+
+
+def bucket_no_clip(rel, bidirectional, num_buckets, max_distance):
+    return _bucket(rel, bidirectional, num_buckets, max_distance, clip=False)
 
 
 def bucket_rounded(rel, bidirectional, num_buckets, max_distance):
-    half = num_buckets // 2 if bidirectional else num_buckets
-    offset = half if (bidirectional and rel > 0) else 0
-    n = abs(rel) if bidirectional else max(-rel, 0)
-    exact = half // 2
-    if n < exact:
-        return offset + n
-    big = exact + round(math.log(n / exact) / math.log(max_distance / exact) * (half - exact))
-    return offset + min(big, half - 1)
-
-
-def bucket_exact_inclusive(rel, bidirectional, num_buckets, max_distance):
-    half = num_buckets // 2 if bidirectional else num_buckets
-    n = abs(rel) if bidirectional else max(-rel, 0)
-    if n == half // 2:  # treated as exact: n itself, one past the exact range
-        return (half if (bidirectional and rel > 0) else 0) + n
-    return int(ref.t5_bucket(torch.tensor(rel), bidirectional, num_buckets, max_distance))
+    return _bucket(rel, bidirectional, num_buckets, max_distance, to_int=round)
 
 
 # ---------------------------------------------------------------------------------------------------

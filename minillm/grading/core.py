@@ -152,7 +152,6 @@ def _diagnose(fn, name, normalize, mistakes, seen, more_args) -> str:
         narrower = [(w, h) for w, h in candidates if fits(w, args, got)]
         candidates = narrower or candidates
     return candidates[0][1] if candidates else ""
-    return True, ""
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,250 @@
+# Solution source of exercises/06_model_pretraining.ipynb (percent format: "# %%" starts a code cell,
+# "# %% [markdown]" a markdown cell). Regenerate the learner notebook with
+#     .venv/bin/python tools/build_exercises.py
+# then execute it with  .venv/bin/python tools/execute_notebooks.py exercises/06_model_pretraining.ipynb
+# Code between "# BEGIN SOLUTION <id>: <task>" and "# END SOLUTION" becomes
+# raise NotImplementedError("Exercise <id>: <task>") in the learner notebook.
+
+# %% [markdown]
+# # Exercises 6: The model and pretraining
+#
+# Six functions, one per idea of this chapter: the next-token loss with its shift, the attention mask of
+# a prefix LM, the parameter count of GPT-2 and of Llama (what "7B" means), the warm-up + cosine
+# learning-rate schedule, and the split of a model's parameters into the ones AdamW decays and the ones it
+# does not.
+#
+# Each exercise is a function whose body is a stub raising `NotImplementedError`. Replace the `raise`
+# line with your code and run the check cell below it: it compares your function with the `minillm`
+# reference on the worked examples shown here and on random inputs, and prints ✅ (passed), ❌ with a
+# hint (naming the mistake when it recognises a common one) or ⬜ (not attempted). A check never raises.
+# For a score report run `minillm grade exercises/06_model_pretraining.ipynb`; see
+# [How grading works](../book/grading.md).
+#
+# Read first: [6.1 Decoder-only, prefix LM, encoder-decoder](../notebooks/06_model_pretraining/01_architectures.ipynb)
+# (06.2), [6.2 GPT-2 and Llama as presets of one model](../notebooks/06_model_pretraining/02_gpt_llama.ipynb)
+# (06.3, 06.4) and [6.3 Pretraining a small model](../notebooks/06_model_pretraining/03_pretraining.ipynb)
+# (06.1, 06.5, 06.6). The checks allow $10^{-6}$ times $\max(1, |\text{expected}|)$ on the loss and
+# $10^{-6}$ times `lr` on a learning rate, and want masks, counts and parameter groups exactly.
+
+# %%
+import math
+
+import torch
+from torch import nn
+
+from minillm.grading import check
+
+# %% [markdown]
+# ## 06.1 The next-token loss (2 points)
+#
+# A decoder-only model reads `idx` of shape `(B, T)` and returns `logits` of shape `(B, T, V)`: the
+# logits at position $t$ are its guess for the token at position $t + 1$, having seen tokens $0..t$. Write
+# `next_token_loss(logits, idx)`, the mean cross-entropy of those guesses,
+#
+# $$\mathcal L = -\frac{1}{B\,(T-1)}\sum_{b}\sum_{t=0}^{T-2} \log \text{softmax}\bigl(\text{logits}[b, t]\bigr)
+# \bigl[\text{idx}[b, t+1]\bigr],$$
+#
+# returned as one number (a 0-dim tensor or a float). The last position has no next token and is not
+# scored, and the first token is never a target: pair `logits[:, :-1]` with `idx[:, 1:]`. Use
+# `torch.log_softmax` (`torch.log(torch.softmax(...))` underflows: the check has targets with probability
+# $e^{-1000}$); `torch.gather` picks one entry per position. `F.cross_entropy` on the flattened, shifted
+# tensors is accepted too, and the reference.
+#
+# Worked example, $B = 1$, $T = 3$, $V = 3$, `idx = [[0, 2, 1]]`, `logits = [[[0, 0, ln 2], [ln 2, ln 6, 0],
+# [5, 0, 0]]]`:
+#
+# * position 0 has probabilities $(\frac14, \frac14, \frac12)$ and its target is token 2: $-\ln\frac12 = 0.693147$;
+# * position 1 has probabilities $(\frac29, \frac69, \frac19)$ and its target is token 1:
+#   $-\ln\frac69 = 0.405465$;
+# * position 2 (`[5, 0, 0]`) is not scored. The loss is $(0.693147 + 0.405465)/2 = 0.549306$ ($= \frac12\ln 3$).
+#   Without the shift (each position scored on its own token) you would get $2.865635$.
+
+# %%
+def next_token_loss(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits[:, t] (B, T, V) predicting idx[:, t + 1] (B, T), over the B * (T - 1) pairs."""
+    # BEGIN SOLUTION 06.1: logp = log_softmax(logits[:, :-1], -1); pick idx[:, 1:] with gather; minus the mean
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V)
+    target = idx[:, 1:]  # (B, T-1)
+    return -logp.gather(-1, target[..., None]).mean()
+    # END SOLUTION
+
+
+# %%
+check("06.1", next_token_loss)
+
+# %% [markdown]
+# ## 06.2 The prefix-LM mask (1 point)
+#
+# A prefix LM (T5's "prefix LM", UniLM, GLM) reads its first `prefix_len` tokens like an encoder, all of
+# them seeing each other, and generates the rest like a decoder. Write `prefix_lm_mask(T, prefix_len)`
+# returning a `(T, T)` tensor of dtype `torch.bool`, `True` where query `i` (row) may attend key `j`
+# (column):
+#
+# $$\text{mask}[i, j] = (j \le i)\ \text{or}\ (j < \text{prefix\_len}).$$
+#
+# Every query sees the whole prefix; no query, not even one inside the prefix, sees a later token after the
+# prefix (those are the targets). `prefix_len = 0` gives the causal mask, `prefix_len = T` full
+# bidirectional attention. Worked example, `prefix_lm_mask(5, 2)` (1 = `True`):
+#
+# ```text
+# [[1, 1, 0, 0, 0],
+#  [1, 1, 0, 0, 0],
+#  [1, 1, 1, 0, 0],
+#  [1, 1, 1, 1, 0],
+#  [1, 1, 1, 1, 1]]
+# ```
+#
+# Token 0 sees token 1 (both in the prefix); tokens 2, 3, 4 are causal and all see the prefix.
+
+# %%
+def prefix_lm_mask(T: int, prefix_len: int) -> torch.Tensor:
+    """(T, T) bool, True where query i may attend key j: j <= i or j < prefix_len."""
+    # BEGIN SOLUTION 06.2: i = arange(T)[:, None], j = arange(T)[None, :]; return (j <= i) | (j < prefix_len)
+    i = torch.arange(T)[:, None]
+    j = torch.arange(T)[None, :]
+    return (j <= i) | (j < prefix_len)
+    # END SOLUTION
+
+
+# %%
+check("06.2", prefix_lm_mask)
+
+# %% [markdown]
+# ## 06.3 How many parameters has GPT-2? (1 point)
+#
+# Write `gpt2_param_count(vocab_size, block_size, n_layer, d_model)`, the number of parameters (an `int`)
+# of a GPT-2-style model with $d$ = `d_model`:
+#
+# * a token embedding $V \times d$ and a **learned** position embedding `block_size` $\times\, d$;
+# * per layer: attention with $W_q, W_k, W_v, W_o$ ($d \times d$ each, with biases), an MLP $d \to 4d \to d$
+#   (two matrices, with biases), and two LayerNorms (a gain **and** a bias: $2d$ each) — that is
+#   $12d^2 + 13d$ per layer;
+# * a final LayerNorm ($2d$) and the head $d \to V$, which is **tied** to the token embedding (the same
+#   matrix, counted once).
+#
+# The number of heads does not change the count. Worked examples:
+#
+# * $V = 10$, `block_size` $= 8$, one layer, $d = 4$: $40 + 32 + (12\cdot16 + 13\cdot4 = 244) + 8 = 324$;
+# * GPT-2 small ($V = 50257$, 1024 positions, 12 layers, $d = 768$): token embedding $38{,}597{,}376$,
+#   positions $786{,}432$, $12 \times 7{,}087{,}872 = 85{,}054{,}464$ in the layers, final LayerNorm
+#   $1{,}536$: **$124{,}439{,}808$**, the "124M" of the checkpoint;
+# * GPT-2 medium (24 layers, $d = 1024$): $354{,}823{,}168$.
+
+# %%
+def gpt2_param_count(vocab_size: int, block_size: int, n_layer: int, d_model: int) -> int:
+    """Parameters of a GPT-2-style model: learned positions, biases, LayerNorm, 4d MLP, tied head."""
+    # BEGIN SOLUTION 06.3: V d + block_size d + n_layer (12 d^2 + 13 d) + 2 d (final LayerNorm); the head is tied
+    d = d_model
+    per_layer = (4 * d * d + 4 * d) + (8 * d * d + 5 * d) + 2 * (2 * d)  # attention, MLP, two LayerNorms
+    return vocab_size * d + block_size * d + n_layer * per_layer + 2 * d
+    # END SOLUTION
+
+
+# %%
+check("06.3", gpt2_param_count)
+
+# %% [markdown]
+# ## 06.4 ... and Llama? (2 points)
+#
+# Write `llama_param_count(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden)` for a Llama-style
+# model, which differs from GPT-2 in five places:
+#
+# * **no position embedding** (RoPE rotates the queries and keys; it has no parameters);
+# * **grouped-query attention**: $W_q$ and $W_o$ are $d \times d$, but $W_k$ and $W_v$ only
+#   $d \times (n_\text{kv} \cdot d_\text{head})$, with $d_\text{head}$ = `d_model // n_head`;
+# * a **SwiGLU** MLP with three matrices (gate, up, down), each $d \times$ `ffn_hidden`;
+# * **no biases** anywhere, and **RMSNorm** ($d$ parameters: a gain, no bias), two per layer and a final one;
+# * an **untied** head: `lm_head` is its own $V \times d$ matrix.
+#
+# Worked examples:
+#
+# * Llama-2-7B ($V = 32000$, 32 layers, $d = 4096$, 32 heads, 32 key/value heads, `ffn_hidden` $= 11008$):
+#   per layer attention $4 \cdot 4096^2 = 67{,}108{,}864$, MLP $3 \cdot 4096 \cdot 11008 = 135{,}266{,}304$,
+#   norms $8{,}192$, so $32 \times 202{,}383{,}360 = 6{,}476{,}267{,}520$; embedding and head
+#   $2 \times 131{,}072{,}000$; final norm $4{,}096$: **$6{,}738{,}415{,}616$** ("7B");
+# * Llama-2-70B (80 layers, $d = 8192$, 64 heads but 8 key/value heads, `ffn_hidden` $= 28672$): $W_k$ and $W_v$
+#   are $8192 \times 1024$, so attention is $2 \cdot 8192^2 + 2 \cdot 8192 \cdot 1024 = 150{,}994{,}944$ per
+#   layer; the total is $68{,}976{,}648{,}192$;
+# * Llama-3-8B ($V = 128256$, 32 layers, $d = 4096$, 32 heads, 8 key/value heads, `ffn_hidden` $= 14336$):
+#   $8{,}030{,}261{,}248$.
+
+# %%
+def llama_param_count(vocab_size: int, n_layer: int, d_model: int, n_head: int, n_kv_head: int,
+                      ffn_hidden: int) -> int:
+    """Parameters of a Llama-style model: RoPE, GQA, SwiGLU (3 matrices), RMSNorm, no biases, untied head."""
+    # BEGIN SOLUTION 06.4: attention 2 d^2 + 2 d (n_kv_head * head_dim); MLP 3 d h; norms 2 d per layer; + 2 V d + d
+    d, head_dim = d_model, d_model // n_head
+    attention = 2 * d * d + 2 * d * (n_kv_head * head_dim)  # q, o: d x d; k, v: d x (n_kv_head * head_dim)
+    per_layer = attention + 3 * d * ffn_hidden + 2 * d
+    return 2 * vocab_size * d + n_layer * per_layer + d
+    # END SOLUTION
+
+
+# %%
+check("06.4", llama_param_count)
+
+# %% [markdown]
+# ## 06.5 Warm-up, then cosine decay (1 point)
+#
+# GPT-3 and Llama raise the learning rate linearly for `warmup` steps, then let it fall along a cosine to
+# `min_ratio * lr` at step `total`, and keep it there. Write `lr_at(step, lr, warmup, total, min_ratio)`
+# (steps count from 0):
+#
+# * warm-up, `step < warmup`: $\text{lr}\cdot(\text{step} + 1)/\text{warmup}$ (so step 0 already has a
+#   small rate, and step `warmup - 1` has the full `lr`);
+# * then, with $\text{progress} = \min\bigl(1, (\text{step} - \text{warmup}) / (\text{total} - \text{warmup})\bigr)$:
+#   $$\text{lr}\cdot\Bigl(\text{min\_ratio} + (1 - \text{min\_ratio})\cdot\tfrac12\bigl(1 + \cos(\pi\cdot
+#   \text{progress})\bigr)\Bigr).$$
+#
+# `warmup = 0` means no warm-up; the check always has `total > warmup`. Worked examples with
+# `lr = 1e-3`, `warmup = 10`, `total = 110`, `min_ratio = 0.1`:
+#
+# * steps 0, 4, 9: $10^{-4}$, $5\cdot10^{-4}$, $10^{-3}$; step 10 (progress 0): $10^{-3}$;
+# * step 35 (progress $\frac14$, $\frac12(1 + \cos\frac\pi4) = 0.853553$): $10^{-3}\cdot(0.1 + 0.9 \cdot
+#   0.853553) = 8.68198\cdot10^{-4}$;
+# * step 60 (progress $\frac12$): $5.5\cdot10^{-4}$; steps 110 and 150: $10^{-4}$.
+
+# %%
+def lr_at(step: int, lr: float, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay from lr to min_ratio * lr at `total` (then flat)."""
+    # BEGIN SOLUTION 06.5: warm-up lr (step + 1) / warmup; then progress = min(1, (step - warmup) / (total - warmup))
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / (total - warmup))
+    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    # END SOLUTION
+
+
+# %%
+check("06.5", lr_at)
+
+# %% [markdown]
+# ## 06.6 Which parameters get weight decay? (1 point)
+#
+# AdamW's weight decay pulls every parameter it is given towards 0. GPT-3, Llama and `minillm.train` give
+# it only to the **matrices and embeddings** (parameters with `p.dim() >= 2`), never to biases or to the
+# gains of LayerNorm / RMSNorm (1-D): decaying a norm's gain would shrink the activations it scales. Write
+# `decay_groups(model)` returning a pair `(decay, no_decay)` of lists holding every **trainable**
+# parameter (`requires_grad`) of the model exactly once: the parameters themselves, as
+# `model.parameters()` yields them (a tied head is one parameter, yielded once). They go straight into
+#
+# ```python
+# torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}])
+# ```
+#
+# Deciding by name (`"bias" in name`) misses the norms' gains. Worked example, the `tiny` preset of
+# `minillm.model.GPT` (2 layers, $d = 64$, learned positions, tied head): 14 tensors with $110{,}592$
+# numbers are decayed (the token and position embeddings and the six matrices of each layer), 22 tensors
+# with $1{,}792$ numbers are not (six biases and two LayerNorms per layer, and the final LayerNorm).
+
+# %%
+def decay_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(decay, no_decay): the trainable parameters with dim >= 2, and the other trainable ones."""
+    # BEGIN SOLUTION 06.6: params = [p for p in model.parameters() if p.requires_grad]; split on p.dim() >= 2
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [p for p in params if p.dim() >= 2], [p for p in params if p.dim() < 2]
+    # END SOLUTION
+
+
+# %%
+check("06.6", decay_groups)

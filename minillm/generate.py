@@ -1,0 +1,224 @@
+"""Autoregressive generation: the decoding loop with and without a KV cache, beam search, memory of an nB model.
+
+- `generate(model, idx, params)`: prefill the prompt once, then one token per step. With `use_cache` each
+  step feeds only the newest token and attends to the cached keys/values of the earlier ones (O(T) work per
+  step instead of O(T^2) for re-running the whole sequence); without, it re-runs the last `block_size`
+  tokens every step, as nanoGPT's `generate` does. Both give the same tokens (tested).
+- `beam_search(model, idx, num_beams)`: keeps the `num_beams` prefixes of highest total log-probability;
+  finished hypotheses (ending in `eos_id`) are ranked by sum(log p) / length**length_penalty, Hugging Face's
+  convention (Wu et al. 2016, GNMT, use a different length penalty).
+- `inference_memory(n_params, ...)`: weights + KV cache, the first-order estimate of the memory of serving.
+
+The model is any module with `forward(idx, kv_caches=None) -> (logits, loss)`, `make_kv_caches(max_len)` and
+`cfg.block_size` (a `minillm.model.GPT`). Leaves out: batched prompts of different lengths (left padding),
+speculative decoding, stop strings, paged caches (chapter 16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minillm.sampling import SamplingParams, sample
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    idx: torch.Tensor,
+    params: SamplingParams | None = None,
+    *,
+    use_cache: bool = True,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+    penalty_window: int | None = None,
+) -> torch.Tensor:
+    """idx (B, T) prompt ids -> (B, T + n) with n <= params.max_tokens new tokens (fewer if every row hit eos_id).
+
+    Penalties look at the prompt and everything generated (or the last `penalty_window` tokens)."""
+    params = params or SamplingParams()
+    if idx.dim() != 2 or idx.size(1) == 0:
+        raise ValueError(f"idx must be (batch, tokens) with at least one token, got shape {tuple(idx.shape)}")
+    block = model.cfg.block_size
+    total = idx.size(1) + params.max_tokens
+    if use_cache and total > block:
+        raise ValueError(f"prompt ({idx.size(1)}) + max_tokens ({params.max_tokens}) = {total} tokens exceed the "
+                         f"model's block_size={block}; lower max_tokens or use use_cache=False (crops the context)")
+    was_training = model.training
+    model.eval()
+    caches = model.make_kv_caches(total) if use_cache else None
+    out = idx
+    done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+    step_input = idx  # the prefill: the whole prompt once
+    for _ in range(params.max_tokens):
+        if use_cache:
+            logits, _ = model(step_input, kv_caches=caches)
+        else:
+            logits, _ = model(out[:, -block:])
+        history = out if penalty_window is None else out[:, -penalty_window:]
+        nxt = sample(logits[:, -1, :], history, params, generator)  # (B,)
+        if eos_id is not None:
+            nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)  # finished rows keep emitting eos
+            done |= nxt == eos_id
+        out = torch.cat([out, nxt[:, None]], dim=1)
+        step_input = nxt[:, None]  # (B, 1): only the new token goes through the model next time
+        if eos_id is not None and bool(done.all()):
+            break
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def beam_search(
+    model: nn.Module,
+    idx: torch.Tensor,
+    num_beams: int = 4,
+    max_tokens: int = 20,
+    *,
+    eos_id: int | None = None,
+    length_penalty: float = 1.0,
+) -> tuple[torch.Tensor, float]:
+    """idx (1, T) -> (the best sequence (1, T + n), its score). Re-runs the model on all beams each step.
+
+    Each step expands every live beam by its `num_beams` best tokens, keeps the `num_beams` best of all
+    candidates by total log-probability, and moves candidates ending in eos_id to the finished list. It
+    stops when `num_beams` hypotheses are finished and no live beam can beat the worst of them (with
+    length_penalty >= 0 a live beam's score can only fall), or after max_tokens steps."""
+    if idx.dim() != 2 or idx.size(0) != 1:
+        raise ValueError(f"beam_search takes one prompt of shape (1, T), got {tuple(idx.shape)}")
+    if num_beams < 1 or max_tokens < 1:
+        raise ValueError(f"num_beams and max_tokens must be >= 1, got {num_beams}, {max_tokens}")
+    block, prompt_len = model.cfg.block_size, idx.size(1)
+    was_training = model.training
+    model.eval()
+    beams, scores = idx, torch.zeros(1, device=idx.device)  # (n_live, T), (n_live,) total log-probs
+    finished: list[tuple[float, torch.Tensor]] = []
+
+    def score(total_logp: float, seq_len: int) -> float:
+        return total_logp / (seq_len - prompt_len) ** length_penalty
+
+    for _ in range(max_tokens):
+        logits, _ = model(beams[:, -block:])
+        logp = F.log_softmax(logits[:, -1, :].float(), dim=-1)  # (n_live, V)
+        cand = (scores[:, None] + logp).flatten()  # (n_live * V,)
+        top = torch.topk(cand, min(2 * num_beams, cand.numel()))
+        V = logp.size(-1)
+        new_beams, new_scores = [], []
+        for s, flat in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            seq = torch.cat([beams[flat // V], beams.new_tensor([flat % V])])
+            if eos_id is not None and flat % V == eos_id:
+                finished.append((score(s, seq.numel()), seq))
+            else:
+                new_beams.append(seq)
+                new_scores.append(s)
+            if len(new_beams) == num_beams:
+                break
+        finished = sorted(finished, key=lambda f: f[0], reverse=True)[:num_beams]
+        if not new_beams:
+            break
+        beams, scores = torch.stack(new_beams), torch.tensor(new_scores, device=idx.device)
+        if len(finished) == num_beams and length_penalty >= 0:
+            best_live = scores.max().item() / (beams.size(1) - prompt_len) ** length_penalty
+            if best_live < finished[-1][0]:
+                break
+    for s, seq in zip(scores.tolist(), beams, strict=True):  # unfinished beams compete at the end too
+        finished.append((score(s, seq.numel()), seq))
+    best_score, best = max(finished, key=lambda f: f[0])
+    model.train(was_training)
+    return best[None, :], best_score
+
+
+def inference_memory(n_params: float, dtype_bytes: float = 2, *, n_layer: int = 0, n_kv_head: int = 0,
+                     head_dim: int = 0, tokens: int = 0, batch: int = 1, kv_bytes: float = 2) -> dict[str, float]:
+    """Bytes to serve a model: weights (n_params * dtype_bytes) + KV cache (2 * L * H_kv * D * tokens * batch).
+
+    Leaves out activations (small at inference: one layer's worth at a time) and framework overhead, which
+    in practice add 10-20%."""
+    weights = n_params * dtype_bytes
+    kv = 2 * n_layer * n_kv_head * head_dim * kv_bytes * tokens * batch
+    return {"weights": weights, "kv_cache": kv, "total": weights + kv}
+
+
+# ------------------------------------------------------------------ `minillm generate`
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ckpt", help="a checkpoint written by `minillm train` (its ckpt.pt, or the run's directory)")
+    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    p.add_argument("--max-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0, help="0 = off")
+    p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off")
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-cache", action="store_true", help="re-run the whole context every step")
+
+
+def load_for_generation(path: str, device: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
+    """(model, tokenizer) from a checkpoint of `minillm train`."""
+    from pathlib import Path
+
+    from minillm.data import tokenizer_from_state
+    from minillm.fast import use_kernel
+    from minillm.model import GPT, GPTConfig
+    from minillm.train import load_checkpoint
+
+    p = Path(path)
+    state = load_checkpoint(p / "ckpt.pt" if p.is_dir() else p, device)
+    if state.get("model_config") is None or state.get("tokenizer") is None:
+        raise ValueError(f"{path} has no model config or tokenizer: was it written by `minillm train`?")
+    model = GPT(GPTConfig.from_dict(state["model_config"])).to(device)
+    model.load_state_dict(state["model"])
+    return use_kernel(model, "torch"), tokenizer_from_state(state["tokenizer"])
+
+
+def run(args: argparse.Namespace) -> int:
+    from minillm.utils import get_device
+
+    try:
+        params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                repetition_penalty=args.repetition_penalty, max_tokens=args.max_tokens)
+        device = get_device()
+        model, tok = load_for_generation(args.ckpt, device)
+        ids = torch.tensor([tok.encode(args.prompt)] * args.num_samples, device=device)
+        g = torch.Generator(device=device).manual_seed(args.seed)
+        use_cache = not args.no_cache and ids.size(1) + args.max_tokens <= model.cfg.block_size
+        out = generate(model, ids, params, use_cache=use_cache, generator=g)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"minillm generate: {e}", file=sys.stderr)
+        return 1
+    for i, row in enumerate(out.tolist()):
+        if args.num_samples > 1:
+            print(f"--- sample {i + 1} ---")
+        print(tok.decode(row))
+    return 0
+
+
+def kv_cache_speedup_rows(model: nn.Module, prompt_len: int, lengths: list[int], repeats: int = 3) -> list[dict]:
+    """Seconds to generate n tokens greedily with and without the KV cache (best of `repeats`)."""
+    import time
+
+    device = next(model.parameters()).device
+    idx = torch.zeros(1, prompt_len, dtype=torch.long, device=device)
+    rows = []
+    for n in lengths:
+        row: dict[str, Any] = {"new_tokens": n}
+        for use_cache in (False, True):
+            best = math.inf
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                generate(model, idx, SamplingParams(temperature=0.0, max_tokens=n), use_cache=use_cache)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                best = min(best, time.perf_counter() - t0)
+            row["cache_s" if use_cache else "no_cache_s"] = best
+        row["speedup"] = row["no_cache_s"] / row["cache_s"]
+        rows.append(row)
+    return rows

@@ -1,0 +1,366 @@
+"""Checkers of chapter 6 (the model and pretraining), the exercises of exercises/06_model_pretraining.ipynb.
+
+| id | the learner writes | compared with |
+|---|---|---|
+| 06.1 | `next_token_loss(logits, idx)`, the shifted causal-LM loss | `F.cross_entropy`; a GPT's own loss |
+| 06.2 | `prefix_lm_mask(T, prefix_len)` | `minillm.attention.prefix_lm_mask` |
+| 06.3 | `gpt2_param_count(vocab_size, block_size, n_layer, d_model)` | `minillm.model.count_params` (GPT-2) |
+| 06.4 | `llama_param_count(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden)` | `count_params` (Llama) |
+| 06.5 | `lr_at(step, lr, warmup, total, min_ratio)`, warm-up then cosine | `minillm.train.lr_at` |
+| 06.6 | `decay_groups(model)` -> `(decay, no_decay)` | the rule of `minillm.train.make_optimizer` |
+
+Hand-worked cases come first (written out in the notebook), then random inputs (06.1), further sizes
+(06.2-06.4), steps (06.5) or models (06.6). 06.1 also runs a case whose target tokens have probability
+below e^-745, where log(softmax(...)) gives log(0) = -inf unless log_softmax is used. The models of 06.6
+are shared between the calls of one check, not deep-copied, so that the returned parameters can be
+recognised by identity. Tolerances: 1e-6 times max(1, |expected|) on the loss, 1e-6 times lr on a
+learning rate; masks, counts and parameter groups must be equal. The `*_MISTAKES` lists pair simulated
+wrong solutions (ch06_mistakes.py) with the hint naming each.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minillm.grading import answers
+from minillm.grading import ch06_mistakes as wrong
+from minillm.grading.answers import generator
+from minillm.grading.core import Wrong, register, run_cases, short
+
+# ---------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _int(got, args) -> int:
+    if isinstance(got, float) and got.is_integer():
+        raise Wrong(f"return an int (a number of parameters), got the float {got!r}: use // rather than /")
+    return answers.integer(got, "a number of parameters")
+
+
+def _shared(model: nn.Module) -> nn.Module:
+    """Make copy.deepcopy(model) return model itself, so that run_cases' copies of the arguments keep it."""
+    model.__deepcopy__ = lambda memo: model
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------
+# 06.1 next-token loss
+
+LOSS_MISTAKES = [
+    (wrong.loss_no_shift, "no shift: the logits at position t predict the NEXT token, idx[:, t + 1]; score "
+                          "logits[:, :-1] against idx[:, 1:] (yours scores each position on its own token)"),
+    (wrong.loss_shift_backwards, "shifted the wrong way: logits[:, :-1] (positions 0 .. T-2) predict idx[:, 1:] "
+                                 "(tokens 1 .. T-1); yours pairs logits[:, 1:] with idx[:, :-1]"),
+    (wrong.loss_mean_over_vocab, "the mean also runs over the vocabulary (a one-hot times log-probs, then .mean()), "
+                                 "which divides the loss by V: average only over the B * (T - 1) predictions"),
+    (wrong.loss_probs_not_log, "cross-entropy averages -log p(target), not -p(target): take log_softmax, not softmax"),
+    (wrong.loss_raw_logits, "a logit is not a log-probability: take log_softmax(logits) (logits minus their "
+                            "logsumexp) before picking the target's entry"),
+    (wrong.loss_sum, "average over the B * (T - 1) predictions (mean), not the sum"),
+    (wrong.loss_no_minus, "the sign: the loss is MINUS the mean log-probability of the targets (it is >= 0)"),
+    (wrong.loss_log_of_softmax, "log(softmax(x)) underflows: a probability below ~1e-308 becomes 0 and its log "
+                                "-inf; use torch.log_softmax (x - logsumexp(x)), which stays finite"),
+]
+
+
+def _ref_loss(logits: torch.Tensor, idx: torch.Tensor) -> float:
+    V = logits.shape[-1]
+    return F.cross_entropy(logits[:, :-1].reshape(-1, V), idx[:, 1:].reshape(-1)).item()
+
+
+def _loss_out(got, args) -> float | str:
+    return answers.canonical(answers.number(got, "the mean of -log p(next token) over the B * (T - 1) predictions"))
+
+
+def _close_number(got, want, args) -> bool:
+    return answers.same_number(got, want, lambda w: answers.TOL * max(1.0, abs(w)))
+
+
+# hand-worked example of 06.1: probabilities (1/4, 1/4, 1/2) and (2/9, 6/9, 1/9); the last row is never scored
+HAND_LOGITS = [[0.0, 0.0, math.log(2.0)], [math.log(2.0), math.log(6.0), 0.0], [5.0, 0.0, 0.0]]
+HAND_IDX = [0, 2, 1]
+
+
+def _underflowing_loss_case(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (2, 6, 7) whose targets at positions 1 and 3 sit 1000 below the rest: their probability is
+    e^-1000, 0 in float64, so log(softmax) gives -inf while log_softmax gives about -1000."""
+    logits = torch.randn(2, 6, 7, generator=gen, dtype=torch.float64)
+    idx = torch.randint(7, (2, 6), generator=gen)
+    for t in (1, 3):
+        logits[torch.arange(2), t, idx[:, t + 1]] -= 1000.0
+    return logits, idx
+
+
+@register("06.1", title="Next-token loss", points=2)
+def check_next_token_loss(fn: Callable) -> tuple[bool, str]:
+    from minillm.model import GPT, GPTConfig
+
+    gen = generator()
+    inputs = [(torch.tensor([HAND_LOGITS], dtype=torch.float64), torch.tensor([HAND_IDX]))]
+    for B, T, V, scale in [(2, 5, 4, 2.0), (3, 8, 11, 3.0), (1, 2, 6, 1.0), (4, 3, 3, 5.0)]:
+        inputs.append((scale * torch.randn(B, T, V, generator=gen, dtype=torch.float64),
+                       torch.randint(V, (B, T), generator=gen)))
+    cases = [(args, _loss_out(_ref_loss(*args), args)) for args in inputs]
+    # a GPT's logits: the reference is the model's own loss on idx[:, :-1] with targets idx[:, 1:]
+    with torch.random.fork_rng(devices=[]):  # the learner's global RNG is left as it was
+        torch.manual_seed(random.randrange(2**31))
+        model = GPT(GPTConfig.preset("tiny", init_std=0.1)).double().eval()
+    idx = torch.randint(128, (2, 9), generator=gen)
+    with torch.no_grad():
+        logits = model(idx)[0]
+        cases.append(((logits, idx), _loss_out(model(idx[:, :-1], idx[:, 1:])[1], None)))
+    args = _underflowing_loss_case(gen)
+    cases.append((args, _loss_out(_ref_loss(*args), args)))
+    return run_cases(fn, cases, name="next_token_loss", normalize=_loss_out, same=_close_number,
+                     mistakes=LOSS_MISTAKES)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 06.2 prefix-LM mask
+
+PREFIX_MISTAKES = [
+    (wrong.prefix_bidirectional, "that is fully bidirectional (an encoder): only the prefix is; after it, token i "
+                                 "must not see the later tokens j > i it is going to predict"),
+    (wrong.prefix_causal_only, "that is the plain causal mask: inside the prefix every token sees the WHOLE prefix "
+                               "(j < prefix_len), later ones included"),
+    (wrong.prefix_transposed, "yours is transposed: row i is the QUERY, column j the key; query i sees "
+                              "j <= i or j < prefix_len"),
+    (wrong.prefix_queries_see_all, "a prefix query must not see the tokens after the prefix (they are the targets): "
+                                   "the bidirectional part is the KEYS j < prefix_len, not the queries i < prefix_len"),
+    (wrong.prefix_off_by_one, "off by one: the prefix is tokens 0 .. prefix_len - 1, so use j < prefix_len "
+                              "(not <=)"),
+    (wrong.prefix_inverted, "polarity inverted: True must mean 'may attend'"),
+    (wrong.prefix_block_diagonal, "the tokens after the prefix see the prefix too (j < prefix_len is allowed for "
+                                  "every query), plus the causal part j <= i"),
+]
+
+
+def _mask_out(got, args) -> tuple:
+    T = args[0]
+    mask = answers.bool_mask(got, (T, T), "(T, T)", "comparisons such as j <= i give one, and | combines them")
+    return (T, T), tuple(int(b) for b in mask.flatten().tolist())
+
+
+@register("06.2", title="Prefix-LM mask", points=1)
+def check_prefix_lm_mask(fn: Callable) -> tuple[bool, str]:
+    from minillm.attention import prefix_lm_mask
+
+    sizes = [(5, 2), (4, 0), (4, 4), (6, 3), (1, 1), (1, 0), (7, 1), (8, 5)]
+    sizes += [(T, random.randrange(T + 1)) for T in (random.randrange(2, 10), random.randrange(2, 10))]
+    cases = [((T, P), _mask_out(prefix_lm_mask(T, P), (T, P))) for T, P in sizes]
+    return run_cases(fn, cases, name="prefix_lm_mask", normalize=_mask_out, mistakes=PREFIX_MISTAKES)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 06.3 GPT-2 parameter count
+
+GPT2_MISTAKES = [
+    (wrong.gpt2_no_linear_bias, "the linear layers' biases are missing: q, k, v, o have d each (4d) and the MLP's "
+                                "up and down 4d and d, so 9d per layer"),
+    (wrong.gpt2_no_bias_at_all, "the biases are missing: 9d per layer in the linear layers (q, k, v, o: 4d; MLP: "
+                                "4d + d) and d in each LayerNorm (LayerNorm has a gain AND a bias: 2d)"),
+    (wrong.gpt2_head_counted, "the head is tied: lm_head.weight IS the token embedding, so count V * d once"),
+    (wrong.gpt2_no_positions, "GPT-2's positions are learned: add the position embedding, block_size * d"),
+    (wrong.gpt2_no_final_ln, "the final LayerNorm (before lm_head) is missing: + 2d"),
+    (wrong.gpt2_no_layernorm, "the LayerNorms are missing: two per layer and a final one, 2d each (gain and bias)"),
+    (wrong.gpt2_ln_weight_only, "a LayerNorm has a gain AND a bias: 2d parameters, not d"),
+    (wrong.gpt2_matrices_only, "12 L d^2 (+ embeddings) counts only the matrices; add the biases (9d per layer) "
+                               "and the LayerNorms (2 x 2d per layer, + 2d final)"),
+]
+
+
+def _ref_gpt2(vocab_size: int, block_size: int, n_layer: int, d_model: int) -> int:
+    from minillm.model import GPTConfig, count_params
+
+    cfg = GPTConfig.preset("gpt2", vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=1,
+                           d_model=d_model)
+    return count_params(cfg)["total"]
+
+
+@register("06.3", title="GPT-2 parameter count", points=1)
+def check_gpt2_params(fn: Callable) -> tuple[bool, str]:
+    cases = [((10, 8, 1, 4), 324), ((50257, 1024, 12, 768), 124_439_808), ((50257, 1024, 24, 1024), 354_823_168)]
+    more = [(50257, 1024, 36, 1280), (50257, 1024, 48, 1600), (65, 256, 6, 384), (128, 64, 2, 64), (3, 2, 1, 1),
+            (random.randrange(2, 500), random.randrange(1, 300), random.randrange(1, 6), random.randrange(1, 100))]
+    cases += [(args, _ref_gpt2(*args)) for args in more]
+    return run_cases(fn, cases, name="gpt2_param_count", normalize=_int, mistakes=GPT2_MISTAKES)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 06.4 Llama parameter count
+
+LLAMA_MISTAKES = [
+    (wrong.llama_kv_n_head, "with GQA, k_proj and v_proj have n_kv_head * head_dim outputs, not n_head * head_dim "
+                            "(q_proj and o_proj keep d x d)"),
+    (wrong.llama_kv_no_head_dim, "k_proj and v_proj are d x (n_kv_head * head_dim), head_dim = d_model // n_head: "
+                                 "each key/value head has head_dim outputs"),
+    (wrong.llama_two_ffn_matrices, "SwiGLU has THREE matrices (gate, up, down): 3 * d * ffn_hidden per layer"),
+    (wrong.llama_tied_head, "Llama's head is NOT tied: lm_head is its own V x d matrix, on top of the embedding"),
+    (wrong.llama_layernorm, "RMSNorm has a gain only (d parameters), no bias: not 2d"),
+    (wrong.llama_biases, "Llama's linear layers have no biases"),
+    (wrong.llama_no_final_norm, "the final RMSNorm (before lm_head) is missing: + d"),
+    (wrong.llama_no_norms, "the RMSNorms are missing: two per layer and a final one, d each"),
+]
+
+
+def _ref_llama(vocab_size: int, n_layer: int, d_model: int, n_head: int, n_kv_head: int, ffn_hidden: int) -> int:
+    from minillm.model import GPTConfig, count_params
+
+    cfg = GPTConfig.preset("llama2-7b", vocab_size=vocab_size, n_layer=n_layer, d_model=d_model, n_head=n_head,
+                           n_kv_head=n_kv_head, ffn_hidden=ffn_hidden)
+    return count_params(cfg)["total"]
+
+
+@register("06.4", title="Llama parameter count", points=2)
+def check_llama_params(fn: Callable) -> tuple[bool, str]:
+    cases = [((32000, 32, 4096, 32, 32, 11008), 6_738_415_616), ((32000, 80, 8192, 64, 8, 28672), 68_976_648_192),
+             ((128256, 32, 4096, 32, 8, 14336), 8_030_261_248)]
+    more = [(32000, 40, 5120, 40, 40, 13824), (128, 2, 64, 4, 2, 172), (100, 3, 48, 6, 3, 128), (50, 1, 16, 4, 1, 40),
+            (7, 2, 8, 2, 2, 5)]
+    n_head = random.choice([4, 6, 8])
+    more.append((random.randrange(2, 1000), random.randrange(1, 5), n_head * random.choice([2, 4, 8]), n_head,
+                 random.choice([k for k in range(1, n_head + 1) if n_head % k == 0 and k < n_head]),
+                 random.randrange(1, 200)))
+    cases += [(args, _ref_llama(*args)) for args in more]
+    return run_cases(fn, cases, name="llama_param_count", normalize=_int, mistakes=LLAMA_MISTAKES)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 06.5 warm-up + cosine learning rate
+
+LR_MISTAKES = [
+    (wrong.lr_warmup_from_zero, "the warm-up starts at lr / warmup, not 0: lr * (step + 1) / warmup (a step with "
+                                "learning rate 0 is wasted)"),
+    (wrong.lr_warmup_plus_one, "divide by warmup, not warmup + 1 (nanoGPT's convention): the warm-up reaches the "
+                               "full lr at step warmup - 1, lr * (step + 1) / warmup"),
+    (wrong.lr_cosine_to_zero, "the cosine ends at min_ratio * lr, not 0: lr * (min_ratio + (1 - min_ratio) * "
+                              "0.5 * (1 + cos(pi * progress)))"),
+    (wrong.lr_cosine_over_total, "the cosine runs over the steps AFTER the warm-up: progress = (step - warmup) / "
+                                 "(total - warmup), not step / total"),
+    (wrong.lr_not_clamped, "after step total the rate stays at min_ratio * lr: clamp progress to at most 1 (the "
+                           "cosine would rise again)"),
+    (wrong.lr_no_half, "the cosine factor is 0.5 * (1 + cos(pi * progress)), which goes from 1 to 0; cos(pi * "
+                       "progress) alone goes to -1"),
+    (wrong.lr_linear, "that is a linear decay; the schedule here is a cosine: 0.5 * (1 + cos(pi * progress))"),
+    (wrong.lr_min_added, "interpolate between lr and min_ratio * lr: lr * (min_ratio + (1 - min_ratio) * factor); "
+                         "adding min_ratio * lr on top starts the decay above lr"),
+]
+
+
+def _lr_out(got, args) -> float | str:
+    return answers.canonical(answers.number(got, "the learning rate at this step"), significant=10)
+
+
+def _close_lr(got, want, args) -> bool:
+    return answers.same_number(got, want, lambda w: answers.TOL * args[1])
+
+
+@register("06.5", title="Warm-up and cosine learning rate", points=1)
+def check_lr_at(fn: Callable) -> tuple[bool, str]:
+    from minillm.train import lr_at
+
+    inputs = [(step, 1e-3, 10, 110, 0.1) for step in (0, 4, 9, 10, 35, 60, 110, 150)]
+    inputs += [(0, 3e-4, 0, 1000, 0.1), (250, 3e-4, 0, 1000, 0.1), (7, 1.0, 5, 105, 0.0), (80, 1.0, 5, 105, 0.0),
+               (1999, 6e-4, 2000, 600_000, 0.1), (300_000, 6e-4, 2000, 600_000, 0.1), (3, 0.5, 4, 9, 0.2),
+               (12, 0.5, 4, 9, 0.2)]
+    for _ in range(4):
+        warmup = random.randrange(0, 50)
+        total = warmup + random.randrange(1, 500)
+        inputs.append((random.randrange(0, total + 100), 10 ** random.uniform(-5, 0), warmup, total,
+                       random.choice([0.0, 0.05, 0.1, 0.5])))
+    cases = [(args, _lr_out(lr_at(*args), args)) for args in inputs]
+    return run_cases(fn, cases, name="lr_at", normalize=_lr_out, same=_close_lr, mistakes=LR_MISTAKES)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 06.6 weight-decay groups
+
+DECAY_MISTAKES = [
+    (wrong.decay_everything, "not everything is decayed: biases and norm gains (dim < 2) go in no_decay, since "
+                             "pulling a LayerNorm/RMSNorm gain towards 0 would shrink the activations"),
+    (wrong.decay_by_bias_name, "the norms' gains (e.g. input_layernorm.weight) are 1-D too and must not be "
+                               "decayed; a name test for 'bias' misses them: decide by p.dim() >= 2"),
+    (wrong.decay_swapped, "the groups are swapped: return (decay, no_decay), decay holding the matrices and "
+                          "embeddings (dim >= 2)"),
+    (wrong.decay_linear_only, "embeddings are matrices too: the rule here decays every parameter with dim >= 2, "
+                              "embeddings included (GPT-3, Llama, minillm.train.make_optimizer); decaying only "
+                              "nn.Linear weights leaves them out"),
+]
+
+
+class _Conv1dWithScale(nn.Module):
+    """A 3-D weight (decayed), a 0-D scalar parameter and a bias (not decayed)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 4, 3)
+        self.scale = nn.Parameter(torch.ones(()))
+
+
+def _decay_models() -> list[nn.Module]:
+    from minillm.model import GPT, GPTConfig
+
+    frozen = GPT(GPTConfig.preset("tiny", n_layer=1))
+    frozen.embed_positions.weight.requires_grad_(False)
+    for p in frozen.layers[0].self_attn.parameters():
+        p.requires_grad_(False)
+    seq = nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 8), nn.LayerNorm(8), nn.Linear(8, 10, bias=False))
+    models = [GPT(GPTConfig.preset("tiny")), GPT(GPTConfig.preset("tiny-llama")), seq, frozen, _Conv1dWithScale()]
+    return [_shared(m) for m in models]
+
+
+def _ref_groups(model: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Names of make_optimizer's two groups: trainable parameters with dim >= 2, and the other trainable ones.
+    (The rule is applied here directly: building the AdamW would import torch._dynamo, seconds of a check;
+    tests/test_exercises_ch06.py checks that make_optimizer's groups are these.)"""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return tuple(sorted(n for n, p in named if p.dim() >= 2)), tuple(sorted(n for n, p in named if p.dim() < 2))
+
+
+def _groups_out(got, args) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    model = args[0]
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        raise Wrong(f"return a pair (decay, no_decay) of lists of parameters, got {type(got).__name__} "
+                    f"{short(got, 40)}")
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = []
+    for which, group in zip(("decay", "no_decay"), got, strict=True):
+        if isinstance(group, torch.Tensor) or isinstance(group, (str, bytes)):
+            raise Wrong(f"{which} must be a list of parameters, got a {type(group).__name__}")
+        try:
+            items = list(group)
+        except TypeError as e:
+            raise Wrong(f"{which} must be a list of parameters, got {type(group).__name__}") from e
+        found = []
+        for p in items:
+            if not isinstance(p, torch.Tensor) or id(p) not in names:
+                raise Wrong(f"{which} holds {short(p, 40)}, which is not one of the model's parameters: put the "
+                            "parameters themselves in the lists (p from model.parameters()), not names or copies")
+            found.append(names[id(p)])
+        groups.append(found)
+    both = groups[0] + groups[1]
+    twice = sorted({n for n in both if both.count(n) > 1})
+    if twice:
+        raise Wrong(f"{twice[0]} appears twice: each parameter goes in exactly one group, once (a tied lm_head.weight "
+                    "IS embed_tokens.weight; model.parameters() yields it once)")
+    frozen = sorted(n for n, p in model.named_parameters() if not p.requires_grad and n in both)
+    if frozen:
+        raise Wrong(f"{frozen[0]} is frozen (requires_grad=False): leave it out, the optimizer must not update it")
+    missing = sorted(n for n, p in model.named_parameters() if p.requires_grad and n not in both)
+    if missing:
+        raise Wrong(f"{missing[0]} is in neither group: every trainable parameter goes in one of them")
+    return tuple(sorted(groups[0])), tuple(sorted(groups[1]))
+
+
+@register("06.6", title="Weight-decay groups", points=1)
+def check_decay_groups(fn: Callable) -> tuple[bool, str]:
+    with torch.random.fork_rng(devices=[]):  # building the models must not move the learner's global RNG
+        models = _decay_models()
+    cases = [((m,), _ref_groups(m)) for m in models]
+    return run_cases(fn, cases, name="decay_groups", normalize=_groups_out, mistakes=DECAY_MISTAKES)

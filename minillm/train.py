@@ -1,0 +1,299 @@
+"""Pretraining loop: AdamW, warm-up + cosine learning rate, gradient clipping, evaluation, checkpoints.
+
+`train(model, data, cfg)` trains any model whose `forward(idx, targets)` returns `(logits, loss)` (the
+`minillm.model.GPT`) on a `minillm.data.TokenData`, and returns a `History` (loss of every step,
+validation loss every `eval_every` steps, tokens per second). With `cfg.out_dir` it writes
+`ckpt.pt` every `ckpt_every` steps and at the end; `train(..., resume=True)` continues from it and
+gives bit-for-bit the same weights as a run that was never interrupted, because the checkpoint holds
+everything that decides the next step: weights, AdamW's moments, the step, the RNG states of torch
+(dropout) and of the batch sampler.
+
+Choices (and where they come from):
+- AdamW (Loshchilov & Hutter 2019) with betas (0.9, 0.95) and weight decay 0.1 on matrices only
+  (not on norms' gains or biases), as in GPT-3 (Brown et al. 2020, appendix B) and Llama;
+- linear warm-up, then cosine decay to 10% of the peak learning rate (GPT-3, Llama);
+- the gradient's global norm clipped to 1.0.
+
+Leaves out: gradient accumulation, mixed precision (chapter 10), distributed training (chapters 11-13).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def lr_at(step: int, lr: float, warmup: int, total: int, min_ratio: float = 0.1) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay from `lr` to `min_ratio * lr` at `total`."""
+    if warmup and step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 300
+    batch_size: int = 16
+    seq_len: int = 64
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 30
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float | None = 1.0
+    eval_every: int = 100
+    eval_batches: int = 8
+    seed: int = 0
+    out_dir: str | None = None
+    ckpt_every: int = 0  # 0: only at the end
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "seq_len", "eval_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"need lr > 0 and 0 <= min_lr_ratio <= 1, got {self.lr}, {self.min_lr_ratio}")
+        if self.warmup < 0 or self.warmup > self.steps:
+            raise ValueError(f"warmup must be in [0, steps={self.steps}], got {self.warmup}")
+        if self.eval_every < 0 or self.ckpt_every < 0:
+            raise ValueError("eval_every and ckpt_every must be >= 0 (0 = only at the end)")
+        self.betas = tuple(self.betas)
+
+
+@dataclass
+class History:
+    step: list[int] = field(default_factory=list)  # 1-based step numbers of train_loss
+    train_loss: list[float] = field(default_factory=list)
+    val_step: list[int] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else float("nan")
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on parameters of 2 or more dimensions (matrices, embeddings) only."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data, cfg: TrainConfig, split: str = "val") -> float:
+    """Mean cross-entropy over `cfg.eval_batches` windows, always the same ones (a fixed generator)."""
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(1234)
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for _ in range(cfg.eval_batches):
+        x, y = data.batch(split, cfg.batch_size, cfg.seq_len, gen)
+        total += model(x.to(device), y.to(device))[1].item()
+    model.train(was_training)
+    return total / cfg.eval_batches
+
+
+def _model_config(model: nn.Module) -> dict[str, Any] | None:
+    cfg = getattr(model, "cfg", None)
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else None
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer, step: int,
+                    cfg: TrainConfig, history: History, data_gen: torch.Generator, tokenizer=None) -> None:
+    """Everything that decides the next step, in one file (written to a temporary name, then renamed)."""
+    from minillm.data import tokenizer_state
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "model": model.state_dict(),
+        "model_config": _model_config(model),
+        "optimizer": opt.state_dict(),
+        "step": step,
+        "train_config": dataclasses.asdict(cfg),
+        "history": dataclasses.asdict(history),
+        "rng_torch": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "rng_data": data_gen.get_state(),
+        "tokenizer": tokenizer_state(tokenizer) if tokenizer is not None else None,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: train first, or give the run's directory")
+    state = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(state, dict) or "model" not in state or "step" not in state:
+        raise ValueError(f"{path} is not a minillm checkpoint (no 'model' and 'step' entries)")
+    return state
+
+
+def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until: int | None = None) -> History:
+    """Train `model` on `data` for `cfg.steps` steps (in total, counting the resumed ones).
+
+    `until` stops early after that step (the schedule still runs to cfg.steps), as an interrupted run would.
+    """
+    device = next(model.parameters()).device
+    opt = make_optimizer(model, cfg)
+    history, start = History(), 0
+    data_gen = torch.Generator().manual_seed(cfg.seed)
+    ckpt = Path(cfg.out_dir) / "ckpt.pt" if cfg.out_dir else None
+    if resume:
+        if ckpt is None:
+            raise ValueError("resume=True needs cfg.out_dir, the directory holding ckpt.pt")
+        state = load_checkpoint(ckpt, device)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, history = state["step"], History(**state["history"])
+        torch.set_rng_state(state["rng_torch"].cpu())
+        if state["rng_cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        data_gen.set_state(state["rng_data"])
+    else:
+        torch.manual_seed(cfg.seed)  # dropout draws the same masks in every run with this seed
+    stop = cfg.steps if until is None else min(until, cfg.steps)
+    steps = range(start, stop)
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        # leave=True: a closed (leave=False) notebook bar is saved as a hidden widget, an empty box in the book
+        steps = tqdm(steps, desc="train", initial=start, total=cfg.steps, leave=True)
+    tokenizer = getattr(data, "tokenizer", None)
+    model.train()
+    for step in steps:
+        t0 = time.perf_counter()  # tokens/s counts the training step only, not evaluation or checkpoints
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+        x, y = data.batch("train", cfg.batch_size, cfg.seq_len, data_gen)
+        _, loss = model(x.to(device), y.to(device))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss.item()} at step {step + 1}: lower lr "
+                                     f"(now {cfg.lr}) or raise warmup (now {cfg.warmup})")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        history.step.append(step + 1)
+        history.train_loss.append(loss.item())  # .item() waits for the GPU, so the clock below is honest
+        history.tokens += x.numel()
+        history.seconds += time.perf_counter() - t0
+        done = step + 1 == cfg.steps
+        if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or done:
+            history.val_step.append(step + 1)
+            history.val_loss.append(evaluate(model, data, cfg))
+            if cfg.progress:
+                steps.set_postfix(train=f"{loss.item():.3f}", val=f"{history.val_loss[-1]:.3f}")
+        if ckpt is not None and ((cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0) or done or step + 1 == stop):
+            save_checkpoint(ckpt, model, opt, step + 1, cfg, history, data_gen, tokenizer)
+    return history
+
+
+def plot_history(history: History, ax=None, label: str = ""):
+    """Training loss per step (thin) and validation loss (markers) on one axes; returns the axes."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(7, 4))[1]
+    line = ax.plot(history.step, history.train_loss, lw=0.8, alpha=0.7, label=f"{label} train".strip())[0]
+    ax.plot(history.val_step, history.val_loss, "o-", color=line.get_color(), label=f"{label} val".strip())
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats / token)")
+    ax.legend()
+    return ax
+
+
+# ------------------------------------------------------------------ `minillm train`
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--preset", default="tiny", help="a minillm.model preset: tiny, tiny-llama, small, ...")
+    p.add_argument("--corpus", default="shakespeare", help="shakespeare | tang300 | song100 (bundled)")
+    p.add_argument("--tokenizer", default="char", choices=["char", "bpe"])
+    p.add_argument("--vocab-size", type=int, default=512, help="for --tokenizer bpe")
+    p.add_argument("--config", help="a YAML or JSON file with sections model: {...} and train: {...}")
+    p.add_argument("--out", default="runs/minillm", help="directory for ckpt.pt and loss.png (default runs/minillm)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    for name in ("steps", "batch_size", "seq_len", "warmup", "eval_every", "ckpt_every", "seed"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=int)
+    p.add_argument("--lr", type=float)
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    import json
+
+    text = Path(path).read_text(encoding="utf-8")
+    if path.endswith((".yaml", ".yml")):
+        try:
+            import yaml
+        except ImportError as e:
+            raise ValueError("reading YAML needs pyyaml (pip install pyyaml), or write the config as JSON") from e
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict) or set(data) - {"model", "train", "data"}:
+        raise ValueError(f"{path}: expected a mapping with sections model, train, data; got {list(data)}")
+    return data
+
+
+def run(args) -> int:
+    import json
+    import sys
+
+    from minillm.data import TokenData, build_tokenizer, load_corpus
+    from minillm.fast import use_kernel
+    from minillm.model import GPT, GPTConfig
+    from minillm.utils import get_device
+
+    try:
+        file_cfg = _read_config(args.config) if args.config else {}
+        data_cfg = {"corpus": args.corpus, "tokenizer": args.tokenizer, "vocab_size": args.vocab_size,
+                    **file_cfg.get("data", {})}
+        text = load_corpus(data_cfg["corpus"])
+        tok = build_tokenizer(text, data_cfg["tokenizer"], data_cfg["vocab_size"])
+        data = TokenData(text, tok)
+        model_cfg = GPTConfig.preset(args.preset, **{**file_cfg.get("model", {}), "vocab_size": tok.vocab_size})
+        flags = {k: getattr(args, k) for k in ("steps", "batch_size", "seq_len", "warmup", "eval_every",
+                                                "ckpt_every", "seed", "lr") if getattr(args, k) is not None}
+        train_kw = {"seq_len": min(model_cfg.block_size, 256), **file_cfg.get("train", {}), **flags}
+        cfg = TrainConfig(**{**train_kw, "out_dir": args.out})
+        if cfg.seq_len > model_cfg.block_size:
+            raise ValueError(f"seq_len={cfg.seq_len} exceeds the model's block_size={model_cfg.block_size}")
+        torch.manual_seed(cfg.seed)
+        model = use_kernel(GPT(model_cfg).to(get_device()), "torch")  # the fused kernel: same numbers, faster
+        print(f"model {args.preset}: {model.num_params():,} parameters; {data_cfg['corpus']}: "
+              f"{len(data.train):,} train / {len(data.val):,} val tokens ({data_cfg['tokenizer']}, "
+              f"vocab {tok.vocab_size})")
+        hist = train(model, data, cfg, resume=args.resume)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        print(f"minillm train: {e}", file=sys.stderr)
+        return 1
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = plot_history(hist)
+    ax.set_title(f"{args.preset} on {data_cfg['corpus']}")
+    ax.figure.savefig(Path(args.out) / "loss.png", dpi=120, bbox_inches="tight")
+    summary = {"steps": hist.step[-1] if hist.step else 0, "train_loss": hist.train_loss[-1] if hist.train_loss
+               else None, "val_loss": hist.val_loss[-1] if hist.val_loss else None,
+               "tokens_per_s": round(hist.tokens_per_s, 1)}
+    print(json.dumps(summary))
+    print(f"checkpoint: {Path(args.out) / 'ckpt.pt'}; loss curve: {Path(args.out) / 'loss.png'}")
+    return 0
