@@ -147,3 +147,20 @@ def test_train_then_generate_on_the_command_line(tmp_path, capsys):
     assert "train first" in capsys.readouterr().err
     assert cli(["train", "--preset", "nope", "--out", str(out)]) == 1
     assert "unknown preset" in capsys.readouterr().err
+
+
+def test_train_reads_a_config_file_and_rejects_a_bad_one(tmp_path, capsys):
+    import json
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"model": {"n_layer": 1, "d_model": 32}, "train": {"steps": 3, "batch_size": 2,
+                                                                                "seq_len": 16, "warmup": 0}}))
+    out = tmp_path / "run"
+    assert cli(["train", "--config", str(cfg), "--corpus", "song100", "--eval-every", "0", "--out", str(out)]) == 0
+    state = torch.load(out / "ckpt.pt", weights_only=False)
+    assert state["model_config"]["n_layer"] == 1 and state["model_config"]["d_model"] == 32
+    assert state["train_config"]["steps"] == 3 and state["train_config"]["seq_len"] == 16
+    capsys.readouterr()
+    cfg.write_text(json.dumps({"optimizer": {}}))
+    assert cli(["train", "--config", str(cfg), "--out", str(out)]) == 1
+    assert "sections model, train, data" in capsys.readouterr().err
