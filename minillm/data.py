@@ -91,8 +91,7 @@ def tokenizer_state(tok) -> dict:
     if isinstance(tok, CharTokenizer):
         return {"kind": "char", "chars": tok.chars}
     if isinstance(tok, BPETokenizer):
-        return {"kind": "bpe", "pattern": tok.pattern, "merges": [list(m) for m in tok.merges],
-                "special_tokens": dict(tok.special_tokens)}
+        return {"kind": "bpe", **tok.to_dict()}
     raise TypeError(f"cannot save a {type(tok).__name__}; use a CharTokenizer or a minillm BPETokenizer")
 
 
@@ -103,11 +102,7 @@ def tokenizer_from_state(state: dict):
     if state.get("kind") == "char":
         return CharTokenizer(state["chars"])
     if state.get("kind") == "bpe":
-        tok = BPETokenizer(pattern=state["pattern"])
-        tok.merges = [(int(a), int(b)) for a, b in state["merges"]]
-        tok._rebuild()
-        tok.register_special_tokens(state.get("special_tokens", {}))
-        return tok
+        return BPETokenizer.from_dict(state)
     raise ValueError(f"unknown tokenizer state {state.get('kind')!r}: expected 'char' or 'bpe'")
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minillm.data import CharTokenizer, TokenData
 from minillm.train import lr_at  # warm-up + cosine to 10%, shared with the real training loop
 
 
@@ -149,37 +150,20 @@ class ToyLM(nn.Module):
 # ---------------------------------------------------------------------------------------------- data, training
 
 
-class CharData:
-    """A character-level dataset: `encode`/`decode`, and random (B, T) windows from a train/val split."""
+class CharData(TokenData):
+    """A character-level `minillm.data.TokenData`: one id per distinct character of `text`, a train/val split
+    by position and random (B, T) windows with `batch(split, B, T, generator)`."""
 
     def __init__(self, text: str, val_fraction: float = 0.1):
         if not text or not 0 < val_fraction < 1:
             raise ValueError("need a non-empty text and 0 < val_fraction < 1")
-        self.chars = sorted(set(text))
-        self.stoi = {c: i for i, c in enumerate(self.chars)}
-        ids = torch.tensor([self.stoi[c] for c in text], dtype=torch.long)
-        n_val = max(int(len(ids) * val_fraction), 1)
-        self.train, self.val = ids[:-n_val], ids[-n_val:]
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.chars)
+        super().__init__(text, CharTokenizer.from_text(text), val_fraction)
 
     def encode(self, s: str) -> list[int]:
-        return [self.stoi[c] for c in s]
+        return self.tokenizer.encode(s)
 
     def decode(self, ids: list[int]) -> str:
-        return "".join(self.chars[i] for i in ids)
-
-    def batch(self, split: str, batch_size: int, seq_len: int, generator: torch.Generator | None = None):
-        """Random windows: x (B, T) and the next-character targets y (B, T)."""
-        data = self.train if split == "train" else self.val
-        if len(data) <= seq_len + 1:
-            raise ValueError(f"the {split} split has {len(data)} characters, too few for seq_len={seq_len}")
-        start = torch.randint(len(data) - seq_len - 1, (batch_size,), generator=generator)
-        x = torch.stack([data[s : s + seq_len] for s in start.tolist()])
-        y = torch.stack([data[s + 1 : s + seq_len + 1] for s in start.tolist()])
-        return x, y
+        return self.tokenizer.decode(ids)
 
 
 def train_toy(

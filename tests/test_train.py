@@ -125,7 +125,6 @@ def test_checkpoint_holds_model_config_and_tokenizer(data, tmp_path):
     assert state["train_config"]["steps"] == 3 and History(**state["history"]).step == [1, 2, 3]
     with pytest.raises(FileNotFoundError, match="train first"):
         load_checkpoint(tmp_path / "nope.pt")
-    (tmp_path / "bad.pt").write_bytes(b"")
     torch.save({"weights": 1}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a minillm checkpoint"):
         load_checkpoint(tmp_path / "bad.pt")

@@ -271,10 +271,10 @@ class BPETokenizer:
         return b"".join(parts).decode("utf-8", errors="replace")
 
     # ---- files and conversion ----------------------------------------------------------------------------
-    def save(self, path) -> None:
-        """Write a readable JSON file: pattern, special tokens, merges (+ each merge's text, for reading)."""
+    def to_dict(self) -> dict:
+        """A JSON-able description: pattern, special tokens, merges (+ each merge's text, for reading)."""
         self._ensure_built()
-        data = {
+        return {
             "format": FILE_FORMAT,
             "version": 1,
             "pattern": self.pattern,
@@ -282,7 +282,19 @@ class BPETokenizer:
             "merges": [[a, b] for a, b in self.merges],
             "merged_text": [self.vocab[256 + i].decode("utf-8", errors="replace") for i in range(len(self.merges))],
         }
-        Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BPETokenizer:
+        """The inverse of `to_dict` (`merged_text` is only for reading and is ignored)."""
+        tok = cls(pattern=data["pattern"])
+        tok.merges = [(int(a), int(b)) for a, b in data["merges"]]
+        tok._rebuild()
+        tok.register_special_tokens(data.get("special_tokens", {}))
+        return tok
+
+    def save(self, path) -> None:
+        """Write `to_dict()` as a readable JSON file."""
+        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
 
     @classmethod
     def load(cls, path) -> BPETokenizer:
@@ -293,11 +305,7 @@ class BPETokenizer:
             raise ValueError(f"{path} is not a minillm BPE JSON file (not JSON: {e})") from e
         if not isinstance(data, dict) or data.get("format") != FILE_FORMAT:
             raise ValueError(f"{path} is not a minillm BPE file (expected 'format': {FILE_FORMAT!r})")
-        tok = cls(pattern=data["pattern"])
-        tok.merges = [(int(a), int(b)) for a, b in data["merges"]]
-        tok._rebuild()
-        tok.register_special_tokens(data.get("special_tokens", {}))
-        return tok
+        return cls.from_dict(data)
 
     def to_hf(self):
         """The same tokenizer as a `tokenizers.Tokenizer` (BPE model, ByteLevel pre-tokenizer and decoder)."""
