@@ -11,14 +11,13 @@
 
 The model is any module with `forward(idx, kv_caches=None) -> (logits, loss)`, `make_kv_caches(max_len)` and
 `cfg.block_size` (a `minillm.model.GPT`). Leaves out: batched prompts of different lengths (left padding),
-speculative decoding, stop strings, paged caches (chapter 16).
+speculative decoding, stop strings, paged caches (chapter 16). The command line (`minillm generate`) is
+`minillm.commands.generate`; loading a checkpoint is `minillm.checkpoint.load_for_generation`.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from typing import Any
 
 import torch
@@ -143,62 +142,6 @@ def inference_memory(n_params: float, dtype_bytes: float = 2, *, n_layer: int = 
     weights = n_params * dtype_bytes
     kv = 2 * n_layer * n_kv_head * head_dim * kv_bytes * tokens * batch
     return {"weights": weights, "kv_cache": kv, "total": weights + kv}
-
-
-# ------------------------------------------------------------------ `minillm generate`
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ckpt", help="a checkpoint written by `minillm train` (its ckpt.pt, or the run's directory)")
-    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
-    p.add_argument("--max-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=0, help="0 = off")
-    p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off")
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-cache", action="store_true", help="re-run the whole context every step")
-
-
-def load_for_generation(path: str, device: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
-    """(model, tokenizer) from a checkpoint of `minillm train`."""
-    from pathlib import Path
-
-    from minillm.data import tokenizer_from_state
-    from minillm.fast import use_kernel
-    from minillm.model import GPT, GPTConfig
-    from minillm.train import load_checkpoint
-
-    p = Path(path)
-    state = load_checkpoint(p / "ckpt.pt" if p.is_dir() else p, device)
-    if state.get("model_config") is None or state.get("tokenizer") is None:
-        raise ValueError(f"{path} has no model config or tokenizer: was it written by `minillm train`?")
-    model = GPT(GPTConfig.from_dict(state["model_config"])).to(device)
-    model.load_state_dict(state["model"])
-    return use_kernel(model, "torch"), tokenizer_from_state(state["tokenizer"])
-
-
-def run(args: argparse.Namespace) -> int:
-    from minillm.utils import get_device
-
-    try:
-        params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                                repetition_penalty=args.repetition_penalty, max_tokens=args.max_tokens)
-        device = get_device()
-        model, tok = load_for_generation(args.ckpt, device)
-        ids = torch.tensor([tok.encode(args.prompt)] * args.num_samples, device=device)
-        g = torch.Generator(device=device).manual_seed(args.seed)
-        use_cache = not args.no_cache and ids.size(1) + args.max_tokens <= model.cfg.block_size
-        out = generate(model, ids, params, use_cache=use_cache, generator=g)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"minillm generate: {e}", file=sys.stderr)
-        return 1
-    for i, row in enumerate(out.tolist()):
-        if args.num_samples > 1:
-            print(f"--- sample {i + 1} ---")
-        print(tok.decode(row))
-    return 0
 
 
 def kv_cache_speedup_rows(model: nn.Module, prompt_len: int, lengths: list[int], repeats: int = 3) -> list[dict]:
