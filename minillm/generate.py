@@ -17,9 +17,6 @@ speculative decoding, stop strings, paged caches (chapter 16). The command line 
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -142,26 +139,3 @@ def inference_memory(n_params: float, dtype_bytes: float = 2, *, n_layer: int = 
     weights = n_params * dtype_bytes
     kv = 2 * n_layer * n_kv_head * head_dim * kv_bytes * tokens * batch
     return {"weights": weights, "kv_cache": kv, "total": weights + kv}
-
-
-def kv_cache_speedup_rows(model: nn.Module, prompt_len: int, lengths: list[int], repeats: int = 3) -> list[dict]:
-    """Seconds to generate n tokens greedily with and without the KV cache (best of `repeats`)."""
-    import time
-
-    device = next(model.parameters()).device
-    idx = torch.zeros(1, prompt_len, dtype=torch.long, device=device)
-    rows = []
-    for n in lengths:
-        row: dict[str, Any] = {"new_tokens": n}
-        for use_cache in (False, True):
-            best = math.inf
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                generate(model, idx, SamplingParams(temperature=0.0, max_tokens=n), use_cache=use_cache)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                best = min(best, time.perf_counter() - t0)
-            row["cache_s" if use_cache else "no_cache_s"] = best
-        row["speedup"] = row["no_cache_s"] / row["cache_s"]
-        rows.append(row)
-    return rows
