@@ -40,6 +40,7 @@ lab: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(PY) tools/vendor_js.py --check
 
 pytest: $(STAMP)
