@@ -6,7 +6,8 @@
   tokens every step, as nanoGPT's `generate` does. Both give the same tokens (tested).
 - `beam_search(model, idx, num_beams)`: keeps the `num_beams` prefixes of highest total log-probability;
   finished hypotheses (ending in `eos_id`) are ranked by sum(log p) / length**length_penalty, Hugging Face's
-  convention (Wu et al. 2016, GNMT, use a different length penalty).
+  convention (Wu et al. 2016, GNMT, use a different length penalty), and it stops by HF's
+  `early_stopping=False` heuristic (exact for length_penalty = 0; see the function's docstring).
 - `inference_memory(n_params, ...)`: weights + KV cache, the first-order estimate of the memory of serving.
 
 The model is any module with `forward(idx, kv_caches=None) -> (logits, loss)`, `make_kv_caches(max_len)` and
@@ -83,9 +84,18 @@ def beam_search(
     """idx (1, T) -> (the best sequence (1, T + n), its score). Re-runs the model on all beams each step.
 
     Each step expands every live beam by its `num_beams` best tokens, keeps the `num_beams` best of all
-    candidates by total log-probability, and moves candidates ending in eos_id to the finished list. It
-    stops when `num_beams` hypotheses are finished and no live beam can beat the worst of them (with
-    length_penalty >= 0 a live beam's score can only fall), or after max_tokens steps."""
+    candidates by total log-probability, and moves candidates ending in eos_id to the finished list.
+    A hypothesis of n new tokens scores sum(log p) / n**length_penalty.
+
+    Stopping rule: Hugging Face's `early_stopping=False` (its default), a heuristic. After each step, once
+    `num_beams` hypotheses are finished, stop if the best live beam's score *at its current length* is below
+    the worst finished score; also stop after max_tokens steps or when no beam is left alive. With
+    length_penalty = 0 this is exact: sum(log p) only falls as tokens are added. With length_penalty > 0 it
+    is not: the numerator falls but the denominator n**alpha grows, so a live beam's (negative) score can
+    still rise, and a longer hypothesis that would have won may be cut off. Hugging Face's
+    `early_stopping="never"` is the exact rule (it bounds a live beam by its score over max_length**alpha);
+    `early_stopping=True` stops as soon as `num_beams` hypotheses are finished. With length_penalty < 0 the
+    check is skipped and the search runs for max_tokens steps (or until no live beam is left)."""
     if idx.dim() != 2 or idx.size(0) != 1:
         raise ValueError(f"beam_search takes one prompt of shape (1, T), got {tuple(idx.shape)}")
     if num_beams < 1 or max_tokens < 1:
