@@ -114,3 +114,25 @@ def test_a_different_model_is_named_in_one_line(tmp_path):
     with pytest.raises(ValueError, match="does not fit this model"):
         restore_model(tiny(d_model=32), state)
     assert config_mismatch({"a": 1, "b": 2}, {"a": 1, "b": 3, "new": 0}) == ["b: 2 in the checkpoint, 3 now"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_resume_on_cuda_moves_rng_states_back_to_the_cpu(tmp_path):
+    """load_checkpoint(map_location="cuda") puts every tensor on the GPU, the RNG states too; a CPU generator's
+    set_state needs a CPU ByteTensor, so restore_rng moves them back (before, resume raised here)."""
+    from minillm.data import CharTokenizer, TokenData, load_corpus
+    from minillm.train import TrainConfig, train
+
+    text = load_corpus("shakespeare", max_chars=20_000)
+    data = TokenData(text, CharTokenizer.from_text(text))
+    cfg = dict(steps=8, batch_size=4, seq_len=16, warmup=2, eval_every=4, eval_batches=2, progress=False)
+    straight = tiny(vocab=data.vocab_size).cuda()
+    train(straight, data, TrainConfig(**cfg, out_dir=str(tmp_path / "a")))
+    interrupted = tiny(vocab=data.vocab_size).cuda()
+    train(interrupted, data, TrainConfig(**cfg, out_dir=str(tmp_path / "b")), until=3)
+    state = load_checkpoint(tmp_path / "b", "cuda")
+    assert state["rng_data"].device.type == "cuda"  # what made set_state fail
+    resumed = tiny(vocab=data.vocab_size, seed=9).cuda()
+    train(resumed, data, TrainConfig(**cfg, out_dir=str(tmp_path / "b")), resume=True)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)  # GPU atomics may reorder float sums
