@@ -20,9 +20,9 @@ to call while loading; `weights_only=False` would call it). A file that tries ge
 Any extra entry a caller adds must therefore be made of those types too.
 
 The seam later chapters extend:
-- adapter-only checkpoints (LoRA, chapter 9): pass `model_state=` a function returning only the adapter
+- adapter-only checkpoints (the LoRA chapter): pass `model_state=` a function returning only the adapter
   tensors, and `restore_model(..., strict=False)` loads them on top of the base weights;
-- sharded checkpoints (FSDP, chapter 13): each rank writes its own shard with its `model_state` and
+- sharded checkpoints (the ZeRO/FSDP chapter): each rank writes its own shard with its `model_state` and
   `optimizer` state; a `shard` entry (rank, world size) is the place to record which piece a file holds.
 Leaves out: safetensors output (`minillm.hf.save_safetensors` writes weights for Hugging Face), async writes.
 """
