@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,14 @@ def test_out_is_checked_before_training(tmp_path, capsys):
     assert cli(["train", *FAST, "--steps", "3", "--out", str(tmp_path / "file" / "run")]) == 1
     one_error(capsys, "train", "is not writable", "choose a directory")
     assert not (tmp_path / "file" / "run").exists()
+
+
+def test_resume_continues_the_run(run_dir, tmp_path, capsys):
+    shutil.copytree(run_dir, tmp_path / "run")
+    assert cli(["train", *FAST, "--steps", "8", "--warmup", "1", "--resume", "--out", str(tmp_path / "run")]) == 0
+    assert '"steps": 8' in capsys.readouterr().out
+    state = load_checkpoint(tmp_path / "run")
+    assert state["step"] == 8 and state["history"]["step"] == list(range(1, 9))  # 6 saved + 2 new
 
 
 def test_resume_checks_the_run(run_dir, tmp_path, capsys):
