@@ -40,6 +40,7 @@ lab: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(PY) tools/vendor_js.py --check
 
 pytest: $(STAMP)
@@ -48,8 +49,10 @@ pytest: $(STAMP)
 nbval: $(STAMP)
 	OMP_NUM_THREADS=1 MINILLM_DEVICE=cpu $(BIN)/pytest -q --nbval-lax -n 2 --dist loadscope -p no:cacheprovider $(NOTEBOOKS) $(EXERCISES)
 
+# MINILLM_INSTALL_BROWSER=1 (as root): let the browser test apt-get install a missing chromium (CI sets it)
+MINILLM_INSTALL_BROWSER ?=
 browser: book
-	$(BIN)/pytest -q -m "book or browser" tests
+	MINILLM_INSTALL_BROWSER=$(MINILLM_INSTALL_BROWSER) $(BIN)/pytest -q -m "book or browser" tests
 
 # everything CI runs; the last line is pytest's summary of the browser test
 test: lint pytest nbval browser

@@ -11,7 +11,8 @@ arXiv:2307.08691, Algorithms 1 and 2):
   instead of storing them, with D = rowsum(dO * O) replacing rowsum(dP * P) (FA2 eq. in sec. 3.1.2).
 - `FlashAttention` (a `torch.autograd.Function`) and `flash_attention(q, k, v, ...)` wiring the two, with
   grouped-query k/v repeated outside the Function so autograd sums their gradients over each group.
-- `attention_peak_memory`: the peak bytes the CPU (or CUDA) allocator holds during one call, measured.
+- `attention_peak_memory`: the measured peak bytes of naive, tiled and torch's attention (the probe itself,
+  `peak_allocated_bytes`, is `minillm.memory`'s).
 
 Conventions as in `minillm.attention`: q (B, H, T, D), k and v (B, H, S, D); `is_causal` is aligned bottom-
 right (query i attends keys j <= i + S - T, as FlashAttention >= 2.1; torch SDPA's is_causal is top-left,
@@ -23,29 +24,21 @@ move between SRAM and HBM; Python loops over tiles show the arithmetic and the O
 Leaves out: dropout, attention bias / arbitrary masks, the FA2 work partitioning across thread blocks and
 warps, FA3's asynchrony and FP8, varlen (packed) batches, the paged KV cache.
 
-Measuring memory. On CUDA, `torch.cuda.max_memory_allocated`. On CPU, which has no such counter,
-`attention_peak_memory` runs the call under `torch.profiler.profile(profile_memory=True)`, which records
-every allocation and free of the CPU allocator with its size and time; the running sum of those events,
-maximised over time, is the peak of bytes allocated during the call (outputs included, inputs excluded).
-It sees allocations made inside C++ kernels too (torch's own SDPA). tracemalloc does not see
-torch's allocations, and the process RSS high-water mark cannot be reset between calls, so neither can
-measure one call. The profiler's C++ side prints two log lines per use to the stderr file descriptor; they
-are silenced for the duration.
+Measuring memory: `minillm.memory.peak_allocated_bytes` (the allocator's high-water mark during one call,
+on CPU from torch.profiler's allocation events) explains how; it is re-exported here for chapter 5.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from minillm.attention import repeat_kv, sdpa
+from minillm.memory import peak_allocated_bytes  # re-exported: notebook 5.2 imports it from here
 
 
 def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_q: int, block_k: int) -> None:
@@ -186,50 +179,6 @@ def flash_attention(
 
 
 # ---------------------------------------------------------------------------------------------- memory
-
-
-@contextlib.contextmanager
-def _silence_fd2() -> Iterator[None]:
-    """Send the process's file descriptor 2 (C++ stderr) to /dev/null for the duration; Python errors still raise."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def peak_allocated_bytes(fn: Callable[[], Any], device: torch.device | str = "cpu") -> tuple[int, Any]:
-    """Run fn(); return (peak bytes allocated on `device` during the call above what was allocated before, result).
-
-    CUDA: torch.cuda's own high-water mark (reset before the call). CPU: the allocator's [memory] events that
-    torch.profiler records (+bytes on allocation, -bytes on free), sorted by time; the peak of their running
-    sum is the high-water mark of this call's allocations."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        out = fn()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before, out
-    if device.type != "cpu":
-        raise ValueError(f"peak memory is measured on 'cpu' or 'cuda' only, got {device}")
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
-    with _silence_fd2(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        out = fn()
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]" and e.device_type() == DeviceType.CPU)
-    running = peak = 0
-    for _, nbytes in events:
-        running += nbytes
-        peak = max(peak, running)
-    return peak, out
 
 
 def attention_peak_memory(

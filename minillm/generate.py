@@ -6,20 +6,17 @@
   tokens every step, as nanoGPT's `generate` does. Both give the same tokens (tested).
 - `beam_search(model, idx, num_beams)`: keeps the `num_beams` prefixes of highest total log-probability;
   finished hypotheses (ending in `eos_id`) are ranked by sum(log p) / length**length_penalty, Hugging Face's
-  convention (Wu et al. 2016, GNMT, use a different length penalty).
+  convention (Wu et al. 2016, GNMT, use a different length penalty), and it stops by HF's
+  `early_stopping=False` heuristic (exact for length_penalty = 0; see the function's docstring).
 - `inference_memory(n_params, ...)`: weights + KV cache, the first-order estimate of the memory of serving.
 
 The model is any module with `forward(idx, kv_caches=None) -> (logits, loss)`, `make_kv_caches(max_len)` and
 `cfg.block_size` (a `minillm.model.GPT`). Leaves out: batched prompts of different lengths (left padding),
-speculative decoding, stop strings, paged caches (chapter 16).
+speculative decoding, stop strings, paged caches (chapter 16). The command line (`minillm generate`) is
+`minillm.commands.generate`; loading a checkpoint is `minillm.checkpoint.load_for_generation`.
 """
 
 from __future__ import annotations
-
-import argparse
-import math
-import sys
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -87,9 +84,18 @@ def beam_search(
     """idx (1, T) -> (the best sequence (1, T + n), its score). Re-runs the model on all beams each step.
 
     Each step expands every live beam by its `num_beams` best tokens, keeps the `num_beams` best of all
-    candidates by total log-probability, and moves candidates ending in eos_id to the finished list. It
-    stops when `num_beams` hypotheses are finished and no live beam can beat the worst of them (with
-    length_penalty >= 0 a live beam's score can only fall), or after max_tokens steps."""
+    candidates by total log-probability, and moves candidates ending in eos_id to the finished list.
+    A hypothesis of n new tokens scores sum(log p) / n**length_penalty.
+
+    Stopping rule: Hugging Face's `early_stopping=False` (its default), a heuristic. After each step, once
+    `num_beams` hypotheses are finished, stop if the best live beam's score *at its current length* is below
+    the worst finished score; also stop after max_tokens steps or when no beam is left alive. With
+    length_penalty = 0 this is exact: sum(log p) only falls as tokens are added. With length_penalty > 0 it
+    is not: the numerator falls but the denominator n**alpha grows, so a live beam's (negative) score can
+    still rise, and a longer hypothesis that would have won may be cut off. Hugging Face's
+    `early_stopping="never"` is the exact rule (it bounds a live beam by its score over max_length**alpha);
+    `early_stopping=True` stops as soon as `num_beams` hypotheses are finished. With length_penalty < 0 the
+    check is skipped and the search runs for max_tokens steps (or until no live beam is left)."""
     if idx.dim() != 2 or idx.size(0) != 1:
         raise ValueError(f"beam_search takes one prompt of shape (1, T), got {tuple(idx.shape)}")
     if num_beams < 1 or max_tokens < 1:
@@ -143,82 +149,3 @@ def inference_memory(n_params: float, dtype_bytes: float = 2, *, n_layer: int = 
     weights = n_params * dtype_bytes
     kv = 2 * n_layer * n_kv_head * head_dim * kv_bytes * tokens * batch
     return {"weights": weights, "kv_cache": kv, "total": weights + kv}
-
-
-# ------------------------------------------------------------------ `minillm generate`
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ckpt", help="a checkpoint written by `minillm train` (its ckpt.pt, or the run's directory)")
-    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
-    p.add_argument("--max-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=0, help="0 = off")
-    p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off")
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-cache", action="store_true", help="re-run the whole context every step")
-
-
-def load_for_generation(path: str, device: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
-    """(model, tokenizer) from a checkpoint of `minillm train`."""
-    from pathlib import Path
-
-    from minillm.data import tokenizer_from_state
-    from minillm.fast import use_kernel
-    from minillm.model import GPT, GPTConfig
-    from minillm.train import load_checkpoint
-
-    p = Path(path)
-    state = load_checkpoint(p / "ckpt.pt" if p.is_dir() else p, device)
-    if state.get("model_config") is None or state.get("tokenizer") is None:
-        raise ValueError(f"{path} has no model config or tokenizer: was it written by `minillm train`?")
-    model = GPT(GPTConfig.from_dict(state["model_config"])).to(device)
-    model.load_state_dict(state["model"])
-    return use_kernel(model, "torch"), tokenizer_from_state(state["tokenizer"])
-
-
-def run(args: argparse.Namespace) -> int:
-    from minillm.utils import get_device
-
-    try:
-        params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                                repetition_penalty=args.repetition_penalty, max_tokens=args.max_tokens)
-        device = get_device()
-        model, tok = load_for_generation(args.ckpt, device)
-        ids = torch.tensor([tok.encode(args.prompt)] * args.num_samples, device=device)
-        g = torch.Generator(device=device).manual_seed(args.seed)
-        use_cache = not args.no_cache and ids.size(1) + args.max_tokens <= model.cfg.block_size
-        out = generate(model, ids, params, use_cache=use_cache, generator=g)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"minillm generate: {e}", file=sys.stderr)
-        return 1
-    for i, row in enumerate(out.tolist()):
-        if args.num_samples > 1:
-            print(f"--- sample {i + 1} ---")
-        print(tok.decode(row))
-    return 0
-
-
-def kv_cache_speedup_rows(model: nn.Module, prompt_len: int, lengths: list[int], repeats: int = 3) -> list[dict]:
-    """Seconds to generate n tokens greedily with and without the KV cache (best of `repeats`)."""
-    import time
-
-    device = next(model.parameters()).device
-    idx = torch.zeros(1, prompt_len, dtype=torch.long, device=device)
-    rows = []
-    for n in lengths:
-        row: dict[str, Any] = {"new_tokens": n}
-        for use_cache in (False, True):
-            best = math.inf
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                generate(model, idx, SamplingParams(temperature=0.0, max_tokens=n), use_cache=use_cache)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                best = min(best, time.perf_counter() - t0)
-            row["cache_s" if use_cache else "no_cache_s"] = best
-        row["speedup"] = row["no_cache_s"] / row["cache_s"]
-        rows.append(row)
-    return rows

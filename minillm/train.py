@@ -2,8 +2,8 @@
 
 `train(model, data, cfg)` trains any model whose `forward(idx, targets)` returns `(logits, loss)` (the
 `minillm.model.GPT`) on a `minillm.data.TokenData`, and returns a `History` (loss of every step,
-validation loss every `eval_every` steps, tokens per second). With `cfg.out_dir` it writes
-`ckpt.pt` every `ckpt_every` steps and at the end; `train(..., resume=True)` continues from it and
+validation loss every `eval_every` steps, tokens per second). With `cfg.out_dir` it writes `ckpt.pt`
+(`minillm.checkpoint`) every `ckpt_every` steps and at the end; `train(..., resume=True)` continues from it and
 gives bit-for-bit the same weights as a run that was never interrupted, because the checkpoint holds
 everything that decides the next step: weights, AdamW's moments, the step, the RNG states of torch
 (dropout) and of the batch sampler.
@@ -14,20 +14,23 @@ Choices (and where they come from):
 - linear warm-up, then cosine decay to 10% of the peak learning rate (GPT-3, Llama);
 - the gradient's global norm clipped to 1.0.
 
+The command line (`minillm train`) is `minillm.commands.train`; this module takes Python arguments and
+prints nothing but an optional progress bar.
+
 Leaves out: gradient accumulation, mixed precision (chapter 10), distributed training (chapters 11-13).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
+
+from minillm.checkpoint import load_checkpoint, restore_model, restore_rng, save_checkpoint
 
 
 def lr_at(step: int, lr: float, warmup: int, total: int, min_ratio: float = 0.1) -> float:
@@ -45,7 +48,7 @@ class TrainConfig:
     seq_len: int = 64
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
-    warmup: int = 30
+    warmup: int | None = None  # None: min(30, steps // 10), so a short run still gets a schedule that fits
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float | None = 1.0
@@ -60,10 +63,14 @@ class TrainConfig:
         for name in ("steps", "batch_size", "seq_len", "eval_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"need lr > 0 and 0 <= min_lr_ratio <= 1, got {self.lr}, {self.min_lr_ratio}")
+        if self.warmup is None:
+            self.warmup = min(30, self.steps // 10)
+        if not (math.isfinite(self.lr) and self.lr > 0) or not 0 <= self.min_lr_ratio <= 1:  # NaN fails both tests
+            raise ValueError(f"need a finite lr > 0 and 0 <= min_lr_ratio <= 1, got lr={self.lr}, "
+                             f"min_lr_ratio={self.min_lr_ratio}")
         if self.warmup < 0 or self.warmup > self.steps:
-            raise ValueError(f"warmup must be in [0, steps={self.steps}], got {self.warmup}")
+            raise ValueError(f"warmup must be in [0, steps={self.steps}], got {self.warmup}: lower warmup "
+                             "or leave it unset (then it is min(30, steps // 10))")
         if self.eval_every < 0 or self.ckpt_every < 0:
             raise ValueError("eval_every and ckpt_every must be >= 0 (0 = only at the end)")
         self.betas = tuple(self.betas)
@@ -107,45 +114,6 @@ def evaluate(model: nn.Module, data, cfg: TrainConfig, split: str = "val") -> fl
     return total / cfg.eval_batches
 
 
-def _model_config(model: nn.Module) -> dict[str, Any] | None:
-    cfg = getattr(model, "cfg", None)
-    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else None
-
-
-def save_checkpoint(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer, step: int,
-                    cfg: TrainConfig, history: History, data_gen: torch.Generator, tokenizer=None) -> None:
-    """Everything that decides the next step, in one file (written to a temporary name, then renamed)."""
-    from minillm.data import tokenizer_state
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        "model": model.state_dict(),
-        "model_config": _model_config(model),
-        "optimizer": opt.state_dict(),
-        "step": step,
-        "train_config": dataclasses.asdict(cfg),
-        "history": dataclasses.asdict(history),
-        "rng_torch": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "rng_data": data_gen.get_state(),
-        "tokenizer": tokenizer_state(tokenizer) if tokenizer is not None else None,
-    }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: train first, or give the run's directory")
-    state = torch.load(path, map_location=map_location, weights_only=False)
-    if not isinstance(state, dict) or "model" not in state or "step" not in state:
-        raise ValueError(f"{path} is not a minillm checkpoint (no 'model' and 'step' entries)")
-    return state
-
-
 def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until: int | None = None) -> History:
     """Train `model` on `data` for `cfg.steps` steps (in total, counting the resumed ones).
 
@@ -160,13 +128,10 @@ def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until:
         if ckpt is None:
             raise ValueError("resume=True needs cfg.out_dir, the directory holding ckpt.pt")
         state = load_checkpoint(ckpt, device)
-        model.load_state_dict(state["model"])
+        restore_model(model, state)  # one-line error when the saved run used another model
         opt.load_state_dict(state["optimizer"])
         start, history = state["step"], History(**state["history"])
-        torch.set_rng_state(state["rng_torch"].cpu())
-        if state["rng_cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        data_gen.set_state(state["rng_data"])
+        restore_rng(state, data_gen)
     else:
         torch.manual_seed(cfg.seed)  # dropout draws the same masks in every run with this seed
     stop = cfg.steps if until is None else min(until, cfg.steps)
@@ -203,7 +168,8 @@ def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until:
             if cfg.progress:
                 steps.set_postfix(train=f"{loss.item():.3f}", val=f"{history.val_loss[-1]:.3f}")
         if ckpt is not None and ((cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0) or done or step + 1 == stop):
-            save_checkpoint(ckpt, model, opt, step + 1, cfg, history, data_gen, tokenizer)
+            save_checkpoint(ckpt, model, opt, step + 1, train_config=cfg, history=history, data_generator=data_gen,
+                            tokenizer=tokenizer)
     return history
 
 
@@ -218,82 +184,3 @@ def plot_history(history: History, ax=None, label: str = ""):
     ax.set_ylabel("cross-entropy (nats / token)")
     ax.legend()
     return ax
-
-
-# ------------------------------------------------------------------ `minillm train`
-
-
-def add_arguments(p) -> None:
-    p.add_argument("--preset", default="tiny", help="a minillm.model preset: tiny, tiny-llama, small, ...")
-    p.add_argument("--corpus", default="shakespeare", help="shakespeare | tang300 | song100 (bundled)")
-    p.add_argument("--tokenizer", default="char", choices=["char", "bpe"])
-    p.add_argument("--vocab-size", type=int, default=512, help="for --tokenizer bpe")
-    p.add_argument("--config", help="a YAML or JSON file with sections model: {...} and train: {...}")
-    p.add_argument("--out", default="runs/minillm", help="directory for ckpt.pt and loss.png (default runs/minillm)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    for name in ("steps", "batch_size", "seq_len", "warmup", "eval_every", "ckpt_every", "seed"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=int)
-    p.add_argument("--lr", type=float)
-
-
-def _read_config(path: str) -> dict[str, Any]:
-    import json
-
-    text = Path(path).read_text(encoding="utf-8")
-    if path.endswith((".yaml", ".yml")):
-        try:
-            import yaml
-        except ImportError as e:
-            raise ValueError("reading YAML needs pyyaml (pip install pyyaml), or write the config as JSON") from e
-        data = yaml.safe_load(text) or {}
-    else:
-        data = json.loads(text)
-    if not isinstance(data, dict) or set(data) - {"model", "train", "data"}:
-        raise ValueError(f"{path}: expected a mapping with sections model, train, data; got {list(data)}")
-    return data
-
-
-def run(args) -> int:
-    import json
-    import sys
-
-    from minillm.data import TokenData, build_tokenizer, load_corpus
-    from minillm.fast import use_kernel
-    from minillm.model import GPT, GPTConfig
-    from minillm.utils import get_device
-
-    try:
-        file_cfg = _read_config(args.config) if args.config else {}
-        data_cfg = {"corpus": args.corpus, "tokenizer": args.tokenizer, "vocab_size": args.vocab_size,
-                    **file_cfg.get("data", {})}
-        text = load_corpus(data_cfg["corpus"])
-        tok = build_tokenizer(text, data_cfg["tokenizer"], data_cfg["vocab_size"])
-        data = TokenData(text, tok)
-        model_cfg = GPTConfig.preset(args.preset, **{**file_cfg.get("model", {}), "vocab_size": tok.vocab_size})
-        flags = {k: getattr(args, k) for k in ("steps", "batch_size", "seq_len", "warmup", "eval_every",
-                                                "ckpt_every", "seed", "lr") if getattr(args, k) is not None}
-        train_kw = {"seq_len": min(model_cfg.block_size, 256), **file_cfg.get("train", {}), **flags}
-        cfg = TrainConfig(**{**train_kw, "out_dir": args.out})
-        if cfg.seq_len > model_cfg.block_size:
-            raise ValueError(f"seq_len={cfg.seq_len} exceeds the model's block_size={model_cfg.block_size}")
-        torch.manual_seed(cfg.seed)
-        model = use_kernel(GPT(model_cfg).to(get_device()), "torch")  # the fused kernel: same numbers, faster
-        print(f"model {args.preset}: {model.num_params():,} parameters; {data_cfg['corpus']}: "
-              f"{len(data.train):,} train / {len(data.val):,} val tokens ({data_cfg['tokenizer']}, "
-              f"vocab {tok.vocab_size})")
-        hist = train(model, data, cfg, resume=args.resume)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        print(f"minillm train: {e}", file=sys.stderr)
-        return 1
-    import matplotlib
-
-    matplotlib.use("Agg")
-    ax = plot_history(hist)
-    ax.set_title(f"{args.preset} on {data_cfg['corpus']}")
-    ax.figure.savefig(Path(args.out) / "loss.png", dpi=120, bbox_inches="tight")
-    summary = {"steps": hist.step[-1] if hist.step else 0, "train_loss": hist.train_loss[-1] if hist.train_loss
-               else None, "val_loss": hist.val_loss[-1] if hist.val_loss else None,
-               "tokens_per_s": round(hist.tokens_per_s, 1)}
-    print(json.dumps(summary))
-    print(f"checkpoint: {Path(args.out) / 'ckpt.pt'}; loss curve: {Path(args.out) / 'loss.png'}")
-    return 0

@@ -6,6 +6,8 @@
   notebook runs in about a minute on a laptop CPU and scales up on a GPU by itself.
 - `use_cjk_font()` registers the small Chinese font that ships with minillm (a subset of Noto Sans CJK
   SC, SIL OFL 1.1) as matplotlib's fallback, so figures draw 汉字 on any machine; `setup` calls it.
+- `markdown_table(rows, columns)` formats a list of dicts as a GitHub-Markdown table (every benchmark and
+  notebook table of the book).
 - `show_source(obj)` renders the source of a function or class as highlighted code, both in
   JupyterLab and in the built book (it emits a Markdown code block, which both render with colours).
 
@@ -19,6 +21,7 @@ import inspect
 import os
 import platform
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -149,3 +152,27 @@ def show_source(obj: Any) -> _SourceView:
         where = modname
     title = f"{modname}.{qual}" if qual and qual != modname else modname
     return _SourceView(f"{title}  ({where})", src)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A GitHub-Markdown table of `rows` (dicts) in the given column order.
+
+    Floats below 100 get 3 significant digits (trailing zeros kept); ints and larger floats are rounded
+    to whole numbers with thousands separators."""
+    if not columns:
+        raise ValueError("markdown_table needs at least one column")
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return str(v)
+        if isinstance(v, int) or abs(v) >= 100:
+            return f"{v:,.0f}"
+        return f"{v:#.3g}"  # '#' keeps trailing zeros: 1.0 -> 1.00
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for r in rows:
+        missing = [c for c in columns if c not in r]
+        if missing:
+            raise ValueError(f"row {r} has no column {missing[0]!r}")
+        lines.append("| " + " | ".join(fmt(r[c]) for c in columns) + " |")
+    return "\n".join(lines) + "\n"

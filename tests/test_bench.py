@@ -1,4 +1,4 @@
-"""Tests of `minillm.bench` (chapter-1 section) and `minillm.tokenizer.viz` on tiny inputs.
+"""Tests of `minillm.bench` (the driver, the timer, the chapter-1 section) and `minillm.tokenizer.viz` on tiny inputs.
 
 No timing assertions: we check the tables' structure and that their numbers agree with each other and
 with direct counts (bytes/token == bytes / len(ids)), plus hand-worked cases.
@@ -6,11 +6,18 @@ with direct counts (bytes/token == bytes / len(ids)), plus hand-worked cases.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import pytest
 
-from minillm import bench
+import minillm.bench as bench_driver
+from minillm.bench import ch01 as bench
+from minillm.bench.timer import best_time
 from minillm.data import load_corpus
 from minillm.tokenizer import BPETokenizer, viz
+from minillm.utils import markdown_table
 
 EN, ZH = load_corpus("shakespeare", max_chars=4000), load_corpus("tang300", max_chars=1500)
 HELD_CORPORA = {"en": (EN[:3000], EN[3000:]), "zh": (ZH[:1200], ZH[1200:])}
@@ -72,17 +79,17 @@ def test_compression_matches_direct_count():
 def test_markdown_table_structure():
     rows = [{"a": 1, "b": 0.123456, "c": "x"}, {"a": 23456, "b": 12345.6, "c": "y"}, {"a": 3, "b": 1.0, "c": True},
             {"a": 4, "b": 710.2, "c": 5.0}]
-    md = bench.markdown_table(rows, ["a", "b", "c"]).strip().splitlines()
+    md = markdown_table(rows, ["a", "b", "c"]).strip().splitlines()
     assert md[0] == "| a | b | c |" and md[1] == "|---|---|---|"
     assert md[2] == "| 1 | 0.123 | x |" and md[3] == "| 23,456 | 12,346 | y |" and md[4] == "| 3 | 1.00 | True |"
     assert md[5] == "| 4 | 710 | 5.00 |"
     with pytest.raises(ValueError, match="column"):
-        bench.markdown_table(rows, ["a", "zz"])
+        markdown_table(rows, ["a", "zz"])
 
 
 def test_cli_quick_writes_table(tmp_path, capsys):
     out = tmp_path / "bench.md"
-    assert bench.main(["--quick", "--only", "tokenizers", "--out", str(out)]) == 0
+    assert bench_driver.main(["--quick", "--only", "tokenizers", "--out", str(out)]) == 0
     md = out.read_text(encoding="utf-8")
     assert capsys.readouterr().out == md + "\n"  # printed and written: the same Markdown
     assert md.startswith("Machine: ") and "## Chapter 1" in md
@@ -94,13 +101,42 @@ def test_cli_quick_writes_table(tmp_path, capsys):
 
 
 def test_every_chapter_section_is_registered():
-    names = [n for n, _ in bench.SECTIONS]
+    names = [n for n, _ in bench_driver.SECTIONS]
     assert len(names) == len(set(names)) and names[0] == "tokenizers"
     assert {"norms", "attention", "training", "generation"} <= set(names)
 
 
-def test_cli_unknown_section():
-    assert bench.main(["--quick", "--only", "nope"]) == 2
+def test_cli_unknown_section(capsys):
+    assert bench_driver.main(["--quick", "--only", "nope"]) == 2
+    assert "unknown section 'nope'" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_package():
+    p = subprocess.run([sys.executable, "-m", "minillm.bench", "--only", "nope"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2 and "unknown section 'nope'" in p.stderr
+
+
+def test_notebook_imports_still_resolve():
+    assert bench_driver.markdown_table is markdown_table and bench_driver.tokenizer_sweep is bench.tokenizer_sweep
+
+
+def test_best_time_takes_the_minimum_and_warms_up():
+    calls = []
+    sleeps = iter([0.03, 0.0, 0.01])  # the second run is the fastest
+
+    def fn():
+        calls.append(1)
+        time.sleep(next(sleeps, 0.0))
+        return len(calls)
+
+    out, secs = best_time(fn, 3)
+    assert out == 3 and len(calls) == 3 and secs < 0.01  # the 0 s run, not the mean (~13 ms)
+    calls.clear()
+    out, secs = best_time(lambda: calls.append(1) or len(calls), 2, "cpu", warmup=2)
+    assert out == 4 and len(calls) == 4  # 2 untimed + 2 timed
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        best_time(fn, 0)
 
 
 # ------------------------------------------------------------------ viz
@@ -165,7 +201,7 @@ def test_html_widget_and_figure():
 
 
 def test_training_and_generation_sections_quick():
-    from minillm.bench_ch06 import flops_per_token, section_generation, section_training
+    from minillm.bench.ch06 import flops_per_token, section_generation, section_training
 
     assert flops_per_token(1000, 2, 8, 4) == 6 * 1000 + 12 * 2 * 8 * 4
     md = section_training(quick=True)

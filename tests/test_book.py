@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
+import shutil
+import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
@@ -87,6 +89,21 @@ def test_vendor_files_match_sha256sums():
     on_disk = {p.relative_to(VENDOR).as_posix() for p in VENDOR.rglob("*") if p.is_file()}
     unlisted = sorted(on_disk - set(sums) - {"SHA256SUMS", "README.md"})
     assert not unlisted, f"files in vendor/ that SHA256SUMS does not cover: {unlisted}"
+
+
+def test_vendor_check_fails_on_unlisted_missing_and_changed_files(tmp_path):
+    vendor = tmp_path / "vendor"
+    shutil.copytree(VENDOR, vendor)
+    assert vendor_js.check(vendor) == []
+    (vendor / "mathjax" / "extra.js").write_text("alert(1)")  # shipped by the book, pinned by nobody
+    rel = next(iter(read_sums()))
+    (vendor / rel).write_bytes((vendor / rel).read_bytes() + b" ")
+    problems = vendor_js.check(vendor)
+    assert any("not listed in SHA256SUMS: vendor/mathjax/extra.js" in p for p in problems)
+    assert f"checksum mismatch: vendor/{rel}" in problems and len(problems) == 2
+    p = subprocess.run([sys.executable, str(ROOT / "tools" / "vendor_js.py"), "--check"], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr  # the committed vendor/ passes
 
 
 def test_vendor_is_small_and_licensed():

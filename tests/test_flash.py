@@ -19,7 +19,6 @@ from minillm.flash import (
     flash_attn_backward,
     flash_attn_forward,
     kv_blocks,
-    peak_allocated_bytes,
 )
 
 TOL = {torch.float64: dict(atol=1e-10, rtol=1e-10), torch.float32: dict(atol=1e-5, rtol=1e-5)}
@@ -175,22 +174,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def test_peak_allocated_bytes_hand_worked():
-    def fn():
-        a = torch.ones(1024)  # 4 KiB live
-        b = torch.ones(2048)  # + 8 KiB: the peak, 12 KiB
-        del a
-        c = torch.ones(512)  # 8 + 2 KiB
-        del b
-        return c
-
-    peak, out = peak_allocated_bytes(fn)
-    assert peak == 4096 + 8192 and out.shape == (512,)
-    assert peak_allocated_bytes(lambda: torch.empty(1000, dtype=torch.float64))[0] == 8000
-    with pytest.raises(ValueError, match="cpu"):
-        peak_allocated_bytes(lambda: None, "meta")
 
 
 def test_measured_memory_naive_quadratic_flash_linear(one_thread):

@@ -1,4 +1,4 @@
-"""minillm.generate: cache == no cache, equal to Hugging Face's greedy and beam search, hand-worked beams, CLI."""
+"""minillm.generate: cache == no cache, equal to Hugging Face's greedy and beam search, hand-worked beams."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from minillm.cli import main as cli
 from minillm.generate import beam_search, generate, inference_memory
 from minillm.model import GPT, GPTConfig
 from minillm.sampling import SamplingParams
@@ -128,39 +127,3 @@ def test_inference_memory_by_hand():
     # Llama-2-7B, fp16 cache, 4096 tokens: 2 * 32 * 32 * 128 * 2 B = 0.5 MiB per token -> 2 GiB
     mem = inference_memory(6.74e9, 2, n_layer=32, n_kv_head=32, head_dim=128, tokens=4096)
     assert mem["kv_cache"] == 2 * 1024**3 and mem["total"] == 6.74e9 * 2 + 2 * 1024**3
-
-
-# ------------------------------------------------------------------ command line
-
-
-def test_train_then_generate_on_the_command_line(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert cli(["train", "--preset", "tiny", "--corpus", "tang300", "--steps", "6", "--batch-size", "4",
-                "--seq-len", "32", "--warmup", "1", "--eval-every", "3", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "parameters" in printed and '"steps": 6' in printed
-    assert (out / "ckpt.pt").is_file() and (out / "loss.png").stat().st_size > 1000
-    assert cli(["generate", str(out), "--prompt", "床前", "--max-tokens", "10", "--temperature", "0"]) == 0
-    text = capsys.readouterr().out[:-1]  # print's newline
-    assert text.startswith("床前") and len(text) == 12  # char tokenizer: 10 new tokens = 10 characters
-    assert cli(["generate", str(tmp_path / "nope")]) == 1
-    assert "train first" in capsys.readouterr().err
-    assert cli(["train", "--preset", "nope", "--out", str(out)]) == 1
-    assert "unknown preset" in capsys.readouterr().err
-
-
-def test_train_reads_a_config_file_and_rejects_a_bad_one(tmp_path, capsys):
-    import json
-
-    cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({"model": {"n_layer": 1, "d_model": 32}, "train": {"steps": 3, "batch_size": 2,
-                                                                                "seq_len": 16, "warmup": 0}}))
-    out = tmp_path / "run"
-    assert cli(["train", "--config", str(cfg), "--corpus", "song100", "--eval-every", "0", "--out", str(out)]) == 0
-    state = torch.load(out / "ckpt.pt", weights_only=False)
-    assert state["model_config"]["n_layer"] == 1 and state["model_config"]["d_model"] == 32
-    assert state["train_config"]["steps"] == 3 and state["train_config"]["seq_len"] == 16
-    capsys.readouterr()
-    cfg.write_text(json.dumps({"optimizer": {}}))
-    assert cli(["train", "--config", str(cfg), "--out", str(out)]) == 1
-    assert "sections model, train, data" in capsys.readouterr().err

@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
+from minillm.checkpoint import load_checkpoint
 from minillm.data import CharTokenizer, TokenData, build_tokenizer, load_corpus, tokenizer_from_state, tokenizer_state
-from minillm.toy import ToyConfig, ToyLM
-from minillm.train import History, TrainConfig, evaluate, load_checkpoint, lr_at, make_optimizer, train
+from minillm.model import GPT, GPTConfig
+from minillm.train import History, TrainConfig, evaluate, lr_at, make_optimizer, train
 
 TEXT = load_corpus("shakespeare", max_chars=20_000)
 
@@ -19,9 +20,10 @@ def data() -> TokenData:
     return TokenData(TEXT, CharTokenizer.from_text(TEXT))
 
 
-def toy(vocab: int, seed: int = 0) -> ToyLM:
+def toy(vocab: int, seed: int = 0) -> GPT:
+    """A one-layer GPT small enough to train in a second."""
     torch.manual_seed(seed)
-    return ToyLM(ToyConfig(vocab_size=vocab, d_model=32, n_head=2, n_layer=1, max_len=32))
+    return GPT(GPTConfig(vocab_size=vocab, block_size=32, n_layer=1, n_head=2, d_model=32, pos="learned"))
 
 
 def cfg(**kw) -> TrainConfig:
@@ -86,10 +88,17 @@ def test_weight_decay_only_on_matrices(data):
 
 
 @pytest.mark.parametrize(("kw", "msg"), [({"steps": 0}, "steps"), ({"warmup": 50}, "warmup"), ({"lr": 0}, "lr"),
+                                         ({"lr": float("nan")}, "finite lr"), ({"lr": -1e-3}, "lr > 0"),
                                          ({"eval_every": -1}, "eval_every")])
 def test_bad_config(kw, msg):
     with pytest.raises(ValueError, match=msg):
         cfg(**kw)
+
+
+def test_warmup_left_unset_fits_the_run():
+    assert TrainConfig(steps=300).warmup == 30 and TrainConfig(steps=5000).warmup == 30  # the old default
+    assert TrainConfig(steps=20).warmup == 2 and TrainConfig(steps=5).warmup == 0  # short runs: steps // 10
+    assert TrainConfig(steps=20, warmup=7).warmup == 7
 
 
 # ------------------------------------------------------------------ training

@@ -1,10 +1,17 @@
 """Make the small Chinese font that ships with minillm, so matplotlib figures can draw 汉字 anywhere.
 
     python tools/make_cjk_font.py [/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc]
+    python tools/make_cjk_font.py --rename-only     # only rewrite the family name of the committed font
 
 Takes Noto Sans CJK SC (SIL Open Font License 1.1; Debian package fonts-noto-cjk) and keeps only the
 glyphs the course draws: every character of the bundled Chinese corpora and of the notebooks, ASCII,
 CJK punctuation and full-width forms. The result (minillm/fonts/) is about 1 MB instead of 16 MB.
+
+The subset gets a family name of its own, FAMILY ("Noto Sans SC minillm"), in the name table and in the CFF
+table: under the original name, matplotlib would resolve the family to the system's NotoSansCJK-Regular.ttc
+on a machine with fonts-noto-cjk installed (same family, full glyph set elsewhere), so `use_cjk_font` would
+silently use another file. (Noto declares no Reserved Font Name, so the OFL allows the modified font to keep
+"Noto" in its name.)
 """
 
 from __future__ import annotations
@@ -13,10 +20,12 @@ import sys
 from pathlib import Path
 
 from fontTools import subset
-from fontTools.ttLib import TTCollection
+from fontTools.ttLib import TTCollection, TTFont
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "minillm" / "fonts" / "NotoSansSC-minillm.otf"
+FAMILY = "Noto Sans SC minillm"
+POSTSCRIPT = "NotoSansSCminillm-Regular"  # no spaces allowed in a PostScript name
 
 
 def wanted_characters() -> set[str]:
@@ -30,7 +39,30 @@ def wanted_characters() -> set[str]:
     return chars
 
 
+def rename_family(font: TTFont, family: str = FAMILY, postscript: str = POSTSCRIPT) -> None:
+    """Give `font` (a Regular CFF-flavoured OpenType font) the family `family` everywhere a font matcher looks."""
+    name = font["name"]
+    for rec in list(name.names):
+        if rec.nameID in (16, 17, 21, 22):  # typographic / WWS family names would override ID 1 in some matchers
+            name.removeNames(nameID=rec.nameID)
+    version = font["head"].fontRevision
+    for name_id, value in ((1, family), (2, "Regular"), (3, f"{version:.3f};minillm;{postscript}"),
+                           (4, f"{family} Regular"), (6, postscript)):
+        name.setName(value, name_id, 3, 1, 0x409)  # Windows, Unicode BMP, English (US): what the subset keeps
+    if "CFF " in font:
+        cff = font["CFF "].cff
+        top = cff.topDictIndex[0]
+        top.FamilyName, top.FullName = family, f"{family} Regular"
+        cff.fontNames = [postscript]
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--rename-only"]:
+        font = TTFont(str(OUT))
+        rename_family(font)
+        font.save(str(OUT))
+        print(f"{OUT.relative_to(ROOT)}: family renamed to {FAMILY!r}")
+        return 0
     ttc = Path(argv[0] if argv else "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
     if not ttc.exists():
         print(f"{ttc} not found: install Debian's fonts-noto-cjk (apt-get install fonts-noto-cjk)", file=sys.stderr)
@@ -45,6 +77,7 @@ def main(argv: list[str]) -> int:
     sub = subset.Subsetter(opts)
     sub.populate(unicodes={ord(c) for c in chars})
     sub.subset(font)
+    rename_family(font)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     font.save(str(OUT))
     print(f"{OUT.relative_to(ROOT)}: {len(chars)} characters, {OUT.stat().st_size / 1e6:.2f} MB")

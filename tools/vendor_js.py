@@ -1,6 +1,7 @@
 """Refresh or verify the JavaScript the book ships in `vendor/` (MathJax 3, require.js, the widget manager).
 
-    python tools/vendor_js.py --check     # offline: every file in vendor/SHA256SUMS is present and intact
+    python tools/vendor_js.py --check     # offline: every file in vendor/SHA256SUMS is present and intact,
+                                          # and vendor/ holds no file that SHA256SUMS does not list
     python tools/vendor_js.py             # re-fetch the pinned packages with `npm pack`, re-extract, verify
     python tools/vendor_js.py --repin     # after changing a version below: fetch, extract, print new pins,
                                           # rewrite vendor/SHA256SUMS (review the diff before committing)
@@ -43,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 VENDOR = ROOT / "vendor"
 SUMS = VENDOR / "SHA256SUMS"
+UNPINNED = {"SHA256SUMS", "README.md"}  # the only files in vendor/ that SHA256SUMS does not list
 
 
 @dataclass(frozen=True)
@@ -122,12 +124,17 @@ def check(vendor: Path = VENDOR) -> list[str]:
     if not sums_file.exists():
         return [f"missing {sums_file}"]
     problems = []
-    for rel, digest in read_sums(sums_file).items():
+    sums = read_sums(sums_file)
+    for rel, digest in sums.items():
         p = vendor / rel
         if not p.is_file():
             problems.append(f"missing vendor/{rel}")
         elif sha256(p) != digest:
             problems.append(f"checksum mismatch: vendor/{rel}")
+    # the book copies all of vendor/ into _static/: a file nobody pinned would ship unchecked
+    on_disk = {p.relative_to(vendor).as_posix() for p in vendor.rglob("*") if p.is_file() or p.is_symlink()}
+    for rel in sorted(on_disk - set(sums) - UNPINNED):
+        problems.append(f"not listed in SHA256SUMS: vendor/{rel} (delete it, or add it and run --repin)")
     return problems
 
 

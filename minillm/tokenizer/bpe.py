@@ -31,15 +31,8 @@ from pathlib import Path
 
 import regex
 
-# GPT-2's pre-tokenization (openai/gpt-2, encoder.py): contractions, letters, numbers, other symbols,
-# each optionally led by one space; runs of whitespace stay separate.
-GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-# cl100k_base (GPT-3.5/4): case-insensitive contractions, numbers of at most 3 digits, newlines kept apart.
-GPT4_SPLIT_PATTERN = (
-    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|"""
-    r"""\s+(?!\S)|\s+"""
-)
-PATTERNS = {"gpt2": GPT2_SPLIT_PATTERN, "gpt4": GPT4_SPLIT_PATTERN}
+from .patterns import GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN, PATTERNS  # noqa: F401 - re-exported
+
 FILE_FORMAT = "minillm-bpe"
 
 

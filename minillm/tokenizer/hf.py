@@ -18,7 +18,7 @@ import json
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover - annotations only; at run time hf never imports bpe (bpe imports hf)
     from .bpe import BPETokenizer
     from .unigram import Unigram
     from .wordpiece import WordPiece
@@ -43,7 +43,7 @@ def bpe_to_hf(tok: BPETokenizer):
     """A `tokenizers.Tokenizer` giving the same ids as `tok` (which must use the GPT-2 split pattern)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
-    from .bpe import GPT2_SPLIT_PATTERN
+    from .patterns import GPT2_SPLIT_PATTERN
 
     if tok.pattern != GPT2_SPLIT_PATTERN:
         raise ValueError(

@@ -4,7 +4,8 @@
 tokens per second and, on a GPU whose peak is known, the model FLOPs utilisation: achieved FLOP/s over
 the chip's peak, with 6N + 12 L T d FLOPs per token (N non-embedding parameters; the attention term from
 the PaLM paper, Chowdhery et al. 2022, appendix B). `section_generation(quick)` times greedy generation
-with and without the KV cache over output lengths. Both return Markdown for `python -m minillm.bench`.
+with and without the KV cache over output lengths (`kv_cache_speedup_rows`, which notebook 7.2 shows).
+Both return Markdown for `python -m minillm.bench`.
 
 Leaves out: mixed precision (chapter 10) — everything here runs in float32 (TF32 matmuls on a GPU).
 """
@@ -14,6 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
+
+from minillm.bench.timer import best_time
+from minillm.utils import get_device, markdown_table
 
 # dense TF32 tensor-core peaks (FLOP/s) from the vendors' data sheets; float32 training uses TF32 matmuls here
 GPU_PEAK_TF32: dict[str, float] = {"H100": 494e12, "H200": 494e12, "A100": 156e12, "L4": 60e12}
@@ -60,9 +65,27 @@ def training_rows(presets: list[tuple[str, int, int]], steps: int, device: torch
     return rows
 
 
+def kv_cache_speedup_rows(model: nn.Module, prompt_len: int, lengths: list[int], repeats: int = 3) -> list[dict]:
+    """Seconds to generate n tokens greedily with and without the KV cache (best of `repeats`)."""
+    from minillm.generate import generate
+    from minillm.sampling import SamplingParams
+
+    device = next(model.parameters()).device
+    idx = torch.zeros(1, prompt_len, dtype=torch.long, device=device)
+    rows = []
+    for n in lengths:
+        row: dict[str, Any] = {"new_tokens": n}
+        for use_cache in (False, True):
+            params = SamplingParams(temperature=0.0, max_tokens=n)
+            _, row["cache_s" if use_cache else "no_cache_s"] = best_time(
+                lambda params=params, use_cache=use_cache: generate(model, idx, params, use_cache=use_cache),
+                repeats, device)
+        row["speedup"] = row["no_cache_s"] / row["cache_s"]
+        rows.append(row)
+    return rows
+
+
 def section_training(quick: bool = False) -> str:
-    from minillm.bench import markdown_table
-    from minillm.utils import get_device
 
     device = get_device()
     if device.type == "cuda":
@@ -82,11 +105,8 @@ def section_training(quick: bool = False) -> str:
 
 
 def section_generation(quick: bool = False) -> str:
-    from minillm.bench import markdown_table
     from minillm.fast import use_kernel
-    from minillm.generate import kv_cache_speedup_rows
     from minillm.model import GPT, GPTConfig
-    from minillm.utils import get_device
 
     device = get_device()
     preset = "small" if not quick else "tiny"

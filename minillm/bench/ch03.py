@@ -15,19 +15,15 @@ Leaves out: memory use, fused kernels (Apex, Triton, Liger), torch.compile.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from minillm.bench.timer import best_time
 from minillm.norms import LayerNorm, RMSNorm
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from minillm.utils import get_device, markdown_table
 
 
 def time_forward_backward(module: nn.Module, x: torch.Tensor, repeats: int = 5, inner: int = 10) -> float:
@@ -42,16 +38,12 @@ def time_forward_backward(module: nn.Module, x: torch.Tensor, repeats: int = 5, 
         x.grad = None
         module(x).backward(g)
 
-    step()  # warm-up: allocations, kernel selection
-    _sync(x.device)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+    def calls() -> None:
         for _ in range(inner):
             step()
-        _sync(x.device)
-        best = min(best, (time.perf_counter() - t0) / inner)
-    return best
+
+    # warm-up: allocations, kernel selection; then the best of `repeats` timings of `inner` calls
+    return best_time(calls, repeats, x.device, warmup=1)[1] / inner
 
 
 IMPLS = {
@@ -92,9 +84,6 @@ COLUMNS = ["shape (B, T, d)", "dtype", *(f"{n} ms" for n in IMPLS), "RMS / LN (m
 
 def section_norms(quick: bool = False) -> str:
     """Chapter 3: forward + backward time of RMSNorm vs LayerNorm (ours and torch's) as Markdown."""
-    from minillm.bench import markdown_table
-    from minillm.utils import get_device
-
     device = get_device()
     if quick:
         shapes, repeats, inner = [(2, 16, 64)], 1, 2

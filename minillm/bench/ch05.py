@@ -19,34 +19,18 @@ FlashAttention kernels' own timings.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from minillm.attention import sdpa
+from minillm.bench.timer import best_time
 from minillm.flash import attention_peak_memory, flash_attn_forward
+from minillm.utils import get_device, markdown_table
 
 MIB = 2**20
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _best_ms(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
-    fn()  # warm-up
-    _sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return 1000 * best
 
 
 def memory_rows(Ts: Sequence[int], B: int = 1, H: int = 4, D: int = 64, block: int = 64,
@@ -80,7 +64,7 @@ def time_rows(Ts: Sequence[int], B: int = 1, H: int = 4, D: int = 64, block: int
         row: dict[str, Any] = {"T": T}
         with torch.no_grad():
             for name, fn in impls.items():
-                row[name] = _best_ms(lambda fn=fn, q=q, k=k, v=v: fn(q, k, v), device, repeats)
+                row[name] = 1000 * best_time(lambda fn=fn, q=q, k=k, v=v: fn(q, k, v), repeats, device, warmup=1)[1]
         rows.append(row)
     return rows
 
@@ -92,9 +76,6 @@ TIME_COLUMNS = ["T", "naive ms", "flash (ours) ms", "torch SDPA ms"]
 
 def section_attention(quick: bool = False) -> str:
     """Chapter 5: peak memory and time of naive vs tiled (FlashAttention) vs torch SDPA attention, as Markdown."""
-    from minillm.bench import markdown_table
-    from minillm.utils import get_device
-
     device = get_device()
     B, H, D = 1, 4, 64
     block = 128 if device.type == "cuda" else 64

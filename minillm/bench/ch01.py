@@ -1,102 +1,22 @@
-"""Benchmarks whose Markdown tables make the book's appendix "Measured results".
-
-    python -m minillm.bench [--out FILE.md] [--quick]
-
-Each chapter that has something worth measuring adds one section function to `SECTIONS`; a section
-returns Markdown (a heading, a sentence on what was measured, a table). `--quick` shrinks every section
-to a smoke test of a few seconds (the unit tests use it); numbers from a quick run are not for the book.
-
-Chapter 1 (tokenization): our byte-level BPE (`minillm.tokenizer.BPETokenizer`) against the Hugging Face
+"""Chapter 1 benchmark (tokenization): our byte-level BPE (`minillm.tokenizer.BPETokenizer`) against the Hugging Face
 `tokenizers` ByteLevel BPE, trained on the same text with the same GPT-2 pre-tokenization and the same
 vocabulary size (256 byte tokens + merges, no special tokens), on English (Shakespeare) and Chinese
 (唐诗三百首; 宋词一百首 held out). Measured: training seconds, compression on held-out text (UTF-8 bytes per
 token), encoding throughput, and how many of the two vocabularies' tokens coincide.
 
-Leaves out: GPU numbers for chapter 1 (tokenizer training runs on the CPU on every machine).
+`section_tokenizers(quick)` returns the appendix's Markdown section; `tokenizer_sweep(...)` the rows, which
+notebook 1.3 shows. Leaves out: GPU numbers for chapter 1 (tokenizer training runs on the CPU on every machine).
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as _dt
-import os
-import platform
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
-
-from minillm.bench_ch03 import section_norms
-from minillm.bench_ch05 import section_attention
-from minillm.bench_ch06 import section_generation, section_training
+from minillm.bench.timer import best_time
 from minillm.data import load_corpus
-
-# ------------------------------------------------------------------ helpers shared by the sections
-
-
-def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """A GitHub-Markdown table of `rows` (dicts) in the given column order.
-
-    Floats below 100 get 3 significant digits (trailing zeros kept); ints and larger floats are rounded
-    to whole numbers with thousands separators."""
-    if not columns:
-        raise ValueError("markdown_table needs at least one column")
-
-    def fmt(v: Any) -> str:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return str(v)
-        if isinstance(v, int) or abs(v) >= 100:
-            return f"{v:,.0f}"
-        return f"{v:#.3g}"  # '#' keeps trailing zeros: 1.0 -> 1.00
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    for r in rows:
-        missing = [c for c in columns if c not in r]
-        if missing:
-            raise ValueError(f"row {r} has no column {missing[0]!r}")
-        lines.append("| " + " | ".join(fmt(r[c]) for c in columns) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo on Linux, else what `platform` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _version_of(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def machine_info() -> dict[str, str]:
-    """What the numbers were measured on: CPU, cores, torch, device, date."""
-    dev = os.environ.get("MINILLM_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-    gpu = torch.cuda.get_device_name(0) if dev.startswith("cuda") and torch.cuda.is_available() else "none"
-    return {
-        "date": _dt.date.today().isoformat(),
-        "cpu": _cpu_name(),
-        "cores": str(os.cpu_count()),
-        "torch threads": str(torch.get_num_threads()),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "tokenizers": _version_of("tokenizers"),
-        "device": dev,
-        "gpu": gpu,
-    }
-
+from minillm.utils import markdown_table
 
 # ------------------------------------------------------------------ chapter 1: tokenizers
 
@@ -165,18 +85,6 @@ def tokenizer_corpora(quick: bool = False, n_train_en: int | None = None) -> dic
     return {"English": (en[:n_train], en[-n_eval:]), "Chinese": (zh_train, zh_eval)}
 
 
-def best_time(fn: Callable[[], Any], repeats: int = 1) -> tuple[Any, float]:
-    """Run `fn` `repeats` times; return its (last) result and the smallest wall-clock time in seconds."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return out, best
-
-
 def tokenizer_sweep(
     corpora: dict[str, tuple[str, str]],
     vocab_sizes: Sequence[int],
@@ -243,50 +151,3 @@ def section_tokenizers(quick: bool = False) -> str:
         "`shared_vocab` is the fraction of the vocabulary (as byte strings) the other implementation also "
         "learned.\n\n" + markdown_table(rows, CH1_COLUMNS)
     )
-
-
-# ------------------------------------------------------------------ the command line
-
-# (name, function(quick) -> markdown); later chapters append theirs
-SECTIONS: list[tuple[str, Callable[[bool], str]]] = [
-    ("tokenizers", section_tokenizers),
-    ("norms", section_norms),
-    ("attention", section_attention),
-    ("training", section_training),
-    ("generation", section_generation),
-]
-
-
-def run(quick: bool = False, only: Sequence[str] | None = None) -> str:
-    """All sections (or those named in `only`) as one Markdown document with the machine description."""
-    known = [n for n, _ in SECTIONS]
-    bad = [n for n in (only or []) if n not in known]
-    if bad:
-        raise ValueError(f"unknown section {bad[0]!r}; choose from {known}")
-    info = machine_info()
-    head = "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + (" (quick run)" if quick else "") + "\n\n"
-    parts = [fn(quick) for name, fn in SECTIONS if not only or name in only]
-    return head + "\n".join(parts)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m minillm.bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", help="also write the Markdown to this file")
-    ap.add_argument("--quick", action="store_true", help="tiny inputs: a smoke test, not numbers for the book")
-    ap.add_argument("--only", nargs="*", metavar="SECTION", help=f"sections to run: {[n for n, _ in SECTIONS]}")
-    args = ap.parse_args(argv)
-    try:
-        md = run(args.quick, args.only)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(md)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(md)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,171 @@
+"""`minillm train`: pretrain a GPT preset on a bundled corpus, with checkpoints and a loss plot.
+
+    minillm train --preset tiny --corpus tang300 --steps 300 --out runs/tang
+    minillm train --config my.yaml --out runs/exp1 [--resume]
+
+A config file (YAML or JSON) has up to three sections: `model:` (fields of `minillm.model.GPTConfig`,
+on top of --preset), `train:` (fields of `minillm.train.TrainConfig`) and `data:` (corpus, tokenizer,
+vocab_size). Flags given on the command line win over the file. Every input is checked before the first
+step: --out must be writable, every key must be known (a misspelt one gets the closest known name), the
+numbers must make sense; a wrong input is one line `minillm train: error: ...` and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+PROG = "minillm train"
+SECTIONS = ("model", "train", "data")
+DATA_KEYS = ("corpus", "tokenizer", "vocab_size")
+TRAIN_FLAGS = ("steps", "batch_size", "seq_len", "warmup", "eval_every", "ckpt_every", "seed", "lr")
+
+
+class InputError(ValueError):
+    """A problem with what the user gave: printed as one line, exit status 1."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="tiny", help="a minillm.model preset: tiny, tiny-llama, small, ...")
+    p.add_argument("--corpus", default="shakespeare", help="shakespeare | tang300 | song100 (bundled)")
+    p.add_argument("--tokenizer", default="char", choices=["char", "bpe"])
+    p.add_argument("--vocab-size", type=int, default=512, help="for --tokenizer bpe")
+    p.add_argument("--config", help="a YAML or JSON file with sections model: {...}, train: {...}, data: {...}")
+    p.add_argument("--out", default="runs/minillm", help="directory for ckpt.pt and loss.png (default runs/minillm)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    for name in TRAIN_FLAGS[:-1]:
+        p.add_argument(f"--{name.replace('_', '-')}", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate (a finite number > 0)")
+
+
+def _closest(key: str, known: list[str]) -> str:
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f"did you mean {near[0]!r}?" if near else f"known: {', '.join(known)}"
+
+
+def check_keys(where: str, given: dict[str, Any], known: list[str]) -> None:
+    """One line for the first unknown key, with the closest known one (difflib) or the list of known ones."""
+    for key in given:
+        if key not in known:
+            raise InputError(f"{where}: unknown key {key!r}; {_closest(str(key), known)}")
+
+
+def read_config(path: str) -> dict[str, Any]:
+    """The file's sections, each checked for unknown keys; bad YAML/JSON is reported with its line."""
+    from minillm.model import GPTConfig
+    from minillm.train import TrainConfig
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"--config {path}: no such file")
+    text = p.read_text(encoding="utf-8")
+    if path.endswith((".yaml", ".yml")):
+        try:
+            import yaml
+        except ImportError:
+            raise InputError("reading YAML needs pyyaml (pip install pyyaml), or write the config as JSON") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(e, "problem", None) or type(e).__name__
+            raise InputError(f"{path} is not valid YAML{where} ({problem}): fix that line") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path} is not valid JSON at line {e.lineno}, column {e.colno} ({e.msg}): fix that "
+                             "line, or name the file .yaml to write YAML") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping with sections model, train, data; got {type(data).__name__}")
+    check_keys(f"{path}: section", data, list(SECTIONS))
+    for section, known in (("model", [f.name for f in dataclasses.fields(GPTConfig) if f.init]),
+                           ("train", [f.name for f in dataclasses.fields(TrainConfig) if f.name != "out_dir"]),
+                           ("data", list(DATA_KEYS))):
+        body = data.get(section) or {}
+        if not isinstance(body, dict):
+            raise InputError(f"{path}: section {section!r} must be a mapping of keys to values, got {body!r}")
+        check_keys(f"{path}: {section}", body, known)
+        data[section] = body
+    return data
+
+
+def check_writable(out: Path) -> None:
+    """Fail now, not after training, when --out cannot hold the checkpoint."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise InputError(f"--out {out} is not writable ({e.strerror or e}): choose a directory you can write to"
+                         ) from None
+
+
+def build(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """(model config, train config, data, data settings) from the flags and the config file; no training."""
+    from minillm.data import TokenData, build_tokenizer, load_corpus
+    from minillm.model import GPTConfig
+    from minillm.train import TrainConfig
+
+    file_cfg = read_config(args.config) if args.config else {s: {} for s in SECTIONS}
+    data_cfg = {"corpus": args.corpus, "tokenizer": args.tokenizer, "vocab_size": args.vocab_size,
+                **file_cfg["data"]}
+    flags = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None}
+    out = Path(args.out)
+    if args.resume and not (out / "ckpt.pt").is_file():
+        raise InputError(f"--resume: no checkpoint {out / 'ckpt.pt'}; drop --resume to start a new run there")
+    check_writable(out)
+    try:
+        text = load_corpus(data_cfg["corpus"])
+        tok = build_tokenizer(text, data_cfg["tokenizer"], data_cfg["vocab_size"])
+        model_cfg = GPTConfig.preset(args.preset, **{**file_cfg["model"], "vocab_size": tok.vocab_size})
+        train_kw = {"seq_len": min(model_cfg.block_size, 256), **file_cfg["train"], **flags}
+        cfg = TrainConfig(**{**train_kw, "out_dir": str(out)})
+    except TypeError as e:  # a value of the wrong type in the config file ("steps: ten")
+        raise InputError(f"a config value has the wrong type ({e}): check the numbers in {args.config}") from None
+    if cfg.seq_len > model_cfg.block_size:
+        raise InputError(f"seq_len={cfg.seq_len} exceeds the model's block_size={model_cfg.block_size}: "
+                         "lower --seq-len or raise block_size")
+    return model_cfg, cfg, TokenData(text, tok), data_cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from minillm.fast import use_kernel
+    from minillm.model import GPT
+    from minillm.train import plot_history, train
+    from minillm.utils import get_device
+
+    try:
+        model_cfg, cfg, data, data_cfg = build(args)
+        torch.manual_seed(cfg.seed)
+        model = use_kernel(GPT(model_cfg).to(get_device()), "torch")  # the fused kernel: same numbers, faster
+        print(f"model {args.preset}: {model.num_params():,} parameters; {data_cfg['corpus']}: "
+              f"{len(data.train):,} train / {len(data.val):,} val tokens ({data_cfg['tokenizer']}, "
+              f"vocab {data.vocab_size})")
+        hist = train(model, data, cfg, resume=args.resume)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:  # InputError is a ValueError
+        print(f"{PROG}: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
+        return 1
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = Path(args.out)
+    ax = plot_history(hist)
+    ax.set_title(f"{args.preset} on {data_cfg['corpus']}")
+    ax.figure.savefig(out / "loss.png", dpi=120, bbox_inches="tight")
+    summary = {"steps": hist.step[-1] if hist.step else 0,
+               "train_loss": hist.train_loss[-1] if hist.train_loss else None,
+               "val_loss": hist.val_loss[-1] if hist.val_loss else None,
+               "tokens_per_s": round(hist.tokens_per_s, 1)}
+    print(json.dumps(summary))
+    print(f"checkpoint: {out / 'ckpt.pt'}; loss curve: {out / 'loss.png'}")
+    return 0

@@ -1,0 +1,29 @@
+"""minillm.memory: the peak-allocation probe, on a hand-worked sequence of allocations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minillm import flash
+from minillm.memory import peak_allocated_bytes
+
+
+def test_peak_allocated_bytes_hand_worked():
+    def fn():
+        a = torch.ones(1024)  # 4 KiB live
+        b = torch.ones(2048)  # + 8 KiB: the peak, 12 KiB
+        del a
+        c = torch.ones(512)  # 8 + 2 KiB
+        del b
+        return c
+
+    peak, out = peak_allocated_bytes(fn)
+    assert peak == 4096 + 8192 and out.shape == (512,)
+    assert peak_allocated_bytes(lambda: torch.empty(1000, dtype=torch.float64))[0] == 8000
+    with pytest.raises(ValueError, match="cpu"):
+        peak_allocated_bytes(lambda: None, "meta")
+
+
+def test_flash_reexports_the_probe():
+    assert flash.peak_allocated_bytes is peak_allocated_bytes
