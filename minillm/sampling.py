@@ -8,9 +8,10 @@ in the order Hugging Face's `generate` and vLLM use, and `sample` draws (or take
 - top-k (Fan et al. 2018, arXiv:1805.04833): keep the k largest logits (tokens tied with the k-th are kept).
 - top-p, nucleus sampling (Holtzman et al. 2020, arXiv:1904.09751): keep the smallest set of most likely
   tokens whose probabilities add up to at least p (the most likely token is always kept).
-- repetition penalty (Keskar et al. 2019, CTRL, arXiv:1909.05858): for every token already in the
-  sequence, divide its logit by theta if it is positive and multiply it by theta if negative (theta > 1
-  makes repeats less likely either way).
+- repetition penalty (Keskar et al. 2019, CTRL, arXiv:1909.05858): CTRL divides the logit of every token
+  already in the sequence by theta, whatever its sign (which *raises* a negative logit); this module uses
+  Hugging Face's sign-aware fix: divide a positive logit by theta, multiply a negative one by theta, so
+  theta > 1 makes repeats less likely either way.
 - frequency and presence penalties (OpenAI's API): logit - frequency * count - presence * [count > 0].
 
 `SamplingParams` keeps vLLM's field names. Leaves out: min-p, typical and eta sampling, logit bias,
@@ -107,7 +108,8 @@ def token_counts(prev_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
 
 
 def repetition_penalty(logits: torch.Tensor, prev_ids: torch.Tensor, theta: float) -> torch.Tensor:
-    """CTRL's penalty on every token seen in prev_ids: positive logits / theta, negative logits * theta."""
+    """Repetition penalty on every token seen in prev_ids, with Hugging Face's sign rule: positive logits / theta,
+    negative logits * theta (CTRL itself divides every seen logit by theta, whatever its sign)."""
     _check_logits(logits)
     if theta == 1.0 or prev_ids.numel() == 0:
         return logits

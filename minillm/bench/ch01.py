@@ -1,7 +1,7 @@
 """Chapter 1 benchmark (tokenization): our byte-level BPE (`minillm.tokenizer.BPETokenizer`) against the Hugging Face
 `tokenizers` ByteLevel BPE, trained on the same text with the same GPT-2 pre-tokenization and the same
 vocabulary size (256 byte tokens + merges, no special tokens), on English (Shakespeare) and Chinese
-(唐诗三百首; 宋词一百首 held out). Measured: training seconds, compression on held-out text (UTF-8 bytes per
+(唐诗三百首; 宋诗一百首 held out). Measured: training seconds, compression on held-out text (UTF-8 bytes per
 token), encoding throughput, and how many of the two vocabularies' tokens coincide.
 
 `section_tokenizers(quick)` returns the appendix's Markdown section; `tokenizer_sweep(...)` the rows, which
@@ -73,7 +73,7 @@ def tokenizer_corpora(quick: bool = False, n_train_en: int | None = None) -> dic
     """{corpus label: (training text, held-out text)} for chapter 1.
 
     English: a prefix of the Shakespeare file to train, its last 100,000 characters (the end of the last
-    play) held out. Chinese: all of 唐诗三百首 to train, 宋词一百首 held out.
+    play) held out. Chinese: all of 唐诗三百首 to train, 宋诗一百首 held out.
     """
     en = load_corpus("shakespeare")
     n_eval = 20_000 if quick else 100_000
@@ -144,7 +144,7 @@ def section_tokenizers(quick: bool = False) -> str:
         "## Chapter 1: byte-level BPE, minillm vs Hugging Face tokenizers\n\n"
         f"Both trained on the same text with the GPT-2 split pattern, vocab = 256 bytes + merges, no special "
         f"tokens. English: first {len(en_tr):,} characters of the Shakespeare file, evaluated on its last "
-        f"{len(en_ev):,}. Chinese: 唐诗三百首 ({len(zh_tr):,} characters), evaluated on 宋词一百首 "
+        f"{len(en_ev):,}. Chinese: 唐诗三百首 ({len(zh_tr):,} characters), evaluated on 宋诗一百首 "
         f"({len(zh_ev):,} characters). `bytes_per_token` is on the held-out text (higher = better compression); "
         "`train_s` is wall-clock seconds of training (best of 3 runs); `encode_kb_s` is held-out kilobytes "
         "encoded per second (one pass, word caches cold); "
