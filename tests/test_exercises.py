@@ -20,7 +20,9 @@ import nbformat
 import pytest
 import torch
 
-from minillm.grading import build, check, core, runner
+from minillm.grading import check, core, runner
+
+build = kit.build
 
 ROOT = kit.ROOT
 SOURCES = kit.SOURCES
@@ -229,17 +231,16 @@ def test_check_never_raises_on_junk(ex_id):
         assert not res.hint.startswith(("internal", "checking what your function returned raised")), res.hint
 
 
-def _simulated_mistakes(ex_id: str) -> list[tuple]:
-    """The `*_MISTAKES` list that the checker of `ex_id` hands to run_cases."""
+def _simulated_mistakes(ex_id: str) -> tuple[tuple, ...]:
+    """The (wrong function, hint) pairs declared with exercise `ex_id`."""
     core.load_chapter(ex_id[:2])
-    checker = core.REGISTRY[ex_id].checker
-    (name,) = [n for n in checker.__code__.co_names if n.endswith("_MISTAKES")]
-    return getattr(sys.modules[checker.__module__], name)
+    return core.REGISTRY[ex_id].mistakes
 
 
 @pytest.mark.parametrize("ex_id", EX_IDS)
 def test_each_simulated_mistake_gets_its_own_hint(ex_id):
     """No simulated mistake is shadowed by an earlier one, or by the reference: checking it gives exactly its hint."""
+    assert _simulated_mistakes(ex_id), f"{ex_id} declares no simulated mistakes"
     for fn, hint in _simulated_mistakes(ex_id):
         res = check(ex_id, fn)
         assert res.status == "failed" and res.hint.startswith(hint + ". "), (fn.__name__, res.hint)

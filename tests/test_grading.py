@@ -89,11 +89,11 @@ def test_grade_log_gets_one_json_line_per_check(tmp_path, monkeypatch, solution,
     assert check("01.1", solution["get_pair_counts"]).passed  # an unwritable log does not break check
 
 
-def test_register_rejects_bad_ids_and_points():
+def test_exercise_rejects_bad_ids_and_points():
     with pytest.raises(ValueError, match="01.3"):
-        core.register("1.3", title="x")
+        core.Exercise("1.3", "x", 1, name="f", cases=list)
     with pytest.raises(ValueError, match="points"):
-        core.register("98.1", title="x", points=0)
+        core.Exercise("98.1", "x", 0, name="f", cases=list)
 
 
 def test_run_cases_names_a_simulated_mistake():

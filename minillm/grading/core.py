@@ -38,35 +38,68 @@ MAX_REPR = 120  # characters of an input/output shown in a hint
 MARKS = {"passed": "✅", "failed": "❌", "not attempted": "⬜", "unknown exercise": "❌", "not run": "⬜"}
 
 
+Case = tuple[tuple, Any]  # (arguments, expected answer as `normalize` returns it)
+Checker = Callable[[Callable], tuple[bool, str]]
+
+
+def _same(got: Any, want: Any, args: tuple) -> bool:
+    return got == want
+
+
+def _as_is(got: Any, args: tuple) -> Any:
+    return got
+
+
 @dataclass(frozen=True)
 class Exercise:
+    """One graded exercise, declared in its chapter module's `EXERCISES` tuple.
+
+    `cases()` returns fresh `(args, want)` pairs: hand-worked ones first, then random inputs whose answer
+    comes from the minillm `reference` (named in the chapter module's table). `normalize(got, args)` reads the
+    learner's answer into the canonical form of `want` (or raises Wrong with a hint); `same(got, want, args)`
+    compares (tolerances live there). `mistakes` pairs each simulated wrong solution with the hint that names
+    it. `check(exercise, fn)` replaces the default run when an exercise needs more (e.g. a mutation test).
+    """
+
     id: str
     title: str
     points: int
-    checker: Callable[[Callable], tuple[bool, str]]
+    name: str  # the learner's function, as hints call it
+    cases: Callable[[], list[Case]]
+    normalize: Callable[[Any, tuple], Any] = _as_is
+    same: Callable[[Any, Any, tuple], bool] = _same
+    mistakes: tuple[tuple[Callable, str], ...] = ()
+    check: Callable[[Exercise, Callable], tuple[bool, str]] | None = None
+
+    def __post_init__(self) -> None:
+        if not ID_RE.match(self.id):
+            raise ValueError(f"exercise id must look like '01.3' (chapter.number), got {self.id!r}")
+        if not isinstance(self.points, int) or self.points < 1:
+            raise ValueError(f"points must be a positive int, got {self.points!r}")
+        object.__setattr__(self, "mistakes", tuple(self.mistakes))
 
     @property
     def chapter(self) -> str:
         return self.id.split(".")[0]
 
+    def run_cases(self, fn: Callable) -> tuple[bool, str]:
+        """The default check: every case of `cases()`, the first failure named (with a mistake's hint)."""
+        return run_cases(fn, self.cases(), name=self.name, normalize=self.normalize, same=self.same,
+                         mistakes=self.mistakes)
+
+    def checker(self, fn: Callable) -> tuple[bool, str]:
+        return self.check(self, fn) if self.check is not None else self.run_cases(fn)
+
 
 REGISTRY: dict[str, Exercise] = {}
 
 
-def register(exercise_id: str, title: str, points: int = 1):
-    """Decorator: register `checker(fn) -> (ok, hint)` as the grader of exercise `exercise_id` ("NN.k")."""
-    if not ID_RE.match(exercise_id):
-        raise ValueError(f"exercise id must look like '01.3' (chapter.number), got {exercise_id!r}")
-    if not isinstance(points, int) or points < 1:
-        raise ValueError(f"points must be a positive int, got {points!r}")
-
-    def wrap(checker: Callable[[Callable], tuple[bool, str]]):
-        if exercise_id in REGISTRY and REGISTRY[exercise_id].checker.__qualname__ != checker.__qualname__:
-            raise ValueError(f"exercise {exercise_id} is registered twice")
-        REGISTRY[exercise_id] = Exercise(exercise_id, title, points, checker)
-        return checker
-
-    return wrap
+def register(*exercises: Exercise) -> None:
+    """Add exercises to the registry (a chapter module's EXERCISES are added when it is first loaded)."""
+    for ex in exercises:
+        if ex.id in REGISTRY and REGISTRY[ex.id] is not ex:
+            raise ValueError(f"exercise {ex.id} is registered twice")
+        REGISTRY[ex.id] = ex
 
 
 class LearnerError(Exception):
@@ -167,7 +200,7 @@ def load_chapter(chapter: str) -> None:
     """Import the checkers of chapter "NN" (a no-op when that chapter has none)."""
     name = f"ch{chapter}"
     if name in _chapter_modules():
-        importlib.import_module(f"minillm.grading.{name}")
+        register(*importlib.import_module(f"minillm.grading.{name}").EXERCISES)
 
 
 def load_all() -> list[str]:
@@ -175,7 +208,7 @@ def load_all() -> list[str]:
     failed = []
     for name in _chapter_modules():
         try:
-            importlib.import_module(f"minillm.grading.{name}")
+            register(*importlib.import_module(f"minillm.grading.{name}").EXERCISES)
         except Exception:  # noqa: BLE001 - reported by the caller
             failed.append(name)
     return failed
