@@ -20,6 +20,7 @@ import nbformat
 import pytest
 import torch
 
+from minillm.commands import grade
 from minillm.grading import check, core, runner
 
 build = kit.build
@@ -145,7 +146,7 @@ def test_report_card_format():
     bad = core.CheckResult("01.2", "Merge a pair", "failed", 0, 1, "overlapping merge")
     rep = runner.NotebookReport("a.ipynb", [ok, bad], cell_errors=["cell 3: ValueError: x"])
     broken = runner.NotebookReport("b.ipynb", error="no such file")
-    card = runner.format_card([rep, broken])
+    card = grade.format_card([rep, broken])
     assert "✅ passed" in card and "❌ failed" in card and "hint: overlapping merge" in card
     assert "total" in card and "1/2" in card and "not graded: no such file" in card
     assert card.splitlines()[-1] == "overall: 1/2 points in 1 notebook(s); 1 could not be graded"
@@ -153,7 +154,7 @@ def test_report_card_format():
 
 
 def test_default_notebooks_are_the_exercises():
-    assert runner.default_notebooks(ROOT) == sorted((ROOT / "exercises").glob("*.ipynb"))
+    assert grade.default_notebooks(ROOT) == sorted((ROOT / "exercises").glob("*.ipynb"))
 
 
 @pytest.mark.slow

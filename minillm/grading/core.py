@@ -1,15 +1,15 @@
 """The check() function learners call in exercise notebooks, and the registry of checkers behind it.
 
-A checker is a function registered under an exercise id ("01.3") that receives the learner's function
-and returns `(ok, hint)`. `check(exercise_id, fn)` runs it and prints one line:
+Each exercise is an `Exercise` (declared in its chapter module's EXERCISES) whose checker receives the
+learner's function and returns `(ok, hint)`. `check(exercise_id, fn)` runs it and prints one line:
 
     ✅ 01.3 Train BPE merges — 2/2 points
     ❌ 01.3 Train BPE merges — hint: ...
     ⬜ 01.3 Train BPE merges — not attempted (the stub still raises NotImplementedError)
 
 `check` never raises: an exception from the learner's code (or from checking what it returned) becomes a
-❌ line naming the exception. When the environment variable `MINILLM_GRADE_LOG` names a file, each check
-also appends one JSON line to it; that is how `minillm grade` collects results from the kernel.
+❌ line naming the exception. It only prints: `minillm grade` does not read what the learner's kernel
+prints or writes, it runs the checks again in a process of its own (see runner.py and worker.py).
 
 Checkers live in one module per chapter (`minillm/grading/ch01.py`, ...), imported the first time an
 exercise of that chapter is checked, so `from minillm.grading import check` stays fast.
@@ -21,16 +21,12 @@ from __future__ import annotations
 
 import copy
 import importlib
-import json
-import os
 import pkgutil
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-LOG_ENV = "MINILLM_GRADE_LOG"
 ID_RE = re.compile(r"^(\d\d)\.(\d+)$")
 MAX_REPR = 120  # characters of an input/output shown in a hint
 
@@ -291,17 +287,6 @@ def _run_checker(ex: Exercise, fn: Callable) -> CheckResult:
     return result("passed") if ok else result("failed", str(hint) or "wrong result")
 
 
-def _log(res: CheckResult) -> None:
-    path = os.environ.get(LOG_ENV)
-    if not path:
-        return
-    try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(res.to_json(), ensure_ascii=False) + "\n")
-    except OSError as e:
-        print(f"(minillm: could not write the grade log {path}: {e})", file=sys.stderr)
-
-
 def check(exercise_id: str, fn: Callable) -> CheckResult:
     """Grade the learner's `fn` for exercise `exercise_id`; print one ✅/❌/⬜ line; never raise."""
     try:
@@ -312,7 +297,6 @@ def check(exercise_id: str, fn: Callable) -> CheckResult:
         else:
             res = CheckResult(str(exercise_id), "", "failed", 0, 0, f"internal error {type(e).__name__}: {e}")
     print(res.line(), flush=True)
-    _log(res)
     return res
 
 
