@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -141,6 +142,32 @@ def test_learner_notebook_shape(src: Path):
         assert len(lines) == 1 and lines[0].startswith("⬜ ") and "not attempted" in lines[0], c.outputs
 
 
+# a stub says what to write, never how: no operator, bracket or torch recipe in its message
+RECIPE = re.compile(r"[=@*/^\[\]]|\b(softmax|masked_fill|topk|cumsum|repeat_interleave|gather|sqrt|exp|log|"
+                    r"arange|tril|reshape|sum|scatter|sigmoid|erf|silu|itemsize|floor|ceil|sin|cos)\b")
+STUB_RE = re.compile(r'raise NotImplementedError\("Exercise (\d\d\.\d+): ([^"]*)"\)')
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.name)
+def test_stubs_state_what_to_write_not_how(src: Path):
+    stubs = STUB_RE.findall("\n".join(c.source(False) for c in kit.cells(src) if c.kind == "code"))
+    assert [i for i, _ in stubs] == list(kit.checked_functions(src))
+    for ex_id, message in stubs:
+        assert message.startswith("return ") and not RECIPE.search(message), (ex_id, message)
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.name)
+def test_each_exercise_has_two_collapsed_hints_before_its_check(src: Path):
+    """Hint 1 and Hint 2 in <details> (collapsed in JupyterLab and in the book), right above the check cell."""
+    nb = nbformat.read(str(build.learner_path(src)), as_version=4)
+    for k, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and cell.source.startswith("check("):
+            hints = nb.cells[k - 1]
+            assert hints.cell_type == "markdown", cell.source
+            assert hints.source.count("<details><summary>Hint ") == 2 == hints.source.count("</details>"), cell.source
+            assert hints.source.index("Hint 1") < hints.source.index("Hint 2")
+
+
 def test_report_card_format():
     ok = core.CheckResult("01.1", "Count adjacent pairs", "passed", 1, 1)
     bad = core.CheckResult("01.2", "Merge a pair", "failed", 0, 1, "overlapping merge")
@@ -183,8 +210,8 @@ def test_grade_learner_gives_zero_and_solution_full_marks(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 # what every exercise gets: registry, solution, stub, junk, simulated mistakes
 
-POINTS = {"01": [1, 1, 2, 2, 2, 2], "02": [1, 2, 2, 2, 1, 1], "03": [2, 1, 1, 2, 1], "04": [1, 1, 1, 2, 2, 1],
-          "05": [2, 1, 1, 1, 3, 1], "06": [2, 1, 1, 2, 1, 1], "07": [1, 2, 1, 2, 1, 2]}
+POINTS = {"01": [1, 1, 2, 2, 2, 2], "02": [1, 2, 2, 2, 1, 1, 2], "03": [2, 1, 1, 2, 1, 3], "04": [1, 1, 1, 2, 2, 1],
+          "05": [2, 1, 1, 1, 3, 1], "06": [2, 1, 1, 2, 1, 1, 2], "07": [1, 2, 1, 2, 1, 2]}
 EXERCISES = [(ex_id, src, name) for src in SOURCES for ex_id, name in kit.checked_functions(src).items()]
 EX_IDS = [ex_id for ex_id, _, _ in EXERCISES]
 
@@ -245,3 +272,4 @@ def test_each_simulated_mistake_gets_its_own_hint(ex_id):
     for fn, hint in _simulated_mistakes(ex_id):
         res = check(ex_id, fn)
         assert res.status == "failed" and res.hint.startswith(hint + ". "), (fn.__name__, res.hint)
+        assert "\n" not in res.line() and "tensor([" not in res.line(), res.line()  # compact, one line

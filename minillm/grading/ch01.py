@@ -295,8 +295,9 @@ def _cases_pair_counts() -> list:
         (([],), {}),
     ]
     rng = random.Random()
-    for _ in range(25):
-        ids = [rng.randrange(5) for _ in range(rng.randrange(2, 40))]
+    for k in range(25):  # few distinct ids (many repeats and overlaps) up to ids far beyond one byte
+        hi = (3, 5, 300, 100_000)[k % 4]
+        ids = [rng.randrange(hi) for _ in range(rng.randrange(2, 40))]
         cases.append(((ids,), get_pair_counts(list(ids))))
     return cases
 
@@ -336,10 +337,12 @@ def _cases_merge_pair() -> list:
         (([], (1, 2), 9), []),
     ]
     rng = random.Random()
-    for _ in range(25):
-        ids = [rng.randrange(4) for _ in range(rng.randrange(1, 40))]
-        pair = (rng.randrange(4), rng.randrange(4))
-        new_id = rng.randrange(256, 1000)
+    for k in range(25):  # small and wide id ranges; the pair drawn from ids (so it occurs) or at random
+        hi = (4, 4, 300, 100_000)[k % 4]
+        ids = [rng.randrange(hi) for _ in range(rng.randrange(1, 40))]
+        at = rng.randrange(len(ids) - 1) if len(ids) > 1 and hi > 4 else None
+        pair = (ids[at], ids[at + 1]) if at is not None else (rng.randrange(hi), rng.randrange(hi))
+        new_id = rng.randrange(256, 200_000)
         cases.append(((ids, pair, new_id), merge_pair(list(ids), pair, new_id)))
     return cases
 
@@ -480,16 +483,19 @@ def _cases_wordpiece() -> list:
         (("abc", v3), ["[UNK]"]),
         (("bab", v3), ["[UNK]"]),  # "##a" is missing, so the whole word is unknown
     ]
+    cases += [(("abc", v3, "<unk>"), ["<unk>"]), (("abb", v3, "<unk>"), ["a", "##b", "##b"])]  # unk passed
     rng = random.Random()
-    for _ in range(4):
-        vocab = {"[UNK]"}
+    for k in range(4):
+        unk = "[UNK]" if k < 2 else "<unk>"  # the optional argument: default, then passed
+        vocab = {unk}
         for _ in range(rng.randrange(6, 20)):
             piece = _random_text(rng, "abcd", 1, 4)
             vocab.add(piece if rng.random() < 0.5 else "##" + piece)
-        ref = WordPiece({t: i for i, t in enumerate(sorted(vocab))})
+        ref = WordPiece({t: i for i, t in enumerate(sorted(vocab))}, unk_token=unk)
         for _ in range(10):
             word = _random_text(rng, "abcd", 1, 9)
-            cases.append(((word, frozenset(vocab)), ref.tokenize_word(word)))
+            args = (word, frozenset(vocab)) if k < 2 else (word, frozenset(vocab), unk)
+            cases.append((args, ref.tokenize_word(word)))
     return cases
 
 

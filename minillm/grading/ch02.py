@@ -8,10 +8,11 @@
 | 02.4 | `t5_bucket(rel, bidirectional, num_buckets, max_distance)` | `minillm.positional.t5_bucket` |
 | 02.5 | `ntk_base(base, factor, head_dim)` | `minillm.rope_scaling.ntk_base` |
 | 02.6 | `yarn_range(head_dim, base, original_len, beta_fast, beta_slow)` | `rope_scaling.yarn_correction_range` |
+| 02.7 | `rope_at(x, positions, base, layout)`, both layouts | `positional.rope_cos_sin` + `apply_rope` |
 
 Hand-worked cases come first (written out in the notebook), then random inputs. Tensors and floats are
-compared with a tolerance of 1e-5 (relative 1e-9 for 02.5); ints exactly. The `*_MISTAKES` lists pair
-simulated wrong solutions with the hint naming each.
+compared with a tolerance of 1e-5 (relative 1e-6 for 02.5, so float32 arithmetic passes); ints exactly.
+The `*_MISTAKES` lists pair simulated wrong solutions with the hint naming each.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from collections.abc import Callable
 import torch
 
 from minillm import positional as ref
-from minillm.grading.core import Exercise, Wrong
+from minillm.grading import answers
+from minillm.grading.answers import generator
+from minillm.grading.core import Exercise, Wrong, call
 
 # ---------------------------------------------------------------------------------------------------
 # simulated wrong solutions (deliberately wrong; never use them as references); their hints are in EXERCISES
@@ -349,6 +352,76 @@ def _cases_yarn() -> list:
     return cases
 
 
+# ---------------------------------------------------------------------------------------------------
+# 02.7 RoPE at arbitrary positions, both layouts (interview question)
+
+
+def _rope_ref(x, positions, base, layout, *, exponent=2.0, sign=1.0, layout_of=None, pos=None):
+    """minillm's apply_rope with one deviation per keyword (the simulated mistakes below)."""
+    d = x.shape[-1]
+    inv_freq = base ** (-exponent * torch.arange(0, d // 2, dtype=torch.float64) / d)
+    p = positions if pos is None else pos(positions)
+    cos, sin = ref.rope_cos_sin(p, inv_freq)
+    return ref.apply_rope(x, cos, sign * sin, layout_of or layout)
+
+
+def rope_at_swapped_layout(x, positions, base, layout):
+    return _rope_ref(x, positions, base, layout, layout_of={"halves": "adjacent", "adjacent": "halves"}[layout])
+
+
+def rope_at_arange(x, positions, base, layout):
+    return _rope_ref(x, positions, base, layout, pos=lambda p: torch.arange(len(p)))
+
+
+def rope_at_exponent(x, positions, base, layout):
+    return _rope_ref(x, positions, base, layout, exponent=1.0)
+
+
+def rope_at_clockwise(x, positions, base, layout):
+    return _rope_ref(x, positions, base, layout, sign=-1.0)
+
+
+def _cases_rope_at() -> list:
+    gen = generator()
+    inputs = [(torch.tensor([[1.0, 0.0]], dtype=torch.float64), torch.tensor([3]), 10000.0, "halves"),
+              (torch.tensor([[1.0, 0.0]], dtype=torch.float64), torch.tensor([3]), 10000.0, "adjacent")]
+    for shape, base, layout, pos in [((5, 8), 10000.0, "halves", torch.arange(5)),
+                                     ((5, 8), 10000.0, "adjacent", torch.arange(5)),
+                                     ((2, 3, 4, 16), 500000.0, "halves", torch.tensor([7, 8, 9, 10])),
+                                     ((2, 6, 4), 100.0, "adjacent", torch.tensor([5, 0, 3, 1, 4, 2])),
+                                     ((3, 2, 12), 10000.0, "adjacent", torch.tensor([99990, 100000])),
+                                     ((1, 5, 6), 1e6, "halves", torch.randperm(5, generator=gen) + 37)]:
+        inputs.append((answers.randn64(*shape, gen=gen), pos, base, layout))
+    return [(args, _shaped(lambda a: tuple(a[0].shape))(_rope_ref(*args), args)) for args in inputs]
+
+
+def _check_rope_at(ex: Exercise, fn: Callable) -> tuple[bool, str]:
+    ok, hint = ex.run_cases(fn)
+    if not ok:
+        return ok, hint
+    gen = generator()  # the property itself: q . k is the same for positions (m, n) and (m + s, n + s)
+    q, k = answers.randn64(1, 8, gen=gen), answers.randn64(1, 8, gen=gen)
+    for layout in ("halves", "adjacent"):
+        dots = [(call(fn, q, torch.tensor([m]), 10000.0, layout, name="rope_at")
+                 * call(fn, k, torch.tensor([n]), 10000.0, layout, name="rope_at")).sum().item()
+                for m, n in [(5, 2), (105, 102), (1005, 1002)]]
+        if max(dots) - min(dots) > 1e-6 * max(1.0, abs(dots[0])):
+            return False, (f"q . k after rotation must depend only on the distance of the positions; with layout "
+                           f"{layout!r} positions (5, 2), (105, 102), (1005, 1002) give {dots}")
+    return True, ""
+
+
+ROPE_AT_MISTAKES = [
+    (rope_at_swapped_layout, "the layouts are swapped: 'halves' pairs feature i with i + d/2, 'adjacent' pairs "
+                             "2i with 2i + 1"),
+    (rope_at_arange, "rotate by the positions you are given, not by 0 .. T-1: with a KV cache or packed "
+                     "sequences they differ"),
+    (rope_at_exponent, "the frequency of pair i falls as base ** (-2i / d), not base ** (-i / d): the last pair "
+                       "turns nearly base times slower than the first"),
+    (rope_at_clockwise, "rotate counter-clockwise: a pair (a, b) becomes (a cos - b sin, a sin + b cos)"),
+]
+
+
 EXERCISES = (
     Exercise("02.1", "Sinusoidal position table", 1, cases=_cases_sinusoidal, name="sinusoidal_table",
              normalize=_shaped(lambda a: (a[0], a[1])), same=_close, mistakes=SINUSOID_MISTAKES),
@@ -359,7 +432,10 @@ EXERCISES = (
     Exercise("02.4", "T5 relative position bucket", 2, cases=_cases_bucket, name="t5_bucket", normalize=_int,
              mistakes=BUCKET_MISTAKES),
     Exercise("02.5", "NTK-aware RoPE base", 1, cases=_cases_ntk, name="ntk_base", normalize=_float,
-             same=lambda g, w, a: math.isclose(g, w, rel_tol=1e-9), mistakes=NTK_MISTAKES),
+             same=lambda g, w, a: math.isclose(g, w, rel_tol=1e-6), mistakes=NTK_MISTAKES),
     Exercise("02.6", "YaRN ramp range", 1, cases=_cases_yarn, name="yarn_range", normalize=_int_pair,
              mistakes=YARN_MISTAKES),
+    Exercise("02.7", "RoPE at given positions, both layouts", 2, cases=_cases_rope_at, name="rope_at",
+             normalize=_shaped(lambda a: tuple(a[0].shape)), same=_close, mistakes=ROPE_AT_MISTAKES,
+             check=_check_rope_at),
 )

@@ -7,11 +7,13 @@
 | 03.3 | `deepnorm_constants(n_layer)` | `minillm.norms.deepnorm_constants(n, "decoder")` |
 | 03.4 | `residual_block(x, f, norm, position, alpha)` | `minillm.norms.residual` |
 | 03.5 | `rms_norm_fp32(x, weight, eps)` on float16 / bfloat16 | `minillm.norms.rms_norm` (float32 inside) |
+| 03.6 | `rms_norm_backward(x, weight, eps, grad_out)`, no autograd | autograd through `minillm.norms.rms_norm` |
 
 Hand-worked cases come first (written out in the notebook), then random float64 inputs. Tolerances:
-1e-6 absolute on float64 results (03.1, 03.2, 03.4), relative 1e-9 for 03.3, and for 03.5 two rounding
-steps of the input's dtype (so multiplying by the weight before or after casting back both pass). The
-`*_MISTAKES` lists pair simulated wrong solutions with the hint naming each.
+1e-6 absolute on float64 results (03.1, 03.2, 03.4), 1e-6 relative for 03.3 (float32 arithmetic
+passes) and 03.6, and for 03.5 two rounding steps of the input's dtype (so multiplying by the weight
+before or after casting back both pass). The `*_MISTAKES` lists pair simulated wrong solutions with the
+hint naming each.
 """
 
 from __future__ import annotations
@@ -369,16 +371,83 @@ def _cases_rms_fp32() -> list:
     return cases
 
 
+# ---------------------------------------------------------------------------------------------------
+# 03.6 RMSNorm backward by hand (interview question), compared with autograd through minillm.norms.rms_norm
+
+
+def _rms_parts(x, weight, eps, grad_out):
+    r = torch.sqrt((x * x).mean(dim=-1, keepdim=True) + eps)
+    return r, grad_out * weight, x.shape[-1]
+
+
+def rmsb_rms_constant(x, weight, eps, grad_out):
+    r, gw, _ = _rms_parts(x, weight, eps, grad_out)
+    return gw / r  # the path through the RMS is missing
+
+
+def rmsb_no_mean(x, weight, eps, grad_out):
+    r, gw, _ = _rms_parts(x, weight, eps, grad_out)
+    return gw / r - x * (gw * x).sum(-1, keepdim=True) / r**3  # the 1/d of the mean is missing
+
+
+def rmsb_sign(x, weight, eps, grad_out):
+    r, gw, d = _rms_parts(x, weight, eps, grad_out)
+    return gw / r + x * (gw * x).sum(-1, keepdim=True) / (d * r**3)
+
+
+def rmsb_no_weight(x, weight, eps, grad_out):
+    r, _, d = _rms_parts(x, weight, eps, grad_out)
+    return grad_out / r - x * (grad_out * x).sum(-1, keepdim=True) / (d * r**3)
+
+
+def rmsb_elementwise(x, weight, eps, grad_out):
+    r, gw, d = _rms_parts(x, weight, eps, grad_out)
+    return gw / r - x * gw * x / (d * r**3)  # the sum over the row is missing: each x_j moves every output
+
+
+def _cases_rms_backward() -> list:
+    from minillm.norms import rms_norm
+
+    def case(x, w, eps, g):
+        xr = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad((rms_norm(xr, w, eps) * g).sum(), xr)
+        return (x, w, eps, g), _tensor_like_x(grad, (x,))
+
+    d64 = answers.d64
+    cases = [case(d64([3.0, 4.0]), d64([1.0, 1.0]), 0.0, d64([1.0, 0.0]))]  # the worked example
+    gen = generator()
+    for shape, eps, scale in [((3, 5), 1e-6, 1.0), ((2, 4, 8), 1e-5, 3.0), ((6,), 0.5, 1.0), ((4, 7), 1e-2, 1e-3),
+                              ((2, 3, 16), 0.0, 2.0), ((5, 1), 1e-6, 1.0)]:
+        x = randn64(*shape, gen=gen, scale=scale)
+        cases.append(case(x, randn64(shape[-1], gen=gen, shift=1.0), eps, randn64(*shape, gen=gen)))
+    return cases
+
+
+RMSB_MISTAKES = [
+    (rmsb_rms_constant, "the RMS depends on x too: besides grad_out * weight / RMS there is a term through the "
+                        "RMS, which couples the elements of a row"),
+    (rmsb_elementwise, "every x_j changes the RMS of its row and so every output of the row: the second term "
+                       "needs a sum over the row, not an elementwise product"),
+    (rmsb_no_mean, "the RMS is a root of the MEAN of the squares: its derivative carries a factor 1/d"),
+    (rmsb_sign, "the term through the RMS has the wrong sign: a larger |x| makes the RMS larger, which shrinks "
+                "every output of the row"),
+    (rmsb_no_weight, "the loss sees the output after the gain: use grad_out * weight wherever the gradient of "
+                     "the normalised x appears"),
+]
+
+
 EXERCISES = (
     Exercise("03.1", "LayerNorm", 2, cases=_cases_layer_norm, name="layer_norm", normalize=_tensor_like_x,
              same=_close, mistakes=LN_MISTAKES),
     Exercise("03.2", "RMSNorm", 1, cases=_cases_rms_norm, name="rms_norm", normalize=_tensor_like_x, same=_close,
              mistakes=RMS_MISTAKES),
     Exercise("03.3", "DeepNorm constants", 1, cases=_cases_deepnorm, name="deepnorm_constants", normalize=_pair,
-             same=lambda g, w, a: all(math.isclose(x, y, rel_tol=1e-9) for x, y in zip(g, w, strict=True)),
+             same=lambda g, w, a: all(math.isclose(x, y, rel_tol=1e-6) for x, y in zip(g, w, strict=True)),
              mistakes=DEEPNORM_MISTAKES),
     Exercise("03.4", "Pre-LN and Post-LN residual", 2, cases=_cases_residual, name="residual_block",
              normalize=_tensor_like_x, same=_close, mistakes=RESIDUAL_MISTAKES),
     Exercise("03.5", "RMSNorm in float32 for float16 input", 1, cases=_cases_rms_fp32, name="rms_norm_fp32",
              normalize=_same_dtype, same=_within_two_steps, mistakes=HALF_MISTAKES),
+    Exercise("03.6", "RMSNorm backward by hand", 3, cases=_cases_rms_backward, name="rms_norm_backward",
+             normalize=_tensor_like_x, same=answers.close, mistakes=RMSB_MISTAKES),
 )

@@ -8,6 +8,7 @@
 | 06.4 | `llama_param_count(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden)` | `count_params` (Llama) |
 | 06.5 | `lr_at(step, lr, warmup, total, min_ratio)`, warm-up then cosine | `minillm.train.lr_at` |
 | 06.6 | `decay_groups(model)` -> `(decay, no_decay)` | the rule of `minillm.train.make_optimizer` |
+| 06.7 | `train_step_flops(vocab_size, ..., seq_len, batch)`, Llama-style | `bench_ch06.flops_per_token` |
 
 Hand-worked cases come first (written out in the notebook), then random inputs (06.1), further sizes
 (06.2-06.4), steps (06.5) or models (06.6). 06.1 also runs a case whose target tokens have probability
@@ -618,6 +619,80 @@ def _cases_decay_groups() -> list:
     return cases
 
 
+# ---------------------------------------------------------------------------------------------------
+# 06.7 FLOPs of one training step (interview question)
+
+
+def _ref_step_flops(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, seq_len, batch, *,
+                    fwd_bwd=6, attention=12, head=True, embedding=False, n_kv=None, causal=1.0) -> float:
+    """flops_per_token(count_params(...)) * tokens; each keyword set otherwise is one simulated mistake."""
+    from minillm.bench_ch06 import flops_per_token
+    from minillm.model import GPTConfig, count_params
+
+    cfg = GPTConfig.preset("llama2-7b", vocab_size=vocab_size, n_layer=n_layer, d_model=d_model, n_head=n_head,
+                           n_kv_head=n_kv or n_kv_head, ffn_hidden=ffn_hidden)
+    parts = count_params(cfg)
+    n = parts["non_embedding"] - (0 if head else parts["lm_head"]) + (parts["embed_tokens"] if embedding else 0)
+    per_token = fwd_bwd / 6 * flops_per_token(n, n_layer, seq_len, d_model) \
+        + (attention * causal - 12 * fwd_bwd / 6) * n_layer * seq_len * d_model
+    return per_token * seq_len * batch
+
+
+def flops_forward_only(*a):
+    return _ref_step_flops(*a, fwd_bwd=2)
+
+
+def flops_no_attention(*a):
+    return _ref_step_flops(*a, attention=0)
+
+
+def flops_no_head(*a):
+    return _ref_step_flops(*a, head=False)
+
+
+def flops_with_embedding(*a):
+    return _ref_step_flops(*a, embedding=True)
+
+
+def flops_mha_kv(*a):
+    return _ref_step_flops(*a, n_kv=a[3])
+
+
+def flops_causal_half(*a):
+    return _ref_step_flops(*a, causal=0.5)
+
+
+def _flops_out(got, args) -> float | str:
+    return answers.canonical(answers.number(got, "FLOPs of one training step"), significant=10)
+
+
+def _close_flops(got, want, args) -> bool:
+    return answers.same_number(got, want, lambda w: 1e-6 * abs(w))
+
+
+def _cases_step_flops() -> list:
+    shapes = [(32000, 32, 4096, 32, 32, 11008, 4096, 1), (128256, 32, 4096, 32, 8, 14336, 8192, 4),
+              (32000, 80, 8192, 64, 8, 28672, 4096, 2), (128, 2, 64, 4, 2, 172, 64, 8), (50, 1, 16, 4, 1, 40, 10, 3)]
+    n_head = random.choice([4, 6, 8])
+    shapes.append((random.randrange(2, 50000), random.randrange(1, 9), n_head * random.choice([2, 4, 16]), n_head,
+                   random.choice([k for k in range(1, n_head + 1) if n_head % k == 0]), random.randrange(1, 2000),
+                   random.randrange(1, 4096), random.randrange(1, 64)))
+    return [(args, _flops_out(_ref_step_flops(*args), args)) for args in shapes]
+
+
+STEP_FLOPS_MISTAKES = [
+    (flops_forward_only, "that is the forward pass only: the backward pass costs twice the forward, so a training "
+                         "step is three forward passes"),
+    (flops_no_attention, "attention's own products (q against every key, the weighted sum of the values) are "
+                         "missing: they grow with seq_len and are not parameters"),
+    (flops_no_head, "the untied lm_head is a d_model x vocab_size matrix every token multiplies: count it"),
+    (flops_with_embedding, "looking up an embedding row is free: leave the input embedding table out"),
+    (flops_mha_kv, "with GQA the k and v projections have n_kv_head heads, not n_head: they are smaller"),
+    (flops_causal_half, "the estimate counts every query against all seq_len keys (no saving for the causal "
+                        "mask)"),
+]
+
+
 EXERCISES = (
     Exercise("06.1", "Next-token loss", 2, cases=_cases_next_token_loss, name="next_token_loss", normalize=_loss_out,
              same=_close_number, mistakes=LOSS_MISTAKES),
@@ -631,4 +706,6 @@ EXERCISES = (
              same=_close_lr, mistakes=LR_MISTAKES),
     Exercise("06.6", "Weight-decay groups", 1, cases=_cases_decay_groups, name="decay_groups", normalize=_groups_out,
              mistakes=DECAY_MISTAKES),
+    Exercise("06.7", "FLOPs of one training step", 2, cases=_cases_step_flops, name="train_step_flops",
+             normalize=_flops_out, same=_close_flops, mistakes=STEP_FLOPS_MISTAKES),
 )

@@ -106,10 +106,58 @@ class LearnerError(Exception):
         self.original, self.call = original, call
 
 
+def _num(x: Any) -> str:
+    return f"{x:.4g}" if isinstance(x, float) else repr(x)
+
+
+def _compact(obj: Any) -> str:
+    """A one-line text of obj: tensors as `tensor(2x3 float64: [0.1, ...])`, floats to 4 digits."""
+    if hasattr(obj, "shape") and hasattr(obj, "dtype") and hasattr(obj, "tolist"):  # a tensor or an array
+        flat = obj.reshape(-1).tolist() if hasattr(obj, "reshape") else []
+        dims = "x".join(map(str, tuple(obj.shape))) or "scalar"
+        vals = ", ".join(_num(v) for v in flat[:6]) + (", ..." if len(flat) > 6 else "")
+        return f"tensor({dims} {str(obj.dtype).replace('torch.', '')}: [{vals}])"
+    if isinstance(obj, float):
+        return _num(obj)
+    if isinstance(obj, (list, tuple)) and len(obj) <= 64:
+        inner = ", ".join(_compact(x) for x in obj)
+        return f"[{inner}]" if isinstance(obj, list) else f"({inner}{',' if len(obj) == 1 else ''})"
+    if isinstance(obj, type(lambda: 0)):
+        return f"<function {getattr(obj, '__name__', '?')}>"
+    return repr(obj)
+
+
 def short(obj: Any, limit: int = MAX_REPR) -> str:
-    """repr(obj), cut to `limit` characters so hints stay one line."""
-    text = repr(obj).replace("\n", "\\n")
+    """A compact one-line text of obj (see _compact), cut to `limit` characters so hints stay one line."""
+    try:
+        text = _compact(obj)
+    except Exception:  # noqa: BLE001 - a learner's object with a broken repr
+        text = f"<{type(obj).__name__}>"
+    text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 4] + " ..."
+
+
+def _where(name: str, args: tuple, got: Any, want: Any) -> str:
+    """`name(args) returned got, expected want`; for tensor answers ((shape, values)), the first wrong element."""
+    call_text = f"{name}({', '.join(short(a, 60) for a in args)})"
+    if (isinstance(got, tuple) and isinstance(want, tuple) and len(got) == len(want) == 2
+            and isinstance(want[0], tuple) and isinstance(want[1], tuple) and got[0] == want[0]
+            and isinstance(got[1], tuple) and len(got[1]) == len(want[1]) and all(isinstance(d, int) for d in want[0])):
+        bad = next((i for i, (a, b) in enumerate(zip(got[1], want[1], strict=True)) if a != b), None)
+        if bad is not None:
+            index, rest = [], bad
+            for d in reversed(want[0]):
+                index.insert(0, rest % d)
+                rest //= d
+            at = ", ".join(map(str, index))
+            n_bad = sum(1 for a, b in zip(got[1], want[1], strict=True) if a != b)
+            a, b = got[1][bad], want[1][bad]
+            digits = next((d for d in range(4, 12) if f"{a:.{d}g}" != f"{b:.{d}g}"), 12) \
+                if isinstance(a, float) and isinstance(b, float) else 4
+            a, b = (f"{x:.{digits}g}" if isinstance(x, float) else repr(x) for x in (a, b))
+            return (f"{call_text}: element [{at}] is {a}, expected {b} "
+                    f"(shape {want[0]}, {n_bad} of {len(want[1])} elements differ)")
+    return f"{call_text} returned {short(got, 80)}, expected {short(want, 80)}"
 
 
 def call(fn: Callable, *args: Any, name: str | None = None) -> Any:
@@ -151,7 +199,7 @@ def run_cases(
         seen.append((args, got))
         if same(got, want, args):
             continue
-        where = f"{name}({', '.join(short(a, 60) for a in args)}) returned {short(got, 80)}, expected {short(want, 80)}"
+        where = _where(name, args, got, want)
         hint = _diagnose(fn, name, normalize, mistakes, seen, [a for a, _ in cases[k + 1:]])
         return False, f"{hint}. {where}" if hint else where
     return True, ""
