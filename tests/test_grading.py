@@ -461,6 +461,34 @@ def _grade_json(*paths: Path, timeout: int = 120, cwd: Path) -> tuple[int, dict]
     return p.returncode, json.loads(p.stdout)
 
 
+def test_worker_keeps_definitions_only():
+    from minillm.grading import worker
+
+    src = ("import math\nNEG = float('-inf')\nS = math.sqrt(2) * 3\nX = open('f').read()\n"
+           "Y = [i for i in range(3)]\ndef f(x):\n    return x\nclass C:\n    pass\nprint(1)\n%time f(1)\n")
+    kept = [type(n).__name__ for n in worker.definitions([src, "this is not python ("])]
+    assert kept == ["Import", "Assign", "Assign", "FunctionDef", "ClassDef"]
+    calls = worker.check_calls(["check('01.1', f)\ncheck(\"01.2\", lambda ids, p, n: ids)", "x = 1",
+                                "minillm.grading.check('01.1', g)"])
+    assert calls == {"01.1": "g", "01.2": "lambda ids, p, n: ids"}  # the last check of an id wins
+
+
+def test_worker_undoes_patches_made_while_defining(solution):
+    """In-process: definitions that patch the grader (default arguments, decorators) change no status."""
+    import io
+
+    from minillm.grading import worker
+
+    report = io.StringIO()
+    checks = [["01.1", "get_pair_counts"], ["01.2", "merge_pair"], ["01.3", "undefined_name"]]
+    worker.run({"sources": [PATCH_AT_DEFINITION], "checks": checks}, report)
+    rows = [json.loads(line) for line in report.getvalue().splitlines()]
+    assert [(r["id"], r["status"]) for r in rows] == [("01.1", "not attempted"), ("01.2", "not attempted"),
+                                                      ("01.3", "failed")]
+    assert "not defined" in rows[2]["hint"]
+    assert check("01.1", solution["get_pair_counts"]).passed  # the registry of this process is intact too
+
+
 @pytest.mark.slow
 def test_forged_logs_and_patched_graders_change_no_grade(tmp_path):
     """The learner notebook (all stubs) plus cells that forge a log line, replace the registry's checkers,

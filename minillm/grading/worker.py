@@ -14,8 +14,9 @@ cell, read from `check("NN.k", fn)` calls by the grader. The worker
 2. snapshots the attributes of the modules and classes the checks rely on (`minillm.*`, `torch`, math,
    random, builtins);
 3. executes, from every code cell, only the statements that define things: `import`, `def`, `class` and
-   assignments of literal values. Anything else a cell does (patching a checker, writing a log, calling
-   `check`) is never run here; a statement that fails is skipped;
+   assignments of constants (literals, constructors such as `float("-inf")`, math/torch calls).
+   Anything else a cell does (patching a checker, writing a log, calling `check`) is never run here; a
+   statement that fails is skipped;
 4. for each exercise: restores the snapshot (undoing what the learner's definitions changed), evaluates
    the function expression, runs the pristine checker, and writes one JSON line `{"id", "status", "hint"}`.
 
@@ -57,14 +58,31 @@ def definitions(sources: list[str]) -> list[ast.stmt]:
     return kept
 
 
+SAFE_CALLS = {"float", "int", "complex", "bool", "str", "tuple", "list", "dict", "set", "frozenset", "range"}
+SAFE_MODULES = {"math", "torch", "np", "numpy", "F"}
+
+
 def _literal(node: ast.Assign | ast.AnnAssign) -> bool:
+    """`NAME = value` where value is built from literals, names, arithmetic, containers and calls of
+    constructors (`float("-inf")`) or of math/torch functions (`math.sqrt(2)`, `torch.tensor([...])`)."""
     targets = node.targets if isinstance(node, ast.Assign) else [node.target]
     if not all(isinstance(t, ast.Name) for t in targets):
         return False
-    try:
-        ast.literal_eval(node.value)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return False
+    allowed = (ast.Constant, ast.Name, ast.Load, ast.Attribute, ast.Call, ast.keyword, ast.BinOp, ast.UnaryOp,
+               ast.operator, ast.unaryop, ast.Tuple, ast.List, ast.Dict, ast.Set, ast.Subscript, ast.Slice)
+    for sub in ast.walk(node.value):
+        if not isinstance(sub, allowed):
+            return False
+        if isinstance(sub, ast.Call):
+            root = sub.func
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if not isinstance(root, ast.Name):
+                return False
+            if root is sub.func and root.id not in SAFE_CALLS:
+                return False
+            if root is not sub.func and root.id not in SAFE_MODULES:
+                return False
     return True
 
 
@@ -194,7 +212,11 @@ def run(request: dict, report) -> None:
         else:
             restore(snap)
             res = run_checker(ex, fn)
-            line = {"id": ex_id, "status": res.status, "hint": res.hint}
+            hint = res.hint
+            if "NameError" in hint:
+                hint += ("; the grader runs only the imports, def/class statements and constant assignments of "
+                         "your cells: compute that value inside the function (or define it as a constant)")
+            line = {"id": ex_id, "status": res.status, "hint": hint}
         report.write(json.dumps(line, ensure_ascii=False) + "\n")
         report.flush()
 
