@@ -36,10 +36,6 @@ from minillm.grading.core import Exercise, Wrong, call
 # 02.1 sinusoidal table
 
 
-def sinusoid_halves(n_pos, dim):
-    return ref.sinusoidal_table(n_pos, dim, layout="halves")
-
-
 def sinusoid_swapped(n_pos, dim):
     return ref.sinusoidal_table(n_pos, dim)[:, torch.arange(dim) ^ 1]  # cos in even columns, sin in odd
 
@@ -69,20 +65,8 @@ def rope_sign_error(x, cos, sin):
     return x * torch.cat([cos, cos], -1) + torch.cat([x2, -x1], -1) * torch.cat([sin, sin], -1)
 
 
-def rope_adjacent(x, cos, sin):
-    return ref.apply_rope(x, cos, sin, "adjacent")
-
-
-def rope_cos_sin_swapped(x, cos, sin):
-    return ref.apply_rope(x, sin, cos, "halves")
-
-
 # ---------------------------------------------------------------------------------------------------
 # 02.3 ALiBi slopes
-
-
-def slopes_geometric_always(n):
-    return [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)]
 
 
 def slopes_first_extra(n):
@@ -97,10 +81,6 @@ def slopes_odd_extra(n):
     if below == n:
         return ref.alibi_slopes(n)
     return ref.alibi_slopes(below) + ref.alibi_slopes(2 * below)[1::2][: n - below]
-
-
-def slopes_from_one(n):
-    return [2.0 ** (-8.0 * h / n) for h in range(n)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -132,18 +112,6 @@ def bucket_rounded(rel, bidirectional, num_buckets, max_distance):
 
 # ---------------------------------------------------------------------------------------------------
 # 02.5 NTK base, 02.6 YaRN range
-
-
-def ntk_plain_factor(base, factor, head_dim):
-    return base * factor
-
-
-def ntk_inverted_exponent(base, factor, head_dim):
-    return base * factor ** ((head_dim - 2) / head_dim)
-
-
-def ntk_d_minus_1(base, factor, head_dim):
-    return base * factor ** (head_dim / (head_dim - 1))
 
 
 def _pair(d, base, length, rot):
@@ -211,7 +179,8 @@ def _int(got, args) -> int:
 # 02.1 sinusoidal table
 
 SINUSOID_MISTAKES = [
-    (sinusoid_halves, "this is the concatenated layout [sin..., cos...]; the paper interleaves: "
+    (lambda n_pos, dim: ref.sinusoidal_table(n_pos, dim, layout='halves'),
+     "this is the concatenated layout [sin..., cos...]; the paper interleaves: "
                             "column 2i holds sin, column 2i+1 the cos of the same angle"),
     (sinusoid_swapped, "sin and cos are swapped: even columns (2i) hold sin, odd ones (2i+1) cos"),
     (sinusoid_column_exponent, "the exponent uses the column index j; both columns 2i and 2i+1 of pair i "
@@ -233,9 +202,11 @@ def _cases_sinusoidal() -> list:
 ROPE_MISTAKES = [
     (rope_sign_error, "rotate_half has the wrong sign: it is cat(-x2, x1), not cat(x2, -x1) "
                             "(you rotated by minus the angle)"),
-    (rope_adjacent, "you paired adjacent dims (x[2i], x[2i+1]) (GPT-J layout); here the pairs are "
+    (lambda x, cos, sin: ref.apply_rope(x, cos, sin, 'adjacent'),
+     "you paired adjacent dims (x[2i], x[2i+1]) (GPT-J layout); here the pairs are "
                           "(x[i], x[i + d/2]) (split halves, GPT-NeoX / Llama in Hugging Face)"),
-    (rope_cos_sin_swapped, "cos and sin are swapped: x * cos + rotate_half(x) * sin"),
+    (lambda x, cos, sin: ref.apply_rope(x, sin, cos, 'halves'),
+     "cos and sin are swapped: x * cos + rotate_half(x) * sin"),
 ]
 
 
@@ -258,12 +229,14 @@ def _cases_rope() -> list:
 # 02.3 ALiBi slopes
 
 SLOPE_MISTAKES = [
-    (slopes_geometric_always, "2^(-8(h+1)/n) is only for n a power of two; otherwise take the n' slopes of "
+    (lambda n: [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)],
+     "2^(-8(h+1)/n) is only for n a power of two; otherwise take the n' slopes of "
                                     "the power of two below, then every other slope of 2n'"),
     (slopes_first_extra, "the extra slopes are every OTHER slope of 2n' ([0::2]), the ones that fall "
                                "between the n' slopes; you took the first ones"),
     (slopes_odd_extra, "[1::2] of the 2n' slopes repeats the n' slopes you already have; take [0::2]"),
-    (slopes_from_one, "the first slope is 2^(-8/n), not 1: the sequence starts at the ratio itself"),
+    (lambda n: [2.0 ** (-8.0 * h / n) for h in range(n)],
+     "the first slope is 2^(-8/n), not 1: the sequence starts at the ratio itself"),
 ]
 
 
@@ -312,10 +285,13 @@ def _float(got, args) -> float:
 
 
 NTK_MISTAKES = [
-    (ntk_plain_factor, "multiplying the base by s is not enough: the exponent d/(d-2) makes the slowest "
+    (lambda base, factor, head_dim: base * factor,
+     "multiplying the base by s is not enough: the exponent d/(d-2) makes the slowest "
                              "pair turn exactly s times slower"),
-    (ntk_inverted_exponent, "the exponent is d/(d-2), not (d-2)/d"),
-    (ntk_d_minus_1, "the exponent is d/(d-2): the slowest pair has index i = d/2-1, so 2i/d = (d-2)/d"),
+    (lambda base, factor, head_dim: base * factor ** ((head_dim - 2) / head_dim),
+     "the exponent is d/(d-2), not (d-2)/d"),
+    (lambda base, factor, head_dim: base * factor ** (head_dim / (head_dim - 1)),
+     "the exponent is d/(d-2): the slowest pair has index i = d/2-1, so 2i/d = (d-2)/d"),
 ]
 
 
@@ -369,18 +345,6 @@ def rope_at_swapped_layout(x, positions, base, layout):
     return _rope_ref(x, positions, base, layout, layout_of={"halves": "adjacent", "adjacent": "halves"}[layout])
 
 
-def rope_at_arange(x, positions, base, layout):
-    return _rope_ref(x, positions, base, layout, pos=lambda p: torch.arange(len(p)))
-
-
-def rope_at_exponent(x, positions, base, layout):
-    return _rope_ref(x, positions, base, layout, exponent=1.0)
-
-
-def rope_at_clockwise(x, positions, base, layout):
-    return _rope_ref(x, positions, base, layout, sign=-1.0)
-
-
 def _cases_rope_at() -> list:
     gen = generator()
     inputs = [(torch.tensor([[1.0, 0.0]], dtype=torch.float64), torch.tensor([3]), 10000.0, "halves"),
@@ -414,11 +378,14 @@ def _check_rope_at(ex: Exercise, fn: Callable) -> tuple[bool, str]:
 ROPE_AT_MISTAKES = [
     (rope_at_swapped_layout, "the layouts are swapped: 'halves' pairs feature i with i + d/2, 'adjacent' pairs "
                              "2i with 2i + 1"),
-    (rope_at_arange, "rotate by the positions you are given, not by 0 .. T-1: with a KV cache or packed "
+    (lambda x, positions, base, layout: _rope_ref(x, positions, base, layout, pos=lambda p: torch.arange(len(p))),
+     "rotate by the positions you are given, not by 0 .. T-1: with a KV cache or packed "
                      "sequences they differ"),
-    (rope_at_exponent, "the frequency of pair i falls as base ** (-2i / d), not base ** (-i / d): the last pair "
+    (lambda x, positions, base, layout: _rope_ref(x, positions, base, layout, exponent=1.0),
+     "the frequency of pair i falls as base ** (-2i / d), not base ** (-i / d): the last pair "
                        "turns nearly base times slower than the first"),
-    (rope_at_clockwise, "rotate counter-clockwise: a pair (a, b) becomes (a cos - b sin, a sin + b cos)"),
+    (lambda x, positions, base, layout: _rope_ref(x, positions, base, layout, sign=-1.0),
+     "rotate counter-clockwise: a pair (a, b) becomes (a cos - b sin, a sin + b cos)"),
 ]
 
 

@@ -46,10 +46,6 @@ def ln_eps_outside(x, weight, bias, eps):
     return (x - mean) / (std + eps) * weight + bias
 
 
-def ln_no_centering(x, weight, bias, eps):
-    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * weight + bias
-
-
 def ln_uncentered_variance(x, weight, bias, eps):
     mean = x.mean(-1, keepdim=True)
     return (x - mean) / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * weight + bias  # E[x^2], not Var
@@ -76,48 +72,16 @@ def rms_subtract_mean(x, weight, eps):
     return c / torch.sqrt((c * c).mean(-1, keepdim=True) + eps) * weight
 
 
-def rms_eps_outside(x, weight, eps):
-    return x / ((x * x).mean(-1, keepdim=True).sqrt() + eps) * weight
-
-
-def rms_no_sqrt(x, weight, eps):
-    return x / ((x * x).mean(-1, keepdim=True) + eps) * weight
-
-
 def rms_sum_not_mean(x, weight, eps):
     return x / torch.sqrt((x * x).sum(-1, keepdim=True) + eps) * weight  # the L2 norm: sqrt(d) too large
-
-
-def rms_first_dim(x, weight, eps):
-    return x / torch.sqrt((x * x).mean(0, keepdim=True) + eps) * weight
 
 
 # ---------------------------------------------------------------------------------------------------
 # 03.3 DeepNorm constants
 
 
-def deepnorm_swapped(n):
-    return (8 * n) ** -0.25, (2 * n) ** 0.25
-
-
-def deepnorm_encdec_decoder(n):
-    return (3 * n) ** 0.25, (12 * n) ** -0.25
-
-
-def deepnorm_glm(n):
-    return (2 * n) ** 0.5, (2 * n) ** -0.5
-
-
-def deepnorm_beta_positive(n):
-    return (2 * n) ** 0.25, (8 * n) ** 0.25
-
-
 # ---------------------------------------------------------------------------------------------------
 # 03.4 residual placement
-
-
-def residual_swapped(x, f, norm, position, alpha):
-    return norm(alpha * x + f(x)) if position == "pre" else x + f(norm(x))
 
 
 def residual_normalised_stream(x, f, norm, position, alpha):
@@ -176,7 +140,8 @@ LN_MISTAKES = [
     (ln_unbiased, "unbiased variance: torch.var divides by d - 1 by default; LayerNorm divides by d "
                         "(x.var(dim=-1, unbiased=False), or ((x - mean) ** 2).mean(-1))"),
     (ln_eps_outside, "eps goes INSIDE the square root: (x - mean) / sqrt(var + eps), not / (std + eps)"),
-    (ln_no_centering, "you forgot to subtract the mean (that is RMSNorm); LayerNorm centres first"),
+    (lambda x, weight, bias, eps: x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * weight + bias,
+     "you forgot to subtract the mean (that is RMSNorm); LayerNorm centres first"),
     (ln_uncentered_variance, "the variance is the mean of (x - mean)^2, not the mean of x^2"),
     (ln_first_dim, "normalised over the wrong dimension: use the LAST one (dim=-1, keepdim=True)"),
     (ln_bias_before_weight, "scale first, then shift: x_hat * weight + bias"),
@@ -208,11 +173,14 @@ def _cases_layer_norm() -> list:
 
 RMS_MISTAKES = [
     (rms_subtract_mean, "RMSNorm does NOT subtract the mean: divide x itself by sqrt(mean(x^2) + eps)"),
-    (rms_eps_outside, "eps goes INSIDE the square root: x / sqrt(mean(x^2) + eps)"),
-    (rms_no_sqrt, "take the square ROOT of the mean square: x / sqrt(mean(x^2) + eps)"),
+    (lambda x, weight, eps: x / ((x * x).mean(-1, keepdim=True).sqrt() + eps) * weight,
+     "eps goes INSIDE the square root: x / sqrt(mean(x^2) + eps)"),
+    (lambda x, weight, eps: x / ((x * x).mean(-1, keepdim=True) + eps) * weight,
+     "take the square ROOT of the mean square: x / sqrt(mean(x^2) + eps)"),
     (rms_sum_not_mean, "that is the L2 norm (sum of squares); RMS uses the MEAN of the squares, "
                              "so yours is sqrt(d) times too small"),
-    (rms_first_dim, "normalised over the wrong dimension: use the LAST one (dim=-1, keepdim=True)"),
+    (lambda x, weight, eps: x / torch.sqrt((x * x).mean(0, keepdim=True) + eps) * weight,
+     "normalised over the wrong dimension: use the LAST one (dim=-1, keepdim=True)"),
 ]
 
 
@@ -250,13 +218,17 @@ def _pair(got, args) -> tuple[float, float]:
 
 
 DEEPNORM_MISTAKES = [
-    (deepnorm_swapped, "alpha and beta are swapped: alpha = (2N)^(1/4) > 1 scales the residual, "
+    (lambda n: ((8 * n) ** (-0.25), (2 * n) ** 0.25),
+     "alpha and beta are swapped: alpha = (2N)^(1/4) > 1 scales the residual, "
                              "beta = (8N)^(-1/4) < 1 scales the init"),
-    (deepnorm_encdec_decoder, "(3N)^(1/4) and (12N)^(-1/4) are the DECODER of an encoder-decoder model; "
+    (lambda n: ((3 * n) ** 0.25, (12 * n) ** (-0.25)),
+     "(3N)^(1/4) and (12N)^(-1/4) are the DECODER of an encoder-decoder model; "
                                     "decoder-only uses (2N)^(1/4) and (8N)^(-1/4)"),
-    (deepnorm_glm, "(2N)^(1/2) is GLM-130B's variant; the DeepNet paper's decoder-only constants are "
+    (lambda n: ((2 * n) ** 0.5, (2 * n) ** (-0.5)),
+     "(2N)^(1/2) is GLM-130B's variant; the DeepNet paper's decoder-only constants are "
                          "(2N)^(1/4) and (8N)^(-1/4)"),
-    (deepnorm_beta_positive, "beta = (8N)^(-1/4): a NEGATIVE exponent (beta < 1 shrinks the init)"),
+    (lambda n: ((2 * n) ** 0.25, (8 * n) ** 0.25),
+     "beta = (8N)^(-1/4): a NEGATIVE exponent (beta < 1 shrinks the init)"),
 ]
 
 
@@ -293,7 +265,8 @@ class Square(nn.Module):
 
 
 RESIDUAL_MISTAKES = [
-    (residual_swapped, "pre and post are swapped: Pre-LN is x + f(norm(x)), Post-LN is norm(alpha x + f(x))"),
+    (lambda x, f, norm, position, alpha: norm(alpha * x + f(x)) if position == 'pre' else x + f(norm(x)),
+     "pre and post are swapped: Pre-LN is x + f(norm(x)), Post-LN is norm(alpha x + f(x))"),
     (residual_normalised_stream, "Pre-LN adds f(norm(x)) to the RAW x; the residual stream is never "
                                        "normalised (you added it to norm(x))"),
     (residual_post_norms_f, "Post-LN normalises the SUM: norm(alpha * x + f(x)), not alpha * x + norm(f(x))"),

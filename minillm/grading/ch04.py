@@ -32,14 +32,6 @@ from minillm.grading.core import Exercise
 # 04.1 GeLU, exact
 
 
-def gelu_tanh_approx(x):
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
-
-
-def gelu_sigmoid_approx(x):
-    return x * torch.sigmoid(1.702 * x)
-
-
 def gelu_erf_no_sqrt2(x):
     return x * 0.5 * (1.0 + torch.erf(x))  # Phi(x) needs erf(x / sqrt 2)
 
@@ -48,52 +40,12 @@ def gelu_phi_only(x):
     return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))  # the CDF, not x times it
 
 
-def gelu_no_half(x):
-    return x * (1.0 + torch.erf(x / math.sqrt(2.0)))
-
-
 # ---------------------------------------------------------------------------------------------------
 # 04.2 GeLU, tanh approximation
 
 
-def tanh_no_cubic(x):
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * x))
-
-
-def tanh_sqrt_2pi(x):
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 * math.pi) * (x + 0.044715 * x**3)))
-
-
-def tanh_cubic_outside(x):
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * x + 0.044715 * x**3))
-
-
-def tanh_exact_erf(x):
-    return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
-
-
-def tanh_no_half(x):
-    return x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
-
-
 # ---------------------------------------------------------------------------------------------------
 # 04.3 Swish
-
-
-def swish_sigmoid_only(x, beta):
-    return torch.sigmoid(beta * x)
-
-
-def swish_ignores_beta(x, beta):
-    return x * torch.sigmoid(x)
-
-
-def swish_beta_outside(x, beta):
-    return beta * x * torch.sigmoid(x)
-
-
-def swish_divides_by_beta(x, beta):
-    return x * torch.sigmoid(x / beta)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -104,14 +56,6 @@ def _silu(t):
     return t * torch.sigmoid(t)
 
 
-def swiglu_silu_on_up(x, w_gate, w_up, w_down):
-    return ((x @ w_gate.T) * _silu(x @ w_up.T)) @ w_down.T
-
-
-def swiglu_no_transpose(x, w_gate, w_up, w_down):
-    return (_silu(x @ w_gate) * (x @ w_up)) @ w_down
-
-
 def swiglu_gelu(x, w_gate, w_up, w_down):
     g = x @ w_gate.T
     return (g * 0.5 * (1.0 + torch.erf(g / math.sqrt(2.0))) * (x @ w_up.T)) @ w_down.T
@@ -119,18 +63,6 @@ def swiglu_gelu(x, w_gate, w_up, w_down):
 
 def swiglu_sigmoid_gate(x, w_gate, w_up, w_down):
     return (torch.sigmoid(x @ w_gate.T) * (x @ w_up.T)) @ w_down.T  # GLU, not SwiGLU
-
-
-def swiglu_added(x, w_gate, w_up, w_down):
-    return (_silu(x @ w_gate.T) + (x @ w_up.T)) @ w_down.T
-
-
-def swiglu_no_down(x, w_gate, w_up, w_down):
-    return _silu(x @ w_gate.T) * (x @ w_up.T)
-
-
-def swiglu_silu_after_product(x, w_gate, w_up, w_down):
-    return _silu((x @ w_gate.T) * (x @ w_up.T)) @ w_down.T
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -176,10 +108,6 @@ def hidden_no_rounding(dim, multiple_of=256, ffn_dim_multiplier=None):
     return hidden
 
 
-def hidden_ignores_multiplier(dim, multiple_of=256, ffn_dim_multiplier=None):
-    return _round_up(int(2 * 4 * dim / 3), multiple_of)
-
-
 def hidden_multiplier_after_rounding(dim, multiple_of=256, ffn_dim_multiplier=None):
     hidden = _round_up(int(2 * 4 * dim / 3), multiple_of)
     return hidden if ffn_dim_multiplier is None else int(ffn_dim_multiplier * hidden)
@@ -194,10 +122,6 @@ def hidden_always_256(dim, multiple_of=256, ffn_dim_multiplier=None):
 
 # ---------------------------------------------------------------------------------------------------
 # 04.6 FFN parameter count
-
-
-def params_no_bias(dim, hidden, gated, bias):
-    return (3 if gated else 2) * dim * hidden
 
 
 def params_two_matrices(dim, hidden, gated, bias):
@@ -246,14 +170,17 @@ def _random_inputs(gen: torch.Generator) -> list[torch.Tensor]:
 # 04.1 GeLU, exact
 
 GELU_MISTAKES = [
-    (gelu_tanh_approx, "that is the tanh approximation (exercise 04.2), off by up to 4.7e-4; here use the "
+    (lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))),
+     "that is the tanh approximation (exercise 04.2), off by up to 4.7e-4; here use the "
                              "exact Phi(x) = (1 + erf(x / sqrt(2))) / 2"),
-    (gelu_sigmoid_approx, "that is the sigmoid approximation x * sigmoid(1.702 x), off by up to 0.02; use the "
+    (lambda x: x * torch.sigmoid(1.702 * x),
+     "that is the sigmoid approximation x * sigmoid(1.702 x), off by up to 0.02; use the "
                                 "exact Phi(x) = (1 + erf(x / sqrt(2))) / 2"),
     (gelu_erf_no_sqrt2, "erf(x) alone is not the normal CDF: Phi(x) = (1 + erf(x / sqrt(2))) / 2 "
                               "(divide x by sqrt(2) inside erf)"),
     (gelu_phi_only, "you returned Phi(x), the CDF; GeLU is x * Phi(x)"),
-    (gelu_no_half, "the 1/2 of Phi is missing: Phi(x) = (1 + erf(x / sqrt(2))) / 2 (yours is twice GeLU)"),
+    (lambda x: x * (1.0 + torch.erf(x / math.sqrt(2.0))),
+     "the 1/2 of Phi is missing: Phi(x) = (1 + erf(x / sqrt(2))) / 2 (yours is twice GeLU)"),
 ]
 
 
@@ -269,13 +196,18 @@ def _cases_gelu() -> list:
 # 04.2 GeLU, tanh approximation
 
 TANH_MISTAKES = [
-    (tanh_no_cubic, "the cubic term is missing: tanh(sqrt(2 / pi) * (x + 0.044715 * x**3))"),
-    (tanh_sqrt_2pi, "the constant is sqrt(2 / pi) = 0.7979, not sqrt(2 * pi)"),
-    (tanh_cubic_outside, "sqrt(2 / pi) multiplies the whole bracket: sqrt(2 / pi) * (x + 0.044715 * x**3), "
+    (lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * x)),
+     "the cubic term is missing: tanh(sqrt(2 / pi) * (x + 0.044715 * x**3))"),
+    (lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 * math.pi) * (x + 0.044715 * x ** 3))),
+     "the constant is sqrt(2 / pi) = 0.7979, not sqrt(2 * pi)"),
+    (lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * x + 0.044715 * x ** 3)),
+     "sqrt(2 / pi) multiplies the whole bracket: sqrt(2 / pi) * (x + 0.044715 * x**3), "
                                "not only x"),
-    (tanh_exact_erf, "that is the exact GeLU (erf, exercise 04.1); this one wants the tanh approximation, "
+    (lambda x: x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0))),
+     "that is the exact GeLU (erf, exercise 04.1); this one wants the tanh approximation, "
                            "which differs by up to 4.7e-4"),
-    (tanh_no_half, "the factor 0.5 is missing: 0.5 * x * (1 + tanh(...))"),
+    (lambda x: x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))),
+     "the factor 0.5 is missing: 0.5 * x * (1 + tanh(...))"),
 ]
 
 
@@ -291,10 +223,13 @@ def _cases_gelu_tanh() -> list:
 # 04.3 Swish
 
 SWISH_MISTAKES = [
-    (swish_sigmoid_only, "Swish is x TIMES sigmoid(beta * x), not the sigmoid alone"),
-    (swish_ignores_beta, "beta is ignored: Swish is x * sigmoid(beta * x) (yours is right only for beta = 1)"),
-    (swish_beta_outside, "beta goes INSIDE the sigmoid: x * sigmoid(beta * x), not beta * x * sigmoid(x)"),
-    (swish_divides_by_beta, "multiply by beta inside the sigmoid: sigmoid(beta * x), not sigmoid(x / beta)"),
+    (lambda x, beta: torch.sigmoid(beta * x), "Swish is x TIMES sigmoid(beta * x), not the sigmoid alone"),
+    (lambda x, beta: x * torch.sigmoid(x),
+     "beta is ignored: Swish is x * sigmoid(beta * x) (yours is right only for beta = 1)"),
+    (lambda x, beta: beta * x * torch.sigmoid(x),
+     "beta goes INSIDE the sigmoid: x * sigmoid(beta * x), not beta * x * sigmoid(x)"),
+    (lambda x, beta: x * torch.sigmoid(x / beta),
+     "multiply by beta inside the sigmoid: sigmoid(beta * x), not sigmoid(x / beta)"),
 ]
 
 
@@ -313,16 +248,21 @@ def _cases_swish() -> list:
 # 04.4 SwiGLU FFN
 
 SWIGLU_MISTAKES = [
-    (swiglu_silu_on_up, "the SiLU goes on the GATE branch: silu(x @ w_gate.T) * (x @ w_up.T); yours is on "
+    (lambda x, w_gate, w_up, w_down: x @ w_gate.T * _silu(x @ w_up.T) @ w_down.T,
+     "the SiLU goes on the GATE branch: silu(x @ w_gate.T) * (x @ w_up.T); yours is on "
                               "the up branch"),
-    (swiglu_no_transpose, "the weights are stored (out_features, in_features) as in nn.Linear: a map is "
+    (lambda x, w_gate, w_up, w_down: _silu(x @ w_gate) * (x @ w_up) @ w_down,
+     "the weights are stored (out_features, in_features) as in nn.Linear: a map is "
                                 "x @ W.T, not x @ W"),
     (swiglu_gelu, "GeLU on the gate is GeGLU; SwiGLU uses SiLU: silu(t) = t * sigmoid(t)"),
     (swiglu_sigmoid_gate, "sigmoid(gate) * up is the original GLU; SwiGLU uses SiLU(gate) = gate * "
                                 "sigmoid(gate)"),
-    (swiglu_added, "the two branches are MULTIPLIED elementwise: silu(gate(x)) * up(x), not added"),
-    (swiglu_no_down, "the down projection is missing: finish with @ w_down.T to map h back to d"),
-    (swiglu_silu_after_product, "apply the SiLU to the gate alone, then multiply: silu(gate(x)) * up(x), not "
+    (lambda x, w_gate, w_up, w_down: (_silu(x @ w_gate.T) + x @ w_up.T) @ w_down.T,
+     "the two branches are MULTIPLIED elementwise: silu(gate(x)) * up(x), not added"),
+    (lambda x, w_gate, w_up, w_down: _silu(x @ w_gate.T) * (x @ w_up.T),
+     "the down projection is missing: finish with @ w_down.T to map h back to d"),
+    (lambda x, w_gate, w_up, w_down: _silu(x @ w_gate.T * (x @ w_up.T)) @ w_down.T,
+     "apply the SiLU to the gate alone, then multiply: silu(gate(x)) * up(x), not "
                                       "silu(gate(x) * up(x))"),
 ]
 
@@ -356,7 +296,8 @@ HIDDEN_MISTAKES = [
     (hidden_round_nearest, "round UP, not to the nearest multiple: dim 5120 gives 13653 -> 13824 (54 blocks "
                                  "of 256), not 13568"),
     (hidden_no_rounding, "round hidden up to a multiple of multiple_of (the result must be one)"),
-    (hidden_ignores_multiplier, "ffn_dim_multiplier is ignored: when it is not None, hidden = "
+    (lambda dim, multiple_of=256, ffn_dim_multiplier=None: _round_up(int(2 * 4 * dim / 3), multiple_of),
+     "ffn_dim_multiplier is ignored: when it is not None, hidden = "
                                       "int(ffn_dim_multiplier * hidden) before rounding up"),
     (hidden_multiplier_after_rounding, "apply ffn_dim_multiplier BEFORE rounding up, so that the result is "
                                              "a multiple of multiple_of"),
@@ -378,7 +319,8 @@ def _cases_llama_hidden() -> list:
 # 04.6 FFN parameter count
 
 PARAM_MISTAKES = [
-    (params_no_bias, "the biases are missing: with bias=True add hidden for each d -> h map and dim for down"),
+    (lambda dim, hidden, gated, bias: (3 if gated else 2) * dim * hidden,
+     "the biases are missing: with bias=True add hidden for each d -> h map and dim for down"),
     (params_two_matrices, "a gated FFN has THREE matrices (gate, up, down): 3 * dim * hidden"),
     (params_gated_one_hidden_bias, "with bias, a gated FFN has two biases of size hidden (gate and up) plus "
                                          "dim for down"),

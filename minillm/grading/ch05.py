@@ -46,22 +46,6 @@ def _masked(scores, mask):
     return scores if mask is None else scores.masked_fill(~mask, NEG_INF)
 
 
-def attn_no_scale(q, k, v, mask=None):
-    return torch.softmax(_masked(_scores(q, k, 1.0), mask), dim=-1) @ v
-
-
-def attn_scale_by_d(q, k, v, mask=None):
-    return torch.softmax(_masked(_scores(q, k, 1.0 / q.shape[-1]), mask), dim=-1) @ v
-
-
-def attn_scale_by_seq(q, k, v, mask=None):
-    return torch.softmax(_masked(_scores(q, k, 1.0 / math.sqrt(k.shape[-2])), mask), dim=-1) @ v
-
-
-def attn_softmax_over_queries(q, k, v, mask=None):
-    return torch.softmax(_masked(_scores(q, k, 1.0 / math.sqrt(q.shape[-1])), mask), dim=-2) @ v
-
-
 def attn_mask_after_softmax(q, k, v, mask=None):
     w = torch.softmax(_scores(q, k, 1.0 / math.sqrt(q.shape[-1])), dim=-1)
     return (w if mask is None else w.masked_fill(~mask, 0.0)) @ v  # rows no longer sum to 1
@@ -98,14 +82,6 @@ def _ij(T, S):
 def causal_strict(T, S):
     i, j = _ij(T, S)
     return j < i + (S - T)  # the diagonal (the query itself) is missing
-
-
-def causal_top_left(T, S):
-    return torch.ones(T, S, dtype=torch.bool).tril()
-
-
-def causal_offset_wrong_sign(T, S):
-    return torch.ones(T, S, dtype=torch.bool).tril(diagonal=T - S)
 
 
 def causal_upper(T, S):
@@ -190,42 +166,6 @@ def _flash(q, k, v, block, *, rescale_acc=True, rescale_l=True, inverse_alpha=Fa
     return o, lse.squeeze(-1)
 
 
-def flash_acc_not_rescaled(q, k, v, block):
-    return _flash(q, k, v, block, rescale_acc=False)
-
-
-def flash_l_not_rescaled(q, k, v, block):
-    return _flash(q, k, v, block, rescale_l=False)
-
-
-def flash_nothing_rescaled(q, k, v, block):
-    return _flash(q, k, v, block, rescale_acc=False, rescale_l=False)
-
-
-def flash_inverse_alpha(q, k, v, block):
-    return _flash(q, k, v, block, inverse_alpha=True)
-
-
-def flash_normalise_inside(q, k, v, block):
-    return _flash(q, k, v, block, normalise_inside=True)
-
-
-def flash_lse_no_max(q, k, v, block):
-    return _flash(q, k, v, block, lse_plus_m=False)
-
-
-def flash_no_max(q, k, v, block):
-    return _flash(q, k, v, block, subtract_max=False)
-
-
-def flash_m_starts_at_zero(q, k, v, block):
-    return _flash(q, k, v, block, m0=0.0)
-
-
-def flash_no_scale(q, k, v, block):
-    return _flash(q, k, v, block, scale=1.0)
-
-
 # ---------------------------------------------------------------------------------------------------
 # 05.6 MHA -> GQA: pool the key/value heads of each group
 
@@ -283,10 +223,14 @@ HAND_K = [[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]]
 
 MASK_FIX = "use scores.masked_fill(~mask, float('-inf')) before the softmax"
 ATTN_MISTAKES = [
-    (attn_no_scale, "the scores are not scaled: divide q @ k^T by sqrt(D), D = q.shape[-1] (the head dim)"),
-    (attn_scale_by_d, "scale by 1 / sqrt(D), not 1 / D"),
-    (attn_scale_by_seq, "D in 1 / sqrt(D) is the head dimension q.shape[-1], not the number of keys"),
-    (attn_softmax_over_queries, "take the softmax over the keys, dim=-1 (each query's weights sum to 1); "
+    (lambda q, k, v, mask=None: torch.softmax(_masked(_scores(q, k, 1.0), mask), dim=-1) @ v,
+     "the scores are not scaled: divide q @ k^T by sqrt(D), D = q.shape[-1] (the head dim)"),
+    (lambda q, k, v, mask=None: torch.softmax(_masked(_scores(q, k, 1.0 / q.shape[-1]), mask), dim=-1) @ v,
+     "scale by 1 / sqrt(D), not 1 / D"),
+    (lambda q, k, v, mask=None: torch.softmax(_masked(_scores(q, k, 1.0 / math.sqrt(k.shape[-2])), mask), dim=-1) @ v,
+     "D in 1 / sqrt(D) is the head dimension q.shape[-1], not the number of keys"),
+    (lambda q, k, v, mask=None: torch.softmax(_masked(_scores(q, k, 1.0 / math.sqrt(q.shape[-1])), mask), dim=-2) @ v,
+     "take the softmax over the keys, dim=-1 (each query's weights sum to 1); "
                                       "yours normalises over the queries (dim=-2)"),
     (attn_mask_after_softmax, "mask BEFORE the softmax: zeroing weights after it leaves rows that no longer "
                                     f"sum to 1; {MASK_FIX}"),
@@ -340,9 +284,11 @@ def _cases_attention() -> list:
 CAUSAL_MISTAKES = [
     (causal_strict, "off by one: a query attends to itself too, so key j is allowed when j <= i + S - T "
                           "(<=, not <): the diagonal must be True"),
-    (causal_top_left, "with a cache (S > T) align the diagonal bottom-right: query i is the token at position "
+    (lambda T, S: torch.ones(T, S, dtype=torch.bool).tril(),
+     "with a cache (S > T) align the diagonal bottom-right: query i is the token at position "
                             "i + S - T and sees keys j <= i + S - T; tril(ones(T, S)) aligns it top-left"),
-    (causal_offset_wrong_sign, "the cache shifts the diagonal RIGHT: tril(..., diagonal=S - T), not "
+    (lambda T, S: torch.ones(T, S, dtype=torch.bool).tril(diagonal=T - S),
+     "the cache shifts the diagonal RIGHT: tril(..., diagonal=S - T), not "
                                      "diagonal=T - S"),
     (causal_upper, "yours is transposed: query i must see the keys at or BEFORE its position (j <= i + S - T, "
                          "lower triangle), not after it"),
@@ -427,23 +373,32 @@ def _cases_kv_cache_bytes() -> list:
 # 05.5 FlashAttention forward: online softmax over blocks of keys
 
 FLASH_MISTAKES = [
-    (flash_acc_not_rescaled, "when the running max grows, rescale the old output accumulator too: "
+    (lambda q, k, v, block: _flash(q, k, v, block, rescale_acc=False),
+     "when the running max grows, rescale the old output accumulator too: "
                                    "acc = exp(m_old - m_new) * acc + p @ v_block"),
-    (flash_l_not_rescaled, "when the running max grows, rescale the old sum too: "
+    (lambda q, k, v, block: _flash(q, k, v, block, rescale_l=False),
+     "when the running max grows, rescale the old sum too: "
                                  "l = exp(m_old - m_new) * l + p.sum(-1)"),
-    (flash_nothing_rescaled, "the old l and acc were summed under the old max: multiply both by "
+    (lambda q, k, v, block: _flash(q, k, v, block, rescale_acc=False, rescale_l=False),
+     "the old l and acc were summed under the old max: multiply both by "
                                    "exp(m_old - m_new) before adding the new block"),
-    (flash_inverse_alpha, "the rescale factor is exp(m_old - m_new) (<= 1), not exp(m_new - m_old)"),
-    (flash_normalise_inside, "you divide by l inside the loop, so the old part is divided twice: keep acc "
+    (lambda q, k, v, block: _flash(q, k, v, block, inverse_alpha=True),
+     "the rescale factor is exp(m_old - m_new) (<= 1), not exp(m_new - m_old)"),
+    (lambda q, k, v, block: _flash(q, k, v, block, normalise_inside=True),
+     "you divide by l inside the loop, so the old part is divided twice: keep acc "
                                    "unnormalised and divide by l once at the end (or multiply the old output "
                                    "back by its old l first)"),
-    (flash_lse_no_max, "lse = m + log(l): l was summed under the max m (exp(s - m)), so log(l) alone is "
+    (lambda q, k, v, block: _flash(q, k, v, block, lse_plus_m=False),
+     "lse = m + log(l): l was summed under the max m (exp(s - m)), so log(l) alone is "
                              "off by m"),
-    (flash_no_max, "subtract the running max before exp(): exp(s) overflows to inf for scores above ~709 "
+    (lambda q, k, v, block: _flash(q, k, v, block, subtract_max=False),
+     "subtract the running max before exp(): exp(s) overflows to inf for scores above ~709 "
                          "(and underflows to 0 below ~-745) in float64"),
-    (flash_m_starts_at_zero, "start the running max at -inf, not 0: when every score is far below 0, "
+    (lambda q, k, v, block: _flash(q, k, v, block, m0=0.0),
+     "start the running max at -inf, not 0: when every score is far below 0, "
                                    "exp(s - 0) underflows to 0 and l = 0"),
-    (flash_no_scale, "the scores are not scaled: q @ k^T / sqrt(D), D = q.shape[-1]"),
+    (lambda q, k, v, block: _flash(q, k, v, block, scale=1.0),
+     "the scores are not scaled: q @ k^T / sqrt(D), D = q.shape[-1]"),
 ]
 
 

@@ -67,14 +67,6 @@ def loss_raw_logits(logits, idx):
     return -logits[:, :-1].gather(-1, idx[:, 1:, None]).mean()  # no log-softmax: not a log-probability
 
 
-def loss_sum(logits, idx):
-    return -_logp_of(logits[:, :-1], idx[:, 1:]).sum()
-
-
-def loss_no_minus(logits, idx):
-    return _logp_of(logits[:, :-1], idx[:, 1:]).mean()
-
-
 def loss_log_of_softmax(logits, idx):
     probs = torch.softmax(logits[:, :-1], dim=-1)
     return -torch.log(probs).gather(-1, idx[:, 1:, None]).mean()  # log(0) = -inf once a probability underflows
@@ -86,10 +78,6 @@ def loss_log_of_softmax(logits, idx):
 
 def _ij(T):
     return torch.arange(T)[:, None], torch.arange(T)[None, :]
-
-
-def prefix_bidirectional(T, prefix_len):
-    return torch.ones(T, T, dtype=torch.bool)
 
 
 def prefix_causal_only(T, prefix_len):
@@ -143,24 +131,12 @@ def gpt2_no_bias_at_all(vocab_size, block_size, n_layer, d_model):
     return _gpt2(vocab_size, block_size, n_layer, d_model, linear_bias=False, ln=1)
 
 
-def gpt2_head_counted(vocab_size, block_size, n_layer, d_model):
-    return _gpt2(vocab_size, block_size, n_layer, d_model, head=True)
-
-
 def gpt2_no_positions(vocab_size, block_size, n_layer, d_model):
     return _gpt2(vocab_size, block_size, n_layer, d_model, positions=False)
 
 
-def gpt2_no_final_ln(vocab_size, block_size, n_layer, d_model):
-    return _gpt2(vocab_size, block_size, n_layer, d_model, final_ln=False)
-
-
 def gpt2_no_layernorm(vocab_size, block_size, n_layer, d_model):
     return _gpt2(vocab_size, block_size, n_layer, d_model, ln=0, final_ln=False)
-
-
-def gpt2_ln_weight_only(vocab_size, block_size, n_layer, d_model):
-    return _gpt2(vocab_size, block_size, n_layer, d_model, ln=1)
 
 
 def gpt2_matrices_only(vocab_size, block_size, n_layer, d_model):
@@ -233,36 +209,8 @@ def _lr(step, lr, warmup, total, min_ratio, *, warm0=False, warm_plus_one=False,
     return lr * (min_ratio + (1 - min_ratio) * shape)
 
 
-def lr_warmup_from_zero(step, lr, warmup, total, min_ratio):
-    return _lr(step, lr, warmup, total, min_ratio, warm0=True)
-
-
 def lr_warmup_plus_one(step, lr, warmup, total, min_ratio):
     return _lr(step, lr, warmup, total, min_ratio, warm_plus_one=True)  # nanoGPT's (step + 1) / (warmup + 1)
-
-
-def lr_cosine_to_zero(step, lr, warmup, total, min_ratio):
-    return _lr(step, lr, warmup, total, min_ratio, to_zero=True)
-
-
-def lr_cosine_over_total(step, lr, warmup, total, min_ratio):
-    return _lr(step, lr, warmup, total, min_ratio, over_total=True)
-
-
-def lr_not_clamped(step, lr, warmup, total, min_ratio):
-    return _lr(step, lr, warmup, total, min_ratio, clamp=False)
-
-
-def lr_no_half(step, lr, warmup, total, min_ratio):
-    return _lr(step, lr, warmup, total, min_ratio, no_half=True)
-
-
-def lr_linear(step, lr, warmup, total, min_ratio):
-    return _lr(step, lr, warmup, total, min_ratio, linear=True)
-
-
-def lr_min_added(step, lr, warmup, total, min_ratio):
-    return _lr(step, lr, warmup, total, min_ratio, add_min=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -271,10 +219,6 @@ def lr_min_added(step, lr, warmup, total, min_ratio):
 
 def _trainable(model):
     return [p for p in model.parameters() if p.requires_grad]
-
-
-def decay_everything(model):
-    return _trainable(model), []
 
 
 def decay_by_bias_name(model):
@@ -322,8 +266,10 @@ LOSS_MISTAKES = [
     (loss_probs_not_log, "cross-entropy averages -log p(target), not -p(target): take log_softmax, not softmax"),
     (loss_raw_logits, "a logit is not a log-probability: take log_softmax(logits) (logits minus their "
                             "logsumexp) before picking the target's entry"),
-    (loss_sum, "average over the B * (T - 1) predictions (mean), not the sum"),
-    (loss_no_minus, "the sign: the loss is MINUS the mean log-probability of the targets (it is >= 0)"),
+    (lambda logits, idx: -_logp_of(logits[:, :-1], idx[:, 1:]).sum(),
+     "average over the B * (T - 1) predictions (mean), not the sum"),
+    (lambda logits, idx: _logp_of(logits[:, :-1], idx[:, 1:]).mean(),
+     "the sign: the loss is MINUS the mean log-probability of the targets (it is >= 0)"),
     (loss_log_of_softmax, "log(softmax(x)) underflows: a probability below ~1e-308 becomes 0 and its log "
                                 "-inf; use torch.log_softmax (x - logsumexp(x)), which stays finite"),
 ]
@@ -383,7 +329,8 @@ def _cases_next_token_loss() -> list:
 # 06.2 prefix-LM mask
 
 PREFIX_MISTAKES = [
-    (prefix_bidirectional, "that is fully bidirectional (an encoder): only the prefix is; after it, token i "
+    (lambda T, prefix_len: torch.ones(T, T, dtype=torch.bool),
+     "that is fully bidirectional (an encoder): only the prefix is; after it, token i "
                                  "must not see the later tokens j > i it is going to predict"),
     (prefix_causal_only, "that is the plain causal mask: inside the prefix every token sees the WHOLE prefix "
                                "(j < prefix_len), later ones included"),
@@ -422,11 +369,14 @@ GPT2_MISTAKES = [
                                 "up and down 4d and d, so 9d per layer"),
     (gpt2_no_bias_at_all, "the biases are missing: 9d per layer in the linear layers (q, k, v, o: 4d; MLP: "
                                 "4d + d) and d in each LayerNorm (LayerNorm has a gain AND a bias: 2d)"),
-    (gpt2_head_counted, "the head is tied: lm_head.weight IS the token embedding, so count V * d once"),
+    (lambda vocab_size, block_size, n_layer, d_model: _gpt2(vocab_size, block_size, n_layer, d_model, head=True),
+     "the head is tied: lm_head.weight IS the token embedding, so count V * d once"),
     (gpt2_no_positions, "GPT-2's positions are learned: add the position embedding, block_size * d"),
-    (gpt2_no_final_ln, "the final LayerNorm (before lm_head) is missing: + 2d"),
+    (lambda vocab_size, block_size, n_layer, d_model: _gpt2(vocab_size, block_size, n_layer, d_model, final_ln=False),
+     "the final LayerNorm (before lm_head) is missing: + 2d"),
     (gpt2_no_layernorm, "the LayerNorms are missing: two per layer and a final one, 2d each (gain and bias)"),
-    (gpt2_ln_weight_only, "a LayerNorm has a gain AND a bias: 2d parameters, not d"),
+    (lambda vocab_size, block_size, n_layer, d_model: _gpt2(vocab_size, block_size, n_layer, d_model, ln=1),
+     "a LayerNorm has a gain AND a bias: 2d parameters, not d"),
     (gpt2_matrices_only, "12 L d^2 (+ embeddings) counts only the matrices; add the biases (9d per layer) "
                                "and the LayerNorms (2 x 2d per layer, + 2d final)"),
 ]
@@ -490,20 +440,27 @@ def _cases_llama_params() -> list:
 # 06.5 warm-up + cosine learning rate
 
 LR_MISTAKES = [
-    (lr_warmup_from_zero, "the warm-up starts at lr / warmup, not 0: lr * (step + 1) / warmup (a step with "
+    (lambda step, lr, warmup, total, min_ratio: _lr(step, lr, warmup, total, min_ratio, warm0=True),
+     "the warm-up starts at lr / warmup, not 0: lr * (step + 1) / warmup (a step with "
                                 "learning rate 0 is wasted)"),
     (lr_warmup_plus_one, "divide by warmup, not warmup + 1 (nanoGPT's convention): the warm-up reaches the "
                                "full lr at step warmup - 1, lr * (step + 1) / warmup"),
-    (lr_cosine_to_zero, "the cosine ends at min_ratio * lr, not 0: lr * (min_ratio + (1 - min_ratio) * "
+    (lambda step, lr, warmup, total, min_ratio: _lr(step, lr, warmup, total, min_ratio, to_zero=True),
+     "the cosine ends at min_ratio * lr, not 0: lr * (min_ratio + (1 - min_ratio) * "
                               "0.5 * (1 + cos(pi * progress)))"),
-    (lr_cosine_over_total, "the cosine runs over the steps AFTER the warm-up: progress = (step - warmup) / "
+    (lambda step, lr, warmup, total, min_ratio: _lr(step, lr, warmup, total, min_ratio, over_total=True),
+     "the cosine runs over the steps AFTER the warm-up: progress = (step - warmup) / "
                                  "(total - warmup), not step / total"),
-    (lr_not_clamped, "after step total the rate stays at min_ratio * lr: clamp progress to at most 1 (the "
+    (lambda step, lr, warmup, total, min_ratio: _lr(step, lr, warmup, total, min_ratio, clamp=False),
+     "after step total the rate stays at min_ratio * lr: clamp progress to at most 1 (the "
                            "cosine would rise again)"),
-    (lr_no_half, "the cosine factor is 0.5 * (1 + cos(pi * progress)), which goes from 1 to 0; cos(pi * "
+    (lambda step, lr, warmup, total, min_ratio: _lr(step, lr, warmup, total, min_ratio, no_half=True),
+     "the cosine factor is 0.5 * (1 + cos(pi * progress)), which goes from 1 to 0; cos(pi * "
                        "progress) alone goes to -1"),
-    (lr_linear, "that is a linear decay; the schedule here is a cosine: 0.5 * (1 + cos(pi * progress))"),
-    (lr_min_added, "interpolate between lr and min_ratio * lr: lr * (min_ratio + (1 - min_ratio) * factor); "
+    (lambda step, lr, warmup, total, min_ratio: _lr(step, lr, warmup, total, min_ratio, linear=True),
+     "that is a linear decay; the schedule here is a cosine: 0.5 * (1 + cos(pi * progress))"),
+    (lambda step, lr, warmup, total, min_ratio: _lr(step, lr, warmup, total, min_ratio, add_min=True),
+     "interpolate between lr and min_ratio * lr: lr * (min_ratio + (1 - min_ratio) * factor); "
                          "adding min_ratio * lr on top starts the decay above lr"),
 ]
 
@@ -536,7 +493,8 @@ def _cases_lr_at() -> list:
 # 06.6 weight-decay groups
 
 DECAY_MISTAKES = [
-    (decay_everything, "not everything is decayed: biases and norm gains (dim < 2) go in no_decay, since "
+    (lambda model: (_trainable(model), []),
+     "not everything is decayed: biases and norm gains (dim < 2) go in no_decay, since "
                              "pulling a LayerNorm/RMSNorm gain towards 0 would shrink the activations"),
     (decay_by_bias_name, "the norms' gains (e.g. input_layernorm.weight) are 1-D too and must not be "
                                "decayed; a name test for 'bias' misses them: decide by p.dim() >= 2"),
@@ -638,30 +596,6 @@ def _ref_step_flops(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden,
     return per_token * seq_len * batch
 
 
-def flops_forward_only(*a):
-    return _ref_step_flops(*a, fwd_bwd=2)
-
-
-def flops_no_attention(*a):
-    return _ref_step_flops(*a, attention=0)
-
-
-def flops_no_head(*a):
-    return _ref_step_flops(*a, head=False)
-
-
-def flops_with_embedding(*a):
-    return _ref_step_flops(*a, embedding=True)
-
-
-def flops_mha_kv(*a):
-    return _ref_step_flops(*a, n_kv=a[3])
-
-
-def flops_causal_half(*a):
-    return _ref_step_flops(*a, causal=0.5)
-
-
 def _flops_out(got, args) -> float | str:
     return answers.canonical(answers.number(got, "FLOPs of one training step"), significant=10)
 
@@ -681,14 +615,20 @@ def _cases_step_flops() -> list:
 
 
 STEP_FLOPS_MISTAKES = [
-    (flops_forward_only, "that is the forward pass only: the backward pass costs twice the forward, so a training "
+    (lambda *a: _ref_step_flops(*a, fwd_bwd=2),
+     "that is the forward pass only: the backward pass costs twice the forward, so a training "
                          "step is three forward passes"),
-    (flops_no_attention, "attention's own products (q against every key, the weighted sum of the values) are "
+    (lambda *a: _ref_step_flops(*a, attention=0),
+     "attention's own products (q against every key, the weighted sum of the values) are "
                          "missing: they grow with seq_len and are not parameters"),
-    (flops_no_head, "the untied lm_head is a d_model x vocab_size matrix every token multiplies: count it"),
-    (flops_with_embedding, "looking up an embedding row is free: leave the input embedding table out"),
-    (flops_mha_kv, "with GQA the k and v projections have n_kv_head heads, not n_head: they are smaller"),
-    (flops_causal_half, "the estimate counts every query against all seq_len keys (no saving for the causal "
+    (lambda *a: _ref_step_flops(*a, head=False),
+     "the untied lm_head is a d_model x vocab_size matrix every token multiplies: count it"),
+    (lambda *a: _ref_step_flops(*a, embedding=True),
+     "looking up an embedding row is free: leave the input embedding table out"),
+    (lambda *a: _ref_step_flops(*a, n_kv=a[3]),
+     "with GQA the k and v projections have n_kv_head heads, not n_head: they are smaller"),
+    (lambda *a: _ref_step_flops(*a, causal=0.5),
+     "the estimate counts every query against all seq_len keys (no saving for the causal "
                         "mask)"),
 ]
 

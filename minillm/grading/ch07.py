@@ -54,10 +54,6 @@ def topk_keeps_k_minus_1(logits, k):
     return logits.masked_fill(logits <= _kth(logits, k), NEG_INF)  # the k-th itself is dropped
 
 
-def topk_zero_not_inf(logits, k):
-    return logits.masked_fill(logits < _kth(logits, k), 0.0)
-
-
 def topk_smallest(logits, k):
     kth = torch.topk(logits, k, dim=-1, largest=False).values[:, -1:]
     return logits.masked_fill(logits > kth, NEG_INF)
@@ -66,10 +62,6 @@ def topk_smallest(logits, k):
 def topk_whole_batch(logits, k):
     kth = torch.topk(logits.flatten(), k).values[-1]  # one threshold for every row
     return logits.masked_fill(logits < kth, NEG_INF)
-
-
-def topk_probabilities(logits, k):
-    return torch.softmax(logits.masked_fill(logits < _kth(logits, k), NEG_INF), dim=-1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -138,10 +130,6 @@ def _counts(logits, prev_ids):
     return torch.zeros_like(logits).scatter_add(-1, prev_ids, torch.ones_like(prev_ids, dtype=logits.dtype))
 
 
-def rep_divides_all(logits, prev_ids, theta):
-    return torch.where(_seen(logits, prev_ids), logits / theta, logits)
-
-
 def rep_swapped(logits, prev_ids, theta):
     return torch.where(_seen(logits, prev_ids), torch.where(logits > 0, logits * theta, logits / theta), logits)
 
@@ -178,14 +166,6 @@ def _greedy(model, idx, n, *, first_position=False, stale=False):
         if step < n - 1:
             logits, _ = model(idx[:, -1:] if stale else nxt, kv_caches=caches)
     return out
-
-
-def gen_first_position(model, idx, n):
-    return _greedy(model, idx, n, first_position=True)
-
-
-def gen_stale_token(model, idx, n):
-    return _greedy(model, idx, n, stale=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -307,12 +287,14 @@ TOPK_MISTAKES = [
                                 "(torch.topk(logits, k).values[:, -1:])"),
     (topk_keeps_k_minus_1, "you keep only k - 1 tokens: the k-th largest itself stays, so drop the logits "
                                  "STRICTLY below it (logits < kth, not <=)"),
-    (topk_zero_not_inf, "set the removed logits to -inf, not 0: exp(0) = 1 still gives them probability "
+    (lambda logits, k: logits.masked_fill(logits < _kth(logits, k), 0.0),
+     "set the removed logits to -inf, not 0: exp(0) = 1 still gives them probability "
                               "after the softmax"),
     (topk_smallest, "keep the k LARGEST logits (the most likely tokens); yours keeps the smallest"),
     (topk_whole_batch, "each row is its own distribution: take the k-th largest per row "
                              "(topk(logits, k, dim=-1).values[:, -1:]), not over the whole batch"),
-    (topk_probabilities, "return filtered LOGITS (the removed ones -inf), not probabilities: the softmax "
+    (lambda logits, k: torch.softmax(logits.masked_fill(logits < _kth(logits, k), NEG_INF), dim=-1),
+     "return filtered LOGITS (the removed ones -inf), not probabilities: the softmax "
                                "comes later, in sampling"),
 ]
 
@@ -381,7 +363,8 @@ def _cases_top_p() -> list:
 # 07.3 repetition penalty
 
 REP_MISTAKES = [
-    (rep_divides_all, "dividing a NEGATIVE logit by theta brings it closer to 0 and makes the token MORE "
+    (lambda logits, prev_ids, theta: torch.where(_seen(logits, prev_ids), logits / theta, logits),
+     "dividing a NEGATIVE logit by theta brings it closer to 0 and makes the token MORE "
                             "likely: CTRL divides positive logits by theta and multiplies negative ones by theta"),
     (rep_swapped, "the two cases are swapped: positive logits are DIVIDED by theta, negative ones "
                         "multiplied (both lower the token's probability when theta > 1)"),
@@ -413,9 +396,11 @@ def _cases_repetition_penalty() -> list:
 # 07.4 greedy decoding with a KV cache
 
 GEN_MISTAKES = [
-    (gen_first_position, "take the next token from the LAST position's logits, logits[:, -1, :]: at the "
+    (lambda model, idx, n: _greedy(model, idx, n, first_position=True),
+     "take the next token from the LAST position's logits, logits[:, -1, :]: at the "
                                "prefill logits[:, 0] predicts what follows the FIRST prompt token"),
-    (gen_stale_token, "feed the token you just chose (shape (B, 1)) at each step, not the prompt's last "
+    (lambda model, idx, n: _greedy(model, idx, n, stale=True),
+     "feed the token you just chose (shape (B, 1)) at each step, not the prompt's last "
                             "token again"),
 ]
 

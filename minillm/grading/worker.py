@@ -198,11 +198,17 @@ def run(request: dict, report) -> None:
             exec(compile(ast.Module(body=[node], type_ignores=[]), "<notebook>", "exec"), ns)  # noqa: S102
         except BaseException:  # noqa: BLE001 - a definition that fails is skipped (the check will say so)
             continue
-    for ex_id, expr in request["checks"]:
+    def pristine() -> None:
         restore(snap)
+        for key, saved in fields.items():
+            for k, v in saved.items():
+                object.__setattr__(exercises[key], k, v)
+        core.REGISTRY.clear()
+        core.REGISTRY.update(exercises)
+
+    for ex_id, expr in request["checks"]:
+        pristine()
         ex = exercises[ex_id]
-        for k, v in fields[ex_id].items():
-            object.__setattr__(ex, k, v)
         try:
             fn = eval(expr, ns)  # noqa: S307 - the learner's own expression, e.g. a function name
         except Exception as e:  # noqa: BLE001
@@ -210,7 +216,7 @@ def run(request: dict, report) -> None:
                     "hint": f"{expr} is not defined outside the notebook's other cells ({type(e).__name__}: {e}); "
                             "define it with def in a cell of its own"}
         else:
-            restore(snap)
+            pristine()
             res = run_checker(ex, fn)
             hint = res.hint
             if "NameError" in hint:
@@ -219,6 +225,7 @@ def run(request: dict, report) -> None:
             line = {"id": ex_id, "status": res.status, "hint": hint}
         report.write(json.dumps(line, ensure_ascii=False) + "\n")
         report.flush()
+    pristine()
 
 
 def main() -> int:
