@@ -29,116 +29,8 @@ from minillm.grading import answers
 from minillm.grading.answers import generator
 from minillm.grading.core import Exercise, Wrong, call
 
-# ---------------------------------------------------------------------------------------------------
-# simulated wrong solutions (deliberately wrong; never use them as references); their hints are in EXERCISES
-
-# ---------------------------------------------------------------------------------------------------
-# 02.1 sinusoidal table
-
-
-def sinusoid_swapped(n_pos, dim):
-    return ref.sinusoidal_table(n_pos, dim)[:, torch.arange(dim) ^ 1]  # cos in even columns, sin in odd
-
-
-def sinusoid_column_exponent(n_pos, dim):
-    pos = torch.arange(n_pos, dtype=torch.float64)[:, None]
-    angle = pos / 10000 ** (torch.arange(dim, dtype=torch.float64) / dim)  # j instead of 2i
-    out = angle.sin()
-    out[:, 1::2] = angle[:, 1::2].cos()
-    return out.float()
-
-
-def sinusoid_pair_exponent(n_pos, dim):
-    pos = torch.arange(n_pos, dtype=torch.float64)[:, None]
-    angle = pos / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / dim)  # i instead of 2i
-    out = torch.empty(n_pos, dim, dtype=torch.float64)
-    out[:, 0::2], out[:, 1::2] = angle.sin(), angle.cos()
-    return out.float()
-
-
-# ---------------------------------------------------------------------------------------------------
-# 02.2 RoPE, split halves
-
-
-def rope_sign_error(x, cos, sin):
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * torch.cat([cos, cos], -1) + torch.cat([x2, -x1], -1) * torch.cat([sin, sin], -1)
-
-
-# ---------------------------------------------------------------------------------------------------
-# 02.3 ALiBi slopes
-
-
-def slopes_first_extra(n):
-    below = 2 ** int(math.floor(math.log2(n)))
-    if below == n:
-        return ref.alibi_slopes(n)
-    return ref.alibi_slopes(below) + ref.alibi_slopes(2 * below)[: n - below]
-
-
-def slopes_odd_extra(n):
-    below = 2 ** int(math.floor(math.log2(n)))
-    if below == n:
-        return ref.alibi_slopes(n)
-    return ref.alibi_slopes(below) + ref.alibi_slopes(2 * below)[1::2][: n - below]
-
-
-# ---------------------------------------------------------------------------------------------------
-# 02.4 T5 bucket
-
-
-def bucket_query_minus_key(rel, bidirectional, num_buckets, max_distance):
-    return int(ref.t5_bucket(torch.tensor(-rel), bidirectional, num_buckets, max_distance))
-
-
-def _bucket(rel, bidirectional, num_buckets, max_distance, *, to_int=int, clip=True):
-    half = num_buckets // 2 if bidirectional else num_buckets
-    offset = half if (bidirectional and rel > 0) else 0
-    n = abs(rel) if bidirectional else max(-rel, 0)
-    exact = half // 2
-    if n < exact:
-        return offset + n
-    big = exact + to_int(math.log(n / exact) / math.log(max_distance / exact) * (half - exact))
-    return offset + (min(big, half - 1) if clip else big)
-
-
-def bucket_no_clip(rel, bidirectional, num_buckets, max_distance):
-    return _bucket(rel, bidirectional, num_buckets, max_distance, clip=False)
-
-
-def bucket_rounded(rel, bidirectional, num_buckets, max_distance):
-    return _bucket(rel, bidirectional, num_buckets, max_distance, to_int=round)
-
-
-# ---------------------------------------------------------------------------------------------------
-# 02.5 NTK base, 02.6 YaRN range
-
-
-def _pair(d, base, length, rot):
-    return d * math.log(length / (2 * math.pi * rot)) / (2 * math.log(base))
-
-
-def yarn_rounded(head_dim, base, original_len, beta_fast, beta_slow):
-    lo = round(_pair(head_dim, base, original_len, beta_fast))
-    hi = round(_pair(head_dim, base, original_len, beta_slow))
-    return max(lo, 0), min(hi, head_dim - 1)
-
-
-def yarn_floor_ceil_swapped(head_dim, base, original_len, beta_fast, beta_slow):
-    lo = math.ceil(_pair(head_dim, base, original_len, beta_fast))
-    hi = math.floor(_pair(head_dim, base, original_len, beta_slow))
-    return max(lo, 0), min(hi, head_dim - 1)
-
-
-def yarn_betas_swapped(head_dim, base, original_len, beta_fast, beta_slow):
-    lo = math.floor(_pair(head_dim, base, original_len, beta_slow))
-    hi = math.ceil(_pair(head_dim, base, original_len, beta_fast))
-    return max(lo, 0), min(hi, head_dim - 1)
-
-
-def yarn_unclipped(head_dim, base, original_len, beta_fast, beta_slow):
-    return (math.floor(_pair(head_dim, base, original_len, beta_fast)),
-            math.ceil(_pair(head_dim, base, original_len, beta_slow)))
+# Each section below defines its simulated wrong solutions (deliberately wrong: never references) next to
+# the list that pairs each one with the hint naming it; EXERCISES at the end declares the exercises.
 
 # ---------------------------------------------------------------------------------------------------
 # shape checks
@@ -178,6 +70,27 @@ def _int(got, args) -> int:
 # ---------------------------------------------------------------------------------------------------
 # 02.1 sinusoidal table
 
+
+def sinusoid_swapped(n_pos, dim):
+    return ref.sinusoidal_table(n_pos, dim)[:, torch.arange(dim) ^ 1]  # cos in even columns, sin in odd
+
+
+def sinusoid_column_exponent(n_pos, dim):
+    pos = torch.arange(n_pos, dtype=torch.float64)[:, None]
+    angle = pos / 10000 ** (torch.arange(dim, dtype=torch.float64) / dim)  # j instead of 2i
+    out = angle.sin()
+    out[:, 1::2] = angle[:, 1::2].cos()
+    return out.float()
+
+
+def sinusoid_pair_exponent(n_pos, dim):
+    pos = torch.arange(n_pos, dtype=torch.float64)[:, None]
+    angle = pos / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / dim)  # i instead of 2i
+    out = torch.empty(n_pos, dim, dtype=torch.float64)
+    out[:, 0::2], out[:, 1::2] = angle.sin(), angle.cos()
+    return out.float()
+
+
 SINUSOID_MISTAKES = [
     (lambda n_pos, dim: ref.sinusoidal_table(n_pos, dim, layout='halves'),
      "this is the concatenated layout [sin..., cos...]; the paper interleaves: "
@@ -192,12 +105,17 @@ SINUSOID_MISTAKES = [
 def _cases_sinusoidal() -> list:
     from minillm.positional import sinusoidal_table
 
-    cases = [((n, d), _floats(sinusoidal_table(n, d), None)) for n, d in [(3, 4), (1, 2), (8, 6), (50, 16), (20, 64)]]
-    return cases
+    return [((n, d), _floats(sinusoidal_table(n, d), None)) for n, d in [(3, 4), (1, 2), (8, 6), (50, 16), (20, 64)]]
 
 
 # ---------------------------------------------------------------------------------------------------
 # 02.2 RoPE, split halves
+
+
+def rope_sign_error(x, cos, sin):
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * torch.cat([cos, cos], -1) + torch.cat([x2, -x1], -1) * torch.cat([sin, sin], -1)
+
 
 ROPE_MISTAKES = [
     (rope_sign_error, "rotate_half has the wrong sign: it is cat(-x2, x1), not cat(x2, -x1) "
@@ -228,6 +146,21 @@ def _cases_rope() -> list:
 # ---------------------------------------------------------------------------------------------------
 # 02.3 ALiBi slopes
 
+
+def slopes_first_extra(n):
+    below = 2 ** int(math.floor(math.log2(n)))
+    if below == n:
+        return ref.alibi_slopes(n)
+    return ref.alibi_slopes(below) + ref.alibi_slopes(2 * below)[: n - below]
+
+
+def slopes_odd_extra(n):
+    below = 2 ** int(math.floor(math.log2(n)))
+    if below == n:
+        return ref.alibi_slopes(n)
+    return ref.alibi_slopes(below) + ref.alibi_slopes(2 * below)[1::2][: n - below]
+
+
 SLOPE_MISTAKES = [
     (lambda n: [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)],
      "2^(-8(h+1)/n) is only for n a power of two; otherwise take the n' slopes of "
@@ -243,12 +176,35 @@ SLOPE_MISTAKES = [
 def _cases_slopes() -> list:
     from minillm.positional import alibi_slopes
 
-    cases = [((n,), _floats(alibi_slopes(n), None)) for n in (8, 12, 1, 2, 6, 16, 5, 24, 32, 40)]
-    return cases
+    return [((n,), _floats(alibi_slopes(n), None)) for n in (8, 12, 1, 2, 6, 16, 5, 24, 32, 40)]
 
 
 # ---------------------------------------------------------------------------------------------------
 # 02.4 T5 bucket
+
+
+def bucket_query_minus_key(rel, bidirectional, num_buckets, max_distance):
+    return int(ref.t5_bucket(torch.tensor(-rel), bidirectional, num_buckets, max_distance))
+
+
+def _bucket(rel, bidirectional, num_buckets, max_distance, *, to_int=int, clip=True):
+    half = num_buckets // 2 if bidirectional else num_buckets
+    offset = half if (bidirectional and rel > 0) else 0
+    n = abs(rel) if bidirectional else max(-rel, 0)
+    exact = half // 2
+    if n < exact:
+        return offset + n
+    big = exact + to_int(math.log(n / exact) / math.log(max_distance / exact) * (half - exact))
+    return offset + (min(big, half - 1) if clip else big)
+
+
+def bucket_no_clip(rel, bidirectional, num_buckets, max_distance):
+    return _bucket(rel, bidirectional, num_buckets, max_distance, clip=False)
+
+
+def bucket_rounded(rel, bidirectional, num_buckets, max_distance):
+    return _bucket(rel, bidirectional, num_buckets, max_distance, to_int=round)
+
 
 BUCKET_MISTAKES = [
     (bucket_query_minus_key, "sign convention: rel is key - query, so keys AFTER the query (rel > 0) go "
@@ -274,6 +230,33 @@ def _cases_bucket() -> list:
 
 # ---------------------------------------------------------------------------------------------------
 # 02.5 NTK base, 02.6 YaRN range
+
+
+def _pair(d, base, length, rot):
+    return d * math.log(length / (2 * math.pi * rot)) / (2 * math.log(base))
+
+
+def yarn_rounded(head_dim, base, original_len, beta_fast, beta_slow):
+    lo = round(_pair(head_dim, base, original_len, beta_fast))
+    hi = round(_pair(head_dim, base, original_len, beta_slow))
+    return max(lo, 0), min(hi, head_dim - 1)
+
+
+def yarn_floor_ceil_swapped(head_dim, base, original_len, beta_fast, beta_slow):
+    lo = math.ceil(_pair(head_dim, base, original_len, beta_fast))
+    hi = math.floor(_pair(head_dim, base, original_len, beta_slow))
+    return max(lo, 0), min(hi, head_dim - 1)
+
+
+def yarn_betas_swapped(head_dim, base, original_len, beta_fast, beta_slow):
+    lo = math.floor(_pair(head_dim, base, original_len, beta_slow))
+    hi = math.ceil(_pair(head_dim, base, original_len, beta_fast))
+    return max(lo, 0), min(hi, head_dim - 1)
+
+
+def yarn_unclipped(head_dim, base, original_len, beta_fast, beta_slow):
+    return (math.floor(_pair(head_dim, base, original_len, beta_fast)),
+            math.ceil(_pair(head_dim, base, original_len, beta_slow)))
 
 
 def _float(got, args) -> float:

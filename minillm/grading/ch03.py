@@ -28,8 +28,26 @@ from minillm.grading import answers
 from minillm.grading.answers import generator, randn64
 from minillm.grading.core import Exercise, Wrong
 
+# Each section below defines its simulated wrong solutions (deliberately wrong: never references) next to
+# the list that pairs each one with the hint naming it; EXERCISES at the end declares the exercises.
+
 # ---------------------------------------------------------------------------------------------------
-# simulated wrong solutions (deliberately wrong; never use them as references); their hints are in EXERCISES
+# shape checks
+
+
+def _tensor_like_x(got, args) -> tuple:
+    """A tensor (or nested list) of x's shape -> (shape, values) in float64."""
+    t = answers.float_tensor(got)
+    want = tuple(args[0].shape)
+    if tuple(t.shape) != want:
+        raise Wrong(f"the result has shape {tuple(t.shape)}, expected x's shape {want} (normalise over the last "
+                    "dim and keep it: mean(dim=-1, keepdim=True))")
+    return want, answers.values(t)
+
+
+def _close(got, want, args, tol: float = 1e-6) -> bool:
+    return answers.same_values(got, want, lambda b: tol)
+
 
 # ---------------------------------------------------------------------------------------------------
 # 03.1 LayerNorm
@@ -62,79 +80,6 @@ def ln_bias_before_weight(x, weight, bias, eps):
     var = ((x - mean) ** 2).mean(-1, keepdim=True)
     return ((x - mean) / torch.sqrt(var + eps) + bias) * weight
 
-
-# ---------------------------------------------------------------------------------------------------
-# 03.2 RMSNorm
-
-
-def rms_subtract_mean(x, weight, eps):
-    c = x - x.mean(-1, keepdim=True)
-    return c / torch.sqrt((c * c).mean(-1, keepdim=True) + eps) * weight
-
-
-def rms_sum_not_mean(x, weight, eps):
-    return x / torch.sqrt((x * x).sum(-1, keepdim=True) + eps) * weight  # the L2 norm: sqrt(d) too large
-
-
-# ---------------------------------------------------------------------------------------------------
-# 03.3 DeepNorm constants
-
-
-# ---------------------------------------------------------------------------------------------------
-# 03.4 residual placement
-
-
-def residual_normalised_stream(x, f, norm, position, alpha):
-    if position == "pre":
-        return norm(x) + f(norm(x))  # the residual carries norm(x) instead of x
-    return norm(alpha * x + f(x))
-
-
-def residual_post_norms_f(x, f, norm, position, alpha):
-    if position == "pre":
-        return x + f(norm(x))
-    return alpha * x + norm(f(x))  # normalises the sub-layer output, not the sum
-
-
-def residual_alpha_on_f(x, f, norm, position, alpha):
-    if position == "pre":
-        return x + f(norm(x))
-    return norm(x + alpha * f(x))
-
-
-def residual_no_alpha(x, f, norm, position, alpha):
-    if position == "pre":
-        return x + f(norm(x))
-    return norm(x + f(x))
-
-
-# ---------------------------------------------------------------------------------------------------
-# 03.5 RMSNorm in float32
-
-
-def rms_half_precision(x, weight, eps):
-    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * weight  # all in float16/bfloat16
-
-# ---------------------------------------------------------------------------------------------------
-# shape checks
-
-
-def _tensor_like_x(got, args) -> tuple:
-    """A tensor (or nested list) of x's shape -> (shape, values) in float64."""
-    t = answers.float_tensor(got)
-    want = tuple(args[0].shape)
-    if tuple(t.shape) != want:
-        raise Wrong(f"the result has shape {tuple(t.shape)}, expected x's shape {want} (normalise over the last "
-                    "dim and keep it: mean(dim=-1, keepdim=True))")
-    return want, answers.values(t)
-
-
-def _close(got, want, args, tol: float = 1e-6) -> bool:
-    return answers.same_values(got, want, lambda b: tol)
-
-
-# ---------------------------------------------------------------------------------------------------
-# 03.1 LayerNorm
 
 LN_MISTAKES = [
     (ln_unbiased, "unbiased variance: torch.var divides by d - 1 by default; LayerNorm divides by d "
@@ -171,6 +116,16 @@ def _cases_layer_norm() -> list:
 # ---------------------------------------------------------------------------------------------------
 # 03.2 RMSNorm
 
+
+def rms_subtract_mean(x, weight, eps):
+    c = x - x.mean(-1, keepdim=True)
+    return c / torch.sqrt((c * c).mean(-1, keepdim=True) + eps) * weight
+
+
+def rms_sum_not_mean(x, weight, eps):
+    return x / torch.sqrt((x * x).sum(-1, keepdim=True) + eps) * weight  # the L2 norm: sqrt(d) too large
+
+
 RMS_MISTAKES = [
     (rms_subtract_mean, "RMSNorm does NOT subtract the mean: divide x itself by sqrt(mean(x^2) + eps)"),
     (lambda x, weight, eps: x / ((x * x).mean(-1, keepdim=True).sqrt() + eps) * weight,
@@ -201,6 +156,9 @@ def _cases_rms_norm() -> list:
 
 # ---------------------------------------------------------------------------------------------------
 # 03.3 DeepNorm constants
+
+
+
 
 
 def _number(v):
@@ -242,6 +200,30 @@ def _cases_deepnorm() -> list:
 
 # ---------------------------------------------------------------------------------------------------
 # 03.4 residual placement
+
+
+def residual_normalised_stream(x, f, norm, position, alpha):
+    if position == "pre":
+        return norm(x) + f(norm(x))  # the residual carries norm(x) instead of x
+    return norm(alpha * x + f(x))
+
+
+def residual_post_norms_f(x, f, norm, position, alpha):
+    if position == "pre":
+        return x + f(norm(x))
+    return alpha * x + norm(f(x))  # normalises the sub-layer output, not the sum
+
+
+def residual_alpha_on_f(x, f, norm, position, alpha):
+    if position == "pre":
+        return x + f(norm(x))
+    return norm(x + alpha * f(x))
+
+
+def residual_no_alpha(x, f, norm, position, alpha):
+    if position == "pre":
+        return x + f(norm(x))
+    return norm(x + f(x))
 
 
 class Center(nn.Module):
@@ -303,6 +285,10 @@ def _cases_residual() -> list:
 
 # ---------------------------------------------------------------------------------------------------
 # 03.5 RMSNorm computed in float32
+
+
+def rms_half_precision(x, weight, eps):
+    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * weight  # all in float16/bfloat16
 
 
 def _same_dtype(got, args) -> tuple:

@@ -25,8 +25,38 @@ from minillm.grading import answers
 from minillm.grading.answers import d64, generator, randn64
 from minillm.grading.core import Exercise
 
+# Each section below defines its simulated wrong solutions (deliberately wrong: never references) next to
+# the list that pairs each one with the hint naming it; EXERCISES at the end declares the exercises.
+
 # ---------------------------------------------------------------------------------------------------
-# simulated wrong solutions (deliberately wrong; never use them as references); their hints are in EXERCISES
+# helpers
+
+
+def _as_tensor(got, want_shape: tuple, what: str) -> tuple:
+    """A tensor (or nested list) of shape `want_shape` -> (shape, values) in float64; else Wrong."""
+    return answers.shaped(answers.float_tensor(got), want_shape, what)
+
+
+def _elementwise(got, args) -> tuple:
+    return _as_tensor(got, tuple(args[0].shape), "x's shape: the function is applied elementwise")
+
+
+def _ffn_out(got, args) -> tuple:
+    return _as_tensor(got, tuple(args[0].shape), "x's shape (..., d): down_proj maps h back to d, and a map with "
+                                                 "weight W of shape (out, in) is x @ W.T")
+
+
+def _int(got, args) -> int:
+    return answers.integer(got)
+
+
+def _random_inputs(gen: torch.Generator) -> list[torch.Tensor]:
+    """Elementwise-test inputs: several shapes and scales, the region |x| ~ 2.7 where the tanh formula is
+    furthest from exact GeLU, tiny values and large ones (where GeLU is ~x or ~0)."""
+    return [randn64(3, 7, gen=gen, scale=2.0), randn64(2, 4, 5, gen=gen, scale=4.0),
+            torch.linspace(-6.0, 6.0, 49, dtype=torch.float64), randn64(10, gen=gen, scale=1e-3),
+            d64([-12.0, -8.0, 8.0, 12.0])]
+
 
 # ---------------------------------------------------------------------------------------------------
 # 04.1 GeLU, exact
@@ -40,16 +70,88 @@ def gelu_phi_only(x):
     return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))  # the CDF, not x times it
 
 
+GELU_MISTAKES = [
+    (lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))),
+     "that is the tanh approximation (exercise 04.2), off by up to 4.7e-4; here use the "
+                             "exact Phi(x) = (1 + erf(x / sqrt(2))) / 2"),
+    (lambda x: x * torch.sigmoid(1.702 * x),
+     "that is the sigmoid approximation x * sigmoid(1.702 x), off by up to 0.02; use the "
+                                "exact Phi(x) = (1 + erf(x / sqrt(2))) / 2"),
+    (gelu_erf_no_sqrt2, "erf(x) alone is not the normal CDF: Phi(x) = (1 + erf(x / sqrt(2))) / 2 "
+                              "(divide x by sqrt(2) inside erf)"),
+    (gelu_phi_only, "you returned Phi(x), the CDF; GeLU is x * Phi(x)"),
+    (lambda x: x * (1.0 + torch.erf(x / math.sqrt(2.0))),
+     "the 1/2 of Phi is missing: Phi(x) = (1 + erf(x / sqrt(2))) / 2 (yours is twice GeLU)"),
+]
+
+
+def _cases_gelu() -> list:
+    from minillm.ffn import gelu
+
+    xs = [d64([-2.0, -1.0, 0.0, 1.0, 2.0])] + _random_inputs(generator())
+    return [((x,), _elementwise(gelu(x), (x,))) for x in xs]
+
+
 # ---------------------------------------------------------------------------------------------------
 # 04.2 GeLU, tanh approximation
+
+
+
+
+
+TANH_MISTAKES = [
+    (lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * x)),
+     "the cubic term is missing: tanh(sqrt(2 / pi) * (x + 0.044715 * x**3))"),
+    (lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 * math.pi) * (x + 0.044715 * x ** 3))),
+     "the constant is sqrt(2 / pi) = 0.7979, not sqrt(2 * pi)"),
+    (lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * x + 0.044715 * x ** 3)),
+     "sqrt(2 / pi) multiplies the whole bracket: sqrt(2 / pi) * (x + 0.044715 * x**3), "
+                               "not only x"),
+    (lambda x: x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0))),
+     "that is the exact GeLU (erf, exercise 04.1); this one wants the tanh approximation, "
+                           "which differs by up to 4.7e-4"),
+    (lambda x: x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))),
+     "the factor 0.5 is missing: 0.5 * x * (1 + tanh(...))"),
+]
+
+
+def _cases_gelu_tanh() -> list:
+    from minillm.ffn import gelu_tanh
+
+    xs = [d64([-2.0, -1.0, 0.0, 1.0, 2.0])] + _random_inputs(generator())
+    return [((x,), _elementwise(gelu_tanh(x), (x,))) for x in xs]
 
 
 # ---------------------------------------------------------------------------------------------------
 # 04.3 Swish
 
 
+
+
+
+SWISH_MISTAKES = [
+    (lambda x, beta: torch.sigmoid(beta * x), "Swish is x TIMES sigmoid(beta * x), not the sigmoid alone"),
+    (lambda x, beta: x * torch.sigmoid(x),
+     "beta is ignored: Swish is x * sigmoid(beta * x) (yours is right only for beta = 1)"),
+    (lambda x, beta: beta * x * torch.sigmoid(x),
+     "beta goes INSIDE the sigmoid: x * sigmoid(beta * x), not beta * x * sigmoid(x)"),
+    (lambda x, beta: x * torch.sigmoid(x / beta),
+     "multiply by beta inside the sigmoid: sigmoid(beta * x), not sigmoid(x / beta)"),
+]
+
+
+def _cases_swish() -> list:
+    from minillm.ffn import swish
+
+    hand = d64([1.0, -1.0, 2.0, 0.0])
+    inputs = [(hand, 1.0), (hand, 0.0), (d64([1.0, -1.0]), 2.0)]
+    betas = [0.5, 1.702, 1.0, 3.0, 10.0]
+    inputs += list(zip(_random_inputs(generator()), betas, strict=True))
+    return [((x, beta), _elementwise(swish(x, beta), (x,))) for x, beta in inputs]
+
+
 # ---------------------------------------------------------------------------------------------------
-# 04.4 SwiGLU FFN (weights in nn.Linear layout: (out, in))
+# 04.4 SwiGLU FFN
 
 
 def _silu(t):
@@ -63,6 +165,43 @@ def swiglu_gelu(x, w_gate, w_up, w_down):
 
 def swiglu_sigmoid_gate(x, w_gate, w_up, w_down):
     return (torch.sigmoid(x @ w_gate.T) * (x @ w_up.T)) @ w_down.T  # GLU, not SwiGLU
+
+
+SWIGLU_MISTAKES = [
+    (lambda x, w_gate, w_up, w_down: x @ w_gate.T * _silu(x @ w_up.T) @ w_down.T,
+     "the SiLU goes on the GATE branch: silu(x @ w_gate.T) * (x @ w_up.T); yours is on "
+                              "the up branch"),
+    (lambda x, w_gate, w_up, w_down: _silu(x @ w_gate) * (x @ w_up) @ w_down,
+     "the weights are stored (out_features, in_features) as in nn.Linear: a map is "
+                                "x @ W.T, not x @ W"),
+    (swiglu_gelu, "GeLU on the gate is GeGLU; SwiGLU uses SiLU: silu(t) = t * sigmoid(t)"),
+    (swiglu_sigmoid_gate, "sigmoid(gate) * up is the original GLU; SwiGLU uses SiLU(gate) = gate * "
+                                "sigmoid(gate)"),
+    (lambda x, w_gate, w_up, w_down: (_silu(x @ w_gate.T) + x @ w_up.T) @ w_down.T,
+     "the two branches are MULTIPLIED elementwise: silu(gate(x)) * up(x), not added"),
+    (lambda x, w_gate, w_up, w_down: _silu(x @ w_gate.T) * (x @ w_up.T),
+     "the down projection is missing: finish with @ w_down.T to map h back to d"),
+    (lambda x, w_gate, w_up, w_down: _silu(x @ w_gate.T * (x @ w_up.T)) @ w_down.T,
+     "apply the SiLU to the gate alone, then multiply: silu(gate(x)) * up(x), not "
+                                      "silu(gate(x) * up(x))"),
+]
+
+
+def _cases_swiglu() -> list:
+    from minillm.ffn import swiglu
+
+    def case(x, wg, wu, wd):
+        return (x, wg, wu, wd), _ffn_out(swiglu(x, wg.T, wu.T, wd.T), (x,))
+
+    cases = [case(d64([1.0, 2.0]), d64([[1.0, 0.0], [-1.0, 1.0]]), d64([[0.0, 1.0], [2.0, 0.0]]),
+                  d64([[1.0, 0.0], [1.0, -1.0]]))]
+    gen = generator()
+    for x_shape, h in [((3, 8), 12), ((2, 5, 16), 40), ((6,), 6), ((1, 4), 10)]:
+        d = x_shape[-1]
+        x = randn64(*x_shape, gen=gen, scale=1.5)
+        cases.append(case(x, randn64(h, d, gen=gen, scale=d**-0.5), randn64(h, d, gen=gen, scale=d**-0.5),
+                          randn64(d, h, gen=gen, scale=h**-0.5)))
+    return cases
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -120,173 +259,6 @@ def hidden_always_256(dim, multiple_of=256, ffn_dim_multiplier=None):
     return _round_up(hidden, 256)
 
 
-# ---------------------------------------------------------------------------------------------------
-# 04.6 FFN parameter count
-
-
-def params_two_matrices(dim, hidden, gated, bias):
-    return 2 * dim * hidden + ((hidden + dim) if bias else 0)  # the gate matrix forgotten
-
-
-def params_gated_one_hidden_bias(dim, hidden, gated, bias):
-    return (3 if gated else 2) * dim * hidden + ((hidden + dim) if bias else 0)  # gate's bias forgotten
-
-
-def params_bias_both_hidden(dim, hidden, gated, bias):
-    n_in = 2 if gated else 1
-    return (n_in + 1) * dim * hidden + ((n_in + 1) * hidden if bias else 0)  # down's bias has d entries
-
-# ---------------------------------------------------------------------------------------------------
-# helpers
-
-
-def _as_tensor(got, want_shape: tuple, what: str) -> tuple:
-    """A tensor (or nested list) of shape `want_shape` -> (shape, values) in float64; else Wrong."""
-    return answers.shaped(answers.float_tensor(got), want_shape, what)
-
-
-def _elementwise(got, args) -> tuple:
-    return _as_tensor(got, tuple(args[0].shape), "x's shape: the function is applied elementwise")
-
-
-def _ffn_out(got, args) -> tuple:
-    return _as_tensor(got, tuple(args[0].shape), "x's shape (..., d): down_proj maps h back to d, and a map with "
-                                                 "weight W of shape (out, in) is x @ W.T")
-
-
-def _int(got, args) -> int:
-    return answers.integer(got)
-
-
-def _random_inputs(gen: torch.Generator) -> list[torch.Tensor]:
-    """Elementwise-test inputs: several shapes and scales, the region |x| ~ 2.7 where the tanh formula is
-    furthest from exact GeLU, tiny values and large ones (where GeLU is ~x or ~0)."""
-    return [randn64(3, 7, gen=gen, scale=2.0), randn64(2, 4, 5, gen=gen, scale=4.0),
-            torch.linspace(-6.0, 6.0, 49, dtype=torch.float64), randn64(10, gen=gen, scale=1e-3),
-            d64([-12.0, -8.0, 8.0, 12.0])]
-
-
-# ---------------------------------------------------------------------------------------------------
-# 04.1 GeLU, exact
-
-GELU_MISTAKES = [
-    (lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))),
-     "that is the tanh approximation (exercise 04.2), off by up to 4.7e-4; here use the "
-                             "exact Phi(x) = (1 + erf(x / sqrt(2))) / 2"),
-    (lambda x: x * torch.sigmoid(1.702 * x),
-     "that is the sigmoid approximation x * sigmoid(1.702 x), off by up to 0.02; use the "
-                                "exact Phi(x) = (1 + erf(x / sqrt(2))) / 2"),
-    (gelu_erf_no_sqrt2, "erf(x) alone is not the normal CDF: Phi(x) = (1 + erf(x / sqrt(2))) / 2 "
-                              "(divide x by sqrt(2) inside erf)"),
-    (gelu_phi_only, "you returned Phi(x), the CDF; GeLU is x * Phi(x)"),
-    (lambda x: x * (1.0 + torch.erf(x / math.sqrt(2.0))),
-     "the 1/2 of Phi is missing: Phi(x) = (1 + erf(x / sqrt(2))) / 2 (yours is twice GeLU)"),
-]
-
-
-def _cases_gelu() -> list:
-    from minillm.ffn import gelu
-
-    xs = [d64([-2.0, -1.0, 0.0, 1.0, 2.0])] + _random_inputs(generator())
-    cases = [((x,), _elementwise(gelu(x), (x,))) for x in xs]
-    return cases
-
-
-# ---------------------------------------------------------------------------------------------------
-# 04.2 GeLU, tanh approximation
-
-TANH_MISTAKES = [
-    (lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * x)),
-     "the cubic term is missing: tanh(sqrt(2 / pi) * (x + 0.044715 * x**3))"),
-    (lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 * math.pi) * (x + 0.044715 * x ** 3))),
-     "the constant is sqrt(2 / pi) = 0.7979, not sqrt(2 * pi)"),
-    (lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * x + 0.044715 * x ** 3)),
-     "sqrt(2 / pi) multiplies the whole bracket: sqrt(2 / pi) * (x + 0.044715 * x**3), "
-                               "not only x"),
-    (lambda x: x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0))),
-     "that is the exact GeLU (erf, exercise 04.1); this one wants the tanh approximation, "
-                           "which differs by up to 4.7e-4"),
-    (lambda x: x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))),
-     "the factor 0.5 is missing: 0.5 * x * (1 + tanh(...))"),
-]
-
-
-def _cases_gelu_tanh() -> list:
-    from minillm.ffn import gelu_tanh
-
-    xs = [d64([-2.0, -1.0, 0.0, 1.0, 2.0])] + _random_inputs(generator())
-    cases = [((x,), _elementwise(gelu_tanh(x), (x,))) for x in xs]
-    return cases
-
-
-# ---------------------------------------------------------------------------------------------------
-# 04.3 Swish
-
-SWISH_MISTAKES = [
-    (lambda x, beta: torch.sigmoid(beta * x), "Swish is x TIMES sigmoid(beta * x), not the sigmoid alone"),
-    (lambda x, beta: x * torch.sigmoid(x),
-     "beta is ignored: Swish is x * sigmoid(beta * x) (yours is right only for beta = 1)"),
-    (lambda x, beta: beta * x * torch.sigmoid(x),
-     "beta goes INSIDE the sigmoid: x * sigmoid(beta * x), not beta * x * sigmoid(x)"),
-    (lambda x, beta: x * torch.sigmoid(x / beta),
-     "multiply by beta inside the sigmoid: sigmoid(beta * x), not sigmoid(x / beta)"),
-]
-
-
-def _cases_swish() -> list:
-    from minillm.ffn import swish
-
-    hand = d64([1.0, -1.0, 2.0, 0.0])
-    inputs = [(hand, 1.0), (hand, 0.0), (d64([1.0, -1.0]), 2.0)]
-    betas = [0.5, 1.702, 1.0, 3.0, 10.0]
-    inputs += list(zip(_random_inputs(generator()), betas, strict=True))
-    cases = [((x, beta), _elementwise(swish(x, beta), (x,))) for x, beta in inputs]
-    return cases
-
-
-# ---------------------------------------------------------------------------------------------------
-# 04.4 SwiGLU FFN
-
-SWIGLU_MISTAKES = [
-    (lambda x, w_gate, w_up, w_down: x @ w_gate.T * _silu(x @ w_up.T) @ w_down.T,
-     "the SiLU goes on the GATE branch: silu(x @ w_gate.T) * (x @ w_up.T); yours is on "
-                              "the up branch"),
-    (lambda x, w_gate, w_up, w_down: _silu(x @ w_gate) * (x @ w_up) @ w_down,
-     "the weights are stored (out_features, in_features) as in nn.Linear: a map is "
-                                "x @ W.T, not x @ W"),
-    (swiglu_gelu, "GeLU on the gate is GeGLU; SwiGLU uses SiLU: silu(t) = t * sigmoid(t)"),
-    (swiglu_sigmoid_gate, "sigmoid(gate) * up is the original GLU; SwiGLU uses SiLU(gate) = gate * "
-                                "sigmoid(gate)"),
-    (lambda x, w_gate, w_up, w_down: (_silu(x @ w_gate.T) + x @ w_up.T) @ w_down.T,
-     "the two branches are MULTIPLIED elementwise: silu(gate(x)) * up(x), not added"),
-    (lambda x, w_gate, w_up, w_down: _silu(x @ w_gate.T) * (x @ w_up.T),
-     "the down projection is missing: finish with @ w_down.T to map h back to d"),
-    (lambda x, w_gate, w_up, w_down: _silu(x @ w_gate.T * (x @ w_up.T)) @ w_down.T,
-     "apply the SiLU to the gate alone, then multiply: silu(gate(x)) * up(x), not "
-                                      "silu(gate(x) * up(x))"),
-]
-
-
-def _cases_swiglu() -> list:
-    from minillm.ffn import swiglu
-
-    def case(x, wg, wu, wd):
-        return (x, wg, wu, wd), _ffn_out(swiglu(x, wg.T, wu.T, wd.T), (x,))
-
-    cases = [case(d64([1.0, 2.0]), d64([[1.0, 0.0], [-1.0, 1.0]]), d64([[0.0, 1.0], [2.0, 0.0]]),
-                  d64([[1.0, 0.0], [1.0, -1.0]]))]
-    gen = generator()
-    for x_shape, h in [((3, 8), 12), ((2, 5, 16), 40), ((6,), 6), ((1, 4), 10)]:
-        d = x_shape[-1]
-        x = randn64(*x_shape, gen=gen, scale=1.5)
-        cases.append(case(x, randn64(h, d, gen=gen, scale=d**-0.5), randn64(h, d, gen=gen, scale=d**-0.5),
-                          randn64(d, h, gen=gen, scale=h**-0.5)))
-    return cases
-
-
-# ---------------------------------------------------------------------------------------------------
-# 04.5 Llama's hidden size
-
 HIDDEN_MISTAKES = [
     (hidden_no_two_thirds, "the 2/3 is missing: a gated FFN has 3 matrices, so h = 2/3 * 4d = 8d/3 "
                                  "(int(2 * 4 * dim / 3)), not 4d"),
@@ -317,6 +289,20 @@ def _cases_llama_hidden() -> list:
 
 # ---------------------------------------------------------------------------------------------------
 # 04.6 FFN parameter count
+
+
+def params_two_matrices(dim, hidden, gated, bias):
+    return 2 * dim * hidden + ((hidden + dim) if bias else 0)  # the gate matrix forgotten
+
+
+def params_gated_one_hidden_bias(dim, hidden, gated, bias):
+    return (3 if gated else 2) * dim * hidden + ((hidden + dim) if bias else 0)  # gate's bias forgotten
+
+
+def params_bias_both_hidden(dim, hidden, gated, bias):
+    n_in = 2 if gated else 1
+    return (n_in + 1) * dim * hidden + ((n_in + 1) * hidden if bias else 0)  # down's bias has d entries
+
 
 PARAM_MISTAKES = [
     (lambda dim, hidden, gated, bias: (3 if gated else 2) * dim * hidden,

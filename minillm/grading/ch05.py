@@ -30,9 +30,35 @@ from minillm.grading.answers import d64, generator, randn64
 from minillm.grading.core import Exercise, Wrong
 
 # ---------------------------------------------------------------------------------------------------
-# simulated wrong solutions (deliberately wrong; never use them as references); their hints are in EXERCISES
+# each section below defines its simulated wrong solutions (deliberately wrong: never references) next to
+# the list that pairs each one with the hint naming it; EXERCISES at the end declares the exercises
 
 NEG_INF = float("-inf")
+
+# ---------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _int(got, args) -> int:
+    return answers.integer(got, "a number of bytes")
+
+
+def _as_4d(t: torch.Tensor) -> torch.Tensor:
+    while t.ndim < 4:
+        t = t[None]
+    return t
+
+
+def _random_mask(*shape: int, gen: torch.Generator) -> torch.Tensor:
+    """A random bool mask with at least one True in every row (no query without a key)."""
+    mask = torch.rand(*shape, generator=gen) < 0.5
+    keep = torch.randint(shape[-1], (*shape[:-1], 1), generator=gen)
+    return mask.scatter(-1, keep, True)
+
+
+# hand-worked example of 05.1: D = 4 (sqrt(D) = 2), v = identity so each output row is that query's weights
+HAND_Q = [[2.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0], [2.0, 2.0, 0.0, 0.0]]
+HAND_K = [[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]]
 
 # ---------------------------------------------------------------------------------------------------
 # 05.1 scaled dot-product attention
@@ -70,156 +96,6 @@ def attn_mask_multiplied(q, k, v, mask=None):
     s = _scores(q, k, 1.0 / math.sqrt(q.shape[-1]))
     return torch.softmax(s if mask is None else s * mask, dim=-1) @ v  # blocked scores become 0, not -inf
 
-
-# ---------------------------------------------------------------------------------------------------
-# 05.2 causal mask (bottom-right aligned)
-
-
-def _ij(T, S):
-    return torch.arange(T)[:, None], torch.arange(S)[None, :]
-
-
-def causal_strict(T, S):
-    i, j = _ij(T, S)
-    return j < i + (S - T)  # the diagonal (the query itself) is missing
-
-
-def causal_upper(T, S):
-    i, j = _ij(T, S)
-    return j >= i + (S - T)  # the future, not the past
-
-
-def causal_inverted(T, S):
-    i, j = _ij(T, S)
-    return j > i + (S - T)  # True = blocked (nn.MultiheadAttention's convention)
-
-
-# ---------------------------------------------------------------------------------------------------
-# 05.3 grouped-query attention
-
-
-def _sdpa(q, k, v, scale=None):
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    return torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1) @ v
-
-
-def gqa_modulo(q, k, v):
-    n_rep = q.shape[1] // k.shape[1]
-    return _sdpa(q, k.repeat(1, n_rep, 1, 1), v.repeat(1, n_rep, 1, 1))  # query head h reads kv head h % H_kv
-
-
-def gqa_no_scale(q, k, v):
-    n_rep = q.shape[1] // k.shape[1]
-    return _sdpa(q, k.repeat_interleave(n_rep, 1), v.repeat_interleave(n_rep, 1), scale=1.0)
-
-
-# ---------------------------------------------------------------------------------------------------
-# 05.4 KV cache size
-
-
-def kv_no_factor_2(n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype):
-    return n_layer * n_kv_head * head_dim * seq_len * batch * dtype.itemsize
-
-
-def kv_n_head(n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype):
-    return 2 * n_layer * n_head * head_dim * seq_len * batch * dtype.itemsize
-
-
-def kv_bits(n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype):
-    return 2 * n_layer * n_kv_head * head_dim * seq_len * batch * torch.finfo(dtype).bits
-
-
-def kv_no_batch(n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype):
-    return 2 * n_layer * n_kv_head * head_dim * seq_len * dtype.itemsize
-
-
-def kv_one_layer(n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype):
-    return 2 * n_kv_head * head_dim * seq_len * batch * dtype.itemsize
-
-
-# ---------------------------------------------------------------------------------------------------
-# 05.5 FlashAttention forward (online softmax over key blocks)
-
-
-def _flash(q, k, v, block, *, rescale_acc=True, rescale_l=True, inverse_alpha=False, normalise_inside=False,
-           subtract_max=True, m0=NEG_INF, lse_plus_m=True, scale=None):
-    """One implementation with switches; each switch set the wrong way is one mistake below."""
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    m = torch.full((*q.shape[:-1], 1), m0, dtype=q.dtype)
-    l = torch.zeros_like(m)
-    acc = torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype)
-    for j0 in range(0, k.shape[-2], block):
-        s = (q @ k[..., j0:j0 + block, :].transpose(-2, -1)) * scale
-        if subtract_max:
-            m_new = torch.maximum(m, s.amax(-1, keepdim=True))
-            alpha = torch.exp(m_new - m) if inverse_alpha else torch.exp(m - m_new)
-        else:
-            m_new, alpha = torch.zeros_like(m), torch.ones_like(m)
-        p = torch.exp(s - m_new)
-        l = (alpha * l if rescale_l else l) + p.sum(-1, keepdim=True)
-        acc = (alpha * acc if rescale_acc else acc) + p @ v[..., j0:j0 + block, :]
-        if normalise_inside:
-            acc = acc / l  # the old part is already divided by the old l and is divided again
-        m = m_new
-    o = acc if normalise_inside else acc / l
-    lse = (m + torch.log(l)) if lse_plus_m else torch.log(l)
-    return o, lse.squeeze(-1)
-
-
-# ---------------------------------------------------------------------------------------------------
-# 05.6 MHA -> GQA: pool the key/value heads of each group
-
-
-def _heads(w, n_head):
-    return w.reshape(n_head, w.shape[0] // n_head, w.shape[1])  # (n_head, head_dim, d_in)
-
-
-def pool_sum(w, n_head, n_kv_head):
-    h = _heads(w, n_head)
-    return h.reshape(n_kv_head, n_head // n_kv_head, *h.shape[1:]).sum(1).reshape(-1, w.shape[1])
-
-
-def pool_first_head(w, n_head, n_kv_head):
-    h = _heads(w, n_head)
-    return h.reshape(n_kv_head, n_head // n_kv_head, *h.shape[1:])[:, 0].reshape(-1, w.shape[1])
-
-
-def pool_strided(w, n_head, n_kv_head):
-    h = _heads(w, n_head)  # groups {g, g + n_kv_head, ...} instead of consecutive heads
-    return h.reshape(n_head // n_kv_head, n_kv_head, *h.shape[1:]).mean(0).reshape(-1, w.shape[1])
-
-
-def pool_wrong_reshape(w, n_head, n_kv_head):
-    hd = w.shape[0] // n_head  # rows read as (kv head, head_dim, group): mixes the rows of different heads
-    return w.reshape(n_kv_head, hd, n_head // n_kv_head, w.shape[1]).mean(2).reshape(-1, w.shape[1])
-
-# ---------------------------------------------------------------------------------------------------
-# helpers
-
-
-def _int(got, args) -> int:
-    return answers.integer(got, "a number of bytes")
-
-
-def _as_4d(t: torch.Tensor) -> torch.Tensor:
-    while t.ndim < 4:
-        t = t[None]
-    return t
-
-
-def _random_mask(*shape: int, gen: torch.Generator) -> torch.Tensor:
-    """A random bool mask with at least one True in every row (no query without a key)."""
-    mask = torch.rand(*shape, generator=gen) < 0.5
-    keep = torch.randint(shape[-1], (*shape[:-1], 1), generator=gen)
-    return mask.scatter(-1, keep, True)
-
-
-# hand-worked example of 05.1: D = 4 (sqrt(D) = 2), v = identity so each output row is that query's weights
-HAND_Q = [[2.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0], [2.0, 2.0, 0.0, 0.0]]
-HAND_K = [[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]]
-
-# ---------------------------------------------------------------------------------------------------
-# 05.1 scaled dot-product attention
 
 MASK_FIX = "use scores.masked_fill(~mask, float('-inf')) before the softmax"
 ATTN_MISTAKES = [
@@ -274,12 +150,31 @@ def _cases_attention() -> list:
         (randn64(3, 2, 4, 4, gen=gen), randn64(3, 2, 7, 4, gen=gen), randn64(3, 2, 7, 3, gen=gen),
          (torch.arange(7) < torch.tensor([7, 3, 1])[:, None])[:, None, None, :]),  # padding: 7, 3, 1 real keys
     ]
-    cases = [(args, _attn_out(_ref_attention(*args), args)) for args in inputs]
-    return cases
+    return [(args, _attn_out(_ref_attention(*args), args)) for args in inputs]
 
 
 # ---------------------------------------------------------------------------------------------------
 # 05.2 causal mask, bottom-right aligned
+
+
+def _ij(T, S):
+    return torch.arange(T)[:, None], torch.arange(S)[None, :]
+
+
+def causal_strict(T, S):
+    i, j = _ij(T, S)
+    return j < i + (S - T)  # the diagonal (the query itself) is missing
+
+
+def causal_upper(T, S):
+    i, j = _ij(T, S)
+    return j >= i + (S - T)  # the future, not the past
+
+
+def causal_inverted(T, S):
+    i, j = _ij(T, S)
+    return j > i + (S - T)  # True = blocked (nn.MultiheadAttention's convention)
+
 
 CAUSAL_MISTAKES = [
     (causal_strict, "off by one: a query attends to itself too, so key j is allowed when j <= i + S - T "
@@ -308,12 +203,27 @@ def _cases_causal_mask() -> list:
 
     sizes = [(3, 3), (2, 4), (1, 5), (4, 6), (1, 1), (5, 5), (6, 7), (3, 10)]
     sizes += [(t, t + random.randrange(0, 9)) for t in (random.randrange(1, 9), random.randrange(1, 9))]
-    cases = [((T, S), _bool_mask(causal_mask(T, S), (T, S))) for T, S in sizes]
-    return cases
+    return [((T, S), _bool_mask(causal_mask(T, S), (T, S))) for T, S in sizes]
 
 
 # ---------------------------------------------------------------------------------------------------
 # 05.3 grouped-query attention
+
+
+def _sdpa(q, k, v, scale=None):
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    return torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1) @ v
+
+
+def gqa_modulo(q, k, v):
+    n_rep = q.shape[1] // k.shape[1]
+    return _sdpa(q, k.repeat(1, n_rep, 1, 1), v.repeat(1, n_rep, 1, 1))  # query head h reads kv head h % H_kv
+
+
+def gqa_no_scale(q, k, v):
+    n_rep = q.shape[1] // k.shape[1]
+    return _sdpa(q, k.repeat_interleave(n_rep, 1), v.repeat_interleave(n_rep, 1), scale=1.0)
+
 
 GQA_MISTAKES = [
     (gqa_modulo, "query heads grouped wrong: consecutive query heads share a kv head, query head h reads kv "
@@ -337,12 +247,32 @@ def _cases_gqa() -> list:
     for B, H, Hkv, T, S, D in [(2, 8, 2, 3, 5, 4), (1, 6, 3, 4, 4, 8), (2, 4, 1, 2, 6, 4), (1, 3, 3, 2, 2, 4),
                                (2, 8, 4, 5, 7, 16)]:
         inputs.append((randn64(B, H, T, D, gen=gen), randn64(B, Hkv, S, D, gen=gen), randn64(B, Hkv, S, D, gen=gen)))
-    cases = [(args, _gqa_out(sdpa(*args), args)) for args in inputs]
-    return cases
+    return [(args, _gqa_out(sdpa(*args), args)) for args in inputs]
 
 
 # ---------------------------------------------------------------------------------------------------
 # 05.4 KV cache size
+
+
+def kv_no_factor_2(n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype):
+    return n_layer * n_kv_head * head_dim * seq_len * batch * dtype.itemsize
+
+
+def kv_n_head(n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype):
+    return 2 * n_layer * n_head * head_dim * seq_len * batch * dtype.itemsize
+
+
+def kv_bits(n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype):
+    return 2 * n_layer * n_kv_head * head_dim * seq_len * batch * torch.finfo(dtype).bits
+
+
+def kv_no_batch(n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype):
+    return 2 * n_layer * n_kv_head * head_dim * seq_len * dtype.itemsize
+
+
+def kv_one_layer(n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype):
+    return 2 * n_kv_head * head_dim * seq_len * batch * dtype.itemsize
+
 
 KV_MISTAKES = [
     (kv_no_factor_2, "the factor 2 is missing: the cache holds the keys AND the values"),
@@ -371,6 +301,32 @@ def _cases_kv_cache_bytes() -> list:
 
 # ---------------------------------------------------------------------------------------------------
 # 05.5 FlashAttention forward: online softmax over blocks of keys
+
+
+def _flash(q, k, v, block, *, rescale_acc=True, rescale_l=True, inverse_alpha=False, normalise_inside=False,
+           subtract_max=True, m0=NEG_INF, lse_plus_m=True, scale=None):
+    """One implementation with switches; each switch set the wrong way is one mistake below."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    m = torch.full((*q.shape[:-1], 1), m0, dtype=q.dtype)
+    l = torch.zeros_like(m)
+    acc = torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype)
+    for j0 in range(0, k.shape[-2], block):
+        s = (q @ k[..., j0:j0 + block, :].transpose(-2, -1)) * scale
+        if subtract_max:
+            m_new = torch.maximum(m, s.amax(-1, keepdim=True))
+            alpha = torch.exp(m_new - m) if inverse_alpha else torch.exp(m - m_new)
+        else:
+            m_new, alpha = torch.zeros_like(m), torch.ones_like(m)
+        p = torch.exp(s - m_new)
+        l = (alpha * l if rescale_l else l) + p.sum(-1, keepdim=True)
+        acc = (alpha * acc if rescale_acc else acc) + p @ v[..., j0:j0 + block, :]
+        if normalise_inside:
+            acc = acc / l  # the old part is already divided by the old l and is divided again
+        m = m_new
+    o = acc if normalise_inside else acc / l
+    lse = (m + torch.log(l)) if lse_plus_m else torch.log(l)
+    return o, lse.squeeze(-1)
+
 
 FLASH_MISTAKES = [
     (lambda q, k, v, block: _flash(q, k, v, block, rescale_acc=False),
@@ -463,6 +419,31 @@ def _cases_flash_forward() -> list:
 # ---------------------------------------------------------------------------------------------------
 # 05.6 MHA -> GQA: mean-pool the key/value heads of each group
 
+
+def _heads(w, n_head):
+    return w.reshape(n_head, w.shape[0] // n_head, w.shape[1])  # (n_head, head_dim, d_in)
+
+
+def pool_sum(w, n_head, n_kv_head):
+    h = _heads(w, n_head)
+    return h.reshape(n_kv_head, n_head // n_kv_head, *h.shape[1:]).sum(1).reshape(-1, w.shape[1])
+
+
+def pool_first_head(w, n_head, n_kv_head):
+    h = _heads(w, n_head)
+    return h.reshape(n_kv_head, n_head // n_kv_head, *h.shape[1:])[:, 0].reshape(-1, w.shape[1])
+
+
+def pool_strided(w, n_head, n_kv_head):
+    h = _heads(w, n_head)  # groups {g, g + n_kv_head, ...} instead of consecutive heads
+    return h.reshape(n_head // n_kv_head, n_kv_head, *h.shape[1:]).mean(0).reshape(-1, w.shape[1])
+
+
+def pool_wrong_reshape(w, n_head, n_kv_head):
+    hd = w.shape[0] // n_head  # rows read as (kv head, head_dim, group): mixes the rows of different heads
+    return w.reshape(n_kv_head, hd, n_head // n_kv_head, w.shape[1]).mean(2).reshape(-1, w.shape[1])
+
+
 POOL_MISTAKES = [
     (pool_sum, "average the heads of a group (mean), not their sum: the pooled head should be the typical "
                      "head, and a sum makes the keys n_head // n_kv_head times larger"),
@@ -497,8 +478,7 @@ def _cases_pool_kv_heads() -> list:
     gen = generator()
     for d, n_head, n_kv_head in [(12, 6, 2), (16, 4, 1), (24, 8, 4), (12, 6, 3), (8, 2, 2)]:
         inputs.append((randn64(d, d, gen=gen), n_head, n_kv_head))
-    cases = [(args, _pool_out(_ref_pool(*args), args)) for args in inputs]
-    return cases
+    return [(args, _pool_out(_ref_pool(*args), args)) for args in inputs]
 
 
 EXERCISES = (

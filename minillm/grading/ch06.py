@@ -32,8 +32,24 @@ from minillm.grading import answers
 from minillm.grading.answers import generator
 from minillm.grading.core import Exercise, Wrong, short
 
+# Each section below defines its simulated wrong solutions (deliberately wrong: never references) next to
+# the list that pairs each one with the hint naming it; EXERCISES at the end declares the exercises.
+
 # ---------------------------------------------------------------------------------------------------
-# simulated wrong solutions (deliberately wrong; never use them as references); their hints are in EXERCISES
+# helpers
+
+
+def _int(got, args) -> int:
+    if isinstance(got, float) and got.is_integer():
+        raise Wrong(f"return an int (a number of parameters), got the float {got!r}: use // rather than /")
+    return answers.integer(got, "a number of parameters")
+
+
+def _shared(model: nn.Module) -> nn.Module:
+    """Make copy.deepcopy(model) return model itself, so that run_cases' copies of the arguments keep it."""
+    model.__deepcopy__ = lambda memo: model
+    return model
+
 
 # ---------------------------------------------------------------------------------------------------
 # 06.1 next-token loss
@@ -71,190 +87,6 @@ def loss_log_of_softmax(logits, idx):
     probs = torch.softmax(logits[:, :-1], dim=-1)
     return -torch.log(probs).gather(-1, idx[:, 1:, None]).mean()  # log(0) = -inf once a probability underflows
 
-
-# ---------------------------------------------------------------------------------------------------
-# 06.2 prefix-LM mask
-
-
-def _ij(T):
-    return torch.arange(T)[:, None], torch.arange(T)[None, :]
-
-
-def prefix_causal_only(T, prefix_len):
-    i, j = _ij(T)
-    return j <= i
-
-
-def prefix_transposed(T, prefix_len):
-    i, j = _ij(T)
-    return (i <= j) | (i < prefix_len)
-
-
-def prefix_queries_see_all(T, prefix_len):
-    i, j = _ij(T)
-    return (j <= i) | (i < prefix_len)  # the prefix sees the target tokens, which it must predict
-
-
-def prefix_off_by_one(T, prefix_len):
-    i, j = _ij(T)
-    return (j <= i) | (j <= prefix_len)
-
-
-def prefix_inverted(T, prefix_len):
-    i, j = _ij(T)
-    return ~((j <= i) | (j < prefix_len))
-
-
-def prefix_block_diagonal(T, prefix_len):
-    i, j = _ij(T)
-    in_prefix = (i < prefix_len) & (j < prefix_len)
-    return in_prefix | ((i >= prefix_len) & (j >= prefix_len) & (j <= i))  # the rest never sees the prefix
-
-
-# ---------------------------------------------------------------------------------------------------
-# 06.3 GPT-2 parameter count (tied head, learned positions, biases, LayerNorm)
-
-
-def _gpt2(vocab_size, block_size, n_layer, d_model, *, linear_bias=True, ln=2, final_ln=True, positions=True,
-          head=False):
-    d = d_model
-    per_layer = 12 * d * d + (9 * d if linear_bias else 0) + 2 * ln * d
-    return (vocab_size * d + (block_size * d if positions else 0) + n_layer * per_layer
-            + (ln * d if final_ln else 0) + (vocab_size * d if head else 0))
-
-
-def gpt2_no_linear_bias(vocab_size, block_size, n_layer, d_model):
-    return _gpt2(vocab_size, block_size, n_layer, d_model, linear_bias=False)
-
-
-def gpt2_no_bias_at_all(vocab_size, block_size, n_layer, d_model):
-    return _gpt2(vocab_size, block_size, n_layer, d_model, linear_bias=False, ln=1)
-
-
-def gpt2_no_positions(vocab_size, block_size, n_layer, d_model):
-    return _gpt2(vocab_size, block_size, n_layer, d_model, positions=False)
-
-
-def gpt2_no_layernorm(vocab_size, block_size, n_layer, d_model):
-    return _gpt2(vocab_size, block_size, n_layer, d_model, ln=0, final_ln=False)
-
-
-def gpt2_matrices_only(vocab_size, block_size, n_layer, d_model):
-    return _gpt2(vocab_size, block_size, n_layer, d_model, linear_bias=False, ln=0, final_ln=False)
-
-
-# ---------------------------------------------------------------------------------------------------
-# 06.4 Llama parameter count (GQA, SwiGLU, RMSNorm, no biases, untied head)
-
-
-def _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, *, kv_heads=None, kv_width=None,
-           ffn_mats=3, norm=1, bias=False, head=True, final_norm=True):
-    d, hd = d_model, d_model // n_head
-    kv = (n_kv_head if kv_heads is None else kv_heads) * hd if kv_width is None else kv_width
-    attn = 2 * d * d + 2 * d * kv + ((2 * d + 2 * kv) if bias else 0)
-    mlp = ffn_mats * d * ffn_hidden + (((ffn_mats - 1) * ffn_hidden + d) if bias else 0)
-    per_layer = attn + mlp + 2 * norm * d
-    return vocab_size * d * (2 if head else 1) + n_layer * per_layer + (norm * d if final_norm else 0)
-
-
-def llama_kv_n_head(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
-    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, kv_heads=n_head)
-
-
-def llama_kv_no_head_dim(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
-    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, kv_width=n_kv_head)
-
-
-def llama_two_ffn_matrices(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
-    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, ffn_mats=2)
-
-
-def llama_tied_head(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
-    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, head=False)
-
-
-def llama_layernorm(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
-    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, norm=2)
-
-
-def llama_biases(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
-    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, bias=True)
-
-
-def llama_no_final_norm(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
-    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, final_norm=False)
-
-
-def llama_no_norms(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
-    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, norm=0, final_norm=False)
-
-
-# ---------------------------------------------------------------------------------------------------
-# 06.5 warm-up + cosine learning rate
-
-
-def _lr(step, lr, warmup, total, min_ratio, *, warm0=False, warm_plus_one=False, to_zero=False, over_total=False,
-        clamp=True, no_half=False, linear=False, add_min=False):
-    if warmup and step < warmup:
-        return lr * (step if warm0 else step + 1) / (warmup + 1 if warm_plus_one else warmup)
-    progress = step / total if over_total else (step - warmup) / max(total - warmup, 1)
-    if clamp:
-        progress = min(progress, 1.0)
-    shape = 1 - progress if linear else (math.cos(math.pi * progress) if no_half
-                                         else 0.5 * (1 + math.cos(math.pi * progress)))
-    if to_zero:
-        return lr * shape
-    if add_min:
-        return lr * shape + min_ratio * lr
-    return lr * (min_ratio + (1 - min_ratio) * shape)
-
-
-def lr_warmup_plus_one(step, lr, warmup, total, min_ratio):
-    return _lr(step, lr, warmup, total, min_ratio, warm_plus_one=True)  # nanoGPT's (step + 1) / (warmup + 1)
-
-
-# ---------------------------------------------------------------------------------------------------
-# 06.6 weight-decay groups
-
-
-def _trainable(model):
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def decay_by_bias_name(model):
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return [p for n, p in named if "bias" not in n], [p for n, p in named if "bias" in n]
-
-
-def decay_swapped(model):
-    params = _trainable(model)
-    return [p for p in params if p.dim() < 2], [p for p in params if p.dim() >= 2]
-
-
-def decay_linear_only(model):
-    """minGPT's older rule: decay nn.Linear weights only (embeddings are left out)."""
-    linear = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
-    params = _trainable(model)
-    return [p for p in params if id(p) in linear], [p for p in params if id(p) not in linear]
-
-# ---------------------------------------------------------------------------------------------------
-# helpers
-
-
-def _int(got, args) -> int:
-    if isinstance(got, float) and got.is_integer():
-        raise Wrong(f"return an int (a number of parameters), got the float {got!r}: use // rather than /")
-    return answers.integer(got, "a number of parameters")
-
-
-def _shared(model: nn.Module) -> nn.Module:
-    """Make copy.deepcopy(model) return model itself, so that run_cases' copies of the arguments keep it."""
-    model.__deepcopy__ = lambda memo: model
-    return model
-
-
-# ---------------------------------------------------------------------------------------------------
-# 06.1 next-token loss
 
 LOSS_MISTAKES = [
     (loss_no_shift, "no shift: the logits at position t predict the NEXT token, idx[:, t + 1]; score "
@@ -328,6 +160,42 @@ def _cases_next_token_loss() -> list:
 # ---------------------------------------------------------------------------------------------------
 # 06.2 prefix-LM mask
 
+
+def _ij(T):
+    return torch.arange(T)[:, None], torch.arange(T)[None, :]
+
+
+def prefix_causal_only(T, prefix_len):
+    i, j = _ij(T)
+    return j <= i
+
+
+def prefix_transposed(T, prefix_len):
+    i, j = _ij(T)
+    return (i <= j) | (i < prefix_len)
+
+
+def prefix_queries_see_all(T, prefix_len):
+    i, j = _ij(T)
+    return (j <= i) | (i < prefix_len)  # the prefix sees the target tokens, which it must predict
+
+
+def prefix_off_by_one(T, prefix_len):
+    i, j = _ij(T)
+    return (j <= i) | (j <= prefix_len)
+
+
+def prefix_inverted(T, prefix_len):
+    i, j = _ij(T)
+    return ~((j <= i) | (j < prefix_len))
+
+
+def prefix_block_diagonal(T, prefix_len):
+    i, j = _ij(T)
+    in_prefix = (i < prefix_len) & (j < prefix_len)
+    return in_prefix | ((i >= prefix_len) & (j >= prefix_len) & (j <= i))  # the rest never sees the prefix
+
+
 PREFIX_MISTAKES = [
     (lambda T, prefix_len: torch.ones(T, T, dtype=torch.bool),
      "that is fully bidirectional (an encoder): only the prefix is; after it, token i "
@@ -357,12 +225,40 @@ def _cases_prefix_lm_mask() -> list:
 
     sizes = [(5, 2), (4, 0), (4, 4), (6, 3), (1, 1), (1, 0), (7, 1), (8, 5)]
     sizes += [(T, random.randrange(T + 1)) for T in (random.randrange(2, 10), random.randrange(2, 10))]
-    cases = [((T, P), _mask_out(prefix_lm_mask(T, P), (T, P))) for T, P in sizes]
-    return cases
+    return [((T, P), _mask_out(prefix_lm_mask(T, P), (T, P))) for T, P in sizes]
 
 
 # ---------------------------------------------------------------------------------------------------
 # 06.3 GPT-2 parameter count
+
+
+def _gpt2(vocab_size, block_size, n_layer, d_model, *, linear_bias=True, ln=2, final_ln=True, positions=True,
+          head=False):
+    d = d_model
+    per_layer = 12 * d * d + (9 * d if linear_bias else 0) + 2 * ln * d
+    return (vocab_size * d + (block_size * d if positions else 0) + n_layer * per_layer
+            + (ln * d if final_ln else 0) + (vocab_size * d if head else 0))
+
+
+def gpt2_no_linear_bias(vocab_size, block_size, n_layer, d_model):
+    return _gpt2(vocab_size, block_size, n_layer, d_model, linear_bias=False)
+
+
+def gpt2_no_bias_at_all(vocab_size, block_size, n_layer, d_model):
+    return _gpt2(vocab_size, block_size, n_layer, d_model, linear_bias=False, ln=1)
+
+
+def gpt2_no_positions(vocab_size, block_size, n_layer, d_model):
+    return _gpt2(vocab_size, block_size, n_layer, d_model, positions=False)
+
+
+def gpt2_no_layernorm(vocab_size, block_size, n_layer, d_model):
+    return _gpt2(vocab_size, block_size, n_layer, d_model, ln=0, final_ln=False)
+
+
+def gpt2_matrices_only(vocab_size, block_size, n_layer, d_model):
+    return _gpt2(vocab_size, block_size, n_layer, d_model, linear_bias=False, ln=0, final_ln=False)
+
 
 GPT2_MISTAKES = [
     (gpt2_no_linear_bias, "the linear layers' biases are missing: q, k, v, o have d each (4d) and the MLP's "
@@ -401,6 +297,49 @@ def _cases_gpt2_params() -> list:
 # ---------------------------------------------------------------------------------------------------
 # 06.4 Llama parameter count
 
+
+def _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, *, kv_heads=None, kv_width=None,
+           ffn_mats=3, norm=1, bias=False, head=True, final_norm=True):
+    d, hd = d_model, d_model // n_head
+    kv = (n_kv_head if kv_heads is None else kv_heads) * hd if kv_width is None else kv_width
+    attn = 2 * d * d + 2 * d * kv + ((2 * d + 2 * kv) if bias else 0)
+    mlp = ffn_mats * d * ffn_hidden + (((ffn_mats - 1) * ffn_hidden + d) if bias else 0)
+    per_layer = attn + mlp + 2 * norm * d
+    return vocab_size * d * (2 if head else 1) + n_layer * per_layer + (norm * d if final_norm else 0)
+
+
+def llama_kv_n_head(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
+    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, kv_heads=n_head)
+
+
+def llama_kv_no_head_dim(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
+    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, kv_width=n_kv_head)
+
+
+def llama_two_ffn_matrices(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
+    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, ffn_mats=2)
+
+
+def llama_tied_head(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
+    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, head=False)
+
+
+def llama_layernorm(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
+    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, norm=2)
+
+
+def llama_biases(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
+    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, bias=True)
+
+
+def llama_no_final_norm(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
+    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, final_norm=False)
+
+
+def llama_no_norms(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
+    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, norm=0, final_norm=False)
+
+
 LLAMA_MISTAKES = [
     (llama_kv_n_head, "with GQA, k_proj and v_proj have n_kv_head * head_dim outputs, not n_head * head_dim "
                             "(q_proj and o_proj keep d x d)"),
@@ -438,6 +377,27 @@ def _cases_llama_params() -> list:
 
 # ---------------------------------------------------------------------------------------------------
 # 06.5 warm-up + cosine learning rate
+
+
+def _lr(step, lr, warmup, total, min_ratio, *, warm0=False, warm_plus_one=False, to_zero=False, over_total=False,
+        clamp=True, no_half=False, linear=False, add_min=False):
+    if warmup and step < warmup:
+        return lr * (step if warm0 else step + 1) / (warmup + 1 if warm_plus_one else warmup)
+    progress = step / total if over_total else (step - warmup) / max(total - warmup, 1)
+    if clamp:
+        progress = min(progress, 1.0)
+    shape = 1 - progress if linear else (math.cos(math.pi * progress) if no_half
+                                         else 0.5 * (1 + math.cos(math.pi * progress)))
+    if to_zero:
+        return lr * shape
+    if add_min:
+        return lr * shape + min_ratio * lr
+    return lr * (min_ratio + (1 - min_ratio) * shape)
+
+
+def lr_warmup_plus_one(step, lr, warmup, total, min_ratio):
+    return _lr(step, lr, warmup, total, min_ratio, warm_plus_one=True)  # nanoGPT's (step + 1) / (warmup + 1)
+
 
 LR_MISTAKES = [
     (lambda step, lr, warmup, total, min_ratio: _lr(step, lr, warmup, total, min_ratio, warm0=True),
@@ -485,12 +445,33 @@ def _cases_lr_at() -> list:
         total = warmup + random.randrange(1, 500)
         inputs.append((random.randrange(0, total + 100), 10 ** random.uniform(-5, 0), warmup, total,
                        random.choice([0.0, 0.05, 0.1, 0.5])))
-    cases = [(args, _lr_out(lr_at(*args), args)) for args in inputs]
-    return cases
+    return [(args, _lr_out(lr_at(*args), args)) for args in inputs]
 
 
 # ---------------------------------------------------------------------------------------------------
 # 06.6 weight-decay groups
+
+
+def _trainable(model):
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def decay_by_bias_name(model):
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [p for n, p in named if "bias" not in n], [p for n, p in named if "bias" in n]
+
+
+def decay_swapped(model):
+    params = _trainable(model)
+    return [p for p in params if p.dim() < 2], [p for p in params if p.dim() >= 2]
+
+
+def decay_linear_only(model):
+    """minGPT's older rule: decay nn.Linear weights only (embeddings are left out)."""
+    linear = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    params = _trainable(model)
+    return [p for p in params if id(p) in linear], [p for p in params if id(p) not in linear]
+
 
 DECAY_MISTAKES = [
     (lambda model: (_trainable(model), []),
@@ -573,8 +554,7 @@ def _groups_out(got, args) -> tuple[tuple[str, ...], tuple[str, ...]]:
 def _cases_decay_groups() -> list:
     with torch.random.fork_rng(devices=[]):  # building the models must not move the learner's global RNG
         models = _decay_models()
-    cases = [((m,), _ref_groups(m)) for m in models]
-    return cases
+    return [((m,), _ref_groups(m)) for m in models]
 
 
 # ---------------------------------------------------------------------------------------------------

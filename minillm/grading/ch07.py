@@ -33,9 +33,40 @@ from minillm.grading.answers import d64, generator, randn64
 from minillm.grading.core import Exercise, Wrong, short
 
 # ---------------------------------------------------------------------------------------------------
-# simulated wrong solutions (deliberately wrong; never use them as references); their hints are in EXERCISES
+# each section below defines its simulated wrong solutions (deliberately wrong: never references) next to
+# the list that pairs each one with the hint naming it; EXERCISES at the end declares the exercises
 
 NEG_INF = float("-inf")
+
+# ---------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _logits_out(got, args) -> tuple:
+    return answers.tensor_answer(got, tuple(args[0].shape), "the logits' shape (B, V), the removed tokens set to -inf")
+
+
+def _ints(got, what: str) -> list[int]:
+    """A 1-D integer tensor or a list of ints -> list of int; else Wrong."""
+    if isinstance(got, torch.Tensor):
+        got = got.detach()
+        if got.is_floating_point() or got.is_complex() or got.dtype == torch.bool:
+            raise Wrong(f"{what} must be integers (token ids / indices), got a tensor of dtype {got.dtype}: use // "
+                        "for integer division, or argmax / topk indices")
+        return [int(v) for v in got.flatten().tolist()]
+    try:
+        items = list(got)
+    except TypeError as e:
+        raise Wrong(f"{what} must be a tensor or list of ints, got {type(got).__name__} {got!r:.40}") from e
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items):
+        raise Wrong(f"{what} must be integers, got {short(items, 40)}")
+    return [int(v) for v in items]
+
+
+# hand-worked logits of 07.1 and 07.3
+HAND_TOPK = [[1.0, 3.0, -0.5, 2.0, 0.0], [0.5, -1.0, 2.0, 1.5, -2.0]]
+HAND_PROBS = [0.1, 0.4, 0.05, 0.3, 0.15]  # 07.2: logits = log(probs)
+HAND_REP = [2.0, -1.0, 0.5, -3.0, 1.0]
 
 # ---------------------------------------------------------------------------------------------------
 # 07.1 top-k
@@ -62,6 +93,34 @@ def topk_smallest(logits, k):
 def topk_whole_batch(logits, k):
     kth = torch.topk(logits.flatten(), k).values[-1]  # one threshold for every row
     return logits.masked_fill(logits < kth, NEG_INF)
+
+
+TOPK_MISTAKES = [
+    (topk_keeps_k_plus_1, "you keep k + 1 tokens: keep the k largest, i.e. the logits >= the k-th largest "
+                                "(torch.topk(logits, k).values[:, -1:])"),
+    (topk_keeps_k_minus_1, "you keep only k - 1 tokens: the k-th largest itself stays, so drop the logits "
+                                 "STRICTLY below it (logits < kth, not <=)"),
+    (lambda logits, k: logits.masked_fill(logits < _kth(logits, k), 0.0),
+     "set the removed logits to -inf, not 0: exp(0) = 1 still gives them probability "
+                              "after the softmax"),
+    (topk_smallest, "keep the k LARGEST logits (the most likely tokens); yours keeps the smallest"),
+    (topk_whole_batch, "each row is its own distribution: take the k-th largest per row "
+                             "(topk(logits, k, dim=-1).values[:, -1:]), not over the whole batch"),
+    (lambda logits, k: torch.softmax(logits.masked_fill(logits < _kth(logits, k), NEG_INF), dim=-1),
+     "return filtered LOGITS (the removed ones -inf), not probabilities: the softmax "
+                               "comes later, in sampling"),
+]
+
+
+def _cases_top_k() -> list:
+    from minillm.sampling import top_k_filter
+
+    hand = d64(HAND_TOPK)
+    inputs = [(hand, 2), (hand, 1), (hand, 5)]
+    gen = generator()
+    for (B, V), k in [((3, 10), 3), ((1, 50), 7), ((4, 6), 6), ((2, 20), 1), ((5, 8), 4)]:
+        inputs.append((randn64(B, V, gen=gen, scale=2.0), k))
+    return [(args, _logits_out(top_k_filter(*args), args)) for args in inputs]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -118,202 +177,6 @@ def topp_returns_sorted(logits, p):
     return sorted_logits.masked_fill(drop, NEG_INF)  # right tokens, but in sorted order
 
 
-# ---------------------------------------------------------------------------------------------------
-# 07.3 repetition penalty (CTRL)
-
-
-def _seen(logits, prev_ids):
-    return torch.zeros_like(logits, dtype=torch.bool).scatter(-1, prev_ids, True)
-
-
-def _counts(logits, prev_ids):
-    return torch.zeros_like(logits).scatter_add(-1, prev_ids, torch.ones_like(prev_ids, dtype=logits.dtype))
-
-
-def rep_swapped(logits, prev_ids, theta):
-    return torch.where(_seen(logits, prev_ids), torch.where(logits > 0, logits * theta, logits / theta), logits)
-
-
-def rep_per_occurrence(logits, prev_ids, theta):
-    factor = theta ** _counts(logits, prev_ids)
-    return torch.where(logits > 0, logits / factor, logits * factor)
-
-
-def rep_unseen(logits, prev_ids, theta):
-    penalised = torch.where(logits > 0, logits / theta, logits * theta)
-    return torch.where(_seen(logits, prev_ids), logits, penalised)
-
-
-def rep_shared_history(logits, prev_ids, theta):
-    seen = torch.zeros(logits.shape[-1], dtype=torch.bool)
-    seen[prev_ids.flatten()] = True  # one set of tokens for every row
-    penalised = torch.where(logits > 0, logits / theta, logits * theta)
-    return torch.where(seen, penalised, logits)
-
-
-# ---------------------------------------------------------------------------------------------------
-# 07.4 greedy decoding with a KV cache
-
-
-def _greedy(model, idx, n, *, first_position=False, stale=False):
-    caches = model.make_kv_caches()
-    logits, _ = model(idx, kv_caches=caches)
-    out = idx
-    for step in range(n):
-        row = logits[:, 0] if first_position and step == 0 else logits[:, -1]
-        nxt = row.argmax(-1, keepdim=True)
-        out = torch.cat([out, nxt], dim=1)
-        if step < n - 1:
-            logits, _ = model(idx[:, -1:] if stale else nxt, kv_caches=caches)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# 07.5 inference memory
-
-
-def _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, *, unit=1e9, size=None, kv_factor=2,
-            kv=True, use_batch=True, layers=True):
-    size = dtype.itemsize if size is None else size
-    kv_bytes = (kv_factor * (n_layer if layers else 1) * n_kv_head * head_dim * tokens * (batch if use_batch else 1)
-                * size) if kv else 0
-    return (n_params * size + kv_bytes) / unit
-
-
-def mem_bits(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch):
-    return _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, size=torch.finfo(dtype).bits)
-
-
-def mem_gib(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch):
-    return _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, unit=2**30)
-
-
-def mem_no_factor_2(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch):
-    return _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, kv_factor=1)
-
-
-def mem_weights_only(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch):
-    return _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, kv=False)
-
-
-def mem_no_batch(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch):
-    return _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, use_batch=False)
-
-
-def mem_no_layers(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch):
-    return _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, layers=False)
-
-
-# ---------------------------------------------------------------------------------------------------
-# 07.6 one step of beam search
-
-
-def _decode(flat, V):
-    return flat // V, flat % V
-
-
-def beam_no_past(scores, logp, num_beams):
-    top = torch.topk(logp.flatten(), num_beams)  # ranked by the new token alone
-    beam, token = _decode(top.indices, logp.shape[-1])
-    return beam, token, scores[beam] + logp[beam, token]
-
-
-def beam_per_row_topk(scores, logp, num_beams):
-    total = scores[:, None] + logp
-    top = torch.topk(total, min(num_beams, logp.shape[-1]), dim=-1)  # (n_live, k) per beam, in beam order
-    beam = torch.arange(logp.shape[0])[:, None].expand_as(top.indices).flatten()[:num_beams]
-    return beam, top.indices.flatten()[:num_beams], top.values.flatten()[:num_beams]
-
-
-def beam_per_beam_best(scores, logp, num_beams):
-    best = (scores[:, None] + logp).max(dim=-1)  # each beam extends by its own best token only
-    order = torch.argsort(best.values, descending=True)[:num_beams]
-    return order, best.indices[order], best.values[order]
-
-
-def beam_wrong_divisor(scores, logp, num_beams):
-    n_live = logp.shape[0]
-    top = torch.topk((scores[:, None] + logp).flatten(), num_beams)
-    return top.indices % n_live, top.indices // n_live, top.values  # decoded with n_live instead of V
-
-
-def beam_lowest(scores, logp, num_beams):
-    top = torch.topk((scores[:, None] + logp).flatten(), num_beams, largest=False)
-    beam, token = _decode(top.indices, logp.shape[-1])
-    return beam, token, top.values
-
-
-def beam_probabilities_multiplied(scores, logp, num_beams):
-    total = torch.exp(scores)[:, None] * torch.exp(logp)  # right ranking, but a probability, not a log-prob
-    top = torch.topk(total.flatten(), num_beams)
-    beam, token = _decode(top.indices, logp.shape[-1])
-    return beam, token, top.values
-
-# ---------------------------------------------------------------------------------------------------
-# helpers
-
-
-def _logits_out(got, args) -> tuple:
-    return answers.tensor_answer(got, tuple(args[0].shape), "the logits' shape (B, V), the removed tokens set to -inf")
-
-
-def _ints(got, what: str) -> list[int]:
-    """A 1-D integer tensor or a list of ints -> list of int; else Wrong."""
-    if isinstance(got, torch.Tensor):
-        got = got.detach()
-        if got.is_floating_point() or got.is_complex() or got.dtype == torch.bool:
-            raise Wrong(f"{what} must be integers (token ids / indices), got a tensor of dtype {got.dtype}: use // "
-                        "for integer division, or argmax / topk indices")
-        return [int(v) for v in got.flatten().tolist()]
-    try:
-        items = list(got)
-    except TypeError as e:
-        raise Wrong(f"{what} must be a tensor or list of ints, got {type(got).__name__} {got!r:.40}") from e
-    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items):
-        raise Wrong(f"{what} must be integers, got {short(items, 40)}")
-    return [int(v) for v in items]
-
-
-# hand-worked logits of 07.1 and 07.3
-HAND_TOPK = [[1.0, 3.0, -0.5, 2.0, 0.0], [0.5, -1.0, 2.0, 1.5, -2.0]]
-HAND_PROBS = [0.1, 0.4, 0.05, 0.3, 0.15]  # 07.2: logits = log(probs)
-HAND_REP = [2.0, -1.0, 0.5, -3.0, 1.0]
-
-# ---------------------------------------------------------------------------------------------------
-# 07.1 top-k
-
-TOPK_MISTAKES = [
-    (topk_keeps_k_plus_1, "you keep k + 1 tokens: keep the k largest, i.e. the logits >= the k-th largest "
-                                "(torch.topk(logits, k).values[:, -1:])"),
-    (topk_keeps_k_minus_1, "you keep only k - 1 tokens: the k-th largest itself stays, so drop the logits "
-                                 "STRICTLY below it (logits < kth, not <=)"),
-    (lambda logits, k: logits.masked_fill(logits < _kth(logits, k), 0.0),
-     "set the removed logits to -inf, not 0: exp(0) = 1 still gives them probability "
-                              "after the softmax"),
-    (topk_smallest, "keep the k LARGEST logits (the most likely tokens); yours keeps the smallest"),
-    (topk_whole_batch, "each row is its own distribution: take the k-th largest per row "
-                             "(topk(logits, k, dim=-1).values[:, -1:]), not over the whole batch"),
-    (lambda logits, k: torch.softmax(logits.masked_fill(logits < _kth(logits, k), NEG_INF), dim=-1),
-     "return filtered LOGITS (the removed ones -inf), not probabilities: the softmax "
-                               "comes later, in sampling"),
-]
-
-
-def _cases_top_k() -> list:
-    from minillm.sampling import top_k_filter
-
-    hand = d64(HAND_TOPK)
-    inputs = [(hand, 2), (hand, 1), (hand, 5)]
-    gen = generator()
-    for (B, V), k in [((3, 10), 3), ((1, 50), 7), ((4, 6), 6), ((2, 20), 1), ((5, 8), 4)]:
-        inputs.append((randn64(B, V, gen=gen, scale=2.0), k))
-    cases = [(args, _logits_out(top_k_filter(*args), args)) for args in inputs]
-    return cases
-
-
-# ---------------------------------------------------------------------------------------------------
-# 07.2 top-p
-
 TOPP_MISTAKES = [
     (topp_drops_crossing_token, "the token whose probability brings the total to p or past it is KEPT: keep "
                                       "a token when the mass of the tokens ranked ABOVE it is < p (cumsum - probs "
@@ -355,12 +218,41 @@ def _cases_top_p() -> list:
     for B, V, scale in [(3, 10, 1.0), (2, 30, 2.0), (4, 6, 0.5), (1, 100, 3.0), (2, 8, 4.0)]:
         logits = randn64(B, V, gen=gen, scale=scale)
         inputs.append((logits, _safe_p(logits, gen)))
-    cases = [(args, _logits_out(top_p_filter(*args), args)) for args in inputs]
-    return cases
+    return [(args, _logits_out(top_p_filter(*args), args)) for args in inputs]
 
 
 # ---------------------------------------------------------------------------------------------------
 # 07.3 repetition penalty
+
+
+def _seen(logits, prev_ids):
+    return torch.zeros_like(logits, dtype=torch.bool).scatter(-1, prev_ids, True)
+
+
+def _counts(logits, prev_ids):
+    return torch.zeros_like(logits).scatter_add(-1, prev_ids, torch.ones_like(prev_ids, dtype=logits.dtype))
+
+
+def rep_swapped(logits, prev_ids, theta):
+    return torch.where(_seen(logits, prev_ids), torch.where(logits > 0, logits * theta, logits / theta), logits)
+
+
+def rep_per_occurrence(logits, prev_ids, theta):
+    factor = theta ** _counts(logits, prev_ids)
+    return torch.where(logits > 0, logits / factor, logits * factor)
+
+
+def rep_unseen(logits, prev_ids, theta):
+    penalised = torch.where(logits > 0, logits / theta, logits * theta)
+    return torch.where(_seen(logits, prev_ids), logits, penalised)
+
+
+def rep_shared_history(logits, prev_ids, theta):
+    seen = torch.zeros(logits.shape[-1], dtype=torch.bool)
+    seen[prev_ids.flatten()] = True  # one set of tokens for every row
+    penalised = torch.where(logits > 0, logits / theta, logits * theta)
+    return torch.where(seen, penalised, logits)
+
 
 REP_MISTAKES = [
     (lambda logits, prev_ids, theta: torch.where(_seen(logits, prev_ids), logits / theta, logits),
@@ -388,12 +280,25 @@ def _cases_repetition_penalty() -> list:
     gen = generator()
     for B, V, T, theta in [(3, 12, 6, 1.3), (1, 30, 20, 1.2), (4, 8, 1, 0.8), (2, 16, 10, 1.0), (2, 10, 15, 3.0)]:
         inputs.append((randn64(B, V, gen=gen, scale=2.0), torch.randint(V, (B, T), generator=gen), theta))
-    cases = [(args, _rep_out(repetition_penalty(*args), args)) for args in inputs]
-    return cases
+    return [(args, _rep_out(repetition_penalty(*args), args)) for args in inputs]
 
 
 # ---------------------------------------------------------------------------------------------------
 # 07.4 greedy decoding with a KV cache
+
+
+def _greedy(model, idx, n, *, first_position=False, stale=False):
+    caches = model.make_kv_caches()
+    logits, _ = model(idx, kv_caches=caches)
+    out = idx
+    for step in range(n):
+        row = logits[:, 0] if first_position and step == 0 else logits[:, -1]
+        nxt = row.argmax(-1, keepdim=True)
+        out = torch.cat([out, nxt], dim=1)
+        if step < n - 1:
+            logits, _ = model(idx[:, -1:] if stale else nxt, kv_caches=caches)
+    return out
+
 
 GEN_MISTAKES = [
     (lambda model, idx, n: _greedy(model, idx, n, first_position=True),
@@ -534,6 +439,39 @@ def _one_thread(ex: Exercise, fn: Callable) -> tuple[bool, str]:
 # ---------------------------------------------------------------------------------------------------
 # 07.5 memory to serve a model
 
+
+def _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, *, unit=1e9, size=None, kv_factor=2,
+            kv=True, use_batch=True, layers=True):
+    size = dtype.itemsize if size is None else size
+    kv_bytes = (kv_factor * (n_layer if layers else 1) * n_kv_head * head_dim * tokens * (batch if use_batch else 1)
+                * size) if kv else 0
+    return (n_params * size + kv_bytes) / unit
+
+
+def mem_bits(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch):
+    return _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, size=torch.finfo(dtype).bits)
+
+
+def mem_gib(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch):
+    return _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, unit=2**30)
+
+
+def mem_no_factor_2(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch):
+    return _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, kv_factor=1)
+
+
+def mem_weights_only(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch):
+    return _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, kv=False)
+
+
+def mem_no_batch(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch):
+    return _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, use_batch=False)
+
+
+def mem_no_layers(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch):
+    return _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, layers=False)
+
+
 MEM_MISTAKES = [
     (mem_bits, "torch.finfo(dtype).bits counts bits; bytes per number = dtype.itemsize (bits // 8)"),
     (mem_gib, "the answer is in GB = 10^9 bytes (what '7B x 2 bytes = 14 GB' means), not GiB = 2^30 bytes"),
@@ -573,6 +511,49 @@ def _cases_inference_memory() -> list:
 
 # ---------------------------------------------------------------------------------------------------
 # 07.6 one step of beam search
+
+
+def _decode(flat, V):
+    return flat // V, flat % V
+
+
+def beam_no_past(scores, logp, num_beams):
+    top = torch.topk(logp.flatten(), num_beams)  # ranked by the new token alone
+    beam, token = _decode(top.indices, logp.shape[-1])
+    return beam, token, scores[beam] + logp[beam, token]
+
+
+def beam_per_row_topk(scores, logp, num_beams):
+    total = scores[:, None] + logp
+    top = torch.topk(total, min(num_beams, logp.shape[-1]), dim=-1)  # (n_live, k) per beam, in beam order
+    beam = torch.arange(logp.shape[0])[:, None].expand_as(top.indices).flatten()[:num_beams]
+    return beam, top.indices.flatten()[:num_beams], top.values.flatten()[:num_beams]
+
+
+def beam_per_beam_best(scores, logp, num_beams):
+    best = (scores[:, None] + logp).max(dim=-1)  # each beam extends by its own best token only
+    order = torch.argsort(best.values, descending=True)[:num_beams]
+    return order, best.indices[order], best.values[order]
+
+
+def beam_wrong_divisor(scores, logp, num_beams):
+    n_live = logp.shape[0]
+    top = torch.topk((scores[:, None] + logp).flatten(), num_beams)
+    return top.indices % n_live, top.indices // n_live, top.values  # decoded with n_live instead of V
+
+
+def beam_lowest(scores, logp, num_beams):
+    top = torch.topk((scores[:, None] + logp).flatten(), num_beams, largest=False)
+    beam, token = _decode(top.indices, logp.shape[-1])
+    return beam, token, top.values
+
+
+def beam_probabilities_multiplied(scores, logp, num_beams):
+    total = torch.exp(scores)[:, None] * torch.exp(logp)  # right ranking, but a probability, not a log-prob
+    top = torch.topk(total.flatten(), num_beams)
+    beam, token = _decode(top.indices, logp.shape[-1])
+    return beam, token, top.values
+
 
 BEAM_MISTAKES = [
     (beam_no_past, "rank the candidates by the beam's TOTAL log-probability scores[b] + logp[b, t], not by "
@@ -623,8 +604,7 @@ def _cases_beam_step() -> list:
         lp = torch.log_softmax(randn64(n_live, V, gen=gen, scale=2.0), dim=-1)
         s = -5.0 * torch.rand(n_live, generator=gen, dtype=torch.float64) if n_live > 1 else torch.zeros(1).double()
         inputs.append((s, lp, num_beams))
-    cases = [(args, _beam_out(_ref_beam_step(*args), args)) for args in inputs]
-    return cases
+    return [(args, _beam_out(_ref_beam_step(*args), args)) for args in inputs]
 
 
 EXERCISES = (
