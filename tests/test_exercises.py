@@ -210,7 +210,7 @@ def test_grade_learner_gives_zero_and_solution_full_marks(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 # what every exercise gets: registry, solution, stub, junk, simulated mistakes
 
-POINTS = {"01": [1, 1, 2, 2, 2, 2], "02": [1, 2, 2, 2, 1, 1, 2], "03": [2, 1, 1, 2, 1, 3], "04": [1, 1, 1, 2, 2, 1],
+POINTS = {"01": [1, 1, 2, 2, 2, 2], "02": [1, 2, 2, 2, 1, 1, 2], "03": [2, 1, 1, 2, 1, 3], "04": [1, 1, 1, 2, 2, 1, 2],
           "05": [2, 1, 1, 1, 3, 1], "06": [2, 1, 1, 2, 1, 1, 2], "07": [1, 2, 1, 2, 1, 2]}
 EXERCISES = [(ex_id, src, name) for src in SOURCES for ex_id, name in kit.checked_functions(src).items()]
 EX_IDS = [ex_id for ex_id, _, _ in EXERCISES]
@@ -273,3 +273,46 @@ def test_each_simulated_mistake_gets_its_own_hint(ex_id):
         res = check(ex_id, fn)
         assert res.status == "failed" and res.hint.startswith(hint + ". "), (fn.__name__, res.hint)
         assert "\n" not in res.line() and "tensor([" not in res.line(), res.line()  # compact, one line
+
+
+# ---------------------------------------------------------------------------------------------------
+# the interview exercises (02.7, 03.6, 04.7, 06.7): the values their markdown shows, recomputed
+
+
+def _markdown(chapter: str) -> str:
+    return "\n".join(c.source(False) for c in kit.cells(kit.source(chapter)) if c.kind == "markdown")
+
+
+def test_interview_worked_examples_match_the_references():
+    from minillm import positional
+    from minillm.ffn import GLUFFN
+    from minillm.norms import rms_norm
+
+    d64 = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    assert "`[[cos 3, sin 3]] = [[-0.98999, 0.14112]]`" in _markdown("02")
+    for layout in ("halves", "adjacent"):
+        cos, sin = positional.rope_cos_sin(torch.tensor([3]), d64([1.0]))
+        got = positional.apply_rope(d64([[1.0, 0.0]]), cos, sin, layout)
+        assert got.flatten().tolist() == pytest.approx([-0.98999, 0.14112], abs=5e-6)
+    assert "the output `[0.8485, 1.1314]`" in _markdown("03") and "`[0.1810, -0.1358]`" in _markdown("03")
+    x = d64([3.0, 4.0]).requires_grad_(True)
+    y = rms_norm(x, d64([1.0, 1.0]), 0.0)
+    y.backward(d64([1.0, 0.0]))
+    assert y.tolist() == pytest.approx([0.8485, 1.1314], abs=5e-5)
+    assert x.grad.tolist() == pytest.approx([0.1810, -0.1358], abs=5e-5)
+    text = _markdown("04")
+    for variant, shown in [("swiglu", "5.284782"), ("geglu", "5.863499"), ("reglu", "6")]:
+        assert f"`[[{shown}]]` for {variant}" in text
+        ffn = GLUFFN(1, 1, variant).double()
+        with torch.no_grad():
+            ffn.gate.weight.fill_(1.0), ffn.up.weight.fill_(3.0), ffn.down.weight.fill_(0.5)
+            assert ffn(d64([[2.0]])).item() == pytest.approx(float(shown), abs=5e-7)
+
+
+def test_training_step_flops_of_llama2_7b_is_6nd_plus_attention():
+    """06.7 on Llama 2 7B at 4096 tokens: 6 * 6.74e9 (all but the input embedding) plus 12 L T d per token."""
+    from minillm.grading import ch06
+
+    n = 6_738_415_616 - 32000 * 4096  # count_params' total minus the input embedding table
+    want = (6 * n + 12 * 32 * 4096 * 4096) * 4096
+    assert ch06._ref_step_flops(32000, 32, 4096, 32, 32, 11008, 4096, 1) == want

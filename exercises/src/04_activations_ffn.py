@@ -286,3 +286,44 @@ def ffn_param_count(dim: int, hidden: int, gated: bool, bias: bool) -> int:
 
 # %%
 check("04.6", ffn_param_count)
+
+# %% [markdown]
+# ## 04.7 Interview question: a gated FFN from a fused checkpoint (2 points)
+#
+# Some checkpoints store a gated FFN's gate and up projections as **one** matrix: Phi-3's `gate_up_proj`
+# has shape `(2h, d)` in `nn.Linear`'s layout (output rows, input columns), the `h` rows of the gate
+# first, then the `h` rows of the up projection; `down_proj` is `(d, h)`. Write
+# `fused_glu_ffn(x, w_gate_up, w_down, variant)` for `x` of shape `(..., d)`, returning `(..., d)`: the
+# gated FFN of this chapter, where `variant` names the activation of the gate as in the chapter's table
+# (`"swiglu"`, `"geglu"` with the exact GELU, `"reglu"`). No biases. Nothing tells you `h`: read it off the
+# weights. Hidden and model sizes differ in the check, batches have several leading dimensions.
+#
+# Worked example, `d = h = 1`: `x = [[2]]`, `w_gate_up = [[1], [3]]` (gate 1, up 3), `w_down = [[0.5]]`
+# gives `[[5.284782]]` for swiglu, `[[5.863499]]` for geglu and `[[6]]` for reglu.
+
+# %%
+def fused_glu_ffn(x, w_gate_up, w_down, variant):
+    """The gated FFN of x (..., d) with the fused (2h, d) gate-then-up weight and the (d, h) down weight."""
+    # BEGIN SOLUTION 04.7: return the FFN output, the shape of x
+    h = w_gate_up.shape[0] // 2
+    gate, up = x @ w_gate_up[:h].T, x @ w_gate_up[h:].T  # (..., h) each
+    act = {"swiglu": torch.nn.functional.silu, "geglu": torch.nn.functional.gelu, "reglu": torch.relu}[variant]
+    return (act(gate) * up) @ w_down.T
+    # END SOLUTION
+
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Split the fused matrix into its two blocks of rows; only the gate branch goes through the activation.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `gate = x @ W[:h].T, up = x @ W[h:].T; out = (act(gate) * up) @ w_down.T`
+#
+# </details>
+
+# %%
+check("04.7", fused_glu_ffn)

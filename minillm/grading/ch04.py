@@ -8,6 +8,7 @@
 | 04.4 | `swiglu_ffn(x, w_gate, w_up, w_down)`, weights `(out, in)` | `minillm.ffn.swiglu` on the transposed weights |
 | 04.5 | `llama_hidden_size(dim, multiple_of, ffn_dim_multiplier)` | `minillm.ffn.llama_hidden_size` |
 | 04.6 | `ffn_param_count(dim, hidden, gated, bias)` | `minillm.ffn.ffn_params` / `glu_ffn_params` |
+| 04.7 | `fused_glu_ffn(x, w_gate_up, w_down, variant)`, Phi-3 fused layout | `minillm.ffn.GLUFFN` |
 
 Hand-worked cases come first (written out in the notebook), then random float64 inputs (04.1-04.4) or
 further model sizes (04.5, 04.6). Tolerance on tensors: 1e-6 times max(1, |expected|), tight enough to
@@ -328,6 +329,64 @@ def _cases_ffn_params() -> list:
     return cases
 
 
+# ---------------------------------------------------------------------------------------------------
+# 04.7 a gated FFN from a fused gate_up_proj (interview question), compared with minillm.ffn.GLUFFN
+
+_ACT = {"swiglu": torch.nn.functional.silu, "geglu": torch.nn.functional.gelu, "reglu": torch.relu}
+
+
+def _fused(x, w, w_down, variant, *, up_first=False, rows=None, act=None, both=False):
+    """The fused FFN with one deviation per keyword (the simulated mistakes below)."""
+    h = w.shape[0] // 2
+    first, second = (w[0::2], w[1::2]) if rows == "interleaved" else (w[:h], w[h:])
+    gate, up = (second, first) if up_first else (first, second)
+    f = act or _ACT[variant]
+    g, u = x @ gate.T, x @ up.T
+    return (f(g) * (f(u) if both else u)) @ w_down.T
+
+
+def _ref_fused(x, w, w_down, variant):
+    from minillm.ffn import GLUFFN
+
+    h, d = w.shape[0] // 2, w.shape[1]
+    ffn = GLUFFN(d, h, variant).double()
+    with torch.no_grad():
+        ffn.gate.weight.copy_(w[:h])
+        ffn.up.weight.copy_(w[h:])
+        ffn.down.weight.copy_(w_down)
+        return ffn(x)
+
+
+def _fused_out(got, args) -> tuple:
+    return answers.tensor_answer(got, tuple(args[0].shape), "x's shape (..., d): the FFN maps d back to d")
+
+
+def _cases_fused() -> list:
+    one = (d64([[2.0]]), d64([[1.0], [3.0]]), d64([[0.5]]))
+    inputs = [(*one, v) for v in ("swiglu", "geglu", "reglu")]
+    gen = generator()
+    for lead, d, h, variant in [((4,), 6, 10, "swiglu"), ((2, 3), 8, 5, "geglu"), ((3,), 4, 12, "reglu"),
+                                ((2, 2, 3), 5, 7, "swiglu"), ((5,), 12, 4, "geglu")]:
+        x = randn64(*lead, d, gen=gen, scale=2.0)
+        inputs.append((x, randn64(2 * h, d, gen=gen), randn64(d, h, gen=gen), variant))
+    return [(args, _fused_out(_ref_fused(*args), args)) for args in inputs]
+
+
+FUSED_MISTAKES = [
+    (lambda x, w, wd, v: _fused(x, w, wd, v, up_first=True),
+     "the gate's rows come FIRST in gate_up_proj: the activation goes on the first h outputs, not the last h"),
+    (lambda x, w, wd, v: _fused(x, w, wd, v, rows="interleaved"),
+     "the two projections are contiguous blocks of h rows (gate, then up), not alternating rows"),
+    (lambda x, w, wd, v: _fused(x, w, wd, v, both=True),
+     "only the gate goes through the activation; the up branch stays linear"),
+    (lambda x, w, wd, v: _fused(x, w, wd, v, act=lambda t: t),
+     "the gate has no activation: a bilinear FFN is not SwiGLU / GeGLU / ReGLU"),
+    (lambda x, w, wd, v: _fused(x, w, wd, v, act=lambda t: torch.nn.functional.gelu(t, approximate="tanh")
+                                if v == "geglu" else _ACT[v](t)),
+     "geglu uses the exact GELU (with erf), not the tanh approximation"),
+]
+
+
 EXERCISES = (
     Exercise("04.1", "GeLU (exact)", 1, cases=_cases_gelu, name="gelu", normalize=_elementwise, same=answers.close,
              mistakes=GELU_MISTAKES),
@@ -341,4 +400,6 @@ EXERCISES = (
              normalize=_int, mistakes=HIDDEN_MISTAKES),
     Exercise("04.6", "FFN parameter count", 1, cases=_cases_ffn_params, name="ffn_param_count", normalize=_int,
              mistakes=PARAM_MISTAKES),
+    Exercise("04.7", "Gated FFN from a fused checkpoint", 2, cases=_cases_fused, name="fused_glu_ffn",
+             normalize=_fused_out, same=answers.close, mistakes=FUSED_MISTAKES),
 )
