@@ -63,14 +63,6 @@ def _random_inputs(gen: torch.Generator) -> list[torch.Tensor]:
 # 04.1 GeLU, exact
 
 
-def gelu_erf_no_sqrt2(x):
-    return x * 0.5 * (1.0 + torch.erf(x))  # Phi(x) needs erf(x / sqrt 2)
-
-
-def gelu_phi_only(x):
-    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))  # the CDF, not x times it
-
-
 GELU_MISTAKES = [
     (lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))),
      "that is the tanh approximation (exercise 04.2), off by up to 4.7e-4; here use the "
@@ -78,9 +70,11 @@ GELU_MISTAKES = [
     (lambda x: x * torch.sigmoid(1.702 * x),
      "that is the sigmoid approximation x * sigmoid(1.702 x), off by up to 0.02; use the "
                                 "exact Phi(x) = (1 + erf(x / sqrt(2))) / 2"),
-    (gelu_erf_no_sqrt2, "erf(x) alone is not the normal CDF: Phi(x) = (1 + erf(x / sqrt(2))) / 2 "
+    (lambda x: x * 0.5 * (1.0 + torch.erf(x)),  # Phi(x) needs erf(x / sqrt 2)
+     "erf(x) alone is not the normal CDF: Phi(x) = (1 + erf(x / sqrt(2))) / 2 "
                               "(divide x by sqrt(2) inside erf)"),
-    (gelu_phi_only, "you returned Phi(x), the CDF; GeLU is x * Phi(x)"),
+    (lambda x: 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0))),  # the CDF, not x times it
+     "you returned Phi(x), the CDF; GeLU is x * Phi(x)"),
     (lambda x: x * (1.0 + torch.erf(x / math.sqrt(2.0))),
      "the 1/2 of Phi is missing: Phi(x) = (1 + erf(x / sqrt(2))) / 2 (yours is twice GeLU)"),
 ]

@@ -64,10 +64,6 @@ def loss_no_shift(logits, idx):
     return -_logp_of(logits, idx).mean()  # position t scored on its own token, not the next one
 
 
-def loss_shift_backwards(logits, idx):
-    return -_logp_of(logits[:, 1:], idx[:, :-1]).mean()  # position t + 1 predicts token t
-
-
 def loss_mean_over_vocab(logits, idx):
     logp = torch.log_softmax(logits[:, :-1], dim=-1)
     onehot = F.one_hot(idx[:, 1:], logits.shape[-1]).to(logp.dtype)
@@ -91,7 +87,8 @@ def loss_log_of_softmax(logits, idx):
 LOSS_MISTAKES = [
     (loss_no_shift, "no shift: the logits at position t predict the NEXT token, idx[:, t + 1]; score "
                           "logits[:, :-1] against idx[:, 1:] (yours scores each position on its own token)"),
-    (loss_shift_backwards, "shifted the wrong way: logits[:, :-1] (positions 0 .. T-2) predict idx[:, 1:] "
+    (lambda logits, idx: -_logp_of(logits[:, 1:], idx[:, :-1]).mean(),  # position t + 1 predicts token t
+     "shifted the wrong way: logits[:, :-1] (positions 0 .. T-2) predict idx[:, 1:] "
                                  "(tokens 1 .. T-1); yours pairs logits[:, 1:] with idx[:, :-1]"),
     (loss_mean_over_vocab, "the mean also runs over the vocabulary (a one-hot times log-probs, then .mean()), "
                                  "which divides the loss by V: average only over the B * (T - 1) predictions"),

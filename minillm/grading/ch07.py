@@ -81,10 +81,6 @@ def topk_keeps_k_plus_1(logits, k):
     return logits.masked_fill(logits < _kth(logits, k1), NEG_INF)
 
 
-def topk_keeps_k_minus_1(logits, k):
-    return logits.masked_fill(logits <= _kth(logits, k), NEG_INF)  # the k-th itself is dropped
-
-
 def topk_smallest(logits, k):
     kth = torch.topk(logits, k, dim=-1, largest=False).values[:, -1:]
     return logits.masked_fill(logits > kth, NEG_INF)
@@ -98,7 +94,8 @@ def topk_whole_batch(logits, k):
 TOPK_MISTAKES = [
     (topk_keeps_k_plus_1, "you keep k + 1 tokens: keep the k largest, i.e. the logits >= the k-th largest "
                                 "(torch.topk(logits, k).values[:, -1:])"),
-    (topk_keeps_k_minus_1, "you keep only k - 1 tokens: the k-th largest itself stays, so drop the logits "
+    (lambda logits, k: logits.masked_fill(logits <= _kth(logits, k), NEG_INF),  # the k-th itself is dropped
+     "you keep only k - 1 tokens: the k-th largest itself stays, so drop the logits "
                                  "STRICTLY below it (logits < kth, not <=)"),
     (lambda logits, k: logits.masked_fill(logits < _kth(logits, k), 0.0),
      "set the removed logits to -inf, not 0: exp(0) = 1 still gives them probability "
