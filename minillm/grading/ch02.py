@@ -71,10 +71,6 @@ def _int(got, args) -> int:
 # 02.1 sinusoidal table
 
 
-def sinusoid_swapped(n_pos, dim):
-    return ref.sinusoidal_table(n_pos, dim)[:, torch.arange(dim) ^ 1]  # cos in even columns, sin in odd
-
-
 def sinusoid_column_exponent(n_pos, dim):
     pos = torch.arange(n_pos, dtype=torch.float64)[:, None]
     angle = pos / 10000 ** (torch.arange(dim, dtype=torch.float64) / dim)  # j instead of 2i
@@ -94,8 +90,10 @@ def sinusoid_pair_exponent(n_pos, dim):
 SINUSOID_MISTAKES = [
     (lambda n_pos, dim: ref.sinusoidal_table(n_pos, dim, layout='halves'),
      "this is the concatenated layout [sin..., cos...]; the paper interleaves: "
-                            "column 2i holds sin, column 2i+1 the cos of the same angle"),
-    (sinusoid_swapped, "sin and cos are swapped: even columns (2i) hold sin, odd ones (2i+1) cos"),
+     "column 2i holds sin, column 2i+1 the cos of the same angle"),
+    (lambda n_pos, dim:
+         ref.sinusoidal_table(n_pos, dim)[:, torch.arange(dim) ^ 1],  # cos in even columns, sin in odd
+     "sin and cos are swapped: even columns (2i) hold sin, odd ones (2i+1) cos"),
     (sinusoid_column_exponent, "the exponent uses the column index j; both columns 2i and 2i+1 of pair i "
                                      "share the frequency 1/10000^(2i/d)"),
     (sinusoid_pair_exponent, "the exponent is 2i/d, not i/d (i counts pairs, 2i is the even column)"),
@@ -122,7 +120,7 @@ ROPE_MISTAKES = [
                             "(you rotated by minus the angle)"),
     (lambda x, cos, sin: ref.apply_rope(x, cos, sin, 'adjacent'),
      "you paired adjacent dims (x[2i], x[2i+1]) (GPT-J layout); here the pairs are "
-                          "(x[i], x[i + d/2]) (split halves, GPT-NeoX / Llama in Hugging Face)"),
+     "(x[i], x[i + d/2]) (split halves, GPT-NeoX / Llama in Hugging Face)"),
     (lambda x, cos, sin: ref.apply_rope(x, sin, cos, 'halves'),
      "cos and sin are swapped: x * cos + rotate_half(x) * sin"),
 ]
@@ -164,7 +162,7 @@ def slopes_odd_extra(n):
 SLOPE_MISTAKES = [
     (lambda n: [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)],
      "2^(-8(h+1)/n) is only for n a power of two; otherwise take the n' slopes of "
-                                    "the power of two below, then every other slope of 2n'"),
+     "the power of two below, then every other slope of 2n'"),
     (slopes_first_extra, "the extra slopes are every OTHER slope of 2n' ([0::2]), the ones that fall "
                                "between the n' slopes; you took the first ones"),
     (slopes_odd_extra, "[1::2] of the 2n' slopes repeats the n' slopes you already have; take [0::2]"),
@@ -183,10 +181,6 @@ def _cases_slopes() -> list:
 # 02.4 T5 bucket
 
 
-def bucket_query_minus_key(rel, bidirectional, num_buckets, max_distance):
-    return int(ref.t5_bucket(torch.tensor(-rel), bidirectional, num_buckets, max_distance))
-
-
 def _bucket(rel, bidirectional, num_buckets, max_distance, *, to_int=int, clip=True):
     half = num_buckets // 2 if bidirectional else num_buckets
     offset = half if (bidirectional and rel > 0) else 0
@@ -198,20 +192,18 @@ def _bucket(rel, bidirectional, num_buckets, max_distance, *, to_int=int, clip=T
     return offset + (min(big, half - 1) if clip else big)
 
 
-def bucket_no_clip(rel, bidirectional, num_buckets, max_distance):
-    return _bucket(rel, bidirectional, num_buckets, max_distance, clip=False)
-
-
-def bucket_rounded(rel, bidirectional, num_buckets, max_distance):
-    return _bucket(rel, bidirectional, num_buckets, max_distance, to_int=round)
-
-
 BUCKET_MISTAKES = [
-    (bucket_query_minus_key, "sign convention: rel is key - query, so keys AFTER the query (rel > 0) go "
-                                   "to the upper half, and the causal case looks at rel < 0"),
-    (bucket_no_clip, "distances beyond max_distance must share the last bucket: clip with "
-                           "min(bucket, num_buckets - 1) (per half when bidirectional)"),
-    (bucket_rounded, "truncate the log-spaced bucket (int() / floor), don't round it"),
+    (lambda rel, bidirectional, num_buckets, max_distance:
+         int(ref.t5_bucket(torch.tensor(-rel), bidirectional, num_buckets, max_distance)),
+     "sign convention: rel is key - query, so keys AFTER the query (rel > 0) go "
+     "to the upper half, and the causal case looks at rel < 0"),
+    (lambda rel, bidirectional, num_buckets, max_distance:
+         _bucket(rel, bidirectional, num_buckets, max_distance, clip=False),
+     "distances beyond max_distance must share the last bucket: clip with "
+     "min(bucket, num_buckets - 1) (per half when bidirectional)"),
+    (lambda rel, bidirectional, num_buckets, max_distance:
+         _bucket(rel, bidirectional, num_buckets, max_distance, to_int=round),
+     "truncate the log-spaced bucket (int() / floor), don't round it"),
 ]
 
 
@@ -270,7 +262,7 @@ def _float(got, args) -> float:
 NTK_MISTAKES = [
     (lambda base, factor, head_dim: base * factor,
      "multiplying the base by s is not enough: the exponent d/(d-2) makes the slowest "
-                             "pair turn exactly s times slower"),
+     "pair turn exactly s times slower"),
     (lambda base, factor, head_dim: base * factor ** ((head_dim - 2) / head_dim),
      "the exponent is d/(d-2), not (d-2)/d"),
     (lambda base, factor, head_dim: base * factor ** (head_dim / (head_dim - 1)),
@@ -324,10 +316,6 @@ def _rope_ref(x, positions, base, layout, *, exponent=2.0, sign=1.0, layout_of=N
     return ref.apply_rope(x, cos, sign * sin, layout_of or layout)
 
 
-def rope_at_swapped_layout(x, positions, base, layout):
-    return _rope_ref(x, positions, base, layout, layout_of={"halves": "adjacent", "adjacent": "halves"}[layout])
-
-
 def _cases_rope_at() -> list:
     gen = generator()
     inputs = [(torch.tensor([[1.0, 0.0]], dtype=torch.float64), torch.tensor([3]), 10000.0, "halves"),
@@ -359,14 +347,16 @@ def _check_rope_at(ex: Exercise, fn: Callable) -> tuple[bool, str]:
 
 
 ROPE_AT_MISTAKES = [
-    (rope_at_swapped_layout, "the layouts are swapped: 'halves' pairs feature i with i + d/2, 'adjacent' pairs "
-                             "2i with 2i + 1"),
+    (lambda x, positions, base, layout:
+         _rope_ref(x, positions, base, layout, layout_of={'halves': 'adjacent', 'adjacent': 'halves'}[layout]),
+     "the layouts are swapped: 'halves' pairs feature i with i + d/2, 'adjacent' pairs "
+     "2i with 2i + 1"),
     (lambda x, positions, base, layout: _rope_ref(x, positions, base, layout, pos=lambda p: torch.arange(len(p))),
      "rotate by the positions you are given, not by 0 .. T-1: with a KV cache or packed "
-                     "sequences they differ"),
+     "sequences they differ"),
     (lambda x, positions, base, layout: _rope_ref(x, positions, base, layout, exponent=1.0),
      "the frequency of pair i falls as base ** (-2i / d), not base ** (-i / d): the last pair "
-                       "turns nearly base times slower than the first"),
+     "turns nearly base times slower than the first"),
     (lambda x, positions, base, layout: _rope_ref(x, positions, base, layout, sign=-1.0),
      "rotate counter-clockwise: a pair (a, b) becomes (a cos - b sin, a sin + b cos)"),
 ]

@@ -122,18 +122,16 @@ def rms_subtract_mean(x, weight, eps):
     return c / torch.sqrt((c * c).mean(-1, keepdim=True) + eps) * weight
 
 
-def rms_sum_not_mean(x, weight, eps):
-    return x / torch.sqrt((x * x).sum(-1, keepdim=True) + eps) * weight  # the L2 norm: sqrt(d) too large
-
-
 RMS_MISTAKES = [
     (rms_subtract_mean, "RMSNorm does NOT subtract the mean: divide x itself by sqrt(mean(x^2) + eps)"),
     (lambda x, weight, eps: x / ((x * x).mean(-1, keepdim=True).sqrt() + eps) * weight,
      "eps goes INSIDE the square root: x / sqrt(mean(x^2) + eps)"),
     (lambda x, weight, eps: x / ((x * x).mean(-1, keepdim=True) + eps) * weight,
      "take the square ROOT of the mean square: x / sqrt(mean(x^2) + eps)"),
-    (rms_sum_not_mean, "that is the L2 norm (sum of squares); RMS uses the MEAN of the squares, "
-                             "so yours is sqrt(d) times too small"),
+    (lambda x, weight, eps:
+         x / torch.sqrt((x * x).sum(-1, keepdim=True) + eps) * weight,  # the L2 norm: sqrt(d) too large
+     "that is the L2 norm (sum of squares); RMS uses the MEAN of the squares, "
+     "so yours is sqrt(d) times too small"),
     (lambda x, weight, eps: x / torch.sqrt((x * x).mean(0, keepdim=True) + eps) * weight,
      "normalised over the wrong dimension: use the LAST one (dim=-1, keepdim=True)"),
 ]
@@ -178,13 +176,13 @@ def _pair(got, args) -> tuple[float, float]:
 DEEPNORM_MISTAKES = [
     (lambda n: ((8 * n) ** (-0.25), (2 * n) ** 0.25),
      "alpha and beta are swapped: alpha = (2N)^(1/4) > 1 scales the residual, "
-                             "beta = (8N)^(-1/4) < 1 scales the init"),
+     "beta = (8N)^(-1/4) < 1 scales the init"),
     (lambda n: ((3 * n) ** 0.25, (12 * n) ** (-0.25)),
      "(3N)^(1/4) and (12N)^(-1/4) are the DECODER of an encoder-decoder model; "
-                                    "decoder-only uses (2N)^(1/4) and (8N)^(-1/4)"),
+     "decoder-only uses (2N)^(1/4) and (8N)^(-1/4)"),
     (lambda n: ((2 * n) ** 0.5, (2 * n) ** (-0.5)),
      "(2N)^(1/2) is GLM-130B's variant; the DeepNet paper's decoder-only constants are "
-                         "(2N)^(1/4) and (8N)^(-1/4)"),
+     "(2N)^(1/4) and (8N)^(-1/4)"),
     (lambda n: ((2 * n) ** 0.25, (8 * n) ** 0.25),
      "beta = (8N)^(-1/4): a NEGATIVE exponent (beta < 1 shrinks the init)"),
 ]
@@ -287,10 +285,6 @@ def _cases_residual() -> list:
 # 03.5 RMSNorm computed in float32
 
 
-def rms_half_precision(x, weight, eps):
-    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * weight  # all in float16/bfloat16
-
-
 def _same_dtype(got, args) -> tuple:
     x = args[0]
     if not isinstance(got, torch.Tensor):
@@ -308,8 +302,10 @@ def _within_two_steps(got, want, args) -> bool:
 
 
 HALF_MISTAKES = [
-    (rms_half_precision, "computed in float16/bfloat16: x * x overflows for |x| >= 256 (or rounds to 0 for "
-                               "tiny x); upcast first with x.float(), normalise, multiply, then .to(x.dtype)"),
+    (lambda x, weight, eps:
+         x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * weight,  # all in float16/bfloat16
+     "computed in float16/bfloat16: x * x overflows for |x| >= 256 (or rounds to 0 for "
+     "tiny x); upcast first with x.float(), normalise, multiply, then .to(x.dtype)"),
 ]
 
 

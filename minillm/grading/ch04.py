@@ -66,13 +66,13 @@ def _random_inputs(gen: torch.Generator) -> list[torch.Tensor]:
 GELU_MISTAKES = [
     (lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))),
      "that is the tanh approximation (exercise 04.2), off by up to 4.7e-4; here use the "
-                             "exact Phi(x) = (1 + erf(x / sqrt(2))) / 2"),
+     "exact Phi(x) = (1 + erf(x / sqrt(2))) / 2"),
     (lambda x: x * torch.sigmoid(1.702 * x),
      "that is the sigmoid approximation x * sigmoid(1.702 x), off by up to 0.02; use the "
-                                "exact Phi(x) = (1 + erf(x / sqrt(2))) / 2"),
+     "exact Phi(x) = (1 + erf(x / sqrt(2))) / 2"),
     (lambda x: x * 0.5 * (1.0 + torch.erf(x)),  # Phi(x) needs erf(x / sqrt 2)
      "erf(x) alone is not the normal CDF: Phi(x) = (1 + erf(x / sqrt(2))) / 2 "
-                              "(divide x by sqrt(2) inside erf)"),
+     "(divide x by sqrt(2) inside erf)"),
     (lambda x: 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0))),  # the CDF, not x times it
      "you returned Phi(x), the CDF; GeLU is x * Phi(x)"),
     (lambda x: x * (1.0 + torch.erf(x / math.sqrt(2.0))),
@@ -101,10 +101,10 @@ TANH_MISTAKES = [
      "the constant is sqrt(2 / pi) = 0.7979, not sqrt(2 * pi)"),
     (lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * x + 0.044715 * x ** 3)),
      "sqrt(2 / pi) multiplies the whole bracket: sqrt(2 / pi) * (x + 0.044715 * x**3), "
-                               "not only x"),
+     "not only x"),
     (lambda x: x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0))),
      "that is the exact GeLU (erf, exercise 04.1); this one wants the tanh approximation, "
-                           "which differs by up to 4.7e-4"),
+     "which differs by up to 4.7e-4"),
     (lambda x: x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))),
      "the factor 0.5 is missing: 0.5 * x * (1 + tanh(...))"),
 ]
@@ -158,27 +158,25 @@ def swiglu_gelu(x, w_gate, w_up, w_down):
     return (g * 0.5 * (1.0 + torch.erf(g / math.sqrt(2.0))) * (x @ w_up.T)) @ w_down.T
 
 
-def swiglu_sigmoid_gate(x, w_gate, w_up, w_down):
-    return (torch.sigmoid(x @ w_gate.T) * (x @ w_up.T)) @ w_down.T  # GLU, not SwiGLU
-
-
 SWIGLU_MISTAKES = [
     (lambda x, w_gate, w_up, w_down: x @ w_gate.T * _silu(x @ w_up.T) @ w_down.T,
      "the SiLU goes on the GATE branch: silu(x @ w_gate.T) * (x @ w_up.T); yours is on "
-                              "the up branch"),
+     "the up branch"),
     (lambda x, w_gate, w_up, w_down: _silu(x @ w_gate) * (x @ w_up) @ w_down,
      "the weights are stored (out_features, in_features) as in nn.Linear: a map is "
-                                "x @ W.T, not x @ W"),
+     "x @ W.T, not x @ W"),
     (swiglu_gelu, "GeLU on the gate is GeGLU; SwiGLU uses SiLU: silu(t) = t * sigmoid(t)"),
-    (swiglu_sigmoid_gate, "sigmoid(gate) * up is the original GLU; SwiGLU uses SiLU(gate) = gate * "
-                                "sigmoid(gate)"),
+    (lambda x, w_gate, w_up, w_down:
+         torch.sigmoid(x @ w_gate.T) * (x @ w_up.T) @ w_down.T,  # GLU, not SwiGLU
+     "sigmoid(gate) * up is the original GLU; SwiGLU uses SiLU(gate) = gate * "
+     "sigmoid(gate)"),
     (lambda x, w_gate, w_up, w_down: (_silu(x @ w_gate.T) + x @ w_up.T) @ w_down.T,
      "the two branches are MULTIPLIED elementwise: silu(gate(x)) * up(x), not added"),
     (lambda x, w_gate, w_up, w_down: _silu(x @ w_gate.T) * (x @ w_up.T),
      "the down projection is missing: finish with @ w_down.T to map h back to d"),
     (lambda x, w_gate, w_up, w_down: _silu(x @ w_gate.T * (x @ w_up.T)) @ w_down.T,
      "apply the SiLU to the gate alone, then multiply: silu(gate(x)) * up(x), not "
-                                      "silu(gate(x) * up(x))"),
+     "silu(gate(x) * up(x))"),
 ]
 
 
@@ -265,7 +263,7 @@ HIDDEN_MISTAKES = [
     (hidden_no_rounding, "round hidden up to a multiple of multiple_of (the result must be one)"),
     (lambda dim, multiple_of=256, ffn_dim_multiplier=None: _round_up(int(2 * 4 * dim / 3), multiple_of),
      "ffn_dim_multiplier is ignored: when it is not None, hidden = "
-                                      "int(ffn_dim_multiplier * hidden) before rounding up"),
+     "int(ffn_dim_multiplier * hidden) before rounding up"),
     (hidden_multiplier_after_rounding, "apply ffn_dim_multiplier BEFORE rounding up, so that the result is "
                                              "a multiple of multiple_of"),
     (hidden_always_256, "use the multiple_of argument, not a fixed 256"),
@@ -286,14 +284,6 @@ def _cases_llama_hidden() -> list:
 # 04.6 FFN parameter count
 
 
-def params_two_matrices(dim, hidden, gated, bias):
-    return 2 * dim * hidden + ((hidden + dim) if bias else 0)  # the gate matrix forgotten
-
-
-def params_gated_one_hidden_bias(dim, hidden, gated, bias):
-    return (3 if gated else 2) * dim * hidden + ((hidden + dim) if bias else 0)  # gate's bias forgotten
-
-
 def params_bias_both_hidden(dim, hidden, gated, bias):
     n_in = 2 if gated else 1
     return (n_in + 1) * dim * hidden + ((n_in + 1) * hidden if bias else 0)  # down's bias has d entries
@@ -302,9 +292,13 @@ def params_bias_both_hidden(dim, hidden, gated, bias):
 PARAM_MISTAKES = [
     (lambda dim, hidden, gated, bias: (3 if gated else 2) * dim * hidden,
      "the biases are missing: with bias=True add hidden for each d -> h map and dim for down"),
-    (params_two_matrices, "a gated FFN has THREE matrices (gate, up, down): 3 * dim * hidden"),
-    (params_gated_one_hidden_bias, "with bias, a gated FFN has two biases of size hidden (gate and up) plus "
-                                         "dim for down"),
+    (lambda dim, hidden, gated, bias:
+         2 * dim * hidden + (hidden + dim if bias else 0),  # the gate matrix forgotten
+     "a gated FFN has THREE matrices (gate, up, down): 3 * dim * hidden"),
+    (lambda dim, hidden, gated, bias:
+         (3 if gated else 2) * dim * hidden + (hidden + dim if bias else 0),  # gate's bias forgotten
+     "with bias, a gated FFN has two biases of size hidden (gate and up) plus "
+     "dim for down"),
     (params_bias_both_hidden, "down maps h -> d, so its bias has dim entries, not hidden"),
 ]
 

@@ -107,7 +107,7 @@ ATTN_MISTAKES = [
      "D in 1 / sqrt(D) is the head dimension q.shape[-1], not the number of keys"),
     (lambda q, k, v, mask=None: torch.softmax(_masked(_scores(q, k, 1.0 / math.sqrt(q.shape[-1])), mask), dim=-2) @ v,
      "take the softmax over the keys, dim=-1 (each query's weights sum to 1); "
-                                      "yours normalises over the queries (dim=-2)"),
+     "yours normalises over the queries (dim=-2)"),
     (attn_mask_after_softmax, "mask BEFORE the softmax: zeroing weights after it leaves rows that no longer "
                                     f"sum to 1; {MASK_FIX}"),
     (attn_mask_inverted, "mask polarity inverted: True means 'may attend', so block where the mask is "
@@ -181,10 +181,10 @@ CAUSAL_MISTAKES = [
                           "(<=, not <): the diagonal must be True"),
     (lambda T, S: torch.ones(T, S, dtype=torch.bool).tril(),
      "with a cache (S > T) align the diagonal bottom-right: query i is the token at position "
-                            "i + S - T and sees keys j <= i + S - T; tril(ones(T, S)) aligns it top-left"),
+     "i + S - T and sees keys j <= i + S - T; tril(ones(T, S)) aligns it top-left"),
     (lambda T, S: torch.ones(T, S, dtype=torch.bool).tril(diagonal=T - S),
      "the cache shifts the diagonal RIGHT: tril(..., diagonal=S - T), not "
-                                     "diagonal=T - S"),
+     "diagonal=T - S"),
     (causal_upper, "yours is transposed: query i must see the keys at or BEFORE its position (j <= i + S - T, "
                          "lower triangle), not after it"),
     (causal_inverted, "polarity inverted: True must mean 'may attend' (the convention of "
@@ -254,32 +254,22 @@ def _cases_gqa() -> list:
 # 05.4 KV cache size
 
 
-def kv_no_factor_2(n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype):
-    return n_layer * n_kv_head * head_dim * seq_len * batch * dtype.itemsize
-
-
-def kv_n_head(n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype):
-    return 2 * n_layer * n_head * head_dim * seq_len * batch * dtype.itemsize
-
-
-def kv_bits(n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype):
-    return 2 * n_layer * n_kv_head * head_dim * seq_len * batch * torch.finfo(dtype).bits
-
-
-def kv_no_batch(n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype):
-    return 2 * n_layer * n_kv_head * head_dim * seq_len * dtype.itemsize
-
-
-def kv_one_layer(n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype):
-    return 2 * n_kv_head * head_dim * seq_len * batch * dtype.itemsize
-
-
 KV_MISTAKES = [
-    (kv_no_factor_2, "the factor 2 is missing: the cache holds the keys AND the values"),
-    (kv_n_head, "use n_kv_head, not n_head: with GQA / MQA only the n_kv_head key/value heads are cached"),
-    (kv_bits, "torch.finfo(dtype).bits counts bits; bytes per element = bits // 8 (or dtype.itemsize)"),
-    (kv_no_batch, "multiply by batch: each sequence of the batch has its own cache"),
-    (kv_one_layer, "multiply by n_layer: every layer caches its own keys and values"),
+    (lambda n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype:
+         n_layer * n_kv_head * head_dim * seq_len * batch * dtype.itemsize,
+     "the factor 2 is missing: the cache holds the keys AND the values"),
+    (lambda n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype:
+         2 * n_layer * n_head * head_dim * seq_len * batch * dtype.itemsize,
+     "use n_kv_head, not n_head: with GQA / MQA only the n_kv_head key/value heads are cached"),
+    (lambda n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype:
+         2 * n_layer * n_kv_head * head_dim * seq_len * batch * torch.finfo(dtype).bits,
+     "torch.finfo(dtype).bits counts bits; bytes per element = bits // 8 (or dtype.itemsize)"),
+    (lambda n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype:
+         2 * n_layer * n_kv_head * head_dim * seq_len * dtype.itemsize,
+     "multiply by batch: each sequence of the batch has its own cache"),
+    (lambda n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype:
+         2 * n_kv_head * head_dim * seq_len * batch * dtype.itemsize,
+     "multiply by n_layer: every layer caches its own keys and values"),
 ]
 
 
@@ -331,28 +321,28 @@ def _flash(q, k, v, block, *, rescale_acc=True, rescale_l=True, inverse_alpha=Fa
 FLASH_MISTAKES = [
     (lambda q, k, v, block: _flash(q, k, v, block, rescale_acc=False),
      "when the running max grows, rescale the old output accumulator too: "
-                                   "acc = exp(m_old - m_new) * acc + p @ v_block"),
+     "acc = exp(m_old - m_new) * acc + p @ v_block"),
     (lambda q, k, v, block: _flash(q, k, v, block, rescale_l=False),
      "when the running max grows, rescale the old sum too: "
-                                 "l = exp(m_old - m_new) * l + p.sum(-1)"),
+     "l = exp(m_old - m_new) * l + p.sum(-1)"),
     (lambda q, k, v, block: _flash(q, k, v, block, rescale_acc=False, rescale_l=False),
      "the old l and acc were summed under the old max: multiply both by "
-                                   "exp(m_old - m_new) before adding the new block"),
+     "exp(m_old - m_new) before adding the new block"),
     (lambda q, k, v, block: _flash(q, k, v, block, inverse_alpha=True),
      "the rescale factor is exp(m_old - m_new) (<= 1), not exp(m_new - m_old)"),
     (lambda q, k, v, block: _flash(q, k, v, block, normalise_inside=True),
      "you divide by l inside the loop, so the old part is divided twice: keep acc "
-                                   "unnormalised and divide by l once at the end (or multiply the old output "
-                                   "back by its old l first)"),
+     "unnormalised and divide by l once at the end (or multiply the old output "
+     "back by its old l first)"),
     (lambda q, k, v, block: _flash(q, k, v, block, lse_plus_m=False),
      "lse = m + log(l): l was summed under the max m (exp(s - m)), so log(l) alone is "
-                             "off by m"),
+     "off by m"),
     (lambda q, k, v, block: _flash(q, k, v, block, subtract_max=False),
      "subtract the running max before exp(): exp(s) overflows to inf for scores above ~709 "
-                         "(and underflows to 0 below ~-745) in float64"),
+     "(and underflows to 0 below ~-745) in float64"),
     (lambda q, k, v, block: _flash(q, k, v, block, m0=0.0),
      "start the running max at -inf, not 0: when every score is far below 0, "
-                                   "exp(s - 0) underflows to 0 and l = 0"),
+     "exp(s - 0) underflows to 0 and l = 0"),
     (lambda q, k, v, block: _flash(q, k, v, block, scale=1.0),
      "the scores are not scaled: q @ k^T / sqrt(D), D = q.shape[-1]"),
 ]

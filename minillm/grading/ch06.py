@@ -60,10 +60,6 @@ def _logp_of(logits, targets):
     return torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
 
 
-def loss_no_shift(logits, idx):
-    return -_logp_of(logits, idx).mean()  # position t scored on its own token, not the next one
-
-
 def loss_mean_over_vocab(logits, idx):
     logp = torch.log_softmax(logits[:, :-1], dim=-1)
     onehot = F.one_hot(idx[:, 1:], logits.shape[-1]).to(logp.dtype)
@@ -75,26 +71,26 @@ def loss_probs_not_log(logits, idx):
     return -probs.gather(-1, idx[:, 1:, None]).mean()
 
 
-def loss_raw_logits(logits, idx):
-    return -logits[:, :-1].gather(-1, idx[:, 1:, None]).mean()  # no log-softmax: not a log-probability
-
-
 def loss_log_of_softmax(logits, idx):
     probs = torch.softmax(logits[:, :-1], dim=-1)
     return -torch.log(probs).gather(-1, idx[:, 1:, None]).mean()  # log(0) = -inf once a probability underflows
 
 
 LOSS_MISTAKES = [
-    (loss_no_shift, "no shift: the logits at position t predict the NEXT token, idx[:, t + 1]; score "
-                          "logits[:, :-1] against idx[:, 1:] (yours scores each position on its own token)"),
+    (lambda logits, idx:
+         -_logp_of(logits, idx).mean(),  # position t scored on its own token, not the next one
+     "no shift: the logits at position t predict the NEXT token, idx[:, t + 1]; score "
+     "logits[:, :-1] against idx[:, 1:] (yours scores each position on its own token)"),
     (lambda logits, idx: -_logp_of(logits[:, 1:], idx[:, :-1]).mean(),  # position t + 1 predicts token t
      "shifted the wrong way: logits[:, :-1] (positions 0 .. T-2) predict idx[:, 1:] "
-                                 "(tokens 1 .. T-1); yours pairs logits[:, 1:] with idx[:, :-1]"),
+     "(tokens 1 .. T-1); yours pairs logits[:, 1:] with idx[:, :-1]"),
     (loss_mean_over_vocab, "the mean also runs over the vocabulary (a one-hot times log-probs, then .mean()), "
                                  "which divides the loss by V: average only over the B * (T - 1) predictions"),
     (loss_probs_not_log, "cross-entropy averages -log p(target), not -p(target): take log_softmax, not softmax"),
-    (loss_raw_logits, "a logit is not a log-probability: take log_softmax(logits) (logits minus their "
-                            "logsumexp) before picking the target's entry"),
+    (lambda logits, idx:
+         -logits[:, :-1].gather(-1, idx[:, 1:, None]).mean(),  # no log-softmax: not a log-probability
+     "a logit is not a log-probability: take log_softmax(logits) (logits minus their "
+     "logsumexp) before picking the target's entry"),
     (lambda logits, idx: -_logp_of(logits[:, :-1], idx[:, 1:]).sum(),
      "average over the B * (T - 1) predictions (mean), not the sum"),
     (lambda logits, idx: _logp_of(logits[:, :-1], idx[:, 1:]).mean(),
@@ -196,7 +192,7 @@ def prefix_block_diagonal(T, prefix_len):
 PREFIX_MISTAKES = [
     (lambda T, prefix_len: torch.ones(T, T, dtype=torch.bool),
      "that is fully bidirectional (an encoder): only the prefix is; after it, token i "
-                                 "must not see the later tokens j > i it is going to predict"),
+     "must not see the later tokens j > i it is going to predict"),
     (prefix_causal_only, "that is the plain causal mask: inside the prefix every token sees the WHOLE prefix "
                                "(j < prefix_len), later ones included"),
     (prefix_transposed, "yours is transposed: row i is the QUERY, column j the key; query i sees "
@@ -237,41 +233,31 @@ def _gpt2(vocab_size, block_size, n_layer, d_model, *, linear_bias=True, ln=2, f
             + (ln * d if final_ln else 0) + (vocab_size * d if head else 0))
 
 
-def gpt2_no_linear_bias(vocab_size, block_size, n_layer, d_model):
-    return _gpt2(vocab_size, block_size, n_layer, d_model, linear_bias=False)
-
-
-def gpt2_no_bias_at_all(vocab_size, block_size, n_layer, d_model):
-    return _gpt2(vocab_size, block_size, n_layer, d_model, linear_bias=False, ln=1)
-
-
-def gpt2_no_positions(vocab_size, block_size, n_layer, d_model):
-    return _gpt2(vocab_size, block_size, n_layer, d_model, positions=False)
-
-
-def gpt2_no_layernorm(vocab_size, block_size, n_layer, d_model):
-    return _gpt2(vocab_size, block_size, n_layer, d_model, ln=0, final_ln=False)
-
-
-def gpt2_matrices_only(vocab_size, block_size, n_layer, d_model):
-    return _gpt2(vocab_size, block_size, n_layer, d_model, linear_bias=False, ln=0, final_ln=False)
-
-
 GPT2_MISTAKES = [
-    (gpt2_no_linear_bias, "the linear layers' biases are missing: q, k, v, o have d each (4d) and the MLP's "
-                                "up and down 4d and d, so 9d per layer"),
-    (gpt2_no_bias_at_all, "the biases are missing: 9d per layer in the linear layers (q, k, v, o: 4d; MLP: "
-                                "4d + d) and d in each LayerNorm (LayerNorm has a gain AND a bias: 2d)"),
+    (lambda vocab_size, block_size, n_layer, d_model:
+         _gpt2(vocab_size, block_size, n_layer, d_model, linear_bias=False),
+     "the linear layers' biases are missing: q, k, v, o have d each (4d) and the MLP's "
+     "up and down 4d and d, so 9d per layer"),
+    (lambda vocab_size, block_size, n_layer, d_model:
+         _gpt2(vocab_size, block_size, n_layer, d_model, linear_bias=False, ln=1),
+     "the biases are missing: 9d per layer in the linear layers (q, k, v, o: 4d; MLP: "
+     "4d + d) and d in each LayerNorm (LayerNorm has a gain AND a bias: 2d)"),
     (lambda vocab_size, block_size, n_layer, d_model: _gpt2(vocab_size, block_size, n_layer, d_model, head=True),
      "the head is tied: lm_head.weight IS the token embedding, so count V * d once"),
-    (gpt2_no_positions, "GPT-2's positions are learned: add the position embedding, block_size * d"),
+    (lambda vocab_size, block_size, n_layer, d_model:
+         _gpt2(vocab_size, block_size, n_layer, d_model, positions=False),
+     "GPT-2's positions are learned: add the position embedding, block_size * d"),
     (lambda vocab_size, block_size, n_layer, d_model: _gpt2(vocab_size, block_size, n_layer, d_model, final_ln=False),
      "the final LayerNorm (before lm_head) is missing: + 2d"),
-    (gpt2_no_layernorm, "the LayerNorms are missing: two per layer and a final one, 2d each (gain and bias)"),
+    (lambda vocab_size, block_size, n_layer, d_model:
+         _gpt2(vocab_size, block_size, n_layer, d_model, ln=0, final_ln=False),
+     "the LayerNorms are missing: two per layer and a final one, 2d each (gain and bias)"),
     (lambda vocab_size, block_size, n_layer, d_model: _gpt2(vocab_size, block_size, n_layer, d_model, ln=1),
      "a LayerNorm has a gain AND a bias: 2d parameters, not d"),
-    (gpt2_matrices_only, "12 L d^2 (+ embeddings) counts only the matrices; add the biases (9d per layer) "
-                               "and the LayerNorms (2 x 2d per layer, + 2d final)"),
+    (lambda vocab_size, block_size, n_layer, d_model:
+         _gpt2(vocab_size, block_size, n_layer, d_model, linear_bias=False, ln=0, final_ln=False),
+     "12 L d^2 (+ embeddings) counts only the matrices; add the biases (9d per layer) "
+     "and the LayerNorms (2 x 2d per layer, + 2d final)"),
 ]
 
 
@@ -305,49 +291,33 @@ def _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, *, kv_he
     return vocab_size * d * (2 if head else 1) + n_layer * per_layer + (norm * d if final_norm else 0)
 
 
-def llama_kv_n_head(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
-    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, kv_heads=n_head)
-
-
-def llama_kv_no_head_dim(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
-    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, kv_width=n_kv_head)
-
-
-def llama_two_ffn_matrices(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
-    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, ffn_mats=2)
-
-
-def llama_tied_head(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
-    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, head=False)
-
-
-def llama_layernorm(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
-    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, norm=2)
-
-
-def llama_biases(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
-    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, bias=True)
-
-
-def llama_no_final_norm(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
-    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, final_norm=False)
-
-
-def llama_no_norms(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden):
-    return _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, norm=0, final_norm=False)
-
-
 LLAMA_MISTAKES = [
-    (llama_kv_n_head, "with GQA, k_proj and v_proj have n_kv_head * head_dim outputs, not n_head * head_dim "
-                            "(q_proj and o_proj keep d x d)"),
-    (llama_kv_no_head_dim, "k_proj and v_proj are d x (n_kv_head * head_dim), head_dim = d_model // n_head: "
-                                 "each key/value head has head_dim outputs"),
-    (llama_two_ffn_matrices, "SwiGLU has THREE matrices (gate, up, down): 3 * d * ffn_hidden per layer"),
-    (llama_tied_head, "Llama's head is NOT tied: lm_head is its own V x d matrix, on top of the embedding"),
-    (llama_layernorm, "RMSNorm has a gain only (d parameters), no bias: not 2d"),
-    (llama_biases, "Llama's linear layers have no biases"),
-    (llama_no_final_norm, "the final RMSNorm (before lm_head) is missing: + d"),
-    (llama_no_norms, "the RMSNorms are missing: two per layer and a final one, d each"),
+    (lambda vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden:
+         _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, kv_heads=n_head),
+     "with GQA, k_proj and v_proj have n_kv_head * head_dim outputs, not n_head * head_dim "
+     "(q_proj and o_proj keep d x d)"),
+    (lambda vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden:
+         _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, kv_width=n_kv_head),
+     "k_proj and v_proj are d x (n_kv_head * head_dim), head_dim = d_model // n_head: "
+     "each key/value head has head_dim outputs"),
+    (lambda vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden:
+         _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, ffn_mats=2),
+     "SwiGLU has THREE matrices (gate, up, down): 3 * d * ffn_hidden per layer"),
+    (lambda vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden:
+         _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, head=False),
+     "Llama's head is NOT tied: lm_head is its own V x d matrix, on top of the embedding"),
+    (lambda vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden:
+         _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, norm=2),
+     "RMSNorm has a gain only (d parameters), no bias: not 2d"),
+    (lambda vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden:
+         _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, bias=True),
+     "Llama's linear layers have no biases"),
+    (lambda vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden:
+         _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, final_norm=False),
+     "the final RMSNorm (before lm_head) is missing: + d"),
+    (lambda vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden:
+         _llama(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, norm=0, final_norm=False),
+     "the RMSNorms are missing: two per layer and a final one, d each"),
 ]
 
 
@@ -392,33 +362,31 @@ def _lr(step, lr, warmup, total, min_ratio, *, warm0=False, warm_plus_one=False,
     return lr * (min_ratio + (1 - min_ratio) * shape)
 
 
-def lr_warmup_plus_one(step, lr, warmup, total, min_ratio):
-    return _lr(step, lr, warmup, total, min_ratio, warm_plus_one=True)  # nanoGPT's (step + 1) / (warmup + 1)
-
-
 LR_MISTAKES = [
     (lambda step, lr, warmup, total, min_ratio: _lr(step, lr, warmup, total, min_ratio, warm0=True),
      "the warm-up starts at lr / warmup, not 0: lr * (step + 1) / warmup (a step with "
-                                "learning rate 0 is wasted)"),
-    (lr_warmup_plus_one, "divide by warmup, not warmup + 1 (nanoGPT's convention): the warm-up reaches the "
-                               "full lr at step warmup - 1, lr * (step + 1) / warmup"),
+     "learning rate 0 is wasted)"),
+    (lambda step, lr, warmup, total, min_ratio:
+         _lr(step, lr, warmup, total, min_ratio, warm_plus_one=True),  # nanoGPT's (step + 1) / (warmup + 1)
+     "divide by warmup, not warmup + 1 (nanoGPT's convention): the warm-up reaches the "
+     "full lr at step warmup - 1, lr * (step + 1) / warmup"),
     (lambda step, lr, warmup, total, min_ratio: _lr(step, lr, warmup, total, min_ratio, to_zero=True),
      "the cosine ends at min_ratio * lr, not 0: lr * (min_ratio + (1 - min_ratio) * "
-                              "0.5 * (1 + cos(pi * progress)))"),
+     "0.5 * (1 + cos(pi * progress)))"),
     (lambda step, lr, warmup, total, min_ratio: _lr(step, lr, warmup, total, min_ratio, over_total=True),
      "the cosine runs over the steps AFTER the warm-up: progress = (step - warmup) / "
-                                 "(total - warmup), not step / total"),
+     "(total - warmup), not step / total"),
     (lambda step, lr, warmup, total, min_ratio: _lr(step, lr, warmup, total, min_ratio, clamp=False),
      "after step total the rate stays at min_ratio * lr: clamp progress to at most 1 (the "
-                           "cosine would rise again)"),
+     "cosine would rise again)"),
     (lambda step, lr, warmup, total, min_ratio: _lr(step, lr, warmup, total, min_ratio, no_half=True),
      "the cosine factor is 0.5 * (1 + cos(pi * progress)), which goes from 1 to 0; cos(pi * "
-                       "progress) alone goes to -1"),
+     "progress) alone goes to -1"),
     (lambda step, lr, warmup, total, min_ratio: _lr(step, lr, warmup, total, min_ratio, linear=True),
      "that is a linear decay; the schedule here is a cosine: 0.5 * (1 + cos(pi * progress))"),
     (lambda step, lr, warmup, total, min_ratio: _lr(step, lr, warmup, total, min_ratio, add_min=True),
      "interpolate between lr and min_ratio * lr: lr * (min_ratio + (1 - min_ratio) * factor); "
-                         "adding min_ratio * lr on top starts the decay above lr"),
+     "adding min_ratio * lr on top starts the decay above lr"),
 ]
 
 
@@ -473,7 +441,7 @@ def decay_linear_only(model):
 DECAY_MISTAKES = [
     (lambda model: (_trainable(model), []),
      "not everything is decayed: biases and norm gains (dim < 2) go in no_decay, since "
-                             "pulling a LayerNorm/RMSNorm gain towards 0 would shrink the activations"),
+     "pulling a LayerNorm/RMSNorm gain towards 0 would shrink the activations"),
     (decay_by_bias_name, "the norms' gains (e.g. input_layernorm.weight) are 1-D too and must not be "
                                "decayed; a name test for 'bias' misses them: decide by p.dim() >= 2"),
     (decay_swapped, "the groups are swapped: return (decay, no_decay), decay holding the matrices and "
@@ -594,10 +562,10 @@ def _cases_step_flops() -> list:
 STEP_FLOPS_MISTAKES = [
     (lambda *a: _ref_step_flops(*a, fwd_bwd=2),
      "that is the forward pass only: the backward pass costs twice the forward, so a training "
-                         "step is three forward passes"),
+     "step is three forward passes"),
     (lambda *a: _ref_step_flops(*a, attention=0),
      "attention's own products (q against every key, the weighted sum of the values) are "
-                         "missing: they grow with seq_len and are not parameters"),
+     "missing: they grow with seq_len and are not parameters"),
     (lambda *a: _ref_step_flops(*a, head=False),
      "the untied lm_head is a d_model x vocab_size matrix every token multiplies: count it"),
     (lambda *a: _ref_step_flops(*a, embedding=True),
@@ -606,7 +574,7 @@ STEP_FLOPS_MISTAKES = [
      "with GQA the k and v projections have n_kv_head heads, not n_head: they are smaller"),
     (lambda *a: _ref_step_flops(*a, causal=0.5),
      "the estimate counts every query against all seq_len keys (no saving for the causal "
-                        "mask)"),
+     "mask)"),
 ]
 
 

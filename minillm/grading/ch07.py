@@ -96,16 +96,16 @@ TOPK_MISTAKES = [
                                 "(torch.topk(logits, k).values[:, -1:])"),
     (lambda logits, k: logits.masked_fill(logits <= _kth(logits, k), NEG_INF),  # the k-th itself is dropped
      "you keep only k - 1 tokens: the k-th largest itself stays, so drop the logits "
-                                 "STRICTLY below it (logits < kth, not <=)"),
+     "STRICTLY below it (logits < kth, not <=)"),
     (lambda logits, k: logits.masked_fill(logits < _kth(logits, k), 0.0),
      "set the removed logits to -inf, not 0: exp(0) = 1 still gives them probability "
-                              "after the softmax"),
+     "after the softmax"),
     (topk_smallest, "keep the k LARGEST logits (the most likely tokens); yours keeps the smallest"),
     (topk_whole_batch, "each row is its own distribution: take the k-th largest per row "
                              "(topk(logits, k, dim=-1).values[:, -1:]), not over the whole batch"),
     (lambda logits, k: torch.softmax(logits.masked_fill(logits < _kth(logits, k), NEG_INF), dim=-1),
      "return filtered LOGITS (the removed ones -inf), not probabilities: the softmax "
-                               "comes later, in sampling"),
+     "comes later, in sampling"),
 ]
 
 
@@ -230,10 +230,6 @@ def _counts(logits, prev_ids):
     return torch.zeros_like(logits).scatter_add(-1, prev_ids, torch.ones_like(prev_ids, dtype=logits.dtype))
 
 
-def rep_swapped(logits, prev_ids, theta):
-    return torch.where(_seen(logits, prev_ids), torch.where(logits > 0, logits * theta, logits / theta), logits)
-
-
 def rep_per_occurrence(logits, prev_ids, theta):
     factor = theta ** _counts(logits, prev_ids)
     return torch.where(logits > 0, logits / factor, logits * factor)
@@ -254,9 +250,11 @@ def rep_shared_history(logits, prev_ids, theta):
 REP_MISTAKES = [
     (lambda logits, prev_ids, theta: torch.where(_seen(logits, prev_ids), logits / theta, logits),
      "dividing a NEGATIVE logit by theta brings it closer to 0 and makes the token MORE "
-                            "likely: CTRL divides positive logits by theta and multiplies negative ones by theta"),
-    (rep_swapped, "the two cases are swapped: positive logits are DIVIDED by theta, negative ones "
-                        "multiplied (both lower the token's probability when theta > 1)"),
+     "likely: CTRL divides positive logits by theta and multiplies negative ones by theta"),
+    (lambda logits, prev_ids, theta:
+         torch.where(_seen(logits, prev_ids), torch.where(logits > 0, logits * theta, logits / theta), logits),
+     "the two cases are swapped: positive logits are DIVIDED by theta, negative ones "
+     "multiplied (both lower the token's probability when theta > 1)"),
     (rep_per_occurrence, "the penalty is applied once per token, however often it occurred (theta, not "
                                "theta ** count): count-based penalties are the frequency penalty's job"),
     (rep_unseen, "penalise the tokens that DID occur in prev_ids, not the others"),
@@ -300,10 +298,10 @@ def _greedy(model, idx, n, *, first_position=False, stale=False):
 GEN_MISTAKES = [
     (lambda model, idx, n: _greedy(model, idx, n, first_position=True),
      "take the next token from the LAST position's logits, logits[:, -1, :]: at the "
-                               "prefill logits[:, 0] predicts what follows the FIRST prompt token"),
+     "prefill logits[:, 0] predicts what follows the FIRST prompt token"),
     (lambda model, idx, n: _greedy(model, idx, n, stale=True),
      "feed the token you just chose (shape (B, 1)) at each step, not the prompt's last "
-                            "token again"),
+     "token again"),
 ]
 
 
@@ -445,38 +443,26 @@ def _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, *, uni
     return (n_params * size + kv_bytes) / unit
 
 
-def mem_bits(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch):
-    return _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, size=torch.finfo(dtype).bits)
-
-
-def mem_gib(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch):
-    return _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, unit=2**30)
-
-
-def mem_no_factor_2(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch):
-    return _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, kv_factor=1)
-
-
-def mem_weights_only(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch):
-    return _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, kv=False)
-
-
-def mem_no_batch(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch):
-    return _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, use_batch=False)
-
-
-def mem_no_layers(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch):
-    return _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, layers=False)
-
-
 MEM_MISTAKES = [
-    (mem_bits, "torch.finfo(dtype).bits counts bits; bytes per number = dtype.itemsize (bits // 8)"),
-    (mem_gib, "the answer is in GB = 10^9 bytes (what '7B x 2 bytes = 14 GB' means), not GiB = 2^30 bytes"),
-    (mem_no_factor_2, "the KV cache holds the keys AND the values: 2 * n_layer * n_kv_head * head_dim per "
-                            "token"),
-    (mem_weights_only, "add the KV cache: 2 * n_layer * n_kv_head * head_dim * tokens * batch numbers"),
-    (mem_no_batch, "multiply the KV cache by batch: each sequence has its own keys and values"),
-    (mem_no_layers, "multiply the KV cache by n_layer: every layer caches its own keys and values"),
+    (lambda n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch:
+         _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, size=torch.finfo(dtype).bits),
+     "torch.finfo(dtype).bits counts bits; bytes per number = dtype.itemsize (bits // 8)"),
+    (lambda n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch:
+         _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, unit=2 ** 30),
+     "the answer is in GB = 10^9 bytes (what '7B x 2 bytes = 14 GB' means), not GiB = 2^30 bytes"),
+    (lambda n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch:
+         _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, kv_factor=1),
+     "the KV cache holds the keys AND the values: 2 * n_layer * n_kv_head * head_dim per "
+     "token"),
+    (lambda n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch:
+         _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, kv=False),
+     "add the KV cache: 2 * n_layer * n_kv_head * head_dim * tokens * batch numbers"),
+    (lambda n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch:
+         _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, use_batch=False),
+     "multiply the KV cache by batch: each sequence has its own keys and values"),
+    (lambda n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch:
+         _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, layers=False),
+     "multiply the KV cache by n_layer: every layer caches its own keys and values"),
 ]
 
 
