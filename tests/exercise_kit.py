@@ -10,12 +10,17 @@ its own hint), by tests/conftest.py (the `solution` and `stubs` fixtures) and by
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 from pathlib import Path
 
-from minillm.grading import build
-
 ROOT = Path(__file__).resolve().parents[1]
+# the authoring tool that turns a solution source into notebooks (tools/, not part of the package)
+_spec = importlib.util.spec_from_file_location("exercise_notebooks", ROOT / "tools" / "exercise_notebooks.py")
+build = importlib.util.module_from_spec(_spec)
+sys.modules["exercise_notebooks"] = build
+_spec.loader.exec_module(build)
 SOURCES = sorted((ROOT / "exercises" / "src").glob("*.py"))
 CHECK_CELL_RE = re.compile(r"""^check\(\s*["'](\d\d\.\d+)["']\s*,\s*(\w+)\s*\)""", re.MULTILINE)
 

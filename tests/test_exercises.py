@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,10 @@ import nbformat
 import pytest
 import torch
 
-from minillm.grading import build, check, core, runner
+from minillm.commands import grade
+from minillm.grading import check, core, runner
+
+build = kit.build
 
 ROOT = kit.ROOT
 SOURCES = kit.SOURCES
@@ -138,12 +142,38 @@ def test_learner_notebook_shape(src: Path):
         assert len(lines) == 1 and lines[0].startswith("⬜ ") and "not attempted" in lines[0], c.outputs
 
 
+# a stub says what to write, never how: no operator, bracket or torch recipe in its message
+RECIPE = re.compile(r"[=@*/^\[\]]|\b(softmax|masked_fill|topk|cumsum|repeat_interleave|gather|sqrt|exp|log|"
+                    r"arange|tril|reshape|sum|scatter|sigmoid|erf|silu|itemsize|floor|ceil|sin|cos)\b")
+STUB_RE = re.compile(r'raise NotImplementedError\("Exercise (\d\d\.\d+): ([^"]*)"\)')
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.name)
+def test_stubs_state_what_to_write_not_how(src: Path):
+    stubs = STUB_RE.findall("\n".join(c.source(False) for c in kit.cells(src) if c.kind == "code"))
+    assert [i for i, _ in stubs] == list(kit.checked_functions(src))
+    for ex_id, message in stubs:
+        assert message.startswith("return ") and not RECIPE.search(message), (ex_id, message)
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.name)
+def test_each_exercise_has_two_collapsed_hints_before_its_check(src: Path):
+    """Hint 1 and Hint 2 in <details> (collapsed in JupyterLab and in the book), right above the check cell."""
+    nb = nbformat.read(str(build.learner_path(src)), as_version=4)
+    for k, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and cell.source.startswith("check("):
+            hints = nb.cells[k - 1]
+            assert hints.cell_type == "markdown", cell.source
+            assert hints.source.count("<details><summary>Hint ") == 2 == hints.source.count("</details>"), cell.source
+            assert hints.source.index("Hint 1") < hints.source.index("Hint 2")
+
+
 def test_report_card_format():
     ok = core.CheckResult("01.1", "Count adjacent pairs", "passed", 1, 1)
     bad = core.CheckResult("01.2", "Merge a pair", "failed", 0, 1, "overlapping merge")
     rep = runner.NotebookReport("a.ipynb", [ok, bad], cell_errors=["cell 3: ValueError: x"])
     broken = runner.NotebookReport("b.ipynb", error="no such file")
-    card = runner.format_card([rep, broken])
+    card = grade.format_card([rep, broken])
     assert "✅ passed" in card and "❌ failed" in card and "hint: overlapping merge" in card
     assert "total" in card and "1/2" in card and "not graded: no such file" in card
     assert card.splitlines()[-1] == "overall: 1/2 points in 1 notebook(s); 1 could not be graded"
@@ -151,7 +181,7 @@ def test_report_card_format():
 
 
 def test_default_notebooks_are_the_exercises():
-    assert runner.default_notebooks(ROOT) == sorted((ROOT / "exercises").glob("*.ipynb"))
+    assert grade.default_notebooks(ROOT) == sorted((ROOT / "exercises").glob("*.ipynb"))
 
 
 @pytest.mark.slow
@@ -180,8 +210,8 @@ def test_grade_learner_gives_zero_and_solution_full_marks(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 # what every exercise gets: registry, solution, stub, junk, simulated mistakes
 
-POINTS = {"01": [1, 1, 2, 2, 2, 2], "02": [1, 2, 2, 2, 1, 1], "03": [2, 1, 1, 2, 1], "04": [1, 1, 1, 2, 2, 1],
-          "05": [2, 1, 1, 1, 3, 1], "06": [2, 1, 1, 2, 1, 1], "07": [1, 2, 1, 2, 1, 2]}
+POINTS = {"01": [1, 1, 2, 2, 2, 2], "02": [1, 2, 2, 2, 1, 1, 2], "03": [2, 1, 1, 2, 1, 3], "04": [1, 1, 1, 2, 2, 1, 2],
+          "05": [2, 1, 1, 1, 3, 1], "06": [2, 1, 1, 2, 1, 1, 2], "07": [1, 2, 1, 2, 1, 2]}
 EXERCISES = [(ex_id, src, name) for src in SOURCES for ex_id, name in kit.checked_functions(src).items()]
 EX_IDS = [ex_id for ex_id, _, _ in EXERCISES]
 
@@ -229,17 +259,60 @@ def test_check_never_raises_on_junk(ex_id):
         assert not res.hint.startswith(("internal", "checking what your function returned raised")), res.hint
 
 
-def _simulated_mistakes(ex_id: str) -> list[tuple]:
-    """The `*_MISTAKES` list that the checker of `ex_id` hands to run_cases."""
+def _simulated_mistakes(ex_id: str) -> tuple[tuple, ...]:
+    """The (wrong function, hint) pairs declared with exercise `ex_id`."""
     core.load_chapter(ex_id[:2])
-    checker = core.REGISTRY[ex_id].checker
-    (name,) = [n for n in checker.__code__.co_names if n.endswith("_MISTAKES")]
-    return getattr(sys.modules[checker.__module__], name)
+    return core.REGISTRY[ex_id].mistakes
 
 
 @pytest.mark.parametrize("ex_id", EX_IDS)
 def test_each_simulated_mistake_gets_its_own_hint(ex_id):
     """No simulated mistake is shadowed by an earlier one, or by the reference: checking it gives exactly its hint."""
+    assert _simulated_mistakes(ex_id), f"{ex_id} declares no simulated mistakes"
     for fn, hint in _simulated_mistakes(ex_id):
         res = check(ex_id, fn)
         assert res.status == "failed" and res.hint.startswith(hint + ". "), (fn.__name__, res.hint)
+        assert "\n" not in res.line() and "tensor([" not in res.line(), res.line()  # compact, one line
+
+
+# ---------------------------------------------------------------------------------------------------
+# the interview exercises (02.7, 03.6, 04.7, 06.7): the values their markdown shows, recomputed
+
+
+def _markdown(chapter: str) -> str:
+    return "\n".join(c.source(False) for c in kit.cells(kit.source(chapter)) if c.kind == "markdown")
+
+
+def test_interview_worked_examples_match_the_references():
+    from minillm import positional
+    from minillm.ffn import GLUFFN
+    from minillm.norms import rms_norm
+
+    d64 = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    assert "`[[cos 3, sin 3]] = [[-0.98999, 0.14112]]`" in _markdown("02")
+    for layout in ("halves", "adjacent"):
+        cos, sin = positional.rope_cos_sin(torch.tensor([3]), d64([1.0]))
+        got = positional.apply_rope(d64([[1.0, 0.0]]), cos, sin, layout)
+        assert got.flatten().tolist() == pytest.approx([-0.98999, 0.14112], abs=5e-6)
+    assert "the output `[0.8485, 1.1314]`" in _markdown("03") and "`[0.1810, -0.1358]`" in _markdown("03")
+    x = d64([3.0, 4.0]).requires_grad_(True)
+    y = rms_norm(x, d64([1.0, 1.0]), 0.0)
+    y.backward(d64([1.0, 0.0]))
+    assert y.tolist() == pytest.approx([0.8485, 1.1314], abs=5e-5)
+    assert x.grad.tolist() == pytest.approx([0.1810, -0.1358], abs=5e-5)
+    text = _markdown("04")
+    for variant, shown in [("swiglu", "5.284782"), ("geglu", "5.863499"), ("reglu", "6")]:
+        assert f"`[[{shown}]]` for {variant}" in text
+        ffn = GLUFFN(1, 1, variant).double()
+        with torch.no_grad():
+            ffn.gate.weight.fill_(1.0), ffn.up.weight.fill_(3.0), ffn.down.weight.fill_(0.5)
+            assert ffn(d64([[2.0]])).item() == pytest.approx(float(shown), abs=5e-7)
+
+
+def test_training_step_flops_of_llama2_7b_is_6nd_plus_attention():
+    """06.7 on Llama 2 7B at 4096 tokens: 6 * 6.74e9 (all but the input embedding) plus 12 L T d per token."""
+    from minillm.grading import ch06
+
+    n = 6_738_415_616 - 32000 * 4096  # count_params' total minus the input embedding table
+    want = (6 * n + 12 * 32 * 4096 * 4096) * 4096
+    assert ch06._ref_step_flops(32000, 32, 4096, 32, 32, 11008, 4096, 1) == want

@@ -316,7 +316,7 @@ def kv_per_token(n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype):
 
 def _online(q, k, v, block, fix_acc=True, fix_l=True, flip=False, norm_each=False, use_max=True, m_init=-math.inf,
             add_m=True, scaled=True):
-    """A learner's loop; each keyword set the wrong way is a mistake (written independently of ch05_mistakes)."""
+    """A learner's loop; each keyword set the wrong way is a mistake (independent of the simulated ones in ch05.py)."""
     sc = 1 / math.sqrt(q.shape[-1]) if scaled else 1.0
     T = q.shape[-2]
     m = torch.full(q.shape[:-2] + (T, 1), m_init, dtype=q.dtype)
@@ -470,7 +470,7 @@ def test_wrong_solution_fails_with_its_hint(ex_id, fn, hint):
 
 def test_top_left_causal_mask_is_caught_on_the_first_cache_case():
     res = check("05.2", cm_tril)
-    assert "causal_mask(2, 4) returned" in res.hint, res.hint
+    assert "causal_mask(2, 4): element" in res.hint, res.hint
 
 
 def test_missing_max_passes_ordinary_scores_but_not_far_ones():

@@ -80,7 +80,7 @@ def test_gpt_loss_is_the_shifted_cross_entropy():
 def test_underflow_case_really_underflows():
     for seed in range(10):
         logits, idx = ch06._underflowing_loss_case(torch.Generator().manual_seed(seed))
-        assert math.isinf(ch06.wrong.loss_log_of_softmax(logits, idx).item())
+        assert math.isinf(ch06.loss_log_of_softmax(logits, idx).item())
         assert math.isfinite(ch06._ref_loss(logits, idx)) and ch06._ref_loss(logits, idx) > 300
 
 

@@ -77,23 +77,18 @@ def test_result_displays_once_in_jupyter(solution, capsys):
     assert printed.strip() == res.line() and "01.2" in repr(res)
 
 
-def test_grade_log_gets_one_json_line_per_check(tmp_path, monkeypatch, solution, stubs):
-    log = tmp_path / "log.jsonl"
-    monkeypatch.setenv(core.LOG_ENV, str(log))
-    check("01.1", solution["get_pair_counts"])
-    check("01.2", stubs["merge_pair"])
-    rows = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [(r["id"], r["status"], r["points"], r["max_points"]) for r in rows] == [
-        ("01.1", "passed", 1, 1), ("01.2", "not attempted", 0, 1)]
-    monkeypatch.setenv(core.LOG_ENV, str(tmp_path / "missing-dir" / "log.jsonl"))
-    assert check("01.1", solution["get_pair_counts"]).passed  # an unwritable log does not break check
+def test_check_writes_no_log(tmp_path, monkeypatch, solution):
+    """The kernel's check() only prints: the grade is computed elsewhere (see the forging tests below)."""
+    monkeypatch.setenv("MINILLM_GRADE_LOG", str(tmp_path / "log.jsonl"))
+    assert check("01.1", solution["get_pair_counts"]).passed
+    assert not (tmp_path / "log.jsonl").exists()
 
 
-def test_register_rejects_bad_ids_and_points():
+def test_exercise_rejects_bad_ids_and_points():
     with pytest.raises(ValueError, match="01.3"):
-        core.register("1.3", title="x")
+        core.Exercise("1.3", "x", 1, name="f", cases=list)
     with pytest.raises(ValueError, match="points"):
-        core.register("98.1", title="x", points=0)
+        core.Exercise("98.1", "x", 0, name="f", cases=list)
 
 
 def test_run_cases_names_a_simulated_mistake():
@@ -425,3 +420,107 @@ def test_cli_cell_timeout(tmp_path, capsys):
     assert cli.main(["grade", "--timeout", "2", str(slow)]) == 1
     err = capsys.readouterr().err
     assert "slow.ipynb: a cell ran longer than 2 s" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------------
+# a notebook cannot grade itself: forged logs and patched graders change nothing
+
+FORGE_LOG = """import json, os
+line = json.dumps({"id": "01.1", "title": "x", "status": "passed", "points": 1000, "max_points": 1})
+open(os.environ.get("MINILLM_GRADE_LOG") or "grade.jsonl", "a").write(line + "\\n")
+print(line)"""
+PATCH_REGISTRY = """import dataclasses
+from minillm.grading import core
+core.load_all()
+for key, ex in list(core.REGISTRY.items()):
+    core.REGISTRY[key] = dataclasses.replace(ex, points=1000, check=lambda ex, fn: (True, ""))
+core.CheckResult.passed = property(lambda self: True)
+core._run_checker = lambda ex, fn: core.CheckResult(ex.id, ex.title, "passed", 1000, 1000)
+core.check = lambda *args, **kwargs: print("✅ forged")
+check("01.3", None)
+check("99.9", None)"""
+PATCH_AT_DEFINITION = """from minillm.grading import core as _core
+
+def _always(ex, fn):
+    return True, ""
+
+def get_pair_counts(ids, _patched=[object.__setattr__(e, "check", _always) for e in
+                                   (_core.load_all() or list(_core.REGISTRY.values()))],
+                    _more=setattr(_core, "run_cases", lambda *a, **k: (True, ""))):
+    raise NotImplementedError("Exercise 01.1: left as a stub")
+
+@(lambda f: setattr(_core.Exercise, "run_cases", lambda self, fn: (True, "")) or f)
+def merge_pair(ids, pair, new_id):
+    raise NotImplementedError("Exercise 01.2: left as a stub")"""
+
+
+def _grade_json(*paths: Path, timeout: int = 120, cwd: Path) -> tuple[int, dict]:
+    p = subprocess.run([sys.executable, "-m", "minillm.cli", "grade", "--json", "--timeout", str(timeout),
+                        *map(str, paths)], capture_output=True, text=True, timeout=600, cwd=cwd)
+    assert "Traceback" not in p.stderr, p.stderr
+    return p.returncode, json.loads(p.stdout)
+
+
+def test_worker_keeps_definitions_only():
+    from minillm.grading import worker
+
+    src = ("import math\nNEG = float('-inf')\nS = math.sqrt(2) * 3\nX = open('f').read()\n"
+           "Y = [i for i in range(3)]\ndef f(x):\n    return x\nclass C:\n    pass\nprint(1)\n%time f(1)\n")
+    kept = [type(n).__name__ for n in worker.definitions([src, "this is not python ("])]
+    assert kept == ["Import", "Assign", "Assign", "FunctionDef", "ClassDef"]
+    calls = worker.check_calls(["check('01.1', f)\ncheck(\"01.2\", lambda ids, p, n: ids)", "x = 1",
+                                "minillm.grading.check('01.1', g)"])
+    assert calls == {"01.1": "g", "01.2": "lambda ids, p, n: ids"}  # the last check of an id wins
+
+
+def test_worker_undoes_patches_made_while_defining(solution):
+    """In-process: definitions that patch the grader (default arguments, decorators) change no status."""
+    import io
+
+    from minillm.grading import worker
+
+    report = io.StringIO()
+    checks = [["01.1", "get_pair_counts"], ["01.2", "merge_pair"], ["01.3", "undefined_name"]]
+    worker.run({"sources": [PATCH_AT_DEFINITION], "checks": checks}, report)
+    rows = [json.loads(line) for line in report.getvalue().splitlines()]
+    assert [(r["id"], r["status"]) for r in rows] == [("01.1", "not attempted"), ("01.2", "not attempted"),
+                                                      ("01.3", "failed")]
+    assert "not defined" in rows[2]["hint"]
+    assert check("01.1", solution["get_pair_counts"]).passed  # the registry of this process is intact too
+
+
+@pytest.mark.slow
+def test_forged_logs_and_patched_graders_change_no_grade(tmp_path):
+    """The learner notebook (all stubs) plus cells that forge a log line, replace the registry's checkers,
+    patch CheckResult, core.check and core._run_checker, and patch the grader from inside definitions."""
+    nb = nbformat.read(str(kit.build.learner_path(SOURCE)), as_version=4)
+    nb.cells += [nbformat.v4.new_code_cell(s) for s in (FORGE_LOG, PATCH_REGISTRY, PATCH_AT_DEFINITION)]
+    nb.cells += [nbformat.v4.new_code_cell(f'check("{i}", {n})') for i, n in kit.checked_functions(SOURCE).items()]
+    path = tmp_path / "01_forged.ipynb"
+    nbformat.write(nb, str(path))
+    rc, report = _grade_json(path, cwd=tmp_path)
+    (card,) = report["notebooks"]
+    assert rc == 0 and (card["points"], card["max_points"]) == (0, 10), card
+    assert [e["id"] for e in card["exercises"]] == IDS  # the unknown id 99.9 is dropped
+    assert {e["status"] for e in card["exercises"]} == {"not attempted"}
+    assert [e["max_points"] for e in card["exercises"]] == [e.points for e in core.exercises_of(CHAPTER)]
+
+
+@pytest.mark.slow
+def test_a_check_past_the_timeout_keeps_the_points_earned(tmp_path):
+    """01.1 solved, 01.2 loops for ever: 01.1 keeps its point, 01.2 is "not run", every maximum counts."""
+    nb = nbformat.read(str(kit.build.learner_path(SOURCE)), as_version=4)
+    for cell in nb.cells:
+        if "def get_pair_counts(" in cell.source:
+            cell.source = _cell_defining("get_pair_counts", solution=True)
+        elif "def merge_pair(" in cell.source:
+            cell.source = "import time\n\ndef merge_pair(ids, pair, new_id):\n    time.sleep(1000)"
+    path = tmp_path / "01_slow.ipynb"
+    nbformat.write(nb, str(path))
+    rc, report = _grade_json(path, timeout=5, cwd=tmp_path)
+    (card,) = report["notebooks"]
+    status = {e["id"]: e["status"] for e in card["exercises"]}
+    assert rc == 1 and card["error"] is None and "longer than 5 s" in card["note"]
+    assert status == {"01.1": "passed", "01.2": "not run", "01.3": "not attempted", "01.4": "not attempted",
+                      "01.5": "not attempted", "01.6": "not attempted"}
+    assert (card["points"], card["max_points"]) == (1, 10) and (report["points"], report["max_points"]) == (1, 10)

@@ -6,7 +6,7 @@
 
 A notebook whose cell sources already match its source is left untouched, so its committed outputs
 stay. A rewritten notebook has no outputs: execute it afterwards with tools/execute_notebooks.py.
-The work is done by minillm.grading.build.
+The work is done by tools/exercise_notebooks.py (an authoring tool, not part of the minillm package).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
 
-from minillm.grading import build  # noqa: E402 - after the sys.path line, so a fresh clone works
+import exercise_notebooks as build  # noqa: E402 - after the sys.path line
 
 
 def main(argv: list[str]) -> int:

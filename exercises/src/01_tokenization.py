@@ -52,7 +52,7 @@ from minillm.grading import check
 # %%
 def get_pair_counts(ids):
     """Count each adjacent pair (ids[i], ids[i + 1]); keys in order of first occurrence."""
-    # BEGIN SOLUTION 01.1: return a dict {(a, b): number of times b directly follows a in ids}
+    # BEGIN SOLUTION 01.1: return the pair counts of ids as a dict
     counts = {}
     for i in range(len(ids) - 1):
         pair = (ids[i], ids[i + 1])
@@ -60,6 +60,19 @@ def get_pair_counts(ids):
     return counts
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Walk over neighbouring positions once; every position but the last starts one pair.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `return a dict {(a, b): number of times b directly follows a in ids}`
+#
+# </details>
 
 # %%
 check("01.1", get_pair_counts)
@@ -81,7 +94,7 @@ check("01.1", get_pair_counts)
 # %%
 def merge_pair(ids, pair, new_id):
     """Replace each non-overlapping occurrence of `pair` in `ids` by `new_id`, left to right."""
-    # BEGIN SOLUTION 01.2: build a new list, replacing each (non-overlapping) pair by new_id, left to right
+    # BEGIN SOLUTION 01.2: return a new list with the pair merged
     out = []
     i = 0
     while i < len(ids):
@@ -94,6 +107,19 @@ def merge_pair(ids, pair, new_id):
     return out
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Scan with an index you advance yourself: by two after a merge, by one otherwise.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `build a new list, replacing each (non-overlapping) pair by new_id, left to right`
+#
+# </details>
 
 # %%
 check("01.2", merge_pair)
@@ -127,7 +153,7 @@ check("01.2", merge_pair)
 # %%
 def train_bpe(text, num_merges):
     """Learn `num_merges` BPE merges from the UTF-8 bytes of `text`; merge i creates id 256 + i."""
-    # BEGIN SOLUTION 01.3: return the list of merged pairs; merge i turns the most frequent pair into 256 + i
+    # BEGIN SOLUTION 01.3: return the merges learned from text, in order
     ids = list(text.encode("utf-8"))
     merges = []
     for i in range(num_merges):
@@ -140,6 +166,20 @@ def train_bpe(text, num_merges):
     return merges
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Work on the UTF-8 bytes; each round counts the pairs of the current ids, picks one, and rewrites the ids with
+# it.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `return the list of merged pairs; merge i turns the most frequent pair into 256 + i`
+#
+# </details>
 
 # %%
 check("01.3", train_bpe)
@@ -163,13 +203,26 @@ check("01.3", train_bpe)
 # %%
 def bpe_encode(text, merges):
     """Ids of `text`: its UTF-8 bytes with `merges` applied in rank order (merge i makes 256 + i)."""
-    # BEGIN SOLUTION 01.4: start from the UTF-8 bytes and apply merge i (making id 256 + i) in rank order
+    # BEGIN SOLUTION 01.4: return the ids of text encoded with the merges
     ids = list(text.encode("utf-8"))
     for i, pair in enumerate(merges):
         ids = merge_pair(ids, tuple(pair), 256 + i)
     return ids
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# The order of the merges is their priority: an earlier merge always wins, whatever the counts in this text.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `start from the UTF-8 bytes and apply merge i (making id 256 + i) in rank order`
+#
+# </details>
 
 # %%
 check("01.4", bpe_encode)
@@ -195,7 +248,7 @@ check("01.4", bpe_encode)
 # %%
 def wordpiece_tokenize(word, vocab, unk="[UNK]"):
     """Greedy longest-match-first WordPiece; non-initial pieces carry "##"; no match -> [unk]."""
-    # BEGIN SOLUTION 01.5: at each position take the longest piece in vocab ("##" inside the word); else [unk]
+    # BEGIN SOLUTION 01.5: return the WordPiece pieces of word
     pieces = []
     start = 0
     while start < len(word):
@@ -212,6 +265,20 @@ def wordpiece_tokenize(word, vocab, unk="[UNK]"):
     return pieces
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Try the longest candidate at the current position first and shorten it until it is in the vocabulary; pieces
+# after the first carry a prefix.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `at each position take the longest piece in vocab ("##" inside the word); else [unk]`
+#
+# </details>
 
 # %%
 check("01.5", wordpiece_tokenize)
@@ -236,7 +303,7 @@ check("01.5", wordpiece_tokenize)
 # %%
 def viterbi_segment(text, scores):
     """The segmentation of `text` into pieces of `scores` with the highest sum of log-probabilities."""
-    # BEGIN SOLUTION 01.6: dynamic programming over end positions, maximising the sum of scores, then backtrack
+    # BEGIN SOLUTION 01.6: return the best segmentation of text
     n = len(text)
     longest = max(len(piece) for piece in scores)
     best = [-math.inf] * (n + 1)  # best[i]: highest total score of a segmentation of text[:i]
@@ -256,6 +323,19 @@ def viterbi_segment(text, scores):
     return pieces[::-1]
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Keep, for every end position, the best total that reaches it and where its last piece started.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `dynamic programming over end positions, maximising the sum of scores, then backtrack`
+#
+# </details>
 
 # %%
 check("01.6", viterbi_segment)

@@ -54,7 +54,7 @@ from minillm.grading import check
 # %%
 def sinusoidal_table(n_pos, dim):
     """(n_pos, dim) tensor: column 2i = sin(p / 10000^(2i/dim)), column 2i+1 = cos of the same angle."""
-    # BEGIN SOLUTION 02.1: fill even columns with sin and odd columns with cos of p / 10000^(2i/dim)
+    # BEGIN SOLUTION 02.1: return the (n_pos, dim) sinusoidal table
     table = torch.zeros(n_pos, dim)
     for p in range(n_pos):
         for i in range(dim // 2):
@@ -64,6 +64,19 @@ def sinusoidal_table(n_pos, dim):
     return table
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Each pair of columns shares one frequency; the frequencies fall geometrically across the pairs.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `fill even columns with sin and odd columns with cos of p / 10000^(2i/dim)`
+#
+# </details>
 
 # %%
 check("02.1", sinusoidal_table)
@@ -87,12 +100,25 @@ check("02.1", sinusoidal_table)
 # %%
 def apply_rope(x, cos, sin):
     """Rotate the pairs (x[..., i], x[..., i + d/2]) of x (..., T, d) by the angles of cos, sin (T, d/2)."""
-    # BEGIN SOLUTION 02.2: split x into halves a, b; return cat(a*cos - b*sin, a*sin + b*cos)
+    # BEGIN SOLUTION 02.2: return x rotated by RoPE
     half = x.shape[-1] // 2
     a, b = x[..., :half], x[..., half:]
     return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# This layout pairs feature i with feature i + dim/2; rotate each pair by its angle.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `split x into halves a, b; return cat(a*cos - b*sin, a*sin + b*cos)`
+#
+# </details>
 
 # %%
 check("02.2", apply_rope)
@@ -111,7 +137,7 @@ check("02.2", apply_rope)
 # %%
 def alibi_slopes(n):
     """The n ALiBi slopes (a list of floats)."""
-    # BEGIN SOLUTION 02.3: geometric sequence for powers of two; otherwise n' slopes + slopes(2n')[0::2]
+    # BEGIN SOLUTION 02.3: return the n ALiBi slopes
     def power_of_two(m):
         start = 2 ** (-8 / m)
         return [start ** (h + 1) for h in range(m)]
@@ -124,6 +150,19 @@ def alibi_slopes(n):
     return power_of_two(below) + power_of_two(2 * below)[0::2][: n - below]
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# The rule is simplest for a power of two; other head counts borrow from the next power of two.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `geometric sequence for powers of two; otherwise n' slopes + slopes(2n')[0::2]`
+#
+# </details>
 
 # %%
 check("02.3", alibi_slopes)
@@ -146,7 +185,7 @@ check("02.3", alibi_slopes)
 # %%
 def t5_bucket(rel, bidirectional, num_buckets, max_distance):
     """T5's bucket (an int) of the relative position rel = key - query."""
-    # BEGIN SOLUTION 02.4: offset for rel > 0 (bidirectional), exact buckets below max_exact, then log-spaced
+    # BEGIN SOLUTION 02.4: return the T5 bucket of relative position rel
     offset = 0
     if bidirectional:
         half = num_buckets // 2
@@ -164,6 +203,20 @@ def t5_bucket(rel, bidirectional, num_buckets, max_distance):
     # END SOLUTION
 
 
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Small distances get a bucket each; larger ones share buckets whose width grows logarithmically; the sign picks
+# one half of the buckets when bidirectional.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `offset for rel > 0 (bidirectional), exact buckets below max_exact, then log-spaced`
+#
+# </details>
+
 # %%
 check("02.4", t5_bucket)
 
@@ -179,10 +232,23 @@ check("02.4", t5_bucket)
 # %%
 def ntk_base(base, factor, head_dim):
     """The NTK-aware base for a context `factor` times longer."""
-    # BEGIN SOLUTION 02.5: base * factor ** (head_dim / (head_dim - 2))
+    # BEGIN SOLUTION 02.5: return the NTK-aware RoPE base
     return base * math.exp(math.log(factor) * head_dim / (head_dim - 2))
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Choose the new base so that the lowest frequency is stretched by exactly the scale factor.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `base * factor ** (head_dim / (head_dim - 2))`
+#
+# </details>
 
 # %%
 check("02.5", ntk_base)
@@ -201,7 +267,7 @@ check("02.5", ntk_base)
 # %%
 def yarn_range(head_dim, base, original_len, beta_fast, beta_slow):
     """(low, high): the pair indices where YaRN's ramp starts and ends."""
-    # BEGIN SOLUTION 02.6: floor(index for beta_fast), ceil(index for beta_slow), clipped to [0, head_dim - 1]
+    # BEGIN SOLUTION 02.6: return the (low, high) pair indices of the YaRN ramp
     def index(rotations):
         return head_dim * math.log(original_len / (2 * math.pi * rotations)) / (2 * math.log(base))
 
@@ -209,5 +275,70 @@ def yarn_range(head_dim, base, original_len, beta_fast, beta_slow):
     # END SOLUTION
 
 
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Find the dimension index at which a frequency makes a given number of turns over the original context; do it for
+# both betas.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `floor(index for beta_fast), ceil(index for beta_slow), clipped to [0, head_dim - 1]`
+#
+# </details>
+
 # %%
 check("02.6", yarn_range)
+
+# %% [markdown]
+# ## 02.7 Interview question: RoPE at arbitrary positions, both layouts (2 points)
+#
+# Write `rope_at(x, positions, base, layout)` from scratch (no `cos`/`sin` tables handed to you this time):
+# `x` has shape `(..., T, d)` with `d` even, `positions` is a 1-D integer tensor of `T` absolute positions
+# (not necessarily `0 .. T-1`: a KV cache continues at an offset, a packed batch restarts at 0), `base` is
+# RoPE's base (10000 in the paper, 500000 in Llama 3). Return `x` rotated as RoPE rotates queries and
+# keys, with the frequencies of the chapter (the first pair turns fastest, one radian per position).
+# `layout` says which features form a pair: `"halves"` pairs feature `i` with feature `i + d/2` (GPT-NeoX,
+# Llama in Hugging Face), `"adjacent"` pairs `2i` with `2i + 1` (GPT-J, RoFormer, Meta's Llama code).
+#
+# The check compares with `minillm.positional` on both layouts, shuffled and offset positions up to
+# 100000, and several bases and head sizes; it also checks the property RoPE exists for: the dot product
+# of a rotated query and a rotated key depends only on the distance between their positions.
+#
+# Worked example: `d = 2`, `x = [[1, 0]]` at position 3 turns by 3 radians in either layout:
+# `[[cos 3, sin 3]] = [[-0.98999, 0.14112]]`.
+
+# %%
+def rope_at(x, positions, base, layout):
+    """x (..., T, d) rotated by RoPE at the given positions (T,), with the given base and pairing layout."""
+    # BEGIN SOLUTION 02.7: return x rotated at the given positions
+    d = x.shape[-1]
+    inv_freq = base ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)  # (d/2,) radians per position
+    angle = positions.to(torch.float64)[:, None] * inv_freq[None, :]  # (T, d/2)
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    if layout == "halves":
+        a, b = x[..., : d // 2], x[..., d // 2:]
+        return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+    a, b = x[..., 0::2], x[..., 1::2]
+    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
+    # END SOLUTION
+
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Build one angle per (position, pair); then rotate every pair as a 2-D vector. Only the choice of the two
+# features of a pair differs between the layouts.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `angle[t, i] = positions[t] * base ** (-2i / d); each pair (a, b) -> (a cos - b sin, a sin + b cos)`
+#
+# </details>
+
+# %%
+check("02.7", rope_at)

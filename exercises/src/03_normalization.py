@@ -50,12 +50,25 @@ from minillm.grading import check
 # %%
 def layer_norm(x, weight, bias, eps):
     """LayerNorm of x (..., d) over its last dimension, with gain `weight` (d,) and shift `bias` (d,)."""
-    # BEGIN SOLUTION 03.1: subtract the mean of the last dim, divide by sqrt(biased variance + eps), scale, shift
+    # BEGIN SOLUTION 03.1: return the layer-normalised x
     mean = x.mean(dim=-1, keepdim=True)
     var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
     return (x - mean) / torch.sqrt(var + eps) * weight + bias
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Statistics are taken over the last dimension only, with the biased variance; eps goes inside the root.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `subtract the mean of the last dim, divide by sqrt(biased variance + eps), scale, shift`
+#
+# </details>
 
 # %%
 check("03.1", layer_norm)
@@ -75,10 +88,23 @@ check("03.1", layer_norm)
 # %%
 def rms_norm(x, weight, eps):
     """RMSNorm of x (..., d) over its last dimension, with gain `weight` (d,)."""
-    # BEGIN SOLUTION 03.2: divide x by sqrt(mean of x**2 over the last dim + eps), then scale by weight
+    # BEGIN SOLUTION 03.2: return the RMS-normalised x
     return x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + eps) * weight
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# There is no mean subtraction and no bias: only a root-mean-square over the last dimension.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `divide x by sqrt(mean of x**2 over the last dim + eps), then scale by weight`
+#
+# </details>
 
 # %%
 check("03.2", rms_norm)
@@ -99,10 +125,23 @@ check("03.2", rms_norm)
 # %%
 def deepnorm_constants(n_layer):
     """(alpha, beta) of DeepNorm for a decoder-only model with n_layer layers."""
-    # BEGIN SOLUTION 03.3: alpha = (2N) ** (1/4), beta = (8N) ** (-1/4)
+    # BEGIN SOLUTION 03.3: return DeepNorm's (alpha, beta) for N layers
     return (2 * n_layer) ** 0.25, (8 * n_layer) ** -0.25
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Both constants are powers of a multiple of N, one growing and one shrinking with depth.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `alpha = (2N) ** (1/4), beta = (8N) ** (-1/4)`
+#
+# </details>
 
 # %%
 check("03.3", deepnorm_constants)
@@ -125,12 +164,25 @@ check("03.3", deepnorm_constants)
 # %%
 def residual_block(x, f, norm, position, alpha):
     """Pre-LN: x + f(norm(x)); Post-LN: norm(alpha * x + f(x))."""
-    # BEGIN SOLUTION 03.4: "pre" -> x + f(norm(x)); "post" -> norm(alpha * x + f(x))
+    # BEGIN SOLUTION 03.4: return the output of one residual sub-layer, pre or post
     if position == "pre":
         return x + f(norm(x))
     return norm(alpha * x + f(x))
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# The two placements differ in whether the norm sits on the branch or after the sum.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `"pre" -> x + f(norm(x)); "post" -> norm(alpha * x + f(x))`
+#
+# </details>
 
 # %%
 check("03.4", residual_block)
@@ -151,12 +203,71 @@ check("03.4", residual_block)
 # %%
 def rms_norm_fp32(x, weight, eps):
     """RMSNorm computed in float32 for a float16/bfloat16 x; returns x's dtype."""
-    # BEGIN SOLUTION 03.5: upcast x (and weight) to float32, normalise, multiply, cast back with .to(x.dtype)
+    # BEGIN SOLUTION 03.5: return the RMS-normalised x in the dtype of x
     xf = x.float()
     y = xf / torch.sqrt((xf * xf).mean(dim=-1, keepdim=True) + eps) * weight.float()
     return y.to(x.dtype)
     # END SOLUTION
 
 
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Do the arithmetic in a wider type, and come back to the input's dtype only at the end.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `upcast x (and weight) to float32, normalise, multiply, cast back with .to(x.dtype)`
+#
+# </details>
+
 # %%
 check("03.5", rms_norm_fp32)
+
+# %% [markdown]
+# ## 03.6 Interview question: the backward pass of RMSNorm (3 points)
+#
+# Frameworks fuse RMSNorm's forward and backward into one kernel, so its gradient is written by hand.
+# Write `rms_norm_backward(x, weight, eps, grad_out)`: given the input `x` of shape `(..., d)`, the gain
+# `weight` `(d,)`, `eps`, and `grad_out` (the gradient of the loss with respect to the RMSNorm output,
+# the shape of `x`), return the gradient of the loss with respect to `x`, the shape of `x`. Do not call
+# autograd (`backward`, `torch.autograd.grad`): derive it on paper from exercise 03.2's definition. Each
+# row of the last dimension is normalised on its own, so the gradient of one row depends only on that row.
+#
+# The check compares with autograd through `minillm.norms.rms_norm` in float64, on batched shapes, on
+# rows small enough that `eps` matters, and with several values of `eps`.
+#
+# Worked example: `x = [3, 4]`, weight `[1, 1]`, `eps = 0`, `grad_out = [1, 0]`: the RMS is
+# $\sqrt{12.5} \approx 3.5355$, the output `[0.8485, 1.1314]`, and the gradient with respect to `x` is
+# `[0.1810, -0.1358]` (the first output grows with $x_0$, but less than $1/\text{RMS}$ because the RMS
+# grows too; the second output shrinks as $x_0$ grows).
+
+# %%
+def rms_norm_backward(x, weight, eps, grad_out):
+    """The gradient with respect to x of sum(grad_out * rms_norm(x, weight, eps)), without autograd."""
+    # BEGIN SOLUTION 03.6: return the gradient with respect to x
+    d = x.shape[-1]
+    r = torch.sqrt((x * x).mean(dim=-1, keepdim=True) + eps)  # (..., 1) the RMS of each row
+    gw = grad_out * weight  # (..., d) the gradient with respect to the normalised x / r
+    return gw / r - x * (gw * x).sum(dim=-1, keepdim=True) / (d * r**3)
+    # END SOLUTION
+
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# The output is x times a gain times one over the row's RMS, and the RMS depends on every element of the row:
+# the gradient has a direct term and a term through the RMS.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `with r the RMS and g = grad_out * weight: g / r - x * sum(g * x) / (d * r^3), the sum over the last dim`
+#
+# </details>
+
+# %%
+check("03.6", rms_norm_backward)

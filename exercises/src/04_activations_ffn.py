@@ -52,10 +52,23 @@ from minillm.grading import check
 # %%
 def gelu(x: torch.Tensor) -> torch.Tensor:
     """Exact GeLU of x, elementwise: x * Phi(x), Phi the standard normal CDF."""
-    # BEGIN SOLUTION 04.1: x * Phi(x) with Phi(x) = (1 + erf(x / sqrt(2))) / 2
+    # BEGIN SOLUTION 04.1: return the exact GELU of x
     return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# GELU weights x by the standard normal CDF; torch has the error function.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `x * Phi(x) with Phi(x) = (1 + erf(x / sqrt(2))) / 2`
+#
+# </details>
 
 # %%
 check("04.1", gelu)
@@ -76,10 +89,23 @@ check("04.1", gelu)
 # %%
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     """tanh approximation of GeLU, elementwise."""
-    # BEGIN SOLUTION 04.2: 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))
+    # BEGIN SOLUTION 04.2: return the tanh approximation of GELU
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# The tanh form approximates the normal CDF with a cubic inside the tanh.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))`
+#
+# </details>
 
 # %%
 check("04.2", gelu_tanh)
@@ -100,10 +126,23 @@ check("04.2", gelu_tanh)
 # %%
 def swish(x: torch.Tensor, beta: float) -> torch.Tensor:
     """Swish of x, elementwise: x * sigmoid(beta * x)."""
-    # BEGIN SOLUTION 04.3: x * sigmoid(beta * x)
+    # BEGIN SOLUTION 04.3: return Swish of x with the given beta
     return x * torch.sigmoid(beta * x)
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Swish gates x by a sigmoid of a scaled x.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `x * sigmoid(beta * x)`
+#
+# </details>
 
 # %%
 check("04.3", swish)
@@ -131,11 +170,25 @@ check("04.3", swish)
 # %%
 def swiglu_ffn(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
     """down(silu(gate(x)) * up(x)) with nn.Linear-layout weights: w_gate, w_up (h, d), w_down (d, h)."""
-    # BEGIN SOLUTION 04.4: silu(x @ w_gate.T) * (x @ w_up.T), then @ w_down.T (silu(t) = t * sigmoid(t))
+    # BEGIN SOLUTION 04.4: return the SwiGLU feed-forward output
     g = x @ w_gate.T
     return (g * torch.sigmoid(g) * (x @ w_up.T)) @ w_down.T
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Two projections of x: one goes through SiLU and gates the other; then project back. The weights are stored (out,
+# in).
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `silu(x @ w_gate.T) * (x @ w_up.T), then @ w_down.T (silu(t) = t * sigmoid(t))`
+#
+# </details>
 
 # %%
 check("04.4", swiglu_ffn)
@@ -168,13 +221,26 @@ check("04.4", swiglu_ffn)
 # %%
 def llama_hidden_size(dim: int, multiple_of: int = 256, ffn_dim_multiplier: float | None = None) -> int:
     """Hidden size of Llama's SwiGLU FFN: int(8 dim / 3), times the multiplier, rounded UP to multiple_of."""
-    # BEGIN SOLUTION 04.5: int(2 * 4 * dim / 3); times ffn_dim_multiplier (int again); round UP to multiple_of
+    # BEGIN SOLUTION 04.5: return Llama's FFN hidden size
     hidden = int(2 * 4 * dim / 3)
     if ffn_dim_multiplier is not None:
         hidden = int(ffn_dim_multiplier * hidden)
     return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Start from the parameter-matched size for three matrices, apply the optional multiplier, then round up.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `int(2 * 4 * dim / 3); times ffn_dim_multiplier (int again); round UP to multiple_of`
+#
+# </details>
 
 # %%
 check("04.5", llama_hidden_size)
@@ -199,11 +265,65 @@ check("04.5", llama_hidden_size)
 # %%
 def ffn_param_count(dim: int, hidden: int, gated: bool, bias: bool) -> int:
     """Parameters of one FFN block: classic (up, down) or gated (gate, up, down), with or without biases."""
-    # BEGIN SOLUTION 04.6: 2 or 3 matrices of dim * hidden; biases: hidden per d->h map, dim for down
+    # BEGIN SOLUTION 04.6: return the FFN parameter count
     n_in = 2 if gated else 1  # maps d -> h
     return (n_in + 1) * dim * hidden + ((n_in * hidden + dim) if bias else 0)
     # END SOLUTION
 
 
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Count each matrix as in times out, and each bias by its output size; a gated FFN has one more matrix.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `2 or 3 matrices of dim * hidden; biases: hidden per d->h map, dim for down`
+#
+# </details>
+
 # %%
 check("04.6", ffn_param_count)
+
+# %% [markdown]
+# ## 04.7 Interview question: a gated FFN from a fused checkpoint (2 points)
+#
+# Some checkpoints store a gated FFN's gate and up projections as **one** matrix: Phi-3's `gate_up_proj`
+# has shape `(2h, d)` in `nn.Linear`'s layout (output rows, input columns), the `h` rows of the gate
+# first, then the `h` rows of the up projection; `down_proj` is `(d, h)`. Write
+# `fused_glu_ffn(x, w_gate_up, w_down, variant)` for `x` of shape `(..., d)`, returning `(..., d)`: the
+# gated FFN of this chapter, where `variant` names the activation of the gate as in the chapter's table
+# (`"swiglu"`, `"geglu"` with the exact GELU, `"reglu"`). No biases. Nothing tells you `h`: read it off the
+# weights. Hidden and model sizes differ in the check, batches have several leading dimensions.
+#
+# Worked example, `d = h = 1`: `x = [[2]]`, `w_gate_up = [[1], [3]]` (gate 1, up 3), `w_down = [[0.5]]`
+# gives `[[5.284782]]` for swiglu, `[[5.863499]]` for geglu and `[[6]]` for reglu.
+
+# %%
+def fused_glu_ffn(x, w_gate_up, w_down, variant):
+    """The gated FFN of x (..., d) with the fused (2h, d) gate-then-up weight and the (d, h) down weight."""
+    # BEGIN SOLUTION 04.7: return the FFN output, the shape of x
+    h = w_gate_up.shape[0] // 2
+    gate, up = x @ w_gate_up[:h].T, x @ w_gate_up[h:].T  # (..., h) each
+    act = {"swiglu": torch.nn.functional.silu, "geglu": torch.nn.functional.gelu, "reglu": torch.relu}[variant]
+    return (act(gate) * up) @ w_down.T
+    # END SOLUTION
+
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Split the fused matrix into its two blocks of rows; only the gate branch goes through the activation.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `gate = x @ W[:h].T, up = x @ W[h:].T; out = (act(gate) * up) @ w_down.T`
+#
+# </details>
+
+# %%
+check("04.7", fused_glu_ffn)

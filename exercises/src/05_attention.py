@@ -61,13 +61,27 @@ from minillm.grading import check
 # %%
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(q k^T / sqrt(D), over the keys) v; mask (bool, True = may attend) blocks scores before the softmax."""
-    # BEGIN SOLUTION 05.1: scores = q @ k^T / sqrt(D); masked_fill(~mask, -inf); softmax over dim -1; @ v
+    # BEGIN SOLUTION 05.1: return the attention output, one row per query
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return torch.softmax(scores, dim=-1) @ v
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Score every query against every key, scale, block what the mask forbids before normalising over the keys, then
+# average the values.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `scores = q @ k^T / sqrt(D); masked_fill(~mask, -inf); softmax over dim -1; @ v`
+#
+# </details>
 
 # %%
 check("05.1", attention)
@@ -93,12 +107,25 @@ check("05.1", attention)
 # %%
 def causal_mask(T: int, S: int) -> torch.Tensor:
     """(T, S) bool, True where query i may attend key j: j <= i + S - T (bottom-right aligned, S >= T)."""
-    # BEGIN SOLUTION 05.2: i = arange(T)[:, None], j = arange(S)[None, :]; return j <= i + (S - T)
+    # BEGIN SOLUTION 05.2: return the (T, S) causal mask
     i = torch.arange(T)[:, None]
     j = torch.arange(S)[None, :]
     return j <= i + (S - T)
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Query i sits at absolute position i + S - T; compare positions with broadcasting.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `i = arange(T)[:, None], j = arange(S)[None, :]; return j <= i + (S - T)`
+#
+# </details>
 
 # %%
 check("05.2", causal_mask)
@@ -123,11 +150,24 @@ check("05.2", causal_mask)
 # %%
 def gqa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Attention of q (B, H, T, D) over k, v (B, H_kv, S, D): query head h uses kv head h // (H // H_kv)."""
-    # BEGIN SOLUTION 05.3: n_rep = H // H_kv; repeat_interleave k and v n_rep times on dim 1; then attention
+    # BEGIN SOLUTION 05.3: return grouped-query attention, one output per query head
     n_rep = q.shape[1] // k.shape[1]
     return attention(q, k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1))
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Make k and v have as many heads as q, so that consecutive query heads share a key/value head.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `n_rep = H // H_kv; repeat_interleave k and v n_rep times on dim 1; then attention`
+#
+# </details>
 
 # %%
 check("05.3", gqa_attention)
@@ -160,10 +200,23 @@ check("05.3", gqa_attention)
 def kv_cache_bytes(n_layer: int, n_head: int, n_kv_head: int, head_dim: int, seq_len: int, batch: int,
                    dtype: torch.dtype) -> int:
     """Bytes of the KV cache of `batch` sequences of `seq_len` tokens (keys and values, every layer)."""
-    # BEGIN SOLUTION 05.4: 2 (k and v) * n_layer * n_kv_head * head_dim * seq_len * batch * dtype.itemsize
+    # BEGIN SOLUTION 05.4: return the size of the KV cache in bytes
     return 2 * n_layer * n_kv_head * head_dim * seq_len * batch * dtype.itemsize
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Count what is stored per token per layer, for keys and for values, then scale up.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `2 (k and v) * n_layer * n_kv_head * head_dim * seq_len * batch * dtype.itemsize`
+#
+# </details>
 
 # %%
 check("05.4", kv_cache_bytes)
@@ -200,7 +253,7 @@ check("05.4", kv_cache_bytes)
 # %%
 def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(o, lse) of softmax(q k^T / sqrt(D)) v, walking over blocks of `block` keys with an online softmax."""
-    # BEGIN SOLUTION 05.5: running m (-inf), l (0), acc (0); per block rescale l and acc by exp(m - m_new); o = acc / l
+    # BEGIN SOLUTION 05.5: return (o, lse) computed one block of keys at a time
     scale = 1.0 / math.sqrt(q.shape[-1])
     m = torch.full((*q.shape[:-1], 1), float("-inf"), dtype=q.dtype)
     l = torch.zeros_like(m)
@@ -216,6 +269,20 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int)
     return acc / l, (m + torch.log(l)).squeeze(-1)
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Keep a running maximum, a running sum and an unnormalised output per query; when the maximum grows, correct what
+# was accumulated.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `running m (-inf), l (0), acc (0); per block rescale l and acc by exp(m - m_new); o = acc / l`
+#
+# </details>
 
 # %%
 check("05.5", flash_forward)
@@ -241,11 +308,24 @@ check("05.5", flash_forward)
 # %%
 def pool_kv_heads(w: torch.Tensor, n_head: int, n_kv_head: int) -> torch.Tensor:
     """(n_head * head_dim, d_in) -> (n_kv_head * head_dim, d_in): mean of each group of consecutive heads."""
-    # BEGIN SOLUTION 05.6: reshape to (n_kv_head, group, head_dim, d_in), mean over the group axis, reshape back
+    # BEGIN SOLUTION 05.6: return the pooled key (or value) projection weight
     head_dim, group = w.shape[0] // n_head, n_head // n_kv_head
     return w.reshape(n_kv_head, group, head_dim, w.shape[1]).mean(dim=1).reshape(n_kv_head * head_dim, w.shape[1])
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Consecutive heads form a group; view the rows per head and average within each group.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `reshape to (n_kv_head, group, head_dim, d_in), mean over the group axis, reshape back`
+#
+# </details>
 
 # %%
 check("05.6", pool_kv_heads)

@@ -62,12 +62,25 @@ from minillm.grading import check
 # %%
 def next_token_loss(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of logits[:, t] (B, T, V) predicting idx[:, t + 1] (B, T), over the B * (T - 1) pairs."""
-    # BEGIN SOLUTION 06.1: logp = log_softmax(logits[:, :-1], -1); pick idx[:, 1:] with gather; minus the mean
+    # BEGIN SOLUTION 06.1: return the mean next-token loss
     logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V)
     target = idx[:, 1:]  # (B, T-1)
     return -logp.gather(-1, target[..., None]).mean()
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Position t predicts token t + 1: shift logits and targets against each other.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `logp = log_softmax(logits[:, :-1], -1); pick idx[:, 1:] with gather; minus the mean`
+#
+# </details>
 
 # %%
 check("06.1", next_token_loss)
@@ -99,12 +112,25 @@ check("06.1", next_token_loss)
 # %%
 def prefix_lm_mask(T: int, prefix_len: int) -> torch.Tensor:
     """(T, T) bool, True where query i may attend key j: j <= i or j < prefix_len."""
-    # BEGIN SOLUTION 06.2: i = arange(T)[:, None], j = arange(T)[None, :]; return (j <= i) | (j < prefix_len)
+    # BEGIN SOLUTION 06.2: return the (T, T) prefix-LM mask
     i = torch.arange(T)[:, None]
     j = torch.arange(T)[None, :]
     return (j <= i) | (j < prefix_len)
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# It is a causal mask, plus full visibility of the prefix keys.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `i = arange(T)[:, None], j = arange(T)[None, :]; return (j <= i) | (j < prefix_len)`
+#
+# </details>
 
 # %%
 check("06.2", prefix_lm_mask)
@@ -133,12 +159,26 @@ check("06.2", prefix_lm_mask)
 # %%
 def gpt2_param_count(vocab_size: int, block_size: int, n_layer: int, d_model: int) -> int:
     """Parameters of a GPT-2-style model: learned positions, biases, LayerNorm, 4d MLP, tied head."""
-    # BEGIN SOLUTION 06.3: V d + block_size d + n_layer (12 d^2 + 13 d) + 2 d (final LayerNorm); the head is tied
+    # BEGIN SOLUTION 06.3: return the GPT-2 parameter count
     d = d_model
     per_layer = (4 * d * d + 4 * d) + (8 * d * d + 5 * d) + 2 * (2 * d)  # attention, MLP, two LayerNorms
     return vocab_size * d + block_size * d + n_layer * per_layer + 2 * d
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Add up the embeddings, n_layer blocks (attention, MLP, two LayerNorms, with biases) and the final norm; the head
+# is tied.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `V d + block_size d + n_layer (12 d^2 + 13 d) + 2 d (final LayerNorm); the head is tied`
+#
+# </details>
 
 # %%
 check("06.3", gpt2_param_count)
@@ -172,13 +212,27 @@ check("06.3", gpt2_param_count)
 def llama_param_count(vocab_size: int, n_layer: int, d_model: int, n_head: int, n_kv_head: int,
                       ffn_hidden: int) -> int:
     """Parameters of a Llama-style model: RoPE, GQA, SwiGLU (3 matrices), RMSNorm, no biases, untied head."""
-    # BEGIN SOLUTION 06.4: attention 2 d^2 + 2 d (n_kv_head * head_dim); MLP 3 d h; norms 2 d per layer; + 2 V d + d
+    # BEGIN SOLUTION 06.4: return the Llama parameter count
     d, head_dim = d_model, d_model // n_head
     attention = 2 * d * d + 2 * d * (n_kv_head * head_dim)  # q, o: d x d; k, v: d x (n_kv_head * head_dim)
     per_layer = attention + 3 * d * ffn_hidden + 2 * d
     return 2 * vocab_size * d + n_layer * per_layer + d
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# With GQA, k and v project to fewer dimensions than q; the MLP has three matrices; norms have no bias; the head
+# is not tied.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `attention 2 d^2 + 2 d (n_kv_head * head_dim); MLP 3 d h; norms 2 d per layer; + 2 V d + d`
+#
+# </details>
 
 # %%
 check("06.4", llama_param_count)
@@ -207,13 +261,26 @@ check("06.4", llama_param_count)
 # %%
 def lr_at(step: int, lr: float, warmup: int, total: int, min_ratio: float) -> float:
     """Linear warm-up over `warmup` steps, then cosine decay from lr to min_ratio * lr at `total` (then flat)."""
-    # BEGIN SOLUTION 06.5: warm-up lr (step + 1) / warmup; then progress = min(1, (step - warmup) / (total - warmup))
+    # BEGIN SOLUTION 06.5: return the learning rate at step
     if step < warmup:
         return lr * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / (total - warmup))
     return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Two phases: a linear ramp, then a cosine from the peak down to the minimum.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `warm-up lr (step + 1) / warmup; then progress = min(1, (step - warmup) / (total - warmup))`
+#
+# </details>
 
 # %%
 check("06.5", lr_at)
@@ -240,11 +307,73 @@ check("06.5", lr_at)
 # %%
 def decay_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """(decay, no_decay): the trainable parameters with dim >= 2, and the other trainable ones."""
-    # BEGIN SOLUTION 06.6: params = [p for p in model.parameters() if p.requires_grad]; split on p.dim() >= 2
+    # BEGIN SOLUTION 06.6: return the (decay, no_decay) parameter lists
     params = [p for p in model.parameters() if p.requires_grad]
     return [p for p in params if p.dim() >= 2], [p for p in params if p.dim() < 2]
     # END SOLUTION
 
 
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Decide by the parameter's number of dimensions, and leave out what is frozen.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `params = [p for p in model.parameters() if p.requires_grad]; split on p.dim() >= 2`
+#
+# </details>
+
 # %%
 check("06.6", decay_groups)
+
+# %% [markdown]
+# ## 06.7 Interview question: the FLOPs of one training step (2 points)
+#
+# Write `train_step_flops(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, seq_len, batch)`:
+# the floating-point operations of one optimizer step of the Llama-style model of exercise 06.4 (RMSNorm,
+# no biases, SwiGLU, grouped-query attention, untied head) on `batch` sequences of `seq_len` tokens, with
+# the estimate this chapter uses:
+#
+# * a multiply-add is 2 FLOPs;
+# * in the forward pass, every parameter that is not an embedding row costs one multiply-add per token
+#   (the norm gains and the untied head count; looking up a token's embedding is free);
+# * attention adds its own two products, the scores of each query against every key and the weighted sum
+#   of the values, over all `seq_len` keys for every query (no saving for the causal mask);
+# * the backward pass costs twice the forward pass.
+#
+# Return a number (int or float). The check compares with `minillm.bench_ch06.flops_per_token` applied to
+# `minillm.model.count_params`, within a relative 1e-6, on published shapes and random small ones with
+# GQA, MQA and MHA.
+
+# %%
+def train_step_flops(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, seq_len, batch):
+    """FLOPs of one training step (forward + backward) of a Llama-style model on batch x seq_len tokens."""
+    # BEGIN SOLUTION 06.7: return the FLOPs of one training step
+    head_dim = d_model // n_head
+    attn = 2 * d_model * n_head * head_dim + 2 * d_model * n_kv_head * head_dim  # q, o and the smaller k, v
+    per_layer = attn + 3 * d_model * ffn_hidden + 2 * d_model  # + SwiGLU's 3 matrices + 2 RMSNorm gains
+    non_embedding = n_layer * per_layer + d_model + vocab_size * d_model  # + final norm + untied head
+    per_token = 6 * non_embedding + 12 * n_layer * seq_len * d_model  # 2 (fwd) + 4 (bwd) per parameter
+    return per_token * seq_len * batch
+    # END SOLUTION
+
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Count the parameters a token multiplies (exercise 06.4 without the embedding table), then the attention
+# products per token and layer; a training step costs three forward passes.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `per token: 6 * (non-embedding parameters, head included) + 12 * n_layer * seq_len * d_model; times seq_len * batch`
+#
+# </details>
+
+# %%
+check("06.7", train_step_flops)

@@ -48,11 +48,24 @@ from minillm.grading import check
 # %%
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     """(B, V) -> (B, V): the k largest logits of each row kept, the others -inf."""
-    # BEGIN SOLUTION 07.1: kth = topk(logits, k, dim=-1).values[:, -1:]; masked_fill(logits < kth, -inf)
+    # BEGIN SOLUTION 07.1: return the logits with all but the top k set to -inf
     kth = torch.topk(logits, k, dim=-1).values[:, -1:]  # (B, 1)
     return logits.masked_fill(logits < kth, float("-inf"))
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Find the k-th largest value of each row and compare against it.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `kth = topk(logits, k, dim=-1).values[:, -1:]; masked_fill(logits < kth, -inf)`
+#
+# </details>
 
 # %%
 check("07.1", top_k_filter)
@@ -84,7 +97,7 @@ check("07.1", top_k_filter)
 # %%
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     """(B, V) -> (B, V): keep the most likely tokens while the mass ranked above them is < p; the rest -inf."""
-    # BEGIN SOLUTION 07.2: sort descending; probs = softmax(sorted); drop = cumsum - probs >= p; scatter back; -inf
+    # BEGIN SOLUTION 07.2: return the logits outside the nucleus set to -inf
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
     probs = torch.softmax(sorted_logits, dim=-1)
     drop_sorted = probs.cumsum(dim=-1) - probs >= p  # the mass of the tokens ranked above is already >= p
@@ -92,6 +105,19 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Sort, accumulate the probabilities, and keep a token while the mass before it is below p; undo the sort.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `sort descending; probs = softmax(sorted); drop = cumsum - probs >= p; scatter back; -inf`
+#
+# </details>
 
 # %%
 check("07.2", top_p_filter)
@@ -119,12 +145,25 @@ check("07.2", top_p_filter)
 # %%
 def repetition_penalty(logits: torch.Tensor, prev_ids: torch.Tensor, theta: float) -> torch.Tensor:
     """(B, V) -> (B, V): for the tokens in prev_ids[b], positive logits / theta, the others * theta."""
-    # BEGIN SOLUTION 07.3: seen = (B, V) bool, True at prev_ids (scatter); where(seen, where(l > 0, l / t, l * t), l)
+    # BEGIN SOLUTION 07.3: return the logits with the repetition penalty applied
     seen = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, prev_ids, True)
     penalised = torch.where(logits > 0, logits / theta, logits * theta)
     return torch.where(seen, penalised, logits)
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Mark, per row, the tokens seen before; positive and negative logits are pushed down differently.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `seen = (B, V) bool, True at prev_ids (scatter); where(seen, where(l > 0, l / t, l * t), l)`
+#
+# </details>
 
 # %%
 check("07.3", repetition_penalty)
@@ -161,7 +200,7 @@ check("07.3", repetition_penalty)
 @torch.no_grad()
 def greedy_generate(model, idx: torch.Tensor, n: int) -> torch.Tensor:
     """idx (B, T) -> (B, T + n): n greedy tokens, the prompt prefilled once, then one token per step."""
-    # BEGIN SOLUTION 07.4: caches = model.make_kv_caches(); prefill model(idx, kv_caches=caches); then feed nxt (B, 1)
+    # BEGIN SOLUTION 07.4: return idx followed by n greedily generated tokens
     caches = model.make_kv_caches()
     logits, _ = model(idx, kv_caches=caches)  # the prefill: (B, T, V)
     out = idx
@@ -173,6 +212,19 @@ def greedy_generate(model, idx: torch.Tensor, n: int) -> torch.Tensor:
     return out
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Fill the caches with the whole prompt once, then feed one token per step.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `caches = model.make_kv_caches(); prefill model(idx, kv_caches=caches); then feed nxt (B, 1)`
+#
+# </details>
 
 # %%
 check("07.4", greedy_generate)
@@ -204,11 +256,24 @@ check("07.4", greedy_generate)
 def inference_memory_gb(n_params: float, dtype: torch.dtype, n_layer: int, n_kv_head: int, head_dim: int,
                         tokens: int, batch: int) -> float:
     """GB (1e9 bytes) of the weights plus the KV cache, both in dtype."""
-    # BEGIN SOLUTION 07.5: (n_params + 2 * n_layer * n_kv_head * head_dim * tokens * batch) * dtype.itemsize / 1e9
+    # BEGIN SOLUTION 07.5: return the serving memory in GB
     kv_numbers = 2 * n_layer * n_kv_head * head_dim * tokens * batch
     return (n_params + kv_numbers) * dtype.itemsize / 1e9
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# The weights plus the KV cache of every sequence, in bytes, divided by 1e9.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `(n_params + 2 * n_layer * n_kv_head * head_dim * tokens * batch) * dtype.itemsize / 1e9`
+#
+# </details>
 
 # %%
 check("07.5", inference_memory_gb)
@@ -241,12 +306,26 @@ check("07.5", inference_memory_gb)
 def beam_step(scores: torch.Tensor, logp: torch.Tensor, num_beams: int) -> tuple[torch.Tensor, torch.Tensor,
                                                                                   torch.Tensor]:
     """The num_beams best candidates scores[b] + logp[b, t]: (beam_idx, token_idx, new_scores), best first."""
-    # BEGIN SOLUTION 07.6: total = scores[:, None] + logp; topk over total.flatten(); beam = f // V, token = f % V
+    # BEGIN SOLUTION 07.6: return (beam_idx, token_idx, new_scores), best first
     V = logp.shape[-1]
     top = torch.topk((scores[:, None] + logp).flatten(), num_beams)
     return top.indices // V, top.indices % V, top.values
     # END SOLUTION
 
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Score every continuation of every beam, take the best over all of them at once, and recover beam and token from
+# the flat index.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `total = scores[:, None] + logp; topk over total.flatten(); beam = f // V, token = f % V`
+#
+# </details>
 
 # %%
 check("07.6", beam_step)

@@ -12,7 +12,7 @@
 Each checker runs hand-worked cases first (their answers are written out below and in the notebook),
 then fresh random inputs compared with the minillm reference. Results must match exactly, except 01.6:
 any segmentation whose total log-probability is within 1e-9 of the best one passes (ties are allowed).
-The `*_MISTAKES` lists pair simulated wrong solutions (in `ch01_mistakes.py`) with the hint naming each;
+The `*_MISTAKES` lists pair simulated wrong solutions with the hint naming each;
 when the learner's answers match one of them on every case tried, that hint is shown.
 """
 
@@ -24,9 +24,13 @@ import operator
 import random
 import warnings
 from collections.abc import Callable
+from itertools import pairwise
 
-from minillm.grading import ch01_mistakes as wrong
-from minillm.grading.core import Wrong, call, register, run_cases
+from minillm.grading.core import Exercise, Wrong, call
+from minillm.tokenizer.bpe import merge_pair
+
+# Each section below defines its simulated wrong solutions (deliberately wrong: never references) next to
+# the list that pairs each one with the hint naming it; EXERCISES at the end declares the exercises.
 
 # ---------------------------------------------------------------------------------------------------
 # shape checks (turn acceptable answers into canonical ones, or raise Wrong with a hint)
@@ -82,22 +86,56 @@ def _str_list(got, args) -> list[str]:
 # 01.1 get_pair_counts
 
 
+def count_presence_only(ids):
+    return {p: 1 for p in pairwise(ids)}
+
+
+def count_skipping_last(ids):
+    out: dict = {}
+    for i in range(len(ids) - 2):
+        out[(ids[i], ids[i + 1])] = out.get((ids[i], ids[i + 1]), 0) + 1
+    return out
+
+
+def count_unordered(ids):
+    out: dict = {}
+    for a, b in pairwise(ids):
+        out[(min(a, b), max(a, b))] = out.get((min(a, b), max(a, b)), 0) + 1
+    return out
+
+
+def count_without_overlaps(ids):
+    out: dict = {}
+    i = 0
+    while i < len(ids) - 1:
+        p = (ids[i], ids[i + 1])
+        out[p] = out.get(p, 0) + 1
+        i += 2 if i + 2 < len(ids) and (ids[i + 1], ids[i + 2]) == p else 1
+    return out
+
+
+def count_wrapping_around(ids):
+    out = {}
+    for p in zip(ids, ids[1:] + ids[:1], strict=True):
+        out[p] = out.get(p, 0) + 1
+    return out
+
+
 PAIR_COUNT_MISTAKES = [
-    (wrong.count_presence_only,
+    (count_presence_only,
      "every count is 1: count how many times each pair occurs, not only whether it occurs"),
-    (wrong.count_without_overlaps,
+    (count_without_overlaps,
      "counting must include overlapping pairs: [97, 97, 97] holds (97, 97) twice (only merging skips overlaps)"),
-    (wrong.count_skipping_last,
+    (count_skipping_last,
      "the last pair (ids[-2], ids[-1]) is missing: there are len(ids) - 1 pairs"),
-    (wrong.count_unordered,
+    (count_unordered,
      "pairs are ordered: (1, 2) and (2, 1) are different pairs, don't sort them"),
-    (wrong.count_wrapping_around,
+    (count_wrapping_around,
      "you counted a pair that wraps from the last id to the first; the text has no such pair"),
 ]
 
 
-@register("01.1", title="Count adjacent pairs", points=1)
-def check_pair_counts(fn: Callable) -> tuple[bool, str]:
+def _cases_pair_counts() -> list:
     from minillm.tokenizer import get_pair_counts
 
     cases = [  # hand-worked
@@ -108,35 +146,76 @@ def check_pair_counts(fn: Callable) -> tuple[bool, str]:
         (([],), {}),
     ]
     rng = random.Random()
-    for _ in range(25):
-        ids = [rng.randrange(5) for _ in range(rng.randrange(2, 40))]
+    for k in range(25):  # few distinct ids (many repeats and overlaps) up to ids far beyond one byte
+        hi = (3, 5, 300, 100_000)[k % 4]
+        ids = [rng.randrange(hi) for _ in range(rng.randrange(2, 40))]
         cases.append(((ids,), get_pair_counts(list(ids))))
-    return run_cases(fn, cases, name="get_pair_counts", normalize=_counts, mistakes=PAIR_COUNT_MISTAKES)
+    return cases
 
 
 # ---------------------------------------------------------------------------------------------------
 # 01.2 merge_pair
 
 
+def merge_overlapping(ids, pair, new_id):
+    """Forgets to skip the second id of a merged pair: [a, a, a] -> [X, X, a]."""
+    out = []
+    for i, x in enumerate(ids):
+        out.append(new_id if i + 1 < len(ids) and (x, ids[i + 1]) == tuple(pair) else x)
+    return out
+
+
+def merge_dropping_last(ids, pair, new_id):
+    out, i = [], 0
+    while i < len(ids) - 1:
+        if (ids[i], ids[i + 1]) == tuple(pair):
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def merge_right_to_left(ids, pair, new_id):
+    out, i = [], len(ids) - 1
+    while i >= 0:
+        if i >= 1 and (ids[i - 1], ids[i]) == tuple(pair):
+            out.append(new_id)
+            i -= 2
+        else:
+            out.append(ids[i])
+            i -= 1
+    return out[::-1]
+
+
+def merge(ids, pair, new_id, overlapping=False):
+    """A correct merge (or, with overlapping=True, the overlapping mistake), for the simulations below."""
+    return merge_overlapping(ids, pair, new_id) if overlapping else merge_pair(ids, pair, new_id)
+
+
 MERGE_MISTAKES = [
-    (wrong.merge_overlapping,
+    (merge_overlapping,
      "overlapping merge: after replacing a pair, skip BOTH of its ids (i += 2), so [97, 97, 97] becomes [256, 97]"),
-    (wrong.merge_dropping_last,
+    (merge_dropping_last,
      "the last id is dropped when it is not part of a merge: keep going until i == len(ids) and copy the "
      "final id too"),
-    (wrong.merge_right_to_left,
+    (merge_right_to_left,
      "scan from left to right: [97, 97, 97] -> [256, 97], not [97, 256]"),
 ]
 
 
-@register("01.2", title="Merge a pair", points=1)
-def check_merge_pair(fn: Callable) -> tuple[bool, str]:
-    from minillm.tokenizer import merge_pair
-
+def _check_merge_pair(ex: Exercise, fn: Callable) -> tuple[bool, str]:
     ids = [1, 2, 3, 1, 2]  # the input list must be left as it is
     call(fn, ids, (1, 2), 99, name="merge_pair")
     if ids != [1, 2, 3, 1, 2]:
         return False, f"merge_pair changed the list it was given (now {ids}); build and return a new list"
+    return ex.run_cases(fn)
+
+
+def _cases_merge_pair() -> list:
+    from minillm.tokenizer import merge_pair
+
     cases = [  # hand-worked
         (([1, 2, 3, 1, 2], (1, 2), 99), [99, 3, 99]),
         (([97, 97, 97], (97, 97), 256), [256, 97]),
@@ -146,16 +225,62 @@ def check_merge_pair(fn: Callable) -> tuple[bool, str]:
         (([], (1, 2), 9), []),
     ]
     rng = random.Random()
-    for _ in range(25):
-        ids = [rng.randrange(4) for _ in range(rng.randrange(1, 40))]
-        pair = (rng.randrange(4), rng.randrange(4))
-        new_id = rng.randrange(256, 1000)
+    for k in range(25):  # small and wide id ranges; the pair drawn from ids (so it occurs) or at random
+        hi = (4, 4, 300, 100_000)[k % 4]
+        ids = [rng.randrange(hi) for _ in range(rng.randrange(1, 40))]
+        at = rng.randrange(len(ids) - 1) if len(ids) > 1 and hi > 4 else None
+        pair = (ids[at], ids[at + 1]) if at is not None else (rng.randrange(hi), rng.randrange(hi))
+        new_id = rng.randrange(256, 200_000)
         cases.append(((ids, pair, new_id), merge_pair(list(ids), pair, new_id)))
-    return run_cases(fn, cases, name="merge_pair", normalize=_int_list, mistakes=MERGE_MISTAKES)
+    return cases
 
 
 # ---------------------------------------------------------------------------------------------------
 # 01.3 train_bpe (plain byte-level BPE, no pre-tokenization)
+
+
+def train(text, num_merges, *, first_id=256, chars=False, overlapping=False, tie: Callable | None = None,
+          recount=True):
+    """BPE training with one deviation: ids from `first_id`, characters instead of bytes, overlapping
+    merges, another tie rule (`tie(counts) -> pair`), or counting the pairs only once (recount=False)."""
+    ids = [ord(c) for c in text] if chars else list(text.encode("utf-8"))
+    merges: list[tuple[int, int]] = []
+    counts0 = {}
+    for p in pairwise(ids):
+        counts0[p] = counts0.get(p, 0) + 1
+    if not recount:  # the most common pairs of the raw text, counted once
+        return sorted(counts0, key=lambda p: -counts0[p])[:num_merges]
+    for i in range(num_merges):
+        counts: dict = {}
+        for p in pairwise(ids):
+            counts[p] = counts.get(p, 0) + 1
+        if not counts:
+            break
+        pair = tie(counts) if tie else max(counts, key=counts.get)
+        merges.append(pair)
+        ids = merge(ids, pair, first_id + i, overlapping)
+    return merges
+
+
+def encode(text, merges, *, first_id=256, chars=False, by_frequency=False, reverse=False, overlapping=False):
+    """BPE encoding with one deviation: merging by frequency in this text instead of by rank, merges in
+    reverse, ids from `first_id`, characters instead of bytes, or overlapping merges."""
+    ids = [ord(c) for c in text] if chars else list(text.encode("utf-8"))
+    ranked = [(i, tuple(p)) for i, p in enumerate(merges)]
+    if by_frequency:  # merge the most frequent known pair of THIS text, again and again
+        known = {p: i for i, p in ranked}
+        while True:
+            counts: dict = {}
+            for p in pairwise(ids):
+                if p in known:
+                    counts[p] = counts.get(p, 0) + 1
+            if not counts:
+                return ids
+            p = max(counts, key=counts.get)
+            ids = merge(ids, p, first_id + known[p], overlapping)
+    for i, p in reversed(ranked) if reverse else ranked:
+        ids = merge(ids, p, first_id + i, overlapping)
+    return ids
 
 
 def _ref_merges(text: str, num_merges: int) -> list[tuple[int, int]]:
@@ -179,28 +304,27 @@ def _corpus_slice(rng: random.Random, name: str, n: int) -> str:
 
 
 BPE_TRAIN_MISTAKES = [
-    (lambda t, n: wrong.train(t, n, first_id=257),
+    (lambda t, n: train(t, n, first_id=257),
      "merge i must create the id 256 + i: the first new id is 256"),
-    (lambda t, n: wrong.train(t, n, first_id=255),
+    (lambda t, n: train(t, n, first_id=255),
      "merge i must create the id 256 + i: the first new id is 256 (255 is still a byte)"),
-    (lambda t, n: wrong.train(t, n, chars=True),
+    (lambda t, n: train(t, n, chars=True),
      "work on UTF-8 bytes, list(text.encode('utf-8')), not on characters (ord(c))"),
-    (lambda t, n: wrong.train(t, n, overlapping=True),
+    (lambda t, n: train(t, n, overlapping=True),
      "overlapping merge: after replacing a pair skip both of its ids, so [97, 97, 97] becomes [256, 97]"),
-    (lambda t, n: wrong.train(t, n, recount=False),
+    (lambda t, n: train(t, n, recount=False),
      "recount the pairs after every merge: a merge creates new pairs and removes old ones"),
-    (lambda t, n: wrong.train(t, n, tie=lambda c: max(c, key=lambda p: (c[p], p))),
+    (lambda t, n: train(t, n, tie=lambda c: max(c, key=lambda p: (c[p], p))),
      "ties: among pairs with the top count take the one that occurs FIRST in the text (max(counts, "
      "key=counts.get) on a dict filled left to right does that), not the largest pair"),
-    (lambda t, n: wrong.train(t, n, tie=lambda c: min(c, key=lambda p: (-c[p], p))),
+    (lambda t, n: train(t, n, tie=lambda c: min(c, key=lambda p: (-c[p], p))),
      "ties: among pairs with the top count take the one that occurs FIRST in the text, not the smallest pair"),
-    (lambda t, n: wrong.train(t, n, tie=lambda c: max(reversed(c), key=c.get)),
+    (lambda t, n: train(t, n, tie=lambda c: max(reversed(c), key=c.get)),
      "ties: among pairs with the top count take the one that occurs FIRST in the text, not the last one"),
 ]
 
 
-@register("01.3", title="Train BPE merges", points=2)
-def check_train_bpe(fn: Callable) -> tuple[bool, str]:
+def _cases_train_bpe() -> list:
     cases = [  # hand-worked: see the notebook
         (("aaabdaaabac", 3), [(97, 97), (256, 97), (257, 98)]),
         (("ab ab ab", 2), [(97, 98), (256, 32)]),
@@ -214,7 +338,7 @@ def check_train_bpe(fn: Callable) -> tuple[bool, str]:
     for name, n_chars, n in (("shakespeare", 1500, 25), ("tang300", 400, 10)):
         text = _corpus_slice(rng, name, n_chars)
         cases.append(((text, n), _ref_merges(text, n)))
-    return run_cases(fn, cases, name="train_bpe", normalize=_pairs, mistakes=BPE_TRAIN_MISTAKES)
+    return cases
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -222,22 +346,21 @@ def check_train_bpe(fn: Callable) -> tuple[bool, str]:
 
 
 BPE_ENCODE_MISTAKES = [
-    (lambda t, m: wrong.encode(t, m, by_frequency=True),
+    (lambda t, m: encode(t, m, by_frequency=True),
      "apply merges by rank (merge 0 first, in the order of `merges`), not by how often a pair occurs in "
      "this text"),
-    (lambda t, m: wrong.encode(t, m, reverse=True),
+    (lambda t, m: encode(t, m, reverse=True),
      "apply merges from the first learned to the last, not in reverse"),
-    (lambda t, m: wrong.encode(t, m, first_id=257),
+    (lambda t, m: encode(t, m, first_id=257),
      "merge i makes the id 256 + i (the first new id is 256)"),
-    (lambda t, m: wrong.encode(t, m, chars=True),
+    (lambda t, m: encode(t, m, chars=True),
      "start from UTF-8 bytes, list(text.encode('utf-8')), not from ord(c) of each character"),
-    (lambda t, m: wrong.encode(t, m, overlapping=True),
+    (lambda t, m: encode(t, m, overlapping=True),
      "overlapping merge: after replacing a pair skip both of its ids"),
 ]
 
 
-@register("01.4", title="Encode with BPE merges", points=2)
-def check_bpe_encode(fn: Callable) -> tuple[bool, str]:
+def _cases_bpe_encode() -> list:
     from minillm.tokenizer import BPETokenizer
 
     hand = [(97, 97), (256, 97), (257, 98)]
@@ -259,28 +382,80 @@ def check_bpe_encode(fn: Callable) -> tuple[bool, str]:
         for _ in range(2):
             text = _random_text(rng, "aab c", 10, 80) if k < 3 else train_text[rng.randrange(len(train_text) // 2):]
             cases.append(((text, merges), tok.encode(text)))
-    return run_cases(fn, cases, name="bpe_encode", normalize=_int_list, mistakes=BPE_ENCODE_MISTAKES)
+    return cases
 
 
 # ---------------------------------------------------------------------------------------------------
 # 01.5 WordPiece
 
 
+def wordpiece(word, vocab, unk="[UNK]", *, shortest=False, prefix="##", first_prefix=False, unk_per_piece=False):
+    """WordPiece with one deviation: shortest match, no (or another) prefix, a prefix on the first piece
+    too, or [UNK] for the unmatched character only instead of the whole word."""
+    pieces, start = [], 0
+    while start < len(word):
+        ends = range(start + 1, len(word) + 1) if shortest else range(len(word), start, -1)
+        match = None
+        for end in ends:
+            piece = word[start:end]
+            if start > 0 or first_prefix:
+                piece = prefix + piece
+            if piece in vocab:
+                match, start = piece, end
+                break
+        if match is None:
+            if not unk_per_piece:
+                return [unk]
+            match, start = unk, start + 1
+        pieces.append(match)
+    return pieces
+
+
+def viterbi(text, scores, *, combine=operator.add, empty=0.0, better=operator.gt, weight=lambda s: s):
+    """DP over end positions (best[i] covers text[:i]) with one deviation: another way to `combine`
+    scores (`empty` is its neutral value), another comparison (`better`), or each score `weight`ed."""
+    n, longest = len(text), max(map(len, scores))
+    best: list[float | None] = [None] * (n + 1)
+    back = [0] * (n + 1)
+    best[0] = empty  # the value of covering nothing: 0 for a sum, 1 for a product
+    for end in range(1, n + 1):
+        for start in range(max(0, end - longest), end):
+            piece = text[start:end]
+            if piece in scores and best[start] is not None:
+                cand = combine(best[start], weight(scores[piece]))
+                if best[end] is None or better(cand, best[end]):
+                    best[end], back[end] = cand, start
+    pieces, end = [], n
+    while end > 0:
+        pieces.append(text[back[end]:end])
+        end = back[end]
+    return pieces[::-1]
+
+
+def greedy_longest(text, scores):
+    """Longest piece first, left to right, ignoring the scores."""
+    pieces, start = [], 0
+    while start < len(text):
+        end = next(e for e in range(len(text), start, -1) if text[start:e] in scores)
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
 WORDPIECE_MISTAKES = [
-    (lambda w, v, u="[UNK]": wrong.wordpiece(w, v, u, shortest=True),
+    (lambda w, v, u="[UNK]": wordpiece(w, v, u, shortest=True),
      "greedy SHORTEST match: take the LONGEST vocab entry that matches at each position (try the whole rest "
      "of the word first, then shrink it)"),
-    (lambda w, v, u="[UNK]": wrong.wordpiece(w, v, u, prefix=""),
+    (lambda w, v, u="[UNK]": wordpiece(w, v, u, prefix=""),
      "forgot the '##' prefix: a piece that does not start the word is looked up as '##' + piece"),
-    (lambda w, v, u="[UNK]": wrong.wordpiece(w, v, u, first_prefix=True),
+    (lambda w, v, u="[UNK]": wordpiece(w, v, u, first_prefix=True),
      "the first piece of a word has no '##'; only the pieces after it do"),
-    (lambda w, v, u="[UNK]": wrong.wordpiece(w, v, u, unk_per_piece=True),
+    (lambda w, v, u="[UNK]": wordpiece(w, v, u, unk_per_piece=True),
      "when some part of the word has no match, the WHOLE word becomes [UNK] (BERT gives up on the word)"),
 ]
 
 
-@register("01.5", title="WordPiece greedy longest match", points=2)
-def check_wordpiece(fn: Callable) -> tuple[bool, str]:
+def _cases_wordpiece() -> list:
     from minillm.tokenizer import WordPiece
 
     v1 = {"[UNK]", "un", "##aff", "##able"}
@@ -293,17 +468,20 @@ def check_wordpiece(fn: Callable) -> tuple[bool, str]:
         (("abc", v3), ["[UNK]"]),
         (("bab", v3), ["[UNK]"]),  # "##a" is missing, so the whole word is unknown
     ]
+    cases += [(("abc", v3, "<unk>"), ["<unk>"]), (("abb", v3, "<unk>"), ["a", "##b", "##b"])]  # unk passed
     rng = random.Random()
-    for _ in range(4):
-        vocab = {"[UNK]"}
+    for k in range(4):
+        unk = "[UNK]" if k < 2 else "<unk>"  # the optional argument: default, then passed
+        vocab = {unk}
         for _ in range(rng.randrange(6, 20)):
             piece = _random_text(rng, "abcd", 1, 4)
             vocab.add(piece if rng.random() < 0.5 else "##" + piece)
-        ref = WordPiece({t: i for i, t in enumerate(sorted(vocab))})
+        ref = WordPiece({t: i for i, t in enumerate(sorted(vocab))}, unk_token=unk)
         for _ in range(10):
             word = _random_text(rng, "abcd", 1, 9)
-            cases.append(((word, frozenset(vocab)), ref.tokenize_word(word)))
-    return run_cases(fn, cases, name="wordpiece_tokenize", normalize=_str_list, mistakes=WORDPIECE_MISTAKES)
+            args = (word, frozenset(vocab)) if k < 2 else (word, frozenset(vocab), unk)
+            cases.append((args, ref.tokenize_word(word)))
+    return cases
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -315,22 +493,21 @@ def _score(pieces: list[str], scores: dict[str, float]) -> float:
 
 
 VITERBI_MISTAKES = [
-    (lambda t, s: wrong.viterbi(t, s, better=operator.lt),
+    (lambda t, s: viterbi(t, s, better=operator.lt),
      "you picked the LOWEST total; log-probabilities are <= 0 and the best segmentation has the HIGHEST sum"),
-    (wrong.greedy_longest,
+    (greedy_longest,
      "this is greedy longest-match (WordPiece style); Viterbi compares every segmentation by its total "
      "log-probability"),
-    (lambda t, s: wrong.viterbi(t, s, combine=operator.mul, empty=1.0),
+    (lambda t, s: viterbi(t, s, combine=operator.mul, empty=1.0),
      "you multiplied log-probabilities; add log-probs (which is multiplying probabilities)"),
-    (lambda t, s: wrong.viterbi(t, s, weight=math.exp),
+    (lambda t, s: viterbi(t, s, weight=math.exp),
      "you added probabilities (exp of the scores); add the log-probs instead"),
-    (lambda t, s: wrong.viterbi(t, s, weight=lambda _: -1.0),
+    (lambda t, s: viterbi(t, s, weight=lambda _: -1.0),
      "you minimised the number of pieces and ignored the scores; maximise the sum of log-probs"),
 ]
 
 
-@register("01.6", title="Viterbi segmentation (Unigram LM)", points=2)
-def check_viterbi(fn: Callable) -> tuple[bool, str]:
+def _cases_viterbi() -> list:
     from minillm.tokenizer import Unigram
 
     s1 = {"a": -1.0, "b": -1.0, "c": -1.0, "ab": -1.5, "bc": -0.5}
@@ -350,19 +527,37 @@ def check_viterbi(fn: Callable) -> tuple[bool, str]:
             text = _random_text(rng, "abc", 3, 25)
             cases.append(((text, scores), list(ref.viterbi(text))))
 
-    def normalize(got, args):
-        text, scores = args
-        got = _str_list(got, args)
-        if "".join(got) != text:
-            raise Wrong(f"the pieces must join back to the text; they join to {''.join(got)!r}")
-        missing = [p for p in got if p not in scores]
-        if missing:
-            raise Wrong(f"every piece must be in the vocabulary; {missing[0]!r} is not")
-        return got
+    return cases
 
-    def same(got, want, args):  # any segmentation with the best total log-prob (to 1e-9) passes
-        _, scores = args
-        return abs(_score(got, scores) - _score(want, scores)) <= 1e-9 * max(1.0, abs(_score(want, scores)))
 
-    return run_cases(fn, cases, name="viterbi_segment", normalize=normalize, same=same, mistakes=VITERBI_MISTAKES)
+def _segmentation(got, args) -> list[str]:
+    text, scores = args
+    got = _str_list(got, args)
+    if "".join(got) != text:
+        raise Wrong(f"the pieces must join back to the text; they join to {''.join(got)!r}")
+    missing = [p for p in got if p not in scores]
+    if missing:
+        raise Wrong(f"every piece must be in the vocabulary; {missing[0]!r} is not")
+    return got
 
+
+def _same_score(got, want, args) -> bool:
+    """Any segmentation with the best total log-prob (to 1e-9) passes."""
+    _, scores = args
+    return abs(_score(got, scores) - _score(want, scores)) <= 1e-9 * max(1.0, abs(_score(want, scores)))
+
+
+EXERCISES = (
+    Exercise("01.1", "Count adjacent pairs", 1, cases=_cases_pair_counts, name="get_pair_counts", normalize=_counts,
+             mistakes=PAIR_COUNT_MISTAKES),
+    Exercise("01.2", "Merge a pair", 1, cases=_cases_merge_pair, name="merge_pair", normalize=_int_list,
+             mistakes=MERGE_MISTAKES, check=_check_merge_pair),
+    Exercise("01.3", "Train BPE merges", 2, cases=_cases_train_bpe, name="train_bpe", normalize=_pairs,
+             mistakes=BPE_TRAIN_MISTAKES),
+    Exercise("01.4", "Encode with BPE merges", 2, cases=_cases_bpe_encode, name="bpe_encode", normalize=_int_list,
+             mistakes=BPE_ENCODE_MISTAKES),
+    Exercise("01.5", "WordPiece greedy longest match", 2, cases=_cases_wordpiece, name="wordpiece_tokenize",
+             normalize=_str_list, mistakes=WORDPIECE_MISTAKES),
+    Exercise("01.6", "Viterbi segmentation (Unigram LM)", 2, cases=_cases_viterbi, name="viterbi_segment",
+             normalize=_segmentation, same=_same_score, mistakes=VITERBI_MISTAKES),
+)

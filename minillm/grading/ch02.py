@@ -8,10 +8,11 @@
 | 02.4 | `t5_bucket(rel, bidirectional, num_buckets, max_distance)` | `minillm.positional.t5_bucket` |
 | 02.5 | `ntk_base(base, factor, head_dim)` | `minillm.rope_scaling.ntk_base` |
 | 02.6 | `yarn_range(head_dim, base, original_len, beta_fast, beta_slow)` | `rope_scaling.yarn_correction_range` |
+| 02.7 | `rope_at(x, positions, base, layout)`, both layouts | `positional.rope_cos_sin` + `apply_rope` |
 
 Hand-worked cases come first (written out in the notebook), then random inputs. Tensors and floats are
-compared with a tolerance of 1e-5 (relative 1e-9 for 02.5); ints exactly. The `*_MISTAKES` lists pair
-simulated wrong solutions (ch02_mistakes.py) with the hint naming each.
+compared with a tolerance of 1e-5 (relative 1e-6 for 02.5, so float32 arithmetic passes); ints exactly.
+The `*_MISTAKES` lists pair simulated wrong solutions with the hint naming each.
 """
 
 from __future__ import annotations
@@ -23,8 +24,13 @@ from collections.abc import Callable
 
 import torch
 
-from minillm.grading import ch02_mistakes as wrong
-from minillm.grading.core import Wrong, register, run_cases
+from minillm import positional as ref
+from minillm.grading import answers
+from minillm.grading.answers import generator
+from minillm.grading.core import Exercise, Wrong, call
+
+# Each section below defines its simulated wrong solutions (deliberately wrong: never references) next to
+# the list that pairs each one with the hint naming it; EXERCISES at the end declares the exercises.
 
 # ---------------------------------------------------------------------------------------------------
 # shape checks
@@ -64,39 +70,63 @@ def _int(got, args) -> int:
 # ---------------------------------------------------------------------------------------------------
 # 02.1 sinusoidal table
 
+
+def sinusoid_column_exponent(n_pos, dim):
+    pos = torch.arange(n_pos, dtype=torch.float64)[:, None]
+    angle = pos / 10000 ** (torch.arange(dim, dtype=torch.float64) / dim)  # j instead of 2i
+    out = angle.sin()
+    out[:, 1::2] = angle[:, 1::2].cos()
+    return out.float()
+
+
+def sinusoid_pair_exponent(n_pos, dim):
+    pos = torch.arange(n_pos, dtype=torch.float64)[:, None]
+    angle = pos / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / dim)  # i instead of 2i
+    out = torch.empty(n_pos, dim, dtype=torch.float64)
+    out[:, 0::2], out[:, 1::2] = angle.sin(), angle.cos()
+    return out.float()
+
+
 SINUSOID_MISTAKES = [
-    (wrong.sinusoid_halves, "this is the concatenated layout [sin..., cos...]; the paper interleaves: "
-                            "column 2i holds sin, column 2i+1 the cos of the same angle"),
-    (wrong.sinusoid_swapped, "sin and cos are swapped: even columns (2i) hold sin, odd ones (2i+1) cos"),
-    (wrong.sinusoid_column_exponent, "the exponent uses the column index j; both columns 2i and 2i+1 of pair i "
+    (lambda n_pos, dim: ref.sinusoidal_table(n_pos, dim, layout='halves'),
+     "this is the concatenated layout [sin..., cos...]; the paper interleaves: "
+     "column 2i holds sin, column 2i+1 the cos of the same angle"),
+    (lambda n_pos, dim:
+         ref.sinusoidal_table(n_pos, dim)[:, torch.arange(dim) ^ 1],  # cos in even columns, sin in odd
+     "sin and cos are swapped: even columns (2i) hold sin, odd ones (2i+1) cos"),
+    (sinusoid_column_exponent, "the exponent uses the column index j; both columns 2i and 2i+1 of pair i "
                                      "share the frequency 1/10000^(2i/d)"),
-    (wrong.sinusoid_pair_exponent, "the exponent is 2i/d, not i/d (i counts pairs, 2i is the even column)"),
+    (sinusoid_pair_exponent, "the exponent is 2i/d, not i/d (i counts pairs, 2i is the even column)"),
 ]
 
 
-@register("02.1", title="Sinusoidal position table", points=1)
-def check_sinusoidal(fn: Callable) -> tuple[bool, str]:
+def _cases_sinusoidal() -> list:
     from minillm.positional import sinusoidal_table
 
-    cases = [((n, d), _floats(sinusoidal_table(n, d), None)) for n, d in [(3, 4), (1, 2), (8, 6), (50, 16), (20, 64)]]
-    return run_cases(fn, cases, name="sinusoidal_table", normalize=_shaped(lambda a: (a[0], a[1])), same=_close,
-                     mistakes=SINUSOID_MISTAKES)
+    return [((n, d), _floats(sinusoidal_table(n, d), None)) for n, d in [(3, 4), (1, 2), (8, 6), (50, 16), (20, 64)]]
 
 
 # ---------------------------------------------------------------------------------------------------
 # 02.2 RoPE, split halves
 
+
+def rope_sign_error(x, cos, sin):
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * torch.cat([cos, cos], -1) + torch.cat([x2, -x1], -1) * torch.cat([sin, sin], -1)
+
+
 ROPE_MISTAKES = [
-    (wrong.rope_sign_error, "rotate_half has the wrong sign: it is cat(-x2, x1), not cat(x2, -x1) "
+    (rope_sign_error, "rotate_half has the wrong sign: it is cat(-x2, x1), not cat(x2, -x1) "
                             "(you rotated by minus the angle)"),
-    (wrong.rope_adjacent, "you paired adjacent dims (x[2i], x[2i+1]) (GPT-J layout); here the pairs are "
-                          "(x[i], x[i + d/2]) (split halves, GPT-NeoX / Llama in Hugging Face)"),
-    (wrong.rope_cos_sin_swapped, "cos and sin are swapped: x * cos + rotate_half(x) * sin"),
+    (lambda x, cos, sin: ref.apply_rope(x, cos, sin, 'adjacent'),
+     "you paired adjacent dims (x[2i], x[2i+1]) (GPT-J layout); here the pairs are "
+     "(x[i], x[i + d/2]) (split halves, GPT-NeoX / Llama in Hugging Face)"),
+    (lambda x, cos, sin: ref.apply_rope(x, sin, cos, 'halves'),
+     "cos and sin are swapped: x * cos + rotate_half(x) * sin"),
 ]
 
 
-@register("02.2", title="Apply RoPE (rotate_half)", points=2)
-def check_rope(fn: Callable) -> tuple[bool, str]:
+def _cases_rope() -> list:
     from minillm.positional import apply_rope, rope_cos_sin
     from minillm.rope_scaling import inv_frequencies
 
@@ -108,46 +138,76 @@ def check_rope(fn: Callable) -> tuple[bool, str]:
         x = torch.randn(*shape, generator=gen, dtype=torch.float64)
         cos, sin = rope_cos_sin(torch.arange(shape[-2]), inv_frequencies(shape[-1]))
         cases.append(((x, cos, sin), _floats(apply_rope(x, cos, sin, "halves"), None)))
-    return run_cases(fn, cases, name="apply_rope", normalize=_shaped(lambda a: tuple(a[0].shape)), same=_close,
-                     mistakes=ROPE_MISTAKES)
+    return cases
 
 
 # ---------------------------------------------------------------------------------------------------
 # 02.3 ALiBi slopes
 
+
+def slopes_first_extra(n):
+    below = 2 ** int(math.floor(math.log2(n)))
+    if below == n:
+        return ref.alibi_slopes(n)
+    return ref.alibi_slopes(below) + ref.alibi_slopes(2 * below)[: n - below]
+
+
+def slopes_odd_extra(n):
+    below = 2 ** int(math.floor(math.log2(n)))
+    if below == n:
+        return ref.alibi_slopes(n)
+    return ref.alibi_slopes(below) + ref.alibi_slopes(2 * below)[1::2][: n - below]
+
+
 SLOPE_MISTAKES = [
-    (wrong.slopes_geometric_always, "2^(-8(h+1)/n) is only for n a power of two; otherwise take the n' slopes of "
-                                    "the power of two below, then every other slope of 2n'"),
-    (wrong.slopes_first_extra, "the extra slopes are every OTHER slope of 2n' ([0::2]), the ones that fall "
+    (lambda n: [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)],
+     "2^(-8(h+1)/n) is only for n a power of two; otherwise take the n' slopes of "
+     "the power of two below, then every other slope of 2n'"),
+    (slopes_first_extra, "the extra slopes are every OTHER slope of 2n' ([0::2]), the ones that fall "
                                "between the n' slopes; you took the first ones"),
-    (wrong.slopes_odd_extra, "[1::2] of the 2n' slopes repeats the n' slopes you already have; take [0::2]"),
-    (wrong.slopes_from_one, "the first slope is 2^(-8/n), not 1: the sequence starts at the ratio itself"),
+    (slopes_odd_extra, "[1::2] of the 2n' slopes repeats the n' slopes you already have; take [0::2]"),
+    (lambda n: [2.0 ** (-8.0 * h / n) for h in range(n)],
+     "the first slope is 2^(-8/n), not 1: the sequence starts at the ratio itself"),
 ]
 
 
-@register("02.3", title="ALiBi slopes", points=2)
-def check_slopes(fn: Callable) -> tuple[bool, str]:
+def _cases_slopes() -> list:
     from minillm.positional import alibi_slopes
 
-    cases = [((n,), _floats(alibi_slopes(n), None)) for n in (8, 12, 1, 2, 6, 16, 5, 24, 32, 40)]
-    return run_cases(fn, cases, name="alibi_slopes", normalize=_shaped(lambda a: (a[0],)), same=_close,
-                     mistakes=SLOPE_MISTAKES)
+    return [((n,), _floats(alibi_slopes(n), None)) for n in (8, 12, 1, 2, 6, 16, 5, 24, 32, 40)]
 
 
 # ---------------------------------------------------------------------------------------------------
 # 02.4 T5 bucket
 
+
+def _bucket(rel, bidirectional, num_buckets, max_distance, *, to_int=int, clip=True):
+    half = num_buckets // 2 if bidirectional else num_buckets
+    offset = half if (bidirectional and rel > 0) else 0
+    n = abs(rel) if bidirectional else max(-rel, 0)
+    exact = half // 2
+    if n < exact:
+        return offset + n
+    big = exact + to_int(math.log(n / exact) / math.log(max_distance / exact) * (half - exact))
+    return offset + (min(big, half - 1) if clip else big)
+
+
 BUCKET_MISTAKES = [
-    (wrong.bucket_query_minus_key, "sign convention: rel is key - query, so keys AFTER the query (rel > 0) go "
-                                   "to the upper half, and the causal case looks at rel < 0"),
-    (wrong.bucket_no_clip, "distances beyond max_distance must share the last bucket: clip with "
-                           "min(bucket, num_buckets - 1) (per half when bidirectional)"),
-    (wrong.bucket_rounded, "truncate the log-spaced bucket (int() / floor), don't round it"),
+    (lambda rel, bidirectional, num_buckets, max_distance:
+         int(ref.t5_bucket(torch.tensor(-rel), bidirectional, num_buckets, max_distance)),
+     "sign convention: rel is key - query, so keys AFTER the query (rel > 0) go "
+     "to the upper half, and the causal case looks at rel < 0"),
+    (lambda rel, bidirectional, num_buckets, max_distance:
+         _bucket(rel, bidirectional, num_buckets, max_distance, clip=False),
+     "distances beyond max_distance must share the last bucket: clip with "
+     "min(bucket, num_buckets - 1) (per half when bidirectional)"),
+    (lambda rel, bidirectional, num_buckets, max_distance:
+         _bucket(rel, bidirectional, num_buckets, max_distance, to_int=round),
+     "truncate the log-spaced bucket (int() / floor), don't round it"),
 ]
 
 
-@register("02.4", title="T5 relative position bucket", points=2)
-def check_bucket(fn: Callable) -> tuple[bool, str]:
+def _cases_bucket() -> list:
     from minillm.positional import t5_bucket
 
     hand = [(-1, 1), (-8, 8), (-20, 10), (-128, 15), (1, 17), (8, 24), (128, 31)]
@@ -157,11 +217,38 @@ def check_bucket(fn: Callable) -> tuple[bool, str]:
     for _ in range(40):
         args = (rng.randint(-400, 400), rng.random() < 0.5, rng.choice([8, 16, 32, 64]), rng.choice([64, 128, 256]))
         cases.append((args, int(t5_bucket(torch.tensor(args[0]), *args[1:]))))
-    return run_cases(fn, cases, name="t5_bucket", normalize=_int, mistakes=BUCKET_MISTAKES)
+    return cases
 
 
 # ---------------------------------------------------------------------------------------------------
 # 02.5 NTK base, 02.6 YaRN range
+
+
+def _pair(d, base, length, rot):
+    return d * math.log(length / (2 * math.pi * rot)) / (2 * math.log(base))
+
+
+def yarn_rounded(head_dim, base, original_len, beta_fast, beta_slow):
+    lo = round(_pair(head_dim, base, original_len, beta_fast))
+    hi = round(_pair(head_dim, base, original_len, beta_slow))
+    return max(lo, 0), min(hi, head_dim - 1)
+
+
+def yarn_floor_ceil_swapped(head_dim, base, original_len, beta_fast, beta_slow):
+    lo = math.ceil(_pair(head_dim, base, original_len, beta_fast))
+    hi = math.floor(_pair(head_dim, base, original_len, beta_slow))
+    return max(lo, 0), min(hi, head_dim - 1)
+
+
+def yarn_betas_swapped(head_dim, base, original_len, beta_fast, beta_slow):
+    lo = math.floor(_pair(head_dim, base, original_len, beta_slow))
+    hi = math.ceil(_pair(head_dim, base, original_len, beta_fast))
+    return max(lo, 0), min(hi, head_dim - 1)
+
+
+def yarn_unclipped(head_dim, base, original_len, beta_fast, beta_slow):
+    return (math.floor(_pair(head_dim, base, original_len, beta_fast)),
+            math.ceil(_pair(head_dim, base, original_len, beta_slow)))
 
 
 def _float(got, args) -> float:
@@ -173,21 +260,22 @@ def _float(got, args) -> float:
 
 
 NTK_MISTAKES = [
-    (wrong.ntk_plain_factor, "multiplying the base by s is not enough: the exponent d/(d-2) makes the slowest "
-                             "pair turn exactly s times slower"),
-    (wrong.ntk_inverted_exponent, "the exponent is d/(d-2), not (d-2)/d"),
-    (wrong.ntk_d_minus_1, "the exponent is d/(d-2): the slowest pair has index i = d/2-1, so 2i/d = (d-2)/d"),
+    (lambda base, factor, head_dim: base * factor,
+     "multiplying the base by s is not enough: the exponent d/(d-2) makes the slowest "
+     "pair turn exactly s times slower"),
+    (lambda base, factor, head_dim: base * factor ** ((head_dim - 2) / head_dim),
+     "the exponent is d/(d-2), not (d-2)/d"),
+    (lambda base, factor, head_dim: base * factor ** (head_dim / (head_dim - 1)),
+     "the exponent is d/(d-2): the slowest pair has index i = d/2-1, so 2i/d = (d-2)/d"),
 ]
 
 
-@register("02.5", title="NTK-aware RoPE base", points=1)
-def check_ntk(fn: Callable) -> tuple[bool, str]:
+def _cases_ntk() -> list:
     from minillm.rope_scaling import ntk_base
 
     cases = [((10000.0, 4.0, 128), ntk_base(10000, 4, 128)), ((10000.0, 1.0, 64), 10000.0)]
     cases += [((b, s, d), ntk_base(b, s, d)) for b, s, d in [(10000.0, 2.0, 64), (500000.0, 8.0, 128), (100.0, 3.0, 4)]]
-    return run_cases(fn, cases, name="ntk_base", normalize=_float,
-                     same=lambda g, w, a: math.isclose(g, w, rel_tol=1e-9), mistakes=NTK_MISTAKES)
+    return cases
 
 
 def _int_pair(got, args) -> tuple[int, int]:
@@ -197,20 +285,97 @@ def _int_pair(got, args) -> tuple[int, int]:
 
 
 YARN_MISTAKES = [
-    (wrong.yarn_rounded, "low is rounded DOWN (floor) and high UP (ceil), so the ramp covers the whole band"),
-    (wrong.yarn_floor_ceil_swapped, "floor goes with low (beta_fast), ceil with high (beta_slow)"),
-    (wrong.yarn_betas_swapped, "low comes from beta_fast (32 rotations: the fast pairs end there), high from "
+    (yarn_rounded, "low is rounded DOWN (floor) and high UP (ceil), so the ramp covers the whole band"),
+    (yarn_floor_ceil_swapped, "floor goes with low (beta_fast), ceil with high (beta_slow)"),
+    (yarn_betas_swapped, "low comes from beta_fast (32 rotations: the fast pairs end there), high from "
                                "beta_slow (1 rotation)"),
-    (wrong.yarn_unclipped, "clip the range to valid indices: max(low, 0), min(high, head_dim - 1)"),
+    (yarn_unclipped, "clip the range to valid indices: max(low, 0), min(high, head_dim - 1)"),
 ]
 
 
-@register("02.6", title="YaRN ramp range", points=1)
-def check_yarn(fn: Callable) -> tuple[bool, str]:
+def _cases_yarn() -> list:
     from minillm.rope_scaling import yarn_correction_range
 
     cases = [((128, 10000.0, 4096, 32.0, 1.0), (20, 46))]
     for args in [(64, 10000.0, 2048, 32.0, 1.0), (128, 500000.0, 8192, 32.0, 1.0), (16, 10000.0, 64, 32.0, 1.0),
                  (128, 10000.0, 10**12, 32.0, 1.0), (64, 10000.0, 4096, 16.0, 2.0)]:
         cases.append((args, yarn_correction_range(*args)))
-    return run_cases(fn, cases, name="yarn_range", normalize=_int_pair, mistakes=YARN_MISTAKES)
+    return cases
+
+
+# ---------------------------------------------------------------------------------------------------
+# 02.7 RoPE at arbitrary positions, both layouts (interview question)
+
+
+def _rope_ref(x, positions, base, layout, *, exponent=2.0, sign=1.0, layout_of=None, pos=None):
+    """minillm's apply_rope with one deviation per keyword (the simulated mistakes below)."""
+    d = x.shape[-1]
+    inv_freq = base ** (-exponent * torch.arange(0, d // 2, dtype=torch.float64) / d)
+    p = positions if pos is None else pos(positions)
+    cos, sin = ref.rope_cos_sin(p, inv_freq)
+    return ref.apply_rope(x, cos, sign * sin, layout_of or layout)
+
+
+def _cases_rope_at() -> list:
+    gen = generator()
+    inputs = [(torch.tensor([[1.0, 0.0]], dtype=torch.float64), torch.tensor([3]), 10000.0, "halves"),
+              (torch.tensor([[1.0, 0.0]], dtype=torch.float64), torch.tensor([3]), 10000.0, "adjacent")]
+    for shape, base, layout, pos in [((5, 8), 10000.0, "halves", torch.arange(5)),
+                                     ((5, 8), 10000.0, "adjacent", torch.arange(5)),
+                                     ((2, 3, 4, 16), 500000.0, "halves", torch.tensor([7, 8, 9, 10])),
+                                     ((2, 6, 4), 100.0, "adjacent", torch.tensor([5, 0, 3, 1, 4, 2])),
+                                     ((3, 2, 12), 10000.0, "adjacent", torch.tensor([99990, 100000])),
+                                     ((1, 5, 6), 1e6, "halves", torch.randperm(5, generator=gen) + 37)]:
+        inputs.append((answers.randn64(*shape, gen=gen), pos, base, layout))
+    return [(args, _shaped(lambda a: tuple(a[0].shape))(_rope_ref(*args), args)) for args in inputs]
+
+
+def _check_rope_at(ex: Exercise, fn: Callable) -> tuple[bool, str]:
+    ok, hint = ex.run_cases(fn)
+    if not ok:
+        return ok, hint
+    gen = generator()  # the property itself: q . k is the same for positions (m, n) and (m + s, n + s)
+    q, k = answers.randn64(1, 8, gen=gen), answers.randn64(1, 8, gen=gen)
+    for layout in ("halves", "adjacent"):
+        dots = [(call(fn, q, torch.tensor([m]), 10000.0, layout, name="rope_at")
+                 * call(fn, k, torch.tensor([n]), 10000.0, layout, name="rope_at")).sum().item()
+                for m, n in [(5, 2), (105, 102), (1005, 1002)]]
+        if max(dots) - min(dots) > 1e-6 * max(1.0, abs(dots[0])):
+            return False, (f"q . k after rotation must depend only on the distance of the positions; with layout "
+                           f"{layout!r} positions (5, 2), (105, 102), (1005, 1002) give {dots}")
+    return True, ""
+
+
+ROPE_AT_MISTAKES = [
+    (lambda x, positions, base, layout:
+         _rope_ref(x, positions, base, layout, layout_of={'halves': 'adjacent', 'adjacent': 'halves'}[layout]),
+     "the layouts are swapped: 'halves' pairs feature i with i + d/2, 'adjacent' pairs "
+     "2i with 2i + 1"),
+    (lambda x, positions, base, layout: _rope_ref(x, positions, base, layout, pos=lambda p: torch.arange(len(p))),
+     "rotate by the positions you are given, not by 0 .. T-1: with a KV cache or packed "
+     "sequences they differ"),
+    (lambda x, positions, base, layout: _rope_ref(x, positions, base, layout, exponent=1.0),
+     "the frequency of pair i falls as base ** (-2i / d), not base ** (-i / d): the last pair "
+     "turns nearly base times slower than the first"),
+    (lambda x, positions, base, layout: _rope_ref(x, positions, base, layout, sign=-1.0),
+     "rotate counter-clockwise: a pair (a, b) becomes (a cos - b sin, a sin + b cos)"),
+]
+
+
+EXERCISES = (
+    Exercise("02.1", "Sinusoidal position table", 1, cases=_cases_sinusoidal, name="sinusoidal_table",
+             normalize=_shaped(lambda a: (a[0], a[1])), same=_close, mistakes=SINUSOID_MISTAKES),
+    Exercise("02.2", "Apply RoPE (rotate_half)", 2, cases=_cases_rope, name="apply_rope",
+             normalize=_shaped(lambda a: tuple(a[0].shape)), same=_close, mistakes=ROPE_MISTAKES),
+    Exercise("02.3", "ALiBi slopes", 2, cases=_cases_slopes, name="alibi_slopes",
+             normalize=_shaped(lambda a: (a[0],)), same=_close, mistakes=SLOPE_MISTAKES),
+    Exercise("02.4", "T5 relative position bucket", 2, cases=_cases_bucket, name="t5_bucket", normalize=_int,
+             mistakes=BUCKET_MISTAKES),
+    Exercise("02.5", "NTK-aware RoPE base", 1, cases=_cases_ntk, name="ntk_base", normalize=_float,
+             same=lambda g, w, a: math.isclose(g, w, rel_tol=1e-6), mistakes=NTK_MISTAKES),
+    Exercise("02.6", "YaRN ramp range", 1, cases=_cases_yarn, name="yarn_range", normalize=_int_pair,
+             mistakes=YARN_MISTAKES),
+    Exercise("02.7", "RoPE at given positions, both layouts", 2, cases=_cases_rope_at, name="rope_at",
+             normalize=_shaped(lambda a: tuple(a[0].shape)), same=_close, mistakes=ROPE_AT_MISTAKES,
+             check=_check_rope_at),
+)

@@ -17,7 +17,7 @@ how many tokens each call fed and how many the caches held: besides the tokens, 
 of the whole prompt and then one token per call, always with the caches (feeding more than one token to
 filled caches raises at once, naming the mistake). Tolerances: 1e-6 times max(1, |expected|) on logits
 and scores, 1e-6 relative on gigabytes; token ids, indices and which logits are -inf must be equal. The
-`*_MISTAKES` lists pair simulated wrong solutions (ch07_mistakes.py) with the hint naming each.
+`*_MISTAKES` lists pair simulated wrong solutions with the hint naming each.
 """
 
 from __future__ import annotations
@@ -29,9 +29,14 @@ from collections.abc import Callable
 import torch
 
 from minillm.grading import answers
-from minillm.grading import ch07_mistakes as wrong
 from minillm.grading.answers import d64, generator, randn64
-from minillm.grading.core import Wrong, register, run_cases, short
+from minillm.grading.core import Exercise, Wrong, short
+
+# ---------------------------------------------------------------------------------------------------
+# each section below defines its simulated wrong solutions (deliberately wrong: never references) next to
+# the list that pairs each one with the hint naming it; EXERCISES at the end declares the exercises
+
+NEG_INF = float("-inf")
 
 # ---------------------------------------------------------------------------------------------------
 # helpers
@@ -66,23 +71,45 @@ HAND_REP = [2.0, -1.0, 0.5, -3.0, 1.0]
 # ---------------------------------------------------------------------------------------------------
 # 07.1 top-k
 
+
+def _kth(logits, k):
+    return torch.topk(logits, k, dim=-1).values[:, -1:]
+
+
+def topk_keeps_k_plus_1(logits, k):
+    k1 = min(k + 1, logits.shape[-1])
+    return logits.masked_fill(logits < _kth(logits, k1), NEG_INF)
+
+
+def topk_smallest(logits, k):
+    kth = torch.topk(logits, k, dim=-1, largest=False).values[:, -1:]
+    return logits.masked_fill(logits > kth, NEG_INF)
+
+
+def topk_whole_batch(logits, k):
+    kth = torch.topk(logits.flatten(), k).values[-1]  # one threshold for every row
+    return logits.masked_fill(logits < kth, NEG_INF)
+
+
 TOPK_MISTAKES = [
-    (wrong.topk_keeps_k_plus_1, "you keep k + 1 tokens: keep the k largest, i.e. the logits >= the k-th largest "
+    (topk_keeps_k_plus_1, "you keep k + 1 tokens: keep the k largest, i.e. the logits >= the k-th largest "
                                 "(torch.topk(logits, k).values[:, -1:])"),
-    (wrong.topk_keeps_k_minus_1, "you keep only k - 1 tokens: the k-th largest itself stays, so drop the logits "
-                                 "STRICTLY below it (logits < kth, not <=)"),
-    (wrong.topk_zero_not_inf, "set the removed logits to -inf, not 0: exp(0) = 1 still gives them probability "
-                              "after the softmax"),
-    (wrong.topk_smallest, "keep the k LARGEST logits (the most likely tokens); yours keeps the smallest"),
-    (wrong.topk_whole_batch, "each row is its own distribution: take the k-th largest per row "
+    (lambda logits, k: logits.masked_fill(logits <= _kth(logits, k), NEG_INF),  # the k-th itself is dropped
+     "you keep only k - 1 tokens: the k-th largest itself stays, so drop the logits "
+     "STRICTLY below it (logits < kth, not <=)"),
+    (lambda logits, k: logits.masked_fill(logits < _kth(logits, k), 0.0),
+     "set the removed logits to -inf, not 0: exp(0) = 1 still gives them probability "
+     "after the softmax"),
+    (topk_smallest, "keep the k LARGEST logits (the most likely tokens); yours keeps the smallest"),
+    (topk_whole_batch, "each row is its own distribution: take the k-th largest per row "
                              "(topk(logits, k, dim=-1).values[:, -1:]), not over the whole batch"),
-    (wrong.topk_probabilities, "return filtered LOGITS (the removed ones -inf), not probabilities: the softmax "
-                               "comes later, in sampling"),
+    (lambda logits, k: torch.softmax(logits.masked_fill(logits < _kth(logits, k), NEG_INF), dim=-1),
+     "return filtered LOGITS (the removed ones -inf), not probabilities: the softmax "
+     "comes later, in sampling"),
 ]
 
 
-@register("07.1", title="Top-k filter", points=1)
-def check_top_k(fn: Callable) -> tuple[bool, str]:
+def _cases_top_k() -> list:
     from minillm.sampling import top_k_filter
 
     hand = d64(HAND_TOPK)
@@ -90,27 +117,77 @@ def check_top_k(fn: Callable) -> tuple[bool, str]:
     gen = generator()
     for (B, V), k in [((3, 10), 3), ((1, 50), 7), ((4, 6), 6), ((2, 20), 1), ((5, 8), 4)]:
         inputs.append((randn64(B, V, gen=gen, scale=2.0), k))
-    cases = [(args, _logits_out(top_k_filter(*args), args)) for args in inputs]
-    return run_cases(fn, cases, name="top_k_filter", normalize=_logits_out, same=answers.close, mistakes=TOPK_MISTAKES)
+    return [(args, _logits_out(top_k_filter(*args), args)) for args in inputs]
 
 
 # ---------------------------------------------------------------------------------------------------
 # 07.2 top-p
 
+
+def _sorted_probs(logits, descending=True):
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=descending)
+    return sorted_logits, order, torch.softmax(sorted_logits, dim=-1)
+
+
+def _unsort(drop_sorted, order):
+    return torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+
+
+def topp_drops_crossing_token(logits, p):
+    _, order, probs = _sorted_probs(logits)
+    drop = probs.cumsum(-1) >= p  # the token that brings the mass to p is dropped
+    drop[:, 0] = False
+    return logits.masked_fill(_unsort(drop, order), NEG_INF)
+
+
+def topp_top_not_kept(logits, p):
+    _, order, probs = _sorted_probs(logits)
+    drop = probs.cumsum(-1) >= p  # when the top token alone holds p, nothing is left
+    return logits.masked_fill(_unsort(drop, order), NEG_INF)
+
+
+def topp_from_least_likely(logits, p):
+    _, order, probs = _sorted_probs(logits, descending=False)
+    drop = probs.cumsum(-1) - probs >= p
+    drop[:, 0] = False
+    return logits.masked_fill(_unsort(drop, order), NEG_INF)
+
+
+def topp_on_logits(logits, p):
+    sorted_logits, order, _ = _sorted_probs(logits)
+    drop = sorted_logits.cumsum(-1) - sorted_logits >= p  # logits summed as if they were probabilities
+    drop[:, 0] = False
+    return logits.masked_fill(_unsort(drop, order), NEG_INF)
+
+
+def topp_mask_not_unsorted(logits, p):
+    _, _, probs = _sorted_probs(logits)
+    drop = probs.cumsum(-1) - probs >= p
+    drop[:, 0] = False
+    return logits.masked_fill(drop, NEG_INF)  # a mask in sorted order applied to vocabulary order
+
+
+def topp_returns_sorted(logits, p):
+    sorted_logits, _, probs = _sorted_probs(logits)
+    drop = probs.cumsum(-1) - probs >= p
+    drop[:, 0] = False
+    return sorted_logits.masked_fill(drop, NEG_INF)  # right tokens, but in sorted order
+
+
 TOPP_MISTAKES = [
-    (wrong.topp_drops_crossing_token, "the token whose probability brings the total to p or past it is KEPT: keep "
+    (topp_drops_crossing_token, "the token whose probability brings the total to p or past it is KEPT: keep "
                                       "a token when the mass of the tokens ranked ABOVE it is < p (cumsum - probs "
                                       "< p), not when the cumsum including it is < p"),
-    (wrong.topp_top_not_kept, "the most likely token is always kept (when it alone holds more than p, it is the "
+    (topp_top_not_kept, "the most likely token is always kept (when it alone holds more than p, it is the "
                               "whole nucleus); yours can leave a row with nothing but -inf. Keep a token when the "
                               "mass of the tokens ranked above it is < p"),
-    (wrong.topp_from_least_likely, "accumulate from the MOST likely token down (sort descending): the nucleus is "
+    (topp_from_least_likely, "accumulate from the MOST likely token down (sort descending): the nucleus is "
                                    "the top of the distribution"),
-    (wrong.topp_on_logits, "p is a probability mass: take the softmax of the sorted logits before the cumulative "
+    (topp_on_logits, "p is a probability mass: take the softmax of the sorted logits before the cumulative "
                            "sum; summing logits means nothing"),
-    (wrong.topp_mask_not_unsorted, "your mask is in SORTED order: map it back to vocabulary order before applying "
+    (topp_mask_not_unsorted, "your mask is in SORTED order: map it back to vocabulary order before applying "
                                    "it (drop = drop_sorted.scatter(-1, order, drop_sorted), order from torch.sort)"),
-    (wrong.topp_returns_sorted, "return the logits in vocabulary order (column t is token t): yours are the sorted "
+    (topp_returns_sorted, "return the logits in vocabulary order (column t is token t): yours are the sorted "
                                 "logits; fill -inf into the original logits at the dropped tokens"),
 ]
 
@@ -129,8 +206,7 @@ def _safe_p(logits: torch.Tensor, gen: torch.Generator) -> float:
             return round(p, 4)
 
 
-@register("07.2", title="Top-p (nucleus) filter", points=2)
-def check_top_p(fn: Callable) -> tuple[bool, str]:
+def _cases_top_p() -> list:
     from minillm.sampling import top_p_filter
 
     hand = torch.log(d64([HAND_PROBS]))
@@ -139,22 +215,50 @@ def check_top_p(fn: Callable) -> tuple[bool, str]:
     for B, V, scale in [(3, 10, 1.0), (2, 30, 2.0), (4, 6, 0.5), (1, 100, 3.0), (2, 8, 4.0)]:
         logits = randn64(B, V, gen=gen, scale=scale)
         inputs.append((logits, _safe_p(logits, gen)))
-    cases = [(args, _logits_out(top_p_filter(*args), args)) for args in inputs]
-    return run_cases(fn, cases, name="top_p_filter", normalize=_logits_out, same=answers.close, mistakes=TOPP_MISTAKES)
+    return [(args, _logits_out(top_p_filter(*args), args)) for args in inputs]
 
 
 # ---------------------------------------------------------------------------------------------------
 # 07.3 repetition penalty
 
+
+def _seen(logits, prev_ids):
+    return torch.zeros_like(logits, dtype=torch.bool).scatter(-1, prev_ids, True)
+
+
+def _counts(logits, prev_ids):
+    return torch.zeros_like(logits).scatter_add(-1, prev_ids, torch.ones_like(prev_ids, dtype=logits.dtype))
+
+
+def rep_per_occurrence(logits, prev_ids, theta):
+    factor = theta ** _counts(logits, prev_ids)
+    return torch.where(logits > 0, logits / factor, logits * factor)
+
+
+def rep_unseen(logits, prev_ids, theta):
+    penalised = torch.where(logits > 0, logits / theta, logits * theta)
+    return torch.where(_seen(logits, prev_ids), logits, penalised)
+
+
+def rep_shared_history(logits, prev_ids, theta):
+    seen = torch.zeros(logits.shape[-1], dtype=torch.bool)
+    seen[prev_ids.flatten()] = True  # one set of tokens for every row
+    penalised = torch.where(logits > 0, logits / theta, logits * theta)
+    return torch.where(seen, penalised, logits)
+
+
 REP_MISTAKES = [
-    (wrong.rep_divides_all, "dividing a NEGATIVE logit by theta brings it closer to 0 and makes the token MORE "
-                            "likely: CTRL divides positive logits by theta and multiplies negative ones by theta"),
-    (wrong.rep_swapped, "the two cases are swapped: positive logits are DIVIDED by theta, negative ones "
-                        "multiplied (both lower the token's probability when theta > 1)"),
-    (wrong.rep_per_occurrence, "the penalty is applied once per token, however often it occurred (theta, not "
+    (lambda logits, prev_ids, theta: torch.where(_seen(logits, prev_ids), logits / theta, logits),
+     "dividing a NEGATIVE logit by theta brings it closer to 0 and makes the token MORE "
+     "likely: CTRL divides positive logits by theta and multiplies negative ones by theta"),
+    (lambda logits, prev_ids, theta:
+         torch.where(_seen(logits, prev_ids), torch.where(logits > 0, logits * theta, logits / theta), logits),
+     "the two cases are swapped: positive logits are DIVIDED by theta, negative ones "
+     "multiplied (both lower the token's probability when theta > 1)"),
+    (rep_per_occurrence, "the penalty is applied once per token, however often it occurred (theta, not "
                                "theta ** count): count-based penalties are the frequency penalty's job"),
-    (wrong.rep_unseen, "penalise the tokens that DID occur in prev_ids, not the others"),
-    (wrong.rep_shared_history, "each row has its own history: penalise in row b only the tokens of prev_ids[b]"),
+    (rep_unseen, "penalise the tokens that DID occur in prev_ids, not the others"),
+    (rep_shared_history, "each row has its own history: penalise in row b only the tokens of prev_ids[b]"),
 ]
 
 
@@ -162,8 +266,7 @@ def _rep_out(got, args) -> tuple:
     return answers.tensor_answer(got, tuple(args[0].shape), "the logits' shape (B, V)")
 
 
-@register("07.3", title="Repetition penalty (CTRL)", points=1)
-def check_repetition_penalty(fn: Callable) -> tuple[bool, str]:
+def _cases_repetition_penalty() -> list:
     from minillm.sampling import repetition_penalty
 
     hand = d64([HAND_REP])
@@ -172,19 +275,33 @@ def check_repetition_penalty(fn: Callable) -> tuple[bool, str]:
     gen = generator()
     for B, V, T, theta in [(3, 12, 6, 1.3), (1, 30, 20, 1.2), (4, 8, 1, 0.8), (2, 16, 10, 1.0), (2, 10, 15, 3.0)]:
         inputs.append((randn64(B, V, gen=gen, scale=2.0), torch.randint(V, (B, T), generator=gen), theta))
-    cases = [(args, _rep_out(repetition_penalty(*args), args)) for args in inputs]
-    return run_cases(fn, cases, name="repetition_penalty", normalize=_rep_out, same=answers.close,
-                     mistakes=REP_MISTAKES)
+    return [(args, _rep_out(repetition_penalty(*args), args)) for args in inputs]
 
 
 # ---------------------------------------------------------------------------------------------------
 # 07.4 greedy decoding with a KV cache
 
+
+def _greedy(model, idx, n, *, first_position=False, stale=False):
+    caches = model.make_kv_caches()
+    logits, _ = model(idx, kv_caches=caches)
+    out = idx
+    for step in range(n):
+        row = logits[:, 0] if first_position and step == 0 else logits[:, -1]
+        nxt = row.argmax(-1, keepdim=True)
+        out = torch.cat([out, nxt], dim=1)
+        if step < n - 1:
+            logits, _ = model(idx[:, -1:] if stale else nxt, kv_caches=caches)
+    return out
+
+
 GEN_MISTAKES = [
-    (wrong.gen_first_position, "take the next token from the LAST position's logits, logits[:, -1, :]: at the "
-                               "prefill logits[:, 0] predicts what follows the FIRST prompt token"),
-    (wrong.gen_stale_token, "feed the token you just chose (shape (B, 1)) at each step, not the prompt's last "
-                            "token again"),
+    (lambda model, idx, n: _greedy(model, idx, n, first_position=True),
+     "take the next token from the LAST position's logits, logits[:, -1, :]: at the "
+     "prefill logits[:, 0] predicts what follows the FIRST prompt token"),
+    (lambda model, idx, n: _greedy(model, idx, n, stale=True),
+     "feed the token you just chose (shape (B, 1)) at each step, not the prompt's last "
+     "token again"),
 ]
 
 
@@ -286,8 +403,7 @@ def _tiny_models() -> list[tuple[torch.nn.Module, str]]:
     return out
 
 
-@register("07.4", title="Greedy decoding with a KV cache", points=2)
-def check_greedy_generate(fn: Callable) -> tuple[bool, str]:
+def _cases_greedy_generate() -> list:
     from minillm.generate import generate
     from minillm.sampling import SamplingParams
 
@@ -295,17 +411,22 @@ def check_greedy_generate(fn: Callable) -> tuple[bool, str]:
         torch.manual_seed(random.randrange(2**31))
         (gpt, gpt_label), (llama, llama_label) = _tiny_models()
     gen = generator()
+    cases = []
+    for (model, label), (B, T), n in [((gpt, gpt_label), (2, 5), 6), ((llama, llama_label), (1, 3), 8),
+                                      ((gpt, gpt_label), (3, 2), 1), ((llama, llama_label), (2, 7), 4),
+                                      ((gpt, gpt_label), (1, 4), 7)]:
+        idx = torch.randint(model.cfg.vocab_size, (B, T), generator=gen)
+        want = generate(model, idx, SamplingParams(temperature=0.0, max_tokens=n))
+        cases.append(((_Recorder(model, label), idx, n), ((B, T + n), tuple(want.flatten().tolist()))))
+    return cases
+
+
+def _one_thread(ex: Exercise, fn: Callable) -> tuple[bool, str]:
+    """A 64-wide model runs several times faster on one thread; the learner's setting is restored after."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a 64-wide model runs several times faster on one thread; restored below
+    torch.set_num_threads(1)
     try:
-        cases = []
-        for (model, label), (B, T), n in [((gpt, gpt_label), (2, 5), 6), ((llama, llama_label), (1, 3), 8),
-                                          ((gpt, gpt_label), (3, 2), 1), ((llama, llama_label), (2, 7), 4),
-                                          ((gpt, gpt_label), (1, 4), 7)]:
-            idx = torch.randint(model.cfg.vocab_size, (B, T), generator=gen)
-            want = generate(model, idx, SamplingParams(temperature=0.0, max_tokens=n))
-            cases.append(((_Recorder(model, label), idx, n), ((B, T + n), tuple(want.flatten().tolist()))))
-        return run_cases(fn, cases, name="greedy_generate", normalize=_gen_out, mistakes=GEN_MISTAKES)
+        return ex.run_cases(fn)
     finally:
         torch.set_num_threads(threads)
 
@@ -313,14 +434,35 @@ def check_greedy_generate(fn: Callable) -> tuple[bool, str]:
 # ---------------------------------------------------------------------------------------------------
 # 07.5 memory to serve a model
 
+
+def _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, *, unit=1e9, size=None, kv_factor=2,
+            kv=True, use_batch=True, layers=True):
+    size = dtype.itemsize if size is None else size
+    kv_bytes = (kv_factor * (n_layer if layers else 1) * n_kv_head * head_dim * tokens * (batch if use_batch else 1)
+                * size) if kv else 0
+    return (n_params * size + kv_bytes) / unit
+
+
 MEM_MISTAKES = [
-    (wrong.mem_bits, "torch.finfo(dtype).bits counts bits; bytes per number = dtype.itemsize (bits // 8)"),
-    (wrong.mem_gib, "the answer is in GB = 10^9 bytes (what '7B x 2 bytes = 14 GB' means), not GiB = 2^30 bytes"),
-    (wrong.mem_no_factor_2, "the KV cache holds the keys AND the values: 2 * n_layer * n_kv_head * head_dim per "
-                            "token"),
-    (wrong.mem_weights_only, "add the KV cache: 2 * n_layer * n_kv_head * head_dim * tokens * batch numbers"),
-    (wrong.mem_no_batch, "multiply the KV cache by batch: each sequence has its own keys and values"),
-    (wrong.mem_no_layers, "multiply the KV cache by n_layer: every layer caches its own keys and values"),
+    (lambda n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch:
+         _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, size=torch.finfo(dtype).bits),
+     "torch.finfo(dtype).bits counts bits; bytes per number = dtype.itemsize (bits // 8)"),
+    (lambda n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch:
+         _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, unit=2 ** 30),
+     "the answer is in GB = 10^9 bytes (what '7B x 2 bytes = 14 GB' means), not GiB = 2^30 bytes"),
+    (lambda n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch:
+         _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, kv_factor=1),
+     "the KV cache holds the keys AND the values: 2 * n_layer * n_kv_head * head_dim per "
+     "token"),
+    (lambda n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch:
+         _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, kv=False),
+     "add the KV cache: 2 * n_layer * n_kv_head * head_dim * tokens * batch numbers"),
+    (lambda n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch:
+         _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, use_batch=False),
+     "multiply the KV cache by batch: each sequence has its own keys and values"),
+    (lambda n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch:
+         _memory(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch, layers=False),
+     "multiply the KV cache by n_layer: every layer caches its own keys and values"),
 ]
 
 
@@ -332,8 +474,7 @@ def _close_gb(got, want, args) -> bool:
     return answers.same_number(got, want, lambda w: answers.TOL * abs(w))
 
 
-@register("07.5", title="Memory to serve a model", points=1)
-def check_inference_memory(fn: Callable) -> tuple[bool, str]:
+def _cases_inference_memory() -> list:
     from minillm.generate import inference_memory
 
     def ref(n_params, dtype, n_layer, n_kv_head, head_dim, tokens, batch) -> float:
@@ -348,23 +489,66 @@ def check_inference_memory(fn: Callable) -> tuple[bool, str]:
     more = [(124_439_808, f32, 12, 12, 64, 1024, 4), (8_030_261_248, bf16, 32, 8, 128, 8192, 16),
             (1.5e9, f8, 28, 2, 128, 32768, 2), (1000, f16, 2, 1, 4, 10, 3), (13e9, f16, 40, 40, 128, 2048, 5)]
     cases += [(args, ref(*args)) for args in more]
-    return run_cases(fn, cases, name="inference_memory_gb", normalize=_gb_out, same=_close_gb, mistakes=MEM_MISTAKES)
+    return cases
 
 
 # ---------------------------------------------------------------------------------------------------
 # 07.6 one step of beam search
 
+
+def _decode(flat, V):
+    return flat // V, flat % V
+
+
+def beam_no_past(scores, logp, num_beams):
+    top = torch.topk(logp.flatten(), num_beams)  # ranked by the new token alone
+    beam, token = _decode(top.indices, logp.shape[-1])
+    return beam, token, scores[beam] + logp[beam, token]
+
+
+def beam_per_row_topk(scores, logp, num_beams):
+    total = scores[:, None] + logp
+    top = torch.topk(total, min(num_beams, logp.shape[-1]), dim=-1)  # (n_live, k) per beam, in beam order
+    beam = torch.arange(logp.shape[0])[:, None].expand_as(top.indices).flatten()[:num_beams]
+    return beam, top.indices.flatten()[:num_beams], top.values.flatten()[:num_beams]
+
+
+def beam_per_beam_best(scores, logp, num_beams):
+    best = (scores[:, None] + logp).max(dim=-1)  # each beam extends by its own best token only
+    order = torch.argsort(best.values, descending=True)[:num_beams]
+    return order, best.indices[order], best.values[order]
+
+
+def beam_wrong_divisor(scores, logp, num_beams):
+    n_live = logp.shape[0]
+    top = torch.topk((scores[:, None] + logp).flatten(), num_beams)
+    return top.indices % n_live, top.indices // n_live, top.values  # decoded with n_live instead of V
+
+
+def beam_lowest(scores, logp, num_beams):
+    top = torch.topk((scores[:, None] + logp).flatten(), num_beams, largest=False)
+    beam, token = _decode(top.indices, logp.shape[-1])
+    return beam, token, top.values
+
+
+def beam_probabilities_multiplied(scores, logp, num_beams):
+    total = torch.exp(scores)[:, None] * torch.exp(logp)  # right ranking, but a probability, not a log-prob
+    top = torch.topk(total.flatten(), num_beams)
+    beam, token = _decode(top.indices, logp.shape[-1])
+    return beam, token, top.values
+
+
 BEAM_MISTAKES = [
-    (wrong.beam_no_past, "rank the candidates by the beam's TOTAL log-probability scores[b] + logp[b, t], not by "
+    (beam_no_past, "rank the candidates by the beam's TOTAL log-probability scores[b] + logp[b, t], not by "
                          "the new token's log-probability alone"),
-    (wrong.beam_per_row_topk, "take the top num_beams over ALL n_live x V candidates at once (flatten, then topk): "
+    (beam_per_row_topk, "take the top num_beams over ALL n_live x V candidates at once (flatten, then topk): "
                               "a per-beam topk read in beam order favours the first beams"),
-    (wrong.beam_per_beam_best, "compare all n_live x V candidates together: one beam may get several children and "
+    (beam_per_beam_best, "compare all n_live x V candidates together: one beam may get several children and "
                                "another none; extending each beam by its own best token is not beam search"),
-    (wrong.beam_wrong_divisor, "a flat index f over the (n_live, V) candidates decodes as beam f // V, token f % V "
+    (beam_wrong_divisor, "a flat index f over the (n_live, V) candidates decodes as beam f // V, token f % V "
                                "(V = logp.shape[-1], not the number of beams)"),
-    (wrong.beam_lowest, "keep the HIGHEST total log-probabilities (closest to 0), not the lowest"),
-    (wrong.beam_probabilities_multiplied, "new_scores are log-probabilities: scores[b] + logp[b, t] (adding logs "
+    (beam_lowest, "keep the HIGHEST total log-probabilities (closest to 0), not the lowest"),
+    (beam_probabilities_multiplied, "new_scores are log-probabilities: scores[b] + logp[b, t] (adding logs "
                                           "multiplies the probabilities without underflowing)"),
 ]
 
@@ -395,8 +579,7 @@ def _same_beams(got, want, args) -> bool:
     return got[0] == want[0] and got[1] == want[1] and answers.close(got[2], want[2])
 
 
-@register("07.6", title="One step of beam search", points=2)
-def check_beam_step(fn: Callable) -> tuple[bool, str]:
+def _cases_beam_step() -> list:
     scores, logp = d64(HAND_BEAM_SCORES), torch.log(d64(HAND_BEAM_PROBS))
     inputs = [(scores, logp, 2), (scores, logp, 3)]
     gen = generator()
@@ -404,5 +587,20 @@ def check_beam_step(fn: Callable) -> tuple[bool, str]:
         lp = torch.log_softmax(randn64(n_live, V, gen=gen, scale=2.0), dim=-1)
         s = -5.0 * torch.rand(n_live, generator=gen, dtype=torch.float64) if n_live > 1 else torch.zeros(1).double()
         inputs.append((s, lp, num_beams))
-    cases = [(args, _beam_out(_ref_beam_step(*args), args)) for args in inputs]
-    return run_cases(fn, cases, name="beam_step", normalize=_beam_out, same=_same_beams, mistakes=BEAM_MISTAKES)
+    return [(args, _beam_out(_ref_beam_step(*args), args)) for args in inputs]
+
+
+EXERCISES = (
+    Exercise("07.1", "Top-k filter", 1, cases=_cases_top_k, name="top_k_filter", normalize=_logits_out,
+             same=answers.close, mistakes=TOPK_MISTAKES),
+    Exercise("07.2", "Top-p (nucleus) filter", 2, cases=_cases_top_p, name="top_p_filter", normalize=_logits_out,
+             same=answers.close, mistakes=TOPP_MISTAKES),
+    Exercise("07.3", "Repetition penalty (CTRL)", 1, cases=_cases_repetition_penalty, name="repetition_penalty",
+             normalize=_rep_out, same=answers.close, mistakes=REP_MISTAKES),
+    Exercise("07.4", "Greedy decoding with a KV cache", 2, cases=_cases_greedy_generate, name="greedy_generate",
+             normalize=_gen_out, mistakes=GEN_MISTAKES, check=_one_thread),
+    Exercise("07.5", "Memory to serve a model", 1, cases=_cases_inference_memory, name="inference_memory_gb",
+             normalize=_gb_out, same=_close_gb, mistakes=MEM_MISTAKES),
+    Exercise("07.6", "One step of beam search", 2, cases=_cases_beam_step, name="beam_step", normalize=_beam_out,
+             same=_same_beams, mistakes=BEAM_MISTAKES),
+)

@@ -1,15 +1,15 @@
 """The check() function learners call in exercise notebooks, and the registry of checkers behind it.
 
-A checker is a function registered under an exercise id ("01.3") that receives the learner's function
-and returns `(ok, hint)`. `check(exercise_id, fn)` runs it and prints one line:
+Each exercise is an `Exercise` (declared in its chapter module's EXERCISES) whose checker receives the
+learner's function and returns `(ok, hint)`. `check(exercise_id, fn)` runs it and prints one line:
 
     ✅ 01.3 Train BPE merges — 2/2 points
     ❌ 01.3 Train BPE merges — hint: ...
     ⬜ 01.3 Train BPE merges — not attempted (the stub still raises NotImplementedError)
 
 `check` never raises: an exception from the learner's code (or from checking what it returned) becomes a
-❌ line naming the exception. When the environment variable `MINILLM_GRADE_LOG` names a file, each check
-also appends one JSON line to it; that is how `minillm grade` collects results from the kernel.
+❌ line naming the exception. It only prints: `minillm grade` does not read what the learner's kernel
+prints or writes, it runs the checks again in a process of its own (see runner.py and worker.py).
 
 Checkers live in one module per chapter (`minillm/grading/ch01.py`, ...), imported the first time an
 exercise of that chapter is checked, so `from minillm.grading import check` stays fast.
@@ -21,16 +21,12 @@ from __future__ import annotations
 
 import copy
 import importlib
-import json
-import os
 import pkgutil
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-LOG_ENV = "MINILLM_GRADE_LOG"
 ID_RE = re.compile(r"^(\d\d)\.(\d+)$")
 MAX_REPR = 120  # characters of an input/output shown in a hint
 
@@ -38,35 +34,68 @@ MAX_REPR = 120  # characters of an input/output shown in a hint
 MARKS = {"passed": "✅", "failed": "❌", "not attempted": "⬜", "unknown exercise": "❌", "not run": "⬜"}
 
 
+Case = tuple[tuple, Any]  # (arguments, expected answer as `normalize` returns it)
+Checker = Callable[[Callable], tuple[bool, str]]
+
+
+def _same(got: Any, want: Any, args: tuple) -> bool:
+    return got == want
+
+
+def _as_is(got: Any, args: tuple) -> Any:
+    return got
+
+
 @dataclass(frozen=True)
 class Exercise:
+    """One graded exercise, declared in its chapter module's `EXERCISES` tuple.
+
+    `cases()` returns fresh `(args, want)` pairs: hand-worked ones first, then random inputs whose answer
+    comes from the minillm `reference` (named in the chapter module's table). `normalize(got, args)` reads the
+    learner's answer into the canonical form of `want` (or raises Wrong with a hint); `same(got, want, args)`
+    compares (tolerances live there). `mistakes` pairs each simulated wrong solution with the hint that names
+    it. `check(exercise, fn)` replaces the default run when an exercise needs more (e.g. a mutation test).
+    """
+
     id: str
     title: str
     points: int
-    checker: Callable[[Callable], tuple[bool, str]]
+    name: str  # the learner's function, as hints call it
+    cases: Callable[[], list[Case]]
+    normalize: Callable[[Any, tuple], Any] = _as_is
+    same: Callable[[Any, Any, tuple], bool] = _same
+    mistakes: tuple[tuple[Callable, str], ...] = ()
+    check: Callable[[Exercise, Callable], tuple[bool, str]] | None = None
+
+    def __post_init__(self) -> None:
+        if not ID_RE.match(self.id):
+            raise ValueError(f"exercise id must look like '01.3' (chapter.number), got {self.id!r}")
+        if not isinstance(self.points, int) or self.points < 1:
+            raise ValueError(f"points must be a positive int, got {self.points!r}")
+        object.__setattr__(self, "mistakes", tuple(self.mistakes))
 
     @property
     def chapter(self) -> str:
         return self.id.split(".")[0]
 
+    def run_cases(self, fn: Callable) -> tuple[bool, str]:
+        """The default check: every case of `cases()`, the first failure named (with a mistake's hint)."""
+        return run_cases(fn, self.cases(), name=self.name, normalize=self.normalize, same=self.same,
+                         mistakes=self.mistakes)
+
+    def checker(self, fn: Callable) -> tuple[bool, str]:
+        return self.check(self, fn) if self.check is not None else self.run_cases(fn)
+
 
 REGISTRY: dict[str, Exercise] = {}
 
 
-def register(exercise_id: str, title: str, points: int = 1):
-    """Decorator: register `checker(fn) -> (ok, hint)` as the grader of exercise `exercise_id` ("NN.k")."""
-    if not ID_RE.match(exercise_id):
-        raise ValueError(f"exercise id must look like '01.3' (chapter.number), got {exercise_id!r}")
-    if not isinstance(points, int) or points < 1:
-        raise ValueError(f"points must be a positive int, got {points!r}")
-
-    def wrap(checker: Callable[[Callable], tuple[bool, str]]):
-        if exercise_id in REGISTRY and REGISTRY[exercise_id].checker.__qualname__ != checker.__qualname__:
-            raise ValueError(f"exercise {exercise_id} is registered twice")
-        REGISTRY[exercise_id] = Exercise(exercise_id, title, points, checker)
-        return checker
-
-    return wrap
+def register(*exercises: Exercise) -> None:
+    """Add exercises to the registry (a chapter module's EXERCISES are added when it is first loaded)."""
+    for ex in exercises:
+        if ex.id in REGISTRY and REGISTRY[ex.id] is not ex:
+            raise ValueError(f"exercise {ex.id} is registered twice")
+        REGISTRY[ex.id] = ex
 
 
 class LearnerError(Exception):
@@ -77,10 +106,58 @@ class LearnerError(Exception):
         self.original, self.call = original, call
 
 
+def _num(x: Any) -> str:
+    return f"{x:.4g}" if isinstance(x, float) else repr(x)
+
+
+def _compact(obj: Any) -> str:
+    """A one-line text of obj: tensors as `tensor(2x3 float64: [0.1, ...])`, floats to 4 digits."""
+    if hasattr(obj, "shape") and hasattr(obj, "dtype") and hasattr(obj, "tolist"):  # a tensor or an array
+        flat = obj.reshape(-1).tolist() if hasattr(obj, "reshape") else []
+        dims = "x".join(map(str, tuple(obj.shape))) or "scalar"
+        vals = ", ".join(_num(v) for v in flat[:6]) + (", ..." if len(flat) > 6 else "")
+        return f"tensor({dims} {str(obj.dtype).replace('torch.', '')}: [{vals}])"
+    if isinstance(obj, float):
+        return _num(obj)
+    if isinstance(obj, (list, tuple)) and len(obj) <= 64:
+        inner = ", ".join(_compact(x) for x in obj)
+        return f"[{inner}]" if isinstance(obj, list) else f"({inner}{',' if len(obj) == 1 else ''})"
+    if isinstance(obj, type(lambda: 0)):
+        return f"<function {getattr(obj, '__name__', '?')}>"
+    return repr(obj)
+
+
 def short(obj: Any, limit: int = MAX_REPR) -> str:
-    """repr(obj), cut to `limit` characters so hints stay one line."""
-    text = repr(obj).replace("\n", "\\n")
+    """A compact one-line text of obj (see _compact), cut to `limit` characters so hints stay one line."""
+    try:
+        text = _compact(obj)
+    except Exception:  # noqa: BLE001 - a learner's object with a broken repr
+        text = f"<{type(obj).__name__}>"
+    text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 4] + " ..."
+
+
+def _where(name: str, args: tuple, got: Any, want: Any) -> str:
+    """`name(args) returned got, expected want`; for tensor answers ((shape, values)), the first wrong element."""
+    call_text = f"{name}({', '.join(short(a, 60) for a in args)})"
+    if (isinstance(got, tuple) and isinstance(want, tuple) and len(got) == len(want) == 2
+            and isinstance(want[0], tuple) and isinstance(want[1], tuple) and got[0] == want[0]
+            and isinstance(got[1], tuple) and len(got[1]) == len(want[1]) and all(isinstance(d, int) for d in want[0])):
+        bad = next((i for i, (a, b) in enumerate(zip(got[1], want[1], strict=True)) if a != b), None)
+        if bad is not None:
+            index, rest = [], bad
+            for d in reversed(want[0]):
+                index.insert(0, rest % d)
+                rest //= d
+            at = ", ".join(map(str, index))
+            n_bad = sum(1 for a, b in zip(got[1], want[1], strict=True) if a != b)
+            a, b = got[1][bad], want[1][bad]
+            digits = next((d for d in range(4, 12) if f"{a:.{d}g}" != f"{b:.{d}g}"), 12) \
+                if isinstance(a, float) and isinstance(b, float) else 4
+            a, b = (f"{x:.{digits}g}" if isinstance(x, float) else repr(x) for x in (a, b))
+            return (f"{call_text}: element [{at}] is {a}, expected {b} "
+                    f"(shape {want[0]}, {n_bad} of {len(want[1])} elements differ)")
+    return f"{call_text} returned {short(got, 80)}, expected {short(want, 80)}"
 
 
 def call(fn: Callable, *args: Any, name: str | None = None) -> Any:
@@ -122,7 +199,7 @@ def run_cases(
         seen.append((args, got))
         if same(got, want, args):
             continue
-        where = f"{name}({', '.join(short(a, 60) for a in args)}) returned {short(got, 80)}, expected {short(want, 80)}"
+        where = _where(name, args, got, want)
         hint = _diagnose(fn, name, normalize, mistakes, seen, [a for a, _ in cases[k + 1:]])
         return False, f"{hint}. {where}" if hint else where
     return True, ""
@@ -167,7 +244,7 @@ def load_chapter(chapter: str) -> None:
     """Import the checkers of chapter "NN" (a no-op when that chapter has none)."""
     name = f"ch{chapter}"
     if name in _chapter_modules():
-        importlib.import_module(f"minillm.grading.{name}")
+        register(*importlib.import_module(f"minillm.grading.{name}").EXERCISES)
 
 
 def load_all() -> list[str]:
@@ -175,7 +252,7 @@ def load_all() -> list[str]:
     failed = []
     for name in _chapter_modules():
         try:
-            importlib.import_module(f"minillm.grading.{name}")
+            register(*importlib.import_module(f"minillm.grading.{name}").EXERCISES)
         except Exception:  # noqa: BLE001 - reported by the caller
             failed.append(name)
     return failed
@@ -258,17 +335,6 @@ def _run_checker(ex: Exercise, fn: Callable) -> CheckResult:
     return result("passed") if ok else result("failed", str(hint) or "wrong result")
 
 
-def _log(res: CheckResult) -> None:
-    path = os.environ.get(LOG_ENV)
-    if not path:
-        return
-    try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(res.to_json(), ensure_ascii=False) + "\n")
-    except OSError as e:
-        print(f"(minillm: could not write the grade log {path}: {e})", file=sys.stderr)
-
-
 def check(exercise_id: str, fn: Callable) -> CheckResult:
     """Grade the learner's `fn` for exercise `exercise_id`; print one ✅/❌/⬜ line; never raise."""
     try:
@@ -279,7 +345,6 @@ def check(exercise_id: str, fn: Callable) -> CheckResult:
         else:
             res = CheckResult(str(exercise_id), "", "failed", 0, 0, f"internal error {type(e).__name__}: {e}")
     print(res.line(), flush=True)
-    _log(res)
     return res
 
 

@@ -1,29 +1,37 @@
-"""`minillm grade`: execute exercise notebooks and print a report card.
+"""`minillm grade`'s engine: execute an exercise notebook, then grade it outside the learner's kernel.
 
-Each notebook is read into memory and executed with nbclient (the file itself is never modified), in
-the notebook's folder, with `MINILLM_GRADE_LOG` pointing the kernel's `check()` calls at a temporary
-file. Cells that raise do not stop the run, so every check cell gets its chance. The card lists every
-registered exercise of the notebook's chapter (from the file name "NN_slug.ipynb" and the ids its check
-cells use); an exercise whose check never ran counts as "not run", 0 points.
+1. The notebook is read into memory (the file is never modified) and executed with nbclient in the
+   notebook's folder, as the learner would run it. Cells that raise do not stop the run. A cell that runs
+   past the timeout ends the kernel run (noted on the card) but not the grading. This kernel is the
+   learner's: its output, and whatever it does to the grading modules there, counts for nothing.
+2. The grader reads the `check("NN.k", fn)` calls of the code cells, drops ids its registry does not
+   know, and runs those checks in a fresh process (`minillm.grading.worker`) that loads only the
+   notebook's definitions and restores the grading modules before each check. A check that runs past the
+   timeout is marked "not run" and the worker is restarted for the checks after it.
+3. Points, titles and maxima come from this process's registry; the worker reports only a status and a
+   hint per id. The card lists every exercise of the notebook's chapter (file name "NN_slug.ipynb" and
+   the check ids): one without a check call is "not run", 0 points, and its maximum still counts.
 
-Bad input gives one line on stderr and exit code 1, never a traceback: a missing file, a file that is
-not a notebook, a kernel that dies, a cell that runs past --timeout. Other notebooks are still graded.
+Bad input raises GradeError with one line: a missing file, a file that is not a notebook, a kernel that
+dies, a kernel that cannot start. The printing and argument parsing are in minillm/commands/grade.py.
 Leaves out: sandboxing the learner's code (it runs with the learner's own rights, like the notebook).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import queue
 import re
+import subprocess
 import sys
 import tempfile
-import textwrap
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minillm.grading import core
+import minillm
+from minillm.grading import core, worker
 
 CHECK_CALL_RE = re.compile(r"""check\(\s*["'](\d\d\.\d+)["']""")
 
@@ -38,6 +46,7 @@ class NotebookReport:
     results: list[core.CheckResult] = field(default_factory=list)
     error: str | None = None  # why the notebook could not be graded
     cell_errors: list[str] = field(default_factory=list)  # "cell 5: ValueError: ..." (the run went on)
+    note: str | None = None  # e.g. a cell ran past the timeout (the grade still counts what was earned)
 
     @property
     def points(self) -> int:
@@ -49,7 +58,7 @@ class NotebookReport:
 
     def to_json(self) -> dict:
         return {"path": self.path, "points": self.points, "max_points": self.max_points, "error": self.error,
-                "cell_errors": self.cell_errors, "exercises": [r.to_json() for r in self.results]}
+                "cell_errors": self.cell_errors, "note": self.note, "exercises": [r.to_json() for r in self.results]}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -107,21 +116,23 @@ def _cell_errors(nb) -> list[str]:
     return errors
 
 
-def execute(path: Path, nb, timeout: int, log: Path) -> list[str]:
-    """Run all cells of `nb` (errors do not stop the run); return the cells that raised."""
+def execute(path: Path, nb, timeout: int, workdir: Path) -> tuple[list[str], str | None]:
+    """Run all cells of `nb` (errors do not stop the run); return the cells that raised and a timeout note."""
     from jupyter_client.kernelspec import NoSuchKernel
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-    env = dict(os.environ, **{core.LOG_ENV: str(log), "PYDEVD_DISABLE_FILE_VALIDATION": "1"})
+    env = {k: v for k, v in os.environ.items() if k != "MINILLM_GRADE_LOG"}
+    env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
                             resources={"metadata": {"path": str(path.parent.resolve())}})
-    kernel_log = log.with_name("kernel-stderr.txt")  # the kernel process's own stderr, not the cells'
+    kernel_log = workdir / "kernel-stderr.txt"  # the kernel process's own stderr, not the cells'
+    note = None
     try:
         with open(kernel_log, "w") as err:
             client.execute(env=env, stderr=err)
     except CellTimeoutError:
-        raise GradeError(f"a cell ran longer than {timeout} s (raise the limit with --timeout)") from None
+        note = f"a cell ran longer than {timeout} s; the cells after it did not run in the kernel"
     except DeadKernelError:
         last = _last_line(kernel_log)
         raise GradeError("the kernel died while running the notebook (a cell crashed Python or exhausted "
@@ -131,7 +142,7 @@ def execute(path: Path, nb, timeout: int, log: Path) -> list[str]:
                          "'python -m ipykernel install --sys-prefix --name python3'") from None
     except RuntimeError as e:  # e.g. "Kernel didn't respond in 60 seconds"
         raise GradeError(f"the kernel failed to start or respond ({e})") from None
-    return _cell_errors(nb)
+    return _cell_errors(nb), note
 
 
 def _last_line(path: Path) -> str:
@@ -144,19 +155,59 @@ def _last_line(path: Path) -> str:
     return lines[-1][:150] if lines else ""
 
 
-def read_log(log: Path) -> dict[str, core.CheckResult]:
-    """The last result of each exercise id found in a grade log."""
-    found: dict[str, core.CheckResult] = {}
-    if not log.exists():
-        return found
-    for line in log.read_text(encoding="utf-8").splitlines():
-        try:
-            d = json.loads(line)
-            res = core.CheckResult(**{k: d[k] for k in ("id", "title", "status", "points", "max_points", "hint")})
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-        found[res.id] = res
-    return found
+def _pump(stream, lines: queue.Queue) -> None:
+    """Move the worker's report lines into a queue (then None), so the grader can wait with a timeout."""
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def run_checks(path: Path, sources: list[str], checks: list[tuple[str, str]], timeout: int,
+               workdir: Path) -> dict[str, tuple[str, str]]:
+    """{id: (status, hint)} from the worker process; a check past `timeout` is "not run" and the rest go on."""
+    results: dict[str, tuple[str, str]] = {}
+    todo = list(checks)
+    env = {k: v for k, v in os.environ.items() if k != "MINILLM_GRADE_LOG"}
+    root = str(Path(minillm.__file__).resolve().parents[1])  # the minillm this grader runs
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    while todo:
+        request = json.dumps({"sources": sources, "checks": todo})
+        with open(workdir / "worker-stderr.txt", "w") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "minillm.grading.worker"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=err, cwd=path.parent.resolve(), env=env,
+                                    text=True, encoding="utf-8")
+            lines: queue.Queue = queue.Queue()
+            threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
+            proc.stdin.write(request)
+            proc.stdin.close()
+            first = True
+            while todo:
+                ex_id = todo[0][0]
+                try:  # the first check also waits for the worker's start (imports, the definitions)
+                    line = lines.get(timeout=timeout + (60 if first else 0))
+                except queue.Empty:
+                    results[ex_id] = ("not run", f"the check ran longer than {timeout} s (raise --timeout)")
+                    todo.pop(0)
+                    break
+                if line is None:  # the worker ended before reporting this check
+                    proc.wait()
+                    results[ex_id] = ("failed", f"the grading process died during this check (exit code "
+                                                f"{proc.returncode}); your function may have ended Python")
+                    todo.pop(0)
+                    break
+                try:
+                    d = json.loads(line)
+                    got = d["id"], str(d["status"]), str(d["hint"])
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue
+                if got[0] == ex_id and got[1] in core.MARKS:
+                    results[ex_id] = got[1:]
+                    todo.pop(0)
+                    first = False
+            proc.kill()
+            proc.wait()
+    return results
 
 
 def grade_notebook(path: Path, timeout: int) -> NotebookReport:
@@ -164,88 +215,34 @@ def grade_notebook(path: Path, timeout: int) -> NotebookReport:
     try:
         nb = read_notebook(path)
         expected = expected_exercises(path, nb)
+        sources = [c.source for c in nb.cells if c.cell_type == "code"]
+        calls = worker.check_calls(sources)
+        core.load_all()
+        known = {**{e.id: e for e in expected}, **{i: core.REGISTRY[i] for i in calls if i in core.REGISTRY}}
         with tempfile.TemporaryDirectory(prefix="minillm-grade-") as tmp:
-            log = Path(tmp) / "grade.jsonl"
-            report.cell_errors = execute(path, nb, timeout, log)
-            ran = read_log(log)
+            report.cell_errors, report.note = execute(path, nb, timeout, Path(tmp))
+            checks = [(i, calls[i]) for i in sorted(known) if i in calls]
+            ran = run_checks(path, sources, checks, timeout, Path(tmp))
     except GradeError as e:
         report.error = str(e)
         return report
-    for ex in expected:
-        got = ran.pop(ex.id, None)
-        report.results.append(got or core.CheckResult(ex.id, ex.title, "not run", 0, ex.points))
-    report.results += sorted(ran.values(), key=lambda r: r.id)  # checks of other chapters, if any
+    for ex_id in sorted(known, key=lambda i: (i.split(".")[0], int(i.split(".")[1]))):
+        ex = known[ex_id]
+        status, hint = ran.get(ex_id, ("not run", "no check cell calls this exercise"))
+        points = ex.points if status == "passed" else 0
+        report.results.append(core.CheckResult(ex.id, ex.title, status, points, ex.points,
+                                               hint if status != "passed" else ""))
     return report
 
 
-# ---------------------------------------------------------------------------------------------------
-# the report card
+# `minillm/cli.py` still names this module for "grade" until it maps the command to minillm.commands.grade
+def add_arguments(p) -> None:  # pragma: no cover - a forwarding shim
+    from minillm.commands import grade
+
+    grade.add_arguments(p)
 
 
-def _fit(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+def run(args) -> int:  # pragma: no cover - a forwarding shim
+    from minillm.commands import grade
 
-
-def format_card(reports: list[NotebookReport]) -> str:
-    lines = []
-    graded = [r for r in reports if r.error is None]
-    for rep in reports:
-        lines.append(rep.path)
-        if rep.error is not None:
-            lines += [f"  not graded: {rep.error}", ""]
-            continue
-        lines.append(f"  {'id':<6} {'exercise':<34} {'status':<18} {'points':>6}")
-        for r in rep.results:
-            status = f"{core.MARKS.get(r.status, '❌')} {r.status}"
-            lines.append(f"  {r.id:<6} {_fit(r.title, 34):<34} {status:<18} {f'{r.points}/{r.max_points}':>6}")
-            if r.status == "failed" and r.hint:
-                wrapped = textwrap.wrap(_fit(r.hint, 400), 90) or [""]
-                lines += [f"  {'':<6} {'hint:' if k == 0 else '':<5} {w}" for k, w in enumerate(wrapped)]
-        lines.append(f"  {'total':<60} {f'{rep.points}/{rep.max_points}':>6}")
-        if rep.cell_errors:
-            lines.append(f"  note: {len(rep.cell_errors)} cell(s) raised errors; first: {rep.cell_errors[0]}")
-        lines.append("")
-    total = sum(r.points for r in graded)
-    most = sum(r.max_points for r in graded)
-    skipped = len(reports) - len(graded)
-    lines.append(f"overall: {total}/{most} points in {len(graded)} notebook(s)"
-                 + (f"; {skipped} could not be graded" if skipped else ""))
-    return "\n".join(lines)
-
-
-def default_notebooks(cwd: Path) -> list[Path]:
-    return sorted((cwd / "exercises").glob("*.ipynb"))
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
-                   help="exercise notebooks to grade (default: exercises/*.ipynb under the current folder)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
-    p.add_argument("--timeout", type=int, default=120, metavar="S",
-                   help="seconds one cell may run before grading stops (default: 120)")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.timeout is not None and args.timeout <= 0:
-        print("minillm grade: --timeout must be a positive number of seconds", file=sys.stderr)
-        return 1
-    paths = [Path(p) for p in args.notebooks] or default_notebooks(Path.cwd())
-    if not paths:
-        print("minillm grade: no notebooks given and none found in ./exercises/", file=sys.stderr)
-        return 1
-    reports = []
-    for path in paths:
-        if not args.json:
-            print(f"grading {path} ...", file=sys.stderr, flush=True)
-        rep = grade_notebook(path, args.timeout)
-        if rep.error:
-            print(f"minillm grade: {path}: {rep.error}", file=sys.stderr, flush=True)
-        reports.append(rep)
-    graded = [r for r in reports if r.error is None]
-    if args.json:
-        print(json.dumps({"notebooks": [r.to_json() for r in reports],
-                          "points": sum(r.points for r in graded),
-                          "max_points": sum(r.max_points for r in graded)}, ensure_ascii=False, indent=1))
-    else:
-        print(format_card(reports))
-    return 0 if len(graded) == len(reports) else 1
+    return grade.run(args)
