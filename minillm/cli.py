@@ -16,7 +16,7 @@ import sys
 
 # name -> (module providing add_arguments/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "grade": ("minillm.grading.runner", "execute exercise notebooks and print a report card"),
+    "grade": ("minillm.commands.grade", "execute exercise notebooks and print a report card"),
     "train": ("minillm.commands.train", "pretrain a GPT preset on a bundled corpus, with checkpoints and a loss plot"),
     "generate": ("minillm.commands.generate", "sample text from a checkpoint of `minillm train`"),
 }

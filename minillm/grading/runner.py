@@ -233,16 +233,3 @@ def grade_notebook(path: Path, timeout: int) -> NotebookReport:
         report.results.append(core.CheckResult(ex.id, ex.title, status, points, ex.points,
                                                hint if status != "passed" else ""))
     return report
-
-
-# `minillm/cli.py` still names this module for "grade" until it maps the command to minillm.commands.grade
-def add_arguments(p) -> None:  # pragma: no cover - a forwarding shim
-    from minillm.commands import grade
-
-    grade.add_arguments(p)
-
-
-def run(args) -> int:  # pragma: no cover - a forwarding shim
-    from minillm.commands import grade
-
-    return grade.run(args)
