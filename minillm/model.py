@@ -14,7 +14,9 @@ Implements:
   chapter 3's Pre-LN / Post-LN experiment;
 - `count_params(cfg)`: the parameter count by formula, part by part, and `param_table()`: what "7B" means.
 
-Positions. "sinusoidal" and "learned" are added to the token embeddings; "rope" rotates q and k; "t5" and
+Positions. "sinusoidal" and "learned" are added to the token embeddings (for "sinusoidal" the embeddings are
+first multiplied by sqrt(d_model), as in Vaswani et al. 2017 sec. 3.4: the table's entries are of size 1, and
+with GPT-2's init (std 0.02) the tokens would otherwise be drowned by the positions); "rope" rotates q and k; "t5" and
 "alibi" add a (H, T, S) bias to the attention scores, handed to the attention kernel as its float `mask`
 (with -inf on the keys a query may not see, so causality and any user mask are folded into it). The bias
 rows are those of the queries' absolute positions, so decoding with a KV cache equals the full forward. As
@@ -291,8 +293,8 @@ class GPT(nn.Module):
         x = self.embed_tokens(idx)  # (B, T, d)
         if self.embed_positions is not None:
             x = self.embed_positions.embed(x, pos)  # + (T, d)
-        elif self.sinusoidal is not None:
-            x = self.sinusoidal.embed(x, pos)
+        elif self.sinusoidal is not None:  # Vaswani et al. sec. 3.4: token embeddings times sqrt(d), then + PE
+            x = self.sinusoidal.embed(x * math.sqrt(self.cfg.d_model), pos)
         x = self.drop(x)
         k_pos = torch.arange(start + T, device=idx.device) if kv_caches is not None else pos  # (S,) the keys
         bias = self.attention_bias(pos, k_pos, mask, x.dtype)

@@ -332,7 +332,7 @@ def _reference_forward(model: GPT, idx: torch.Tensor) -> torch.Tensor:
         pe = torch.zeros(T, cfg.d_model, dtype=torch.float64)
         angle = p / 10000 ** (2 * i / cfg.d_model)
         pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)
-        x = x + pe
+        x = x * math.sqrt(cfg.d_model) + pe  # sec. 3.4: "we multiply those weights by sqrt(d_model)"
     if cfg.pos == "learned":
         x = x + model.embed_positions.weight[:T]
     bias = torch.zeros(H, T, T, dtype=torch.float64)
