@@ -8,19 +8,23 @@ Implements:
 - `GPT`: token embedding -> n_layer blocks -> final norm (Pre-LN only) -> lm_head, like GPT-2 (Radford et al.
   2019) and Llama (Touvron et al. 2023, arXiv:2302.13971 and 2307.09288), built from `minillm.attention`,
   `minillm.positional`, `minillm.norms` and `minillm.ffn`; a `KVCache` per layer for incremental decoding;
-- two init rules: GPT-2's (normal(0, 0.02), the residual output projections scaled by 1/sqrt(2 n_layer),
-  GPT-2 paper sec. 2.3) and DeepNorm's (`deepnorm_init_`, Wang et al. 2022, arXiv:2203.00555);
+- three init rules: GPT-2's (normal(0, 0.02), the residual output projections scaled by 1/sqrt(2 n_layer),
+  GPT-2 paper sec. 2.3), PyTorch's layer defaults ("torch": Linear U(+-1/sqrt(fan_in)), Embedding N(0, 1);
+  the "toy" preset of chapters 2-4) and DeepNorm's ("torch" + `deepnorm_init_` on the blocks, Wang et al.
+  2022, arXiv:2203.00555);
 - `apply_deepnorm`, `block_grad_norms`: DeepNorm on a built model, and the per-layer gradient-norm probe of
   chapter 3's Pre-LN / Post-LN experiment;
 - `count_params(cfg)`: the parameter count by formula, part by part, and `param_table()`: what "7B" means.
 
-Positions. "sinusoidal" and "learned" are added to the token embeddings (for "sinusoidal" the embeddings are
-first multiplied by sqrt(d_model), as in Vaswani et al. 2017 sec. 3.4: the table's entries are of size 1, and
-with GPT-2's init (std 0.02) the tokens would otherwise be drowned by the positions); "rope" rotates q and k; "t5" and
-"alibi" add a (H, T, S) bias to the attention scores, handed to the attention kernel as its float `mask`
-(with -inf on the keys a query may not see, so causality and any user mask are folded into it). The bias
-rows are those of the queries' absolute positions, so decoding with a KV cache equals the full forward. As
-in GPT-2 and Llama, every scheme keeps the 1/sqrt(head_dim) scaling of the scores (T5 itself has none).
+Positions. "sinusoidal" and "learned" are added to the token embeddings. The sinusoids have entries of size 1:
+with GPT-2's init (embeddings of std 0.02) they drown the tokens, which is why the original Transformer
+initialises its embeddings at std d^(-1/2) and multiplies them by sqrt(d) (Vaswani et al. 2017 sec. 3.4); the
+"toy" preset uses PyTorch's default init (embeddings N(0, 1)), where the two have comparable sizes. "rope"
+rotates q and k; "t5" and "alibi" add a (H, T, S) bias to the attention scores, handed to the attention
+kernel as its float `mask` (with -inf on the keys a query may not see, so causality and any user mask are
+folded into it). The bias rows are those of the queries' absolute positions, so decoding with a KV cache
+equals the full forward. As in GPT-2 and Llama, every scheme keeps the 1/sqrt(head_dim) scaling of the
+scores (T5 itself has none).
 
 Post-LN (norm(alpha x + f(x)) per sub-layer, the original Transformer and BERT) ends without a final norm:
 the last sub-layer's output is already normalised, and neither of those models adds one. `deepnorm=True`
@@ -57,7 +61,7 @@ from minillm.rope_scaling import RopeScaling
 POS = ("none", "sinusoidal", "learned", "t5", "rope", "alibi")
 NORMS = ("layernorm", "rmsnorm")
 NORM_POSITIONS = ("pre", "post")
-INITS = ("gpt2", "deepnorm")
+INITS = ("gpt2", "torch", "deepnorm")
 FFNS = ("gelu", "gelu_tanh", "relu", "swiglu", "geglu")
 GLU = ("swiglu", "geglu")  # three matrices (gate, up, down); the others have two (up, down)
 
@@ -80,7 +84,7 @@ class GPTConfig:
     norm_eps: float = 1e-5
     norm_position: str = "pre"  # "pre": x + f(norm(x)); "post": norm(alpha x + f(x)), no final norm
     deepnorm: bool = False  # Post-LN with DeepNorm's alpha = (2N)^(1/4) (and, by default, its init)
-    init: str = ""  # "gpt2" | "deepnorm" (Xavier, gain beta = (8N)^(-1/4) on v, o, mlp); "" = deepnorm iff deepnorm
+    init: str = ""  # "gpt2" | "torch" (PyTorch's defaults) | "deepnorm"; "" = "deepnorm" if deepnorm else "gpt2"
     ffn: str = "gelu"  # "gelu" | "gelu_tanh" (GPT-2's "gelu_new") | "relu" | "swiglu" (Llama) | "geglu"
     bias: bool = True  # on the linear layers and LayerNorm (GPT-2: True, Llama: False)
     tie_embeddings: bool = True  # lm_head.weight is embed_tokens.weight
@@ -220,7 +224,23 @@ class GPT(nn.Module):
         projections that write into the residual stream (o_proj, mlp.down) get init_std / sqrt(2 n_layer), so
         the stream's variance does not grow with depth (2 additions per layer). With cfg.init == "deepnorm"
         the blocks are then re-initialised by `deepnorm_init_` with beta = (8 n_layer)^(-1/4). T5's bias
-        table starts at zero (no position preference before training)."""
+        table starts at zero (no position preference before training). cfg.init == "torch": every layer's own
+        `reset_parameters()` (PyTorch's defaults), the init of the former ToyLM of chapters 2-4; "deepnorm"
+        starts from it too, as DeepNet's unit-scale embeddings do."""
+        if self.cfg.init in ("torch", "deepnorm"):
+            for m in self.modules():
+                if isinstance(m, nn.Linear | nn.Embedding | LayerNorm | RMSNorm):
+                    if not isinstance(m, LayerNorm | RMSNorm):
+                        m.reset_parameters()
+                    elif m.weight is not None:
+                        nn.init.ones_(m.weight)
+                        if getattr(m, "bias", None) is not None:
+                            nn.init.zeros_(m.bias)
+            if self.rel_bias is not None:
+                nn.init.zeros_(self.rel_bias.table.weight)
+            if self.cfg.init == "deepnorm":
+                deepnorm_init_(self, deepnorm_constants(self.cfg.n_layer)[1])
+            return
         std = self.cfg.init_std
         for m in self.modules():
             if isinstance(m, nn.Linear | nn.Embedding):
@@ -233,9 +253,6 @@ class GPT(nn.Module):
                     nn.init.zeros_(m.bias)
         if self.rel_bias is not None:
             nn.init.zeros_(self.rel_bias.table.weight)
-        if self.cfg.init == "deepnorm":
-            deepnorm_init_(self, deepnorm_constants(self.cfg.n_layer)[1])
-            return
         for layer in self.layers:
             nn.init.normal_(layer.self_attn.o_proj.weight, 0.0, std / math.sqrt(2 * self.cfg.n_layer))
             nn.init.normal_(layer.mlp.down.weight, 0.0, std / math.sqrt(2 * self.cfg.n_layer))
@@ -293,8 +310,8 @@ class GPT(nn.Module):
         x = self.embed_tokens(idx)  # (B, T, d)
         if self.embed_positions is not None:
             x = self.embed_positions.embed(x, pos)  # + (T, d)
-        elif self.sinusoidal is not None:  # Vaswani et al. sec. 3.4: token embeddings times sqrt(d), then + PE
-            x = self.sinusoidal.embed(x * math.sqrt(self.cfg.d_model), pos)
+        elif self.sinusoidal is not None:
+            x = self.sinusoidal.embed(x, pos)
         x = self.drop(x)
         k_pos = torch.arange(start + T, device=idx.device) if kv_caches is not None else pos  # (S,) the keys
         bias = self.attention_bias(pos, k_pos, mask, x.dtype)

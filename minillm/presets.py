@@ -6,7 +6,8 @@ so a shape is written down once. `SOURCES[name]` says where each published shape
 
 Course presets (they train in seconds to minutes on a laptop CPU):
 - "toy": the model of the experiments of chapters 2-4 (the former `ToyLM` default: 2 layers, 4 heads, d 64,
-  no positions, LayerNorm, exact-GeLU 4x MLP, biases, an untied head); chapters 2-4 override `pos`,
+  no positions, LayerNorm, exact-GeLU 4x MLP, biases, an untied head, PyTorch's default init); chapters
+  2-4 override `pos`,
   `norm`, `norm_position`, `ffn`, `n_layer`;
 - "tiny" (GPT-2 family) and "tiny-llama" (Llama family) at the same size, for chapters 6-7;
 - "small": nanoGPT's shakespeare_char shape (Karpathy, config/train_shakespeare_char.py: 10.65M parameters).
@@ -26,7 +27,7 @@ _LLAMA = dict(pos="rope", norm="rmsnorm", norm_eps=1e-5, ffn="swiglu", bias=Fals
 PRESETS: dict[str, dict[str, Any]] = {
     # ---- the course's small models
     "toy": dict(vocab_size=128, block_size=64, n_layer=2, n_head=4, d_model=64, pos="none", norm="layernorm",
-                ffn="gelu", bias=True, tie_embeddings=False),
+                ffn="gelu", bias=True, tie_embeddings=False, init="torch"),
     "tiny": dict(vocab_size=128, block_size=64, n_layer=2, n_head=4, d_model=64, ffn="gelu"),
     "tiny-llama": dict(_LLAMA, vocab_size=128, block_size=64, n_layer=2, n_head=4, n_kv_head=2, d_model=64,
                        ffn_hidden=172),  # 172 ~ 8/3 * 64 (the 256-rounding of the Llama rule would give 256)

@@ -332,7 +332,7 @@ def _reference_forward(model: GPT, idx: torch.Tensor) -> torch.Tensor:
         pe = torch.zeros(T, cfg.d_model, dtype=torch.float64)
         angle = p / 10000 ** (2 * i / cfg.d_model)
         pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)
-        x = x * math.sqrt(cfg.d_model) + pe  # sec. 3.4: "we multiply those weights by sqrt(d_model)"
+        x = x + pe
     if cfg.pos == "learned":
         x = x + model.embed_positions.weight[:T]
     bias = torch.zeros(H, T, T, dtype=torch.float64)
@@ -409,7 +409,7 @@ def test_post_ln_block_is_norm_of_alpha_x_plus_f(deepnorm):
 def test_deepnorm_init_scales_v_o_and_mlp_by_beta_not_q_k():
     d, n = 128, 8
     torch.manual_seed(9)
-    model = GPT(GPTConfig.preset("toy", d_model=d, n_layer=n, norm_position="post", deepnorm=True))
+    model = GPT(GPTConfig.preset("toy", d_model=d, n_layer=n, norm_position="post", deepnorm=True, init=""))
     beta = 1 / (2 * math.sqrt(2))  # (8 * 8)^(-1/4)
     assert model.cfg.init == "deepnorm"
 
@@ -427,7 +427,7 @@ def test_deepnorm_init_scales_v_o_and_mlp_by_beta_not_q_k():
                for lin in (layer.self_attn.v_proj, layer.self_attn.o_proj, layer.mlp.up, layer.mlp.down))
     # the GLU MLP: all three matrices get beta
     glu = GPT(GPTConfig.preset("toy", d_model=d, n_layer=n, ffn="swiglu", ffn_hidden=2 * d, norm_position="post",
-                               deepnorm=True))
+                               deepnorm=True, init="deepnorm"))
     assert pooled_std(layer.mlp.gate.weight for layer in glu.layers) == pytest.approx(
         beta * math.sqrt(2 / (3 * d)), rel=0.03)
 
@@ -439,7 +439,7 @@ def test_apply_deepnorm_on_gpt_and_its_errors():
     assert cfg.alpha == 1.0 and model.cfg.alpha == pytest.approx(2.0) and model.cfg.deepnorm
     assert all(layer.alpha == pytest.approx(2.0) for layer in model.layers)
     torch.manual_seed(1)
-    built = GPT(GPTConfig.preset("toy", n_layer=8, norm_position="post", deepnorm=True))
+    built = GPT(GPTConfig.preset("toy", n_layer=8, norm_position="post", deepnorm=True, init="deepnorm"))
     assert built.layers[0].alpha == model.layers[0].alpha
     deepnorm_init_(GPT(GPTConfig.preset("tiny")), 0.5)  # any GPT (the old duck-typed helper raised TypeError)
     with pytest.raises(ValueError, match="norm_position='post'"):
@@ -471,3 +471,18 @@ def test_toy_preset_is_the_old_experiment_model():
     per_layer = 4 * (64 * 64 + 64) + 2 * 128 + (64 * 256 + 256) + (256 * 64 + 64)
     assert model.num_params() == 2 * per_layer + 128 + 2 * 128 * 64 == 116_480
     assert model.embed_positions is None and model.lm_head.bias is None
+
+
+def test_torch_init_is_pytorchs_layer_defaults():
+    """"torch" (the "toy" preset): nn.Linear U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases,
+    nn.Embedding N(0, 1), norms 1 and 0 (the init of the former ToyLM)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.preset("toy", d_model=256))
+    assert model.cfg.init == "torch"
+    assert abs(model.embed_tokens.weight.std().item() - 1.0) < 0.02
+    up = model.layers[0].mlp.up  # fan_in 256: U(-1/16, 1/16), std 1 / (16 sqrt 3)
+    assert up.weight.abs().max() <= 1 / 16 and abs(up.weight.std().item() - 1 / (16 * math.sqrt(3))) < 0.001
+    assert up.bias.abs().max() <= 1 / 16 and up.bias.abs().max() > 0
+    assert torch.equal(model.layers[0].input_layernorm.weight, torch.ones(256))
+    deep = GPT(GPTConfig.preset("toy", n_layer=8, norm_position="post", deepnorm=True, init="deepnorm"))
+    assert abs(deep.embed_tokens.weight.std().item() - 1.0) < 0.05  # DeepNorm starts from the same defaults
