@@ -486,3 +486,19 @@ def test_torch_init_is_pytorchs_layer_defaults():
     assert torch.equal(model.layers[0].input_layernorm.weight, torch.ones(256))
     deep = GPT(GPTConfig.preset("toy", n_layer=8, norm_position="post", deepnorm=True, init="deepnorm"))
     assert abs(deep.embed_tokens.weight.std().item() - 1.0) < 0.05  # DeepNorm starts from the same defaults
+
+
+@pytest.mark.parametrize("pos", ["t5", "alibi"])
+def test_bias_schemes_with_pytorchs_fused_kernel(pos):
+    """The float mask (bias + -inf) works with minillm.fast's torch kernel too, with and without a cache."""
+    from minillm.fast import use_kernel
+
+    model = _random_t5(_model("toy", pos=pos, dtype=torch.float32))
+    idx = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(4))
+    want = model(idx)[0]
+    use_kernel(model, "torch")
+    torch.testing.assert_close(model(idx)[0], want, rtol=1e-5, atol=1e-5)
+    caches = model.make_kv_caches()
+    steps = [model(idx[:, :5], kv_caches=caches)[0]]
+    steps += [model(idx[:, t:t + 1], kv_caches=caches)[0] for t in range(5, 12)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), want, rtol=1e-5, atol=1e-5)
