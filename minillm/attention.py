@@ -11,7 +11,8 @@ Implements:
   attention (1 < n_kv_head < n_head, Ainslie et al. 2023, "GQA", arXiv:2305.13245) in one module with
   Llama's weight names, a RoPE hook and a `KVCache`;
 - `mha_to_gqa`: GQA's checkpoint conversion, mean-pooling the key and value heads of each group (GQA sec. 2.1);
-- `kv_cache_bytes_per_token` and `kv_cache_table`: the cache size of published models, MHA vs GQA vs MQA;
+- `kv_cache_bytes_per_token` (the one copy of the formula) and `kv_cache_table`: the cache size of published
+  models (shapes from `minillm.presets`), MHA vs GQA vs MQA;
 - `sequential_block` / `parallel_block`: x + f(ln(x)) then + g(ln(.)), vs GPT-J / PaLM's parallel form
   x + attn(ln(x)) + mlp(ln(x)) (Chowdhery et al. 2022, "PaLM", arXiv:2204.02311, sec. 2).
 
@@ -36,6 +37,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from minillm.norms import residual
+from minillm.presets import PRESETS
 
 Rotate = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -193,21 +197,11 @@ class AttentionConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> AttentionConfig:
+        """The attention shape of a model of `minillm.presets.PRESETS` (d_model, n_head, n_kv_head, bias)."""
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
-
-
-# shapes from the models' published config.json files (hidden_size, num_attention_heads, num_key_value_heads)
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(d_model=64, n_head=4, n_kv_head=2),
-    "gpt2": dict(d_model=768, n_head=12, n_kv_head=12, bias=True),
-    "llama2-7b": dict(d_model=4096, n_head=32, n_kv_head=32),
-    "llama2-70b": dict(d_model=8192, n_head=64, n_kv_head=8),
-    "mistral-7b": dict(d_model=4096, n_head=32, n_kv_head=8),
-    "llama3-8b": dict(d_model=4096, n_head=32, n_kv_head=8),
-    "falcon-7b": dict(d_model=4544, n_head=71, n_kv_head=1),
-}
+            raise ValueError(f"unknown preset {name!r}; choose from {list(PRESETS)}")
+        shape = {k: v for k, v in PRESETS[name].items() if k in ("d_model", "n_head", "n_kv_head", "bias")}
+        return cls(**{**shape, **overrides})
 
 
 class KVCache:
@@ -322,24 +316,29 @@ def mha_to_gqa(attn: Attention, n_kv_head: int) -> Attention:
 # ---------------------------------------------------------------------------------------------- KV cache size
 
 
-def kv_cache_bytes_per_token(n_layer: int, n_kv_head: int, head_dim: int, dtype_bytes: int = 2) -> int:
-    """Bytes of KV cache per token: 2 (k and v) * n_layer * n_kv_head * head_dim * dtype_bytes."""
-    if min(n_layer, n_kv_head, head_dim, dtype_bytes) < 1:
-        raise ValueError("n_layer, n_kv_head, head_dim and dtype_bytes must be positive integers")
+def kv_cache_bytes_per_token(n_layer: int, n_kv_head: int, head_dim: int, dtype_bytes: float = 2) -> float:
+    """Bytes of KV cache per token: 2 (k and v) * n_layer * n_kv_head * head_dim * dtype_bytes.
+
+    dtype_bytes may be fractional (0.5 for a 4-bit cache); the result is an int for whole-byte dtypes."""
+    if min(n_layer, n_kv_head, head_dim) < 1 or not dtype_bytes > 0:
+        raise ValueError(f"n_layer, n_kv_head and head_dim must be positive integers and dtype_bytes > 0, got "
+                         f"{n_layer}, {n_kv_head}, {head_dim}, {dtype_bytes}")
     return 2 * n_layer * n_kv_head * head_dim * dtype_bytes
 
 
-# (n_layer, n_head, n_kv_head, head_dim) from each model's published config.json on the Hugging Face Hub:
-# openai-community/gpt2, meta-llama/Llama-2-7b-hf, meta-llama/Llama-2-70b-hf, mistralai/Mistral-7B-v0.1,
-# meta-llama/Meta-Llama-3-8B, tiiuae/falcon-7b (multi_query: one kv head, 71 query heads of 64)
-MODEL_SHAPES: dict[str, tuple[int, int, int, int]] = {
-    "GPT-2 small": (12, 12, 12, 64),
-    "Llama-2-7B": (32, 32, 32, 128),
-    "Llama-2-70B": (80, 64, 8, 128),
-    "Mistral-7B": (32, 32, 8, 128),
-    "Llama-3-8B": (32, 32, 8, 128),
-    "Falcon-7B": (32, 71, 1, 64),
-}
+# the rows of kv_cache_table: display name -> preset of minillm.presets (sources there)
+KV_TABLE_MODELS = {"GPT-2 small": "gpt2", "Llama-2-7B": "llama2-7b", "Llama-2-70B": "llama2-70b",
+                   "Mistral-7B": "mistral-7b", "Llama-3-8B": "llama3-8b", "Falcon-7B": "falcon-7b"}
+
+
+def _shape(name: str) -> tuple[int, int, int, int]:
+    p = PRESETS[name]
+    n_head = p["n_head"]
+    return p["n_layer"], n_head, p.get("n_kv_head") or n_head, p["d_model"] // n_head
+
+
+# (n_layer, n_head, n_kv_head, head_dim) per model, read from the one table of shapes
+MODEL_SHAPES: dict[str, tuple[int, int, int, int]] = {k: _shape(v) for k, v in KV_TABLE_MODELS.items()}
 
 
 def kv_cache_table(seq_len: int = 4096, batch: int = 1, dtype_bytes: int = 2) -> list[dict[str, Any]]:
@@ -362,9 +361,8 @@ Fn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def sequential_block(x: torch.Tensor, attn: Fn, mlp: Fn, norm1: Fn, norm2: Fn) -> torch.Tensor:
-    """The usual Pre-LN block: h = x + attn(norm1(x)); h + mlp(norm2(h))."""
-    h = x + attn(norm1(x))
-    return h + mlp(norm2(h))
+    """The usual Pre-LN block: h = x + attn(norm1(x)); h + mlp(norm2(h)) (two `minillm.norms.residual`)."""
+    return residual(residual(x, attn, norm1), mlp, norm2)
 
 
 def parallel_block(x: torch.Tensor, attn: Fn, mlp: Fn, norm1: Fn, norm2: Fn | None = None) -> torch.Tensor:

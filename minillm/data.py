@@ -4,10 +4,11 @@
 |---|---|---|
 | `shakespeare` | 11 plays, Project Gutenberg texts without headers (ASCII) | 1.39 MB |
 | `tang300` | 唐诗三百首: title line, author line, poem lines; blank line between poems | 29,577 characters |
-| `song100` | 宋词一百首, same format | 9,659 characters |
+| `song100` | 宋诗一百首 (Song *shi*, e.g. 苏轼《题西林壁》, 陆游《示儿》), same format | 9,659 characters |
 
 All three are in the public domain; where each file came from is in `book/howto.md`.
-Chapter 6 adds `CharTokenizer`, `build_tokenizer` and `TokenData`: token ids and random batches for pretraining.
+Chapter 6 adds `CharTokenizer`, `build_tokenizer` and `TokenData`: token ids and random batches for pretraining;
+`CharData` is the character-level `TokenData` of the experiments of chapters 2-4.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 CORPORA: dict[str, str] = {
     "shakespeare": "11 Shakespeare plays (English, ASCII)",
     "tang300": "唐诗三百首, 313 Tang poems (Chinese)",
-    "song100": "宋词一百首, 95 Song ci poems (Chinese)",
+    "song100": "宋诗一百首, 95 Song shi poems (Chinese)",
 }
 
 
@@ -155,3 +156,19 @@ class TokenData:
         idx = start + torch.arange(seq_len + 1)  # (B, T+1)
         window = data[idx]
         return window[:, :-1], window[:, 1:]
+
+
+class CharData(TokenData):
+    """A character-level `TokenData`: one id per distinct character of `text`, a train/val split by position
+    and random (B, T) windows with `batch(split, B, T, generator)` (the data of chapters 2-4's experiments)."""
+
+    def __init__(self, text: str, val_fraction: float = 0.1):
+        if not text or not 0 < val_fraction < 1:
+            raise ValueError("need a non-empty text and 0 < val_fraction < 1")
+        super().__init__(text, CharTokenizer.from_text(text), val_fraction)
+
+    def encode(self, s: str) -> list[int]:
+        return self.tokenizer.encode(s)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)

@@ -18,7 +18,8 @@ Implements:
 everything else works on plain dicts of tensors. `from_hf_*` do not copy: where no transform was needed the
 model's parameters share storage with the given tensors (`load_state_dict(assign=True)`), and take their dtype;
 `from_hf` copies. Loaded models come back in eval mode, as `from_pretrained`'s do.
-Leaves out: Meta's original Llama format, RoPE scaling (Llama 3.1's "llama3" rope type), sharded checkpoints
+RoPE scaling: plain RoPE and Llama 3.1's "llama3" rope type (`GPTConfig.rope_scaling`) both ways.
+Leaves out: Meta's original Llama format, other RoPE scalings (linear, dynamic, yarn), sharded checkpoints
 (several .safetensors files and an index), the tokenizers, other families (Mistral, Qwen, OPT ...).
 """
 
@@ -70,8 +71,15 @@ def config_from_hf(hf_config: Any) -> GPTConfig:
             raise ValueError(f"Llama hidden_act={act!r} is not supported; use one of {list(_LLAMA_ACT)}")
         rope = c.get("rope_parameters") or c.get("rope_scaling") or {}  # transformers >= 5 / 4.x
         rope_type = rope.get("rope_type", rope.get("type", "default"))
-        if rope_type != "default":
-            raise ValueError(f"rope_type={rope_type!r} is not supported (only plain RoPE); drop the RoPE scaling")
+        scaling = None
+        if rope_type == "llama3":  # Llama 3.1+: band scaling of the frequencies (minillm.rope_scaling)
+            scaling = {"kind": "llama3", "factor": float(rope["factor"]),
+                       "original_len": int(rope["original_max_position_embeddings"]),
+                       "low_freq_factor": float(rope.get("low_freq_factor", 1.0)),
+                       "high_freq_factor": float(rope.get("high_freq_factor", 4.0))}
+        elif rope_type != "default":
+            raise ValueError(f"rope_type={rope_type!r} is not supported (plain RoPE or 'llama3'); drop the RoPE "
+                             "scaling")
         theta = rope.get("rope_theta", c.get("rope_theta", 10000.0))
         d, n_head = c["hidden_size"], c["num_attention_heads"]
         if c.get("head_dim") not in (None, d // n_head):
@@ -83,7 +91,8 @@ def config_from_hf(hf_config: Any) -> GPTConfig:
         return GPTConfig(
             vocab_size=c["vocab_size"], block_size=c["max_position_embeddings"], n_layer=c["num_hidden_layers"],
             n_head=n_head, n_kv_head=c.get("num_key_value_heads") or n_head, d_model=d,
-            ffn_hidden=c["intermediate_size"], pos="rope", rope_theta=float(theta), norm="rmsnorm",
+            ffn_hidden=c["intermediate_size"], pos="rope", rope_theta=float(theta), rope_scaling=scaling,
+            norm="rmsnorm",
             norm_eps=c.get("rms_norm_eps", 1e-6), ffn=_LLAMA_ACT[act], bias=bias,
             tie_embeddings=c.get("tie_word_embeddings", False), dropout=c.get("attention_dropout", 0.0),
         )
@@ -92,15 +101,16 @@ def config_from_hf(hf_config: Any) -> GPTConfig:
 
 def hf_family(cfg: GPTConfig) -> str:
     """"gpt2" or "llama": which Hugging Face architecture computes the same function as GPT(cfg)."""
-    common = not cfg.parallel_block
+    common = not cfg.parallel_block and cfg.norm_position == "pre"
     if common and cfg.pos == "learned" and cfg.norm == "layernorm" and cfg.bias and cfg.ffn not in GLU \
             and cfg.n_kv_head == cfg.n_head:
         return "gpt2"
-    if common and cfg.pos == "rope" and cfg.norm == "rmsnorm" and cfg.ffn in GLU:
+    scaling_ok = cfg.rope_scaling is None or cfg.rope_scaling.get("kind") == "llama3"
+    if common and cfg.pos == "rope" and scaling_ok and cfg.norm == "rmsnorm" and cfg.ffn in GLU:
         return "llama"
     raise ValueError("no Hugging Face equivalent: GPT-2 needs pos='learned', norm='layernorm', bias=True, a gelu/relu "
-                     "FFN and MHA; Llama needs pos='rope', norm='rmsnorm' and ffn='swiglu' or 'geglu'; neither has "
-                     "parallel_block=True")
+                     "FFN and MHA; Llama needs pos='rope' (no scaling or 'llama3'), norm='rmsnorm' and ffn='swiglu' "
+                     "or 'geglu'; both need norm_position='pre' and parallel_block=False")
 
 
 def config_to_hf(cfg: GPTConfig) -> Any:
@@ -116,7 +126,14 @@ def config_to_hf(cfg: GPTConfig) -> Any:
                           bos_token_id=cfg.vocab_size - 1, eos_token_id=cfg.vocab_size - 1)
     from transformers import LlamaConfig
 
-    return LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.ffn_hidden,
+    rope_scaling = None
+    if cfg.rope_scaling is not None:
+        r = cfg.rope_scaling
+        rope_scaling = {"rope_type": "llama3", "factor": r["factor"], "original_max_position_embeddings":
+                        r["original_len"], "low_freq_factor": r.get("low_freq_factor", 1.0),
+                        "high_freq_factor": r.get("high_freq_factor", 4.0)}
+    return LlamaConfig(rope_scaling=rope_scaling,
+                       vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.ffn_hidden,
                        num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
                        num_key_value_heads=cfg.n_kv_head, head_dim=cfg.head_dim,
                        hidden_act="silu" if cfg.ffn == "swiglu" else "gelu",

@@ -10,10 +10,9 @@ Implements, from the papers' formulas:
   (Post-LN, norm(alpha x + f(x))), the two placements compared by Xiong et al. 2020, "On Layer
   Normalization in the Transformer Architecture" (ICML);
 - DeepNorm (Wang et al. 2022, "DeepNet: Scaling Transformers to 1,000 Layers", arXiv:2203.00555):
-  `deepnorm_constants` (the paper's Table: alpha and beta per architecture), `deepnorm_init_` (Xavier-
-  normal init with gain beta for the FFN, value and output projections, gain 1 for query and key) and
-  `apply_deepnorm` (both, on a Post-LN `ToyLM`);
-- `block_grad_norms`: the gradient norm of each block of a `ToyLM`, for the Pre-LN / Post-LN experiment.
+  `deepnorm_constants` (the paper's Table 1: alpha and beta per architecture). What needs a model's
+  structure lives with the model: `minillm.model.deepnorm_init_`, `apply_deepnorm` and `block_grad_norms`,
+  and `GPTConfig(norm_position="post", deepnorm=True)`.
 
 Precision: both norms compute in float32 (float64 stays float64) and cast the result back to the input's
 dtype, as Llama's and torch's kernels do. In float16 a square overflows from |x| >= 256 (65504 is the
@@ -27,9 +26,7 @@ statistics, and the encoder-decoder wiring of DeepNorm (only its constants are g
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import replace
 
 import torch
 from torch import nn
@@ -156,6 +153,8 @@ def residual(
 
     "pre":  x + f(norm(x))          the residual stream itself is never normalised (GPT-2, Llama)
     "post": norm(alpha * x + f(x))  normalise after the sum (original Transformer, BERT; DeepNorm: alpha > 1)
+
+    `minillm.model.Block` wires its two sub-layers with this function (the one copy of the wiring).
     """
     if position == "pre":
         if alpha != 1.0:
@@ -199,66 +198,3 @@ def deepnorm_constants_encoder_decoder(n_encoder: int, n_decoder: int) -> dict[s
     n, m = _positive_int(n_encoder, "n_encoder"), _positive_int(n_decoder, "n_decoder")
     return {"encoder": (0.81 * (n**4 * m) ** (1 / 16), 0.87 * (n**4 * m) ** (-1 / 16)),
             "decoder": ((3 * m) ** 0.25, (12 * m) ** -0.25)}
-
-
-def deepnorm_init_(model: nn.Module, beta: float) -> nn.Module:
-    """DeepNorm's init, in place, on every block of a ToyLM: Xavier-normal with gain `beta` for the weights
-    of the FFN's linear layers and of attention's value (`attn.v`) and output (`attn.o`) projections, gain 1
-    for query and key (`attn.q`, `attn.k`). Their biases start at zero (the paper's pseudocode names only
-    the weights; zero biases make beta scale the whole sub-layer output at init)."""
-    if not beta > 0:
-        raise ValueError(f"beta must be positive, got {beta}")
-    blocks = getattr(model, "blocks", None)
-    if blocks is None:
-        raise TypeError(f"deepnorm_init_ expects a minillm.toy.ToyLM (with .blocks), got {type(model).__name__}")
-
-    def init(linear: nn.Linear, gain: float) -> None:
-        nn.init.xavier_normal_(linear.weight, gain=gain)
-        if linear.bias is not None:
-            nn.init.zeros_(linear.bias)
-
-    with torch.no_grad():
-        for block in blocks:
-            init(block.attn.q, 1.0)
-            init(block.attn.k, 1.0)
-            init(block.attn.v, beta)
-            init(block.attn.o, beta)
-            for m in block.ffn.modules():
-                if isinstance(m, nn.Linear):
-                    init(m, beta)
-    return model
-
-
-def apply_deepnorm(model: nn.Module) -> nn.Module:
-    """Turn a Post-LN ToyLM into a DeepNorm one, in place: residual scale alpha = (2N)^(1/4) in every block
-    and the beta = (8N)^(-1/4) init (decoder-only constants, N = number of blocks). Returns the model."""
-    cfg = getattr(model, "cfg", None)
-    if cfg is None or not hasattr(model, "blocks"):
-        raise TypeError(f"apply_deepnorm expects a minillm.toy.ToyLM, got {type(model).__name__}")
-    if cfg.norm_position != "post":
-        raise ValueError("DeepNorm modifies Post-LN: build the model with ToyConfig(norm_position='post')")
-    alpha, beta = deepnorm_constants(len(model.blocks), "decoder")
-    for block in model.blocks:
-        block.alpha = alpha
-    model.cfg = replace(cfg, alpha=alpha)  # a copy: the caller's config object stays as it was
-    return deepnorm_init_(model, beta)
-
-
-# ---------------------------------------------------------------------------------------------- experiment
-
-
-def block_grad_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[float]:
-    """One forward/backward of a ToyLM on (x, y); the L2 norm of the gradient of each block's parameters.
-
-    Entry l is sqrt(sum of squared gradients of all weights and biases of block l), l = 0 (next to the
-    embedding) .. n_layer - 1 (next to the output). Gradients are cleared before and after.
-    """
-    model.zero_grad(set_to_none=True)
-    _, loss = model(x, y)
-    loss.backward()
-    norms = []
-    for block in model.blocks:
-        sq = sum(p.grad.detach().double().pow(2).sum() for p in block.parameters() if p.grad is not None)
-        norms.append(math.sqrt(float(sq)))
-    model.zero_grad(set_to_none=True)
-    return norms

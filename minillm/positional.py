@@ -1,10 +1,13 @@
 """Position encodings: sinusoidal and learned absolute embeddings, T5's bucketed relative bias, RoPE, ALiBi.
 
 Self-attention is blind to order: permute the tokens and every output is permuted the same way. A position
-scheme breaks that symmetry, in one of three places (the three hooks of `minillm.toy.PositionScheme`):
-- added to the token embeddings (`embed`): `Sinusoidal` (Vaswani et al. 2017) and `Learned` (GPT-2);
-- rotating queries and keys (`rotate`): `RoPE` (Su et al. 2021, RoFormer), in both pairing layouts;
-- added to the attention scores (`bias`): `T5Bias` (Raffel et al. 2020) and `ALiBi` (Press et al. 2022).
+scheme breaks that symmetry, in one of three places; each is a small part that `minillm.model.GPT` plugs in
+(`GPTConfig(pos=...)`), with one method named after its place:
+- added to the token embeddings (`embed(x, pos)`): `Sinusoidal` (Vaswani et al. 2017) and `Learned` (GPT-2);
+- rotating queries and keys (`rotate(q, k, pos)`): `RoPE` (Su et al. 2021, RoFormer), in both pairing layouts;
+- added to the attention scores (`bias(q_pos, k_pos)`, (H, T, S) for queries and keys at absolute positions,
+  so that decoding with a KV cache gets the rows of the new queries): `T5Bias` (Raffel et al. 2020) and
+  `ALiBi` (Press et al. 2022).
 Each scheme is also usable on its own through plain functions (`sinusoidal_table`, `t5_bucket`,
 `apply_rope`, `alibi_slopes`, `alibi_bias`). Longer-context tricks for RoPE (position interpolation, NTK,
 dynamic NTK, YaRN) live in `minillm.rope_scaling`; `RoPE(scaling=...)` applies them.
@@ -22,16 +25,18 @@ import torch
 from torch import nn
 
 from minillm.rope_scaling import RopeScaling, rope_frequencies
-from minillm.toy import PositionScheme, ToyConfig
 
 # ------------------------------------------------------------------------------------------ absolute
 
 
-def sinusoidal_table(n_pos: int, dim: int, base: float = 10000.0, layout: str = "interleaved") -> torch.Tensor:
+def sinusoidal_table(n_pos: int, dim: int, base: float = 10000.0, layout: str = "interleaved",
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(n_pos, dim) table; "interleaved" is the paper's: PE[p, 2i] = sin(p / base^(2i/d)), PE[p, 2i+1] = cos.
 
-    "halves" puts all the sines first and all the cosines after ([sin..., cos...], as some libraries do);
-    it holds the same numbers, columns permuted by `interleave_to_halves(dim)`.
+    "halves" puts all the sines first and all the cosines after ([sin..., cos...]); it holds the same
+    numbers, columns permuted by `interleave_to_halves(dim)`. tensor2tensor and fairseq also concatenate
+    [sin..., cos...], but space the frequencies as base^(-i / (d/2 - 1)) instead of base^(-2i / d), so their
+    tables differ from the paper's in the frequencies too, not only by a column permutation.
     """
     if dim % 2 or dim < 2 or n_pos < 1:
         raise ValueError(f"need n_pos >= 1 and an even dim >= 2, got n_pos={n_pos}, dim={dim}")
@@ -41,10 +46,10 @@ def sinusoidal_table(n_pos: int, dim: int, base: float = 10000.0, layout: str = 
     inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (d/2,): 1 / base^(2i/d)
     angle = pos * inv_freq  # (P, d/2)
     if layout == "halves":
-        return torch.cat([angle.sin(), angle.cos()], dim=-1).float()
+        return torch.cat([angle.sin(), angle.cos()], dim=-1).to(dtype)
     table = torch.empty(n_pos, dim, dtype=torch.float64)
     table[:, 0::2], table[:, 1::2] = angle.sin(), angle.cos()
-    return table.float()
+    return table.to(dtype)  # computed in float64, returned in dtype
 
 
 def interleave_to_halves(dim: int) -> torch.Tensor:
@@ -54,35 +59,29 @@ def interleave_to_halves(dim: int) -> torch.Tensor:
     return torch.cat([torch.arange(0, dim, 2), torch.arange(1, dim, 2)])
 
 
-class Sinusoidal(PositionScheme):
+class Sinusoidal:
     """Fixed sin/cos embeddings added to the token embeddings (no parameters; any length works)."""
 
     def __init__(self, base: float = 10000.0):
         self.base = base
 
     def embed(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        table = sinusoidal_table(int(pos.max()) + 1, x.shape[-1], self.base).to(x.device, x.dtype)
+        table = sinusoidal_table(int(pos.max()) + 1, x.shape[-1], self.base, dtype=x.dtype).to(x.device)
         return x + table[pos]  # (B, T, d) + (T, d)
 
 
-class Learned(PositionScheme):
-    """A learned (max_len, d) table (GPT-2, BERT); positions >= max_len have no row and raise."""
+class Learned(nn.Embedding):
+    """A learned (max_len, d) table (GPT-2, BERT) added to the token embeddings; positions >= max_len raise."""
 
-    def __init__(self):
-        self.table: nn.Embedding | None = None
-
-    def setup(self, cfg: ToyConfig) -> nn.Module:
-        self.table = nn.Embedding(cfg.max_len, cfg.d_model)
-        nn.init.normal_(self.table.weight, std=0.02)
-        return self.table
+    def __init__(self, max_len: int, d_model: int):
+        super().__init__(max_len, d_model)
 
     def embed(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        if self.table is None:
-            raise RuntimeError("Learned.setup(cfg) was not called; pass the scheme to ToyConfig(position=...)")
-        if int(pos.max()) >= self.table.num_embeddings:
-            raise ValueError(f"position {int(pos.max())} has no learned row: trained with max_len="
-                             f"{self.table.num_embeddings}; learned positions cannot extrapolate")
-        return x + self.table(pos)
+        """x (B, T, d) + table[pos] (T, d)."""
+        if int(pos.max()) >= self.num_embeddings:
+            raise ValueError(f"position {int(pos.max())} has no learned row: the table has max_len="
+                             f"{self.num_embeddings} rows; learned positions cannot extrapolate")
+        return x + self(pos)
 
 
 # ------------------------------------------------------------------------------------------ T5 relative bias
@@ -114,25 +113,27 @@ def t5_bucket(rel: torch.Tensor, bidirectional: bool = True, num_buckets: int = 
     return bucket + torch.where(n < max_exact, n, large)
 
 
-class T5Bias(PositionScheme):
-    """A learned scalar per (bucket, head) added to the attention scores (Raffel et al. 2020)."""
+class T5Bias(nn.Module):
+    """A learned scalar per (bucket, head) added to the attention scores (Raffel et al. 2020).
 
-    def __init__(self, num_buckets: int = 32, max_distance: int = 128, bidirectional: bool = False):
+    As in T5, one table serves every layer (T5 computes it in the first layer and reuses it). The table
+    starts at zero, so an untrained model attends as without positions."""
+
+    def __init__(self, n_head: int, num_buckets: int = 32, max_distance: int = 128, bidirectional: bool = False):
+        super().__init__()
+        t5_bucket(torch.zeros(1), bidirectional, num_buckets, max_distance)  # validates the bucket arguments
         self.num_buckets, self.max_distance, self.bidirectional = num_buckets, max_distance, bidirectional
-        self.table: nn.Embedding | None = None
-
-    def setup(self, cfg: ToyConfig) -> nn.Module:
-        self.table = nn.Embedding(self.num_buckets, cfg.n_head)
+        self.table = nn.Embedding(num_buckets, n_head)
         nn.init.zeros_(self.table.weight)
-        return self.table
 
-    def bias(self, n_head: int, t: int, device: torch.device) -> torch.Tensor:
-        if self.table is None:
-            raise RuntimeError("T5Bias.setup(cfg) was not called; pass the scheme to ToyConfig(position=...)")
-        pos = torch.arange(t, device=device)
-        rel = pos[None, :] - pos[:, None]  # (T, T): key j - query i
+    def bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+        """(H, T, S) bias for queries at positions q_pos (T,) and keys at k_pos (S,)."""
+        rel = k_pos[None, :] - q_pos[:, None]  # (T, S): key - query
         buckets = t5_bucket(rel, self.bidirectional, self.num_buckets, self.max_distance)
-        return self.table(buckets).permute(2, 0, 1)  # (T, T, H) -> (H, T, T)
+        return self.table(buckets.to(self.table.weight.device)).permute(2, 0, 1)  # (T, S, H) -> (H, T, S)
+
+    def extra_repr(self) -> str:
+        return f"num_buckets={self.num_buckets}, max_distance={self.max_distance}, bidirectional={self.bidirectional}"
 
 
 # ------------------------------------------------------------------------------------------ RoPE
@@ -169,7 +170,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: st
     raise ValueError(f"layout must be 'halves' or 'adjacent', got {layout!r}")
 
 
-class RoPE(PositionScheme):
+class RoPE:
     """Rotary embeddings on q and k; `scaling` (minillm.rope_scaling) stretches them to longer contexts.
 
     `scaling` may be changed after training (e.g. `rope.scaling = RopeScaling("pi", 4, 64)`) to try
@@ -210,13 +211,17 @@ def alibi_slopes(n_head: int) -> list[float]:
 def alibi_bias(n_head: int, t: int, device: torch.device | None = None) -> torch.Tensor:
     """(H, T, T) bias: -slope_h * (i - j) for keys j <= query i; 0 above the diagonal (masked anyway)."""
     pos = torch.arange(t, device=device)
-    dist = (pos[:, None] - pos[None, :]).clamp(min=0).float()  # (T, T): i - j
-    slopes = torch.tensor(alibi_slopes(n_head), device=device)
-    return -slopes[:, None, None] * dist
+    return ALiBi(n_head).bias(pos, pos)
 
 
-class ALiBi(PositionScheme):
+class ALiBi:
     """Attention with linear biases: no embeddings, a fixed distance penalty per head."""
 
-    def bias(self, n_head: int, t: int, device: torch.device) -> torch.Tensor:
-        return alibi_bias(n_head, t, device)
+    def __init__(self, n_head: int):
+        self.n_head, self.slopes = n_head, alibi_slopes(n_head)
+
+    def bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+        """(H, T, S): -slope_h * (q_pos[i] - k_pos[j]) for keys at or before the query, 0 for later keys."""
+        dist = (q_pos[:, None] - k_pos[None, :]).clamp(min=0).float()  # (T, S)
+        slopes = torch.tensor(self.slopes, device=dist.device)
+        return -slopes[:, None, None] * dist

@@ -11,8 +11,13 @@ methods change the frequencies so that longer sequences stay (mostly) inside the
 - "yarn" (Peng et al. 2023): per pair, interpolate (theta_i / s) the slow pairs that turn less than
   beta_slow = 1 times over L positions, keep the fast pairs that turn more than beta_fast = 32 times,
   and ramp linearly in between; plus an attention temperature mscale = 0.1 ln(s) + 1 on q and k.
+- "llama3" (Llama 3.1, Meta 2024; `_compute_llama3_parameters` in transformers): by wavelength
+  lambda_i = 2 pi / theta_i, keep the pairs with lambda_i < L / high_freq_factor, divide by s those with
+  lambda_i > L / low_freq_factor, and in between blend (1 - w) theta_i / s + w theta_i with
+  w = (L / lambda_i - low_freq_factor) / (high_freq_factor - low_freq_factor); no temperature.
 `rope_frequencies(head_dim, base, seq_len, scaling)` returns the frequencies and mscale that
-`minillm.positional.RoPE` uses. Leaves out: LongRoPE's searched factors, Llama 3.1's band scaling.
+`minillm.positional.RoPE` uses. YaRN's mscale multiplies both q and k, so the attention logits see its
+square. Leaves out: LongRoPE's searched factors.
 """
 
 from __future__ import annotations
@@ -22,22 +27,27 @@ from dataclasses import dataclass
 
 import torch
 
-KINDS = ("pi", "ntk", "dynamic", "yarn")
+KINDS = ("pi", "ntk", "dynamic", "yarn", "llama3")
 
 
 @dataclass
 class RopeScaling:
-    kind: str  # "pi" | "ntk" | "dynamic" | "yarn"
+    kind: str  # "pi" | "ntk" | "dynamic" | "yarn" | "llama3"
     factor: float  # s: how many times longer than original_len the target context is
     original_len: int  # L: the context length the model was trained on
     beta_fast: float = 32.0  # YaRN: pairs turning more than this many times over L are kept
     beta_slow: float = 1.0  # YaRN: pairs turning fewer than this many times over L are interpolated
+    low_freq_factor: float = 1.0  # llama3: wavelengths above L / low_freq_factor are divided by factor
+    high_freq_factor: float = 4.0  # llama3: wavelengths below L / high_freq_factor are kept
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.factor < 1 or self.original_len < 1:
             raise ValueError(f"need factor >= 1 and original_len >= 1, got {self.factor}, {self.original_len}")
+        if self.kind == "llama3" and not 0 < self.low_freq_factor < self.high_freq_factor:
+            raise ValueError(f"llama3 scaling needs 0 < low_freq_factor < high_freq_factor, got "
+                             f"{self.low_freq_factor}, {self.high_freq_factor}")
 
 
 def inv_frequencies(head_dim: int, base: float = 10000.0) -> torch.Tensor:
@@ -90,6 +100,17 @@ def yarn_inv_frequencies(head_dim: int, base: float, factor: float, original_len
     return theta * (1 - ramp) + theta / factor * ramp  # ramp 0: extrapolate (keep), 1: interpolate
 
 
+def llama3_inv_frequencies(head_dim: int, base: float, factor: float, original_len: int,
+                           low_freq_factor: float = 1.0, high_freq_factor: float = 4.0) -> torch.Tensor:
+    """Llama 3.1's band scaling of theta_i = base^(-2i/d) (float64): keep short wavelengths, divide long ones by
+    factor, blend linearly in 1 / wavelength between the two bands."""
+    theta = inv_frequencies(head_dim, base)
+    wavelen = 2 * math.pi / theta  # (d/2,) positions per full turn of each pair
+    w = ((original_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)).clamp(0, 1)
+    # w = 1: wavelen <= L / high (kept); w = 0: wavelen >= L / low (interpolated); the band edges agree
+    return (1 - w) * theta / factor + w * theta
+
+
 def rope_frequencies(head_dim: int, base: float, seq_len: int,
                      scaling: RopeScaling | None = None) -> tuple[torch.Tensor, float]:
     """(inv_freq (head_dim/2,) float64, mscale) for a sequence of seq_len positions."""
@@ -102,5 +123,7 @@ def rope_frequencies(head_dim: int, base: float, seq_len: int,
         return inv_frequencies(head_dim, ntk_base(base, s, head_dim)), 1.0
     if scaling.kind == "dynamic":
         return inv_frequencies(head_dim, dynamic_ntk_base(base, head_dim, seq_len, L, s)), 1.0
+    if scaling.kind == "llama3":
+        return llama3_inv_frequencies(head_dim, base, s, L, scaling.low_freq_factor, scaling.high_freq_factor), 1.0
     inv = yarn_inv_frequencies(head_dim, base, s, L, scaling.beta_fast, scaling.beta_slow)
     return inv, yarn_mscale(s)

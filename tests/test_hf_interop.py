@@ -182,3 +182,27 @@ def test_load_safetensors_needs_config(tmp_path):
     save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="save_safetensors"):
         load_safetensors(tmp_path / "other.safetensors")
+
+
+def test_llama3_rope_scaling_from_and_to_hf():
+    """Llama 3.1's rope_scaling {"rope_type": "llama3"}: config_from_hf reads it, and the converted model
+    gives HF's logits at positions where the scaled frequencies differ from plain RoPE."""
+    scaling = dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                   original_max_position_embeddings=16)
+    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, vocab_size=101, max_position_embeddings=128,
+                                   rms_norm_eps=1e-2, rope_theta=500.0, rope_scaling=scaling,
+                                   attn_implementation="eager")
+    hf = _randomize(transformers.LlamaForCausalLM(cfg))
+    ours = from_hf(hf)
+    assert ours.cfg.rope_scaling == {"kind": "llama3", "factor": 8.0, "original_len": 16, "low_freq_factor": 1.0,
+                                     "high_freq_factor": 4.0}
+    with torch.no_grad():
+        torch.testing.assert_close(ours(IDX)[0], hf(IDX).logits, rtol=1e-4, atol=1e-4)
+        plain = from_hf(hf)
+        plain.rope.scaling = None
+        assert (plain(IDX)[0] - hf(IDX).logits).abs().max() > 1e-3  # the scaling matters at these lengths
+    back = config_to_hf(ours.cfg).to_dict()
+    rope = back.get("rope_parameters") or back.get("rope_scaling")
+    assert rope["rope_type"] == "llama3" and rope["factor"] == 8.0
+    assert config_from_hf(back) == ours.cfg

@@ -1,5 +1,6 @@
-"""minillm.model: parameter counts (formula = numel = published numbers), KV-cache decoding, causality, init,
-a hand-worked forward, and config validation. The comparison with Hugging Face is in test_hf_interop.py."""
+"""minillm.model: parameter counts (formula = numel = published numbers), KV-cache decoding for every position
+scheme, each scheme against a forward written out here, causality, Pre-/Post-LN and DeepNorm, init, a
+hand-worked forward, and config validation. The comparison with Hugging Face is in test_hf_interop.py."""
 
 import math
 
@@ -8,7 +9,18 @@ import torch
 import torch.nn.functional as F
 
 from minillm.attention import prefix_lm_mask
-from minillm.model import GPT, PRESETS, GPTConfig, count_params, param_table
+from minillm.model import (
+    GPT,
+    POS,
+    PRESETS,
+    TABLE_PRESETS,
+    GPTConfig,
+    apply_deepnorm,
+    block_grad_norms,
+    count_params,
+    deepnorm_init_,
+    param_table,
+)
 
 
 def _model(name: str, dtype=torch.float64, seed: int = 0, **overrides) -> GPT:
@@ -52,6 +64,9 @@ PUBLISHED = {
     "llama2-13b": 13_015_864_320,
     "llama2-70b": 68_976_648_192,
     "llama3-8b": 8_030_261_248,
+    "mistral-7b": 7_241_732_096,  # mistralai/Mistral-7B-v0.1
+    # falcon-7b: HF counts 6,921,720,704; GPT's one `bias` flag drops its LayerNorm biases (33 x 4544 fewer)
+    "falcon-7b": 6_921_720_704 - 33 * 4544,
 }
 
 
@@ -79,6 +94,7 @@ def test_count_params_tiny_by_hand():
 
 @pytest.mark.parametrize("overrides", [
     dict(parallel_block=True), dict(bias=False), dict(norm="rmsnorm"), dict(ffn="geglu"), dict(ffn="relu"),
+    dict(pos="t5"), dict(pos="sinusoidal"), dict(pos="alibi"), dict(pos="none"), dict(norm_position="post"),
     dict(pos="none"), dict(n_kv_head=1), dict(tie_embeddings=False), dict(ffn="swiglu", bias=True, ffn_hidden=100),
 ])
 def test_count_params_variants(overrides):
@@ -88,7 +104,7 @@ def test_count_params_variants(overrides):
 
 def test_param_table():
     rows = {r["preset"]: r for r in param_table()}
-    assert set(rows) == set(PRESETS)
+    assert set(rows) == set(TABLE_PRESETS)
     r = rows["llama2-7b"]
     assert r["params"] == PUBLISHED["llama2-7b"] and round(r["billions"], 2) == 6.74
     assert abs(r["weights GiB"] - 6_738_415_616 * 2 / 2**30) < 1e-9
@@ -241,7 +257,13 @@ def test_forward_errors():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(d_model=64, n_head=5), "divisible by n_head"),
     (dict(n_head=4, n_kv_head=3), "multiple of n_kv_head"),
-    (dict(pos="alibi"), "pos="),
+    (dict(pos="xpos"), "pos="),
+    (dict(norm_position="sandwich"), "norm_position="),
+    (dict(init="kaiming"), "init="),
+    (dict(deepnorm=True), "norm_position='post'"),
+    (dict(norm_position="post", parallel_block=True), "parallel_block"),
+    (dict(pos="learned", rope_scaling={"kind": "pi", "factor": 2.0, "original_len": 64}), "rope_scaling"),
+    (dict(pos="t5", t5_num_buckets=2), "num_buckets"),
     (dict(norm="batchnorm"), "norm="),
     (dict(ffn="swish"), "ffn="),
     (dict(pos="rope", d_model=12, n_head=4), "even head_dim"),
@@ -263,3 +285,220 @@ def test_config_presets_and_dict():
     assert GPTConfig(ffn="swiglu", d_model=4096, n_head=32).ffn_hidden == 11008  # the Llama rule
     assert GPTConfig(ffn="gelu", d_model=48).ffn_hidden == 192  # 4 d
     assert GPTConfig(n_head=4).n_kv_head == 4
+
+
+# ---------------------------------------------------------------------------------------------- chapter 2-4 parts
+
+
+def _random_t5(model: GPT, seed: int = 3) -> GPT:
+    """T5's table starts at zero (no effect): give it values so that a wrong row or sign would show."""
+    if model.rel_bias is not None:
+        with torch.no_grad():
+            model.rel_bias.table.weight.copy_(torch.randn(model.rel_bias.table.weight.shape,
+                                                          generator=torch.Generator().manual_seed(seed)))
+    return model
+
+
+@pytest.mark.parametrize("norm_position", ["pre", "post"])
+@pytest.mark.parametrize("pos", POS)
+def test_kv_cache_decoding_every_position_scheme(pos, norm_position):
+    model = _random_t5(_randomize_norms(_model("toy", pos=pos, norm_position=norm_position)))
+    idx = torch.randint(0, 128, (2, 20), generator=torch.Generator().manual_seed(2))
+    full, _ = model(idx)
+    caches = model.make_kv_caches()
+    pieces = [model(idx[:, :6], kv_caches=caches)[0]]
+    pieces += [model(idx[:, t:t + 1], kv_caches=caches)[0] for t in range(6, 17)]
+    pieces.append(model(idx[:, 17:], kv_caches=caches)[0])
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=1e-12)
+
+
+def _t5_bucket_scalar(n: int, num_buckets: int = 32, max_distance: int = 128) -> int:
+    """T5's causal bucket of a key n >= 0 tokens back (mesh-tensorflow's formula with Python scalars)."""
+    max_exact = num_buckets // 2
+    if n < max_exact:
+        return n
+    large = max_exact + int(math.log(n / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact))
+    return min(large, num_buckets - 1)
+
+
+def _reference_forward(model: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """GPT's forward written out with plain torch ops and the papers' formulas (one Pre-LN stack)."""
+    cfg = model.cfg
+    T, H, hd = idx.shape[1], cfg.n_head, cfg.head_dim
+    x = model.embed_tokens.weight[idx[0]]  # (T, d)
+    p = torch.arange(T, dtype=torch.float64)[:, None]
+    if cfg.pos == "sinusoidal":  # Vaswani et al.: PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(...)
+        i = torch.arange(cfg.d_model // 2, dtype=torch.float64)
+        pe = torch.zeros(T, cfg.d_model, dtype=torch.float64)
+        angle = p / 10000 ** (2 * i / cfg.d_model)
+        pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)
+        x = x + pe
+    if cfg.pos == "learned":
+        x = x + model.embed_positions.weight[:T]
+    bias = torch.zeros(H, T, T, dtype=torch.float64)
+    for h in range(H):
+        for q in range(T):
+            for k in range(q + 1):
+                if cfg.pos == "alibi":  # Press et al.: slopes 2^(-8/H), 2^(-16/H), ... for H a power of 2
+                    bias[h, q, k] = -(2.0 ** (-8.0 * (h + 1) / H)) * (q - k)
+                if cfg.pos == "t5":
+                    bias[h, q, k] = model.rel_bias.table.weight[_t5_bucket_scalar(q - k), h]
+    future = torch.ones(T, T, dtype=torch.bool).triu(1)
+    for layer in model.layers:
+        a = layer.self_attn
+        h_in = F.layer_norm(x, (cfg.d_model,), layer.input_layernorm.weight, layer.input_layernorm.bias, 1e-5)
+        q, k, v = ((h_in @ lin.weight.T + lin.bias).view(T, H, hd).transpose(0, 1)
+                   for lin in (a.q_proj, a.k_proj, a.v_proj))
+        if cfg.pos == "rope":  # halves layout: pair (j, j + hd/2) as a complex number times e^(i m theta_j)
+            theta = 10000.0 ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+            rot = torch.polar(torch.ones(T, hd // 2, dtype=torch.float64), p * theta)
+            zq, zk = (torch.complex(t[..., : hd // 2], t[..., hd // 2:]) * rot for t in (q, k))
+            q, k = torch.cat([zq.real, zq.imag], dim=-1), torch.cat([zk.real, zk.imag], dim=-1)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(hd) + bias
+        w = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+        x = x + ((w @ v).transpose(0, 1).reshape(T, -1) @ a.o_proj.weight.T + a.o_proj.bias)
+        ln2 = layer.post_attention_layernorm
+        m = layer.mlp
+        h2 = F.layer_norm(x, (cfg.d_model,), ln2.weight, ln2.bias, 1e-5)
+        x = x + F.gelu(h2 @ m.up.weight.T + m.up.bias) @ m.down.weight.T + m.down.bias
+    x = F.layer_norm(x, (cfg.d_model,), model.norm.weight, model.norm.bias, 1e-5)
+    return x @ model.lm_head.weight.T
+
+
+@pytest.mark.parametrize("pos", POS)
+def test_every_position_scheme_equals_a_forward_written_out(pos):
+    model = _random_t5(_randomize_norms(_model("toy", pos=pos)))
+    idx = torch.randint(0, 128, (1, 12), generator=torch.Generator().manual_seed(8))
+    torch.testing.assert_close(model(idx)[0][0], _reference_forward(model, idx), rtol=0, atol=1e-10)
+
+
+def test_alibi_and_t5_extrapolate_and_see_order():
+    for pos in ("alibi", "t5", "sinusoidal", "rope"):
+        model = _random_t5(_model("toy", pos=pos, block_size=16))
+        long = torch.randint(0, 128, (1, 40), generator=torch.Generator().manual_seed(1))
+        assert torch.isfinite(model(long)[0]).all()  # past block_size: no table to run out of
+    # without positions, one causal layer lets the last token see the past as a set: swapping two earlier
+    # tokens leaves its logits unchanged (a second layer would not: the mask itself leaks order); every
+    # scheme that encodes position changes them
+    idx = torch.tensor([[5, 9, 2, 7, 3]])
+    swapped = torch.tensor([[9, 5, 2, 7, 3]])
+    for pos in POS:
+        model = _random_t5(_model("toy", pos=pos, n_layer=1))
+        diff = (model(idx)[0][0, -1] - model(swapped)[0][0, -1]).abs().max().item()
+        assert (diff < 1e-12) if pos == "none" else (diff > 1e-6), (pos, diff)
+
+
+@pytest.mark.parametrize("deepnorm", [False, True])
+def test_post_ln_block_is_norm_of_alpha_x_plus_f(deepnorm):
+    model = _randomize_norms(_model("toy", n_layer=8, norm_position="post", deepnorm=deepnorm))
+    alpha = (2 * 8) ** 0.25 if deepnorm else 1.0  # N = 8: alpha = 2
+    assert model.cfg.alpha == pytest.approx(alpha) and model.norm is None  # Post-LN: no final norm
+    layer = model.layers[2]
+    x = torch.randn(2, 6, 64, dtype=torch.float64)
+    h = layer.input_layernorm(alpha * x + layer.self_attn(x, is_causal=True))
+    want = layer.post_attention_layernorm(alpha * h + layer.mlp(h))
+    torch.testing.assert_close(layer(x, is_causal=True), want, rtol=0, atol=1e-12)
+    # the whole model: the head reads the last block's (normalised) output directly
+    idx = torch.randint(0, 128, (1, 5))
+    x = model.embed_tokens(idx)
+    for layer in model.layers:
+        x = layer(x, is_causal=True)
+    torch.testing.assert_close(model(idx)[0], model.lm_head(x), rtol=0, atol=1e-12)
+
+
+def test_deepnorm_init_scales_v_o_and_mlp_by_beta_not_q_k():
+    d, n = 128, 8
+    torch.manual_seed(9)
+    model = GPT(GPTConfig.preset("toy", d_model=d, n_layer=n, norm_position="post", deepnorm=True, init=""))
+    beta = 1 / (2 * math.sqrt(2))  # (8 * 8)^(-1/4)
+    assert model.cfg.init == "deepnorm"
+
+    def pooled_std(weights):
+        return torch.cat([w.flatten() for w in weights]).std().item()
+
+    xavier = math.sqrt(2 / (d + d))  # Xavier-normal std of a d x d matrix, gain 1
+    attn = [layer.self_attn for layer in model.layers]
+    for name, gain in (("q_proj", 1.0), ("k_proj", 1.0), ("v_proj", beta), ("o_proj", beta)):
+        assert pooled_std(getattr(a, name).weight for a in attn) == pytest.approx(gain * xavier, rel=0.03), name
+    for name in ("up", "down"):  # (4d, d) and (d, 4d): Xavier std sqrt(2 / 5d), times beta
+        got = pooled_std(getattr(layer.mlp, name).weight for layer in model.layers)
+        assert got == pytest.approx(beta * math.sqrt(2 / (5 * d)), rel=0.03), name
+    assert all((lin.bias == 0).all() for layer in model.layers
+               for lin in (layer.self_attn.v_proj, layer.self_attn.o_proj, layer.mlp.up, layer.mlp.down))
+    # the GLU MLP: all three matrices get beta
+    glu = GPT(GPTConfig.preset("toy", d_model=d, n_layer=n, ffn="swiglu", ffn_hidden=2 * d, norm_position="post",
+                               deepnorm=True, init="deepnorm"))
+    assert pooled_std(layer.mlp.gate.weight for layer in glu.layers) == pytest.approx(
+        beta * math.sqrt(2 / (3 * d)), rel=0.03)
+
+
+def test_apply_deepnorm_on_gpt_and_its_errors():
+    torch.manual_seed(0)
+    cfg = GPTConfig.preset("toy", n_layer=8, norm_position="post")
+    model = apply_deepnorm(GPT(cfg))
+    assert cfg.alpha == 1.0 and model.cfg.alpha == pytest.approx(2.0) and model.cfg.deepnorm
+    assert all(layer.alpha == pytest.approx(2.0) for layer in model.layers)
+    torch.manual_seed(1)
+    built = GPT(GPTConfig.preset("toy", n_layer=8, norm_position="post", deepnorm=True, init="deepnorm"))
+    assert built.layers[0].alpha == model.layers[0].alpha
+    deepnorm_init_(GPT(GPTConfig.preset("tiny")), 0.5)  # any GPT (the old duck-typed helper raised TypeError)
+    with pytest.raises(ValueError, match="norm_position='post'"):
+        apply_deepnorm(GPT(GPTConfig.preset("toy")))
+    with pytest.raises(TypeError, match="GPT"):
+        deepnorm_init_(torch.nn.Linear(3, 3), 0.5)
+    with pytest.raises(ValueError, match="beta"):
+        deepnorm_init_(GPT(GPTConfig.preset("toy")), 0.0)
+
+
+def test_block_grad_norms_on_gpt_equal_torch_total_norm():
+    torch.manual_seed(10)
+    model = GPT(GPTConfig.preset("toy", vocab_size=20, n_layer=3, d_model=16, n_head=2, norm="rmsnorm"))
+    x, y = torch.randint(20, (2, 8)), torch.randint(20, (2, 8))
+    got = block_grad_norms(model, x, y)
+    _, loss = model(x, y)
+    loss.backward()
+    want = [torch.nn.utils.get_total_norm([p.grad for p in b.parameters()]).item() for b in model.layers]
+    assert got == pytest.approx(want, rel=1e-5) and len(got) == 3
+    with pytest.raises(TypeError, match="GPT"):
+        block_grad_norms(torch.nn.Linear(2, 2), x, y)
+
+
+def test_toy_preset_is_the_old_experiment_model():
+    """"toy" = the shape of chapters 2-4's former ToyLM: 2 layers of 4 heads at d 64, no positions, LayerNorm,
+    exact-GeLU 4x MLP, biases, untied bias-free head. Its parameters by hand: 2 * (4 (64^2 + 64) + 2 * 128
+    + (64 * 256 + 256) + (256 * 64 + 64)) + 128 (final LayerNorm) + 2 * 128 * 64 (embedding and head)."""
+    model = GPT(GPTConfig.preset("toy"))
+    per_layer = 4 * (64 * 64 + 64) + 2 * 128 + (64 * 256 + 256) + (256 * 64 + 64)
+    assert model.num_params() == 2 * per_layer + 128 + 2 * 128 * 64 == 116_480
+    assert model.embed_positions is None and model.lm_head.bias is None
+
+
+def test_torch_init_is_pytorchs_layer_defaults():
+    """"torch" (the "toy" preset): nn.Linear U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases,
+    nn.Embedding N(0, 1), norms 1 and 0 (the init of the former ToyLM)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.preset("toy", d_model=256))
+    assert model.cfg.init == "torch"
+    assert abs(model.embed_tokens.weight.std().item() - 1.0) < 0.02
+    up = model.layers[0].mlp.up  # fan_in 256: U(-1/16, 1/16), std 1 / (16 sqrt 3)
+    assert up.weight.abs().max() <= 1 / 16 and abs(up.weight.std().item() - 1 / (16 * math.sqrt(3))) < 0.001
+    assert up.bias.abs().max() <= 1 / 16 and up.bias.abs().max() > 0
+    assert torch.equal(model.layers[0].input_layernorm.weight, torch.ones(256))
+    deep = GPT(GPTConfig.preset("toy", n_layer=8, norm_position="post", deepnorm=True, init="deepnorm"))
+    assert abs(deep.embed_tokens.weight.std().item() - 1.0) < 0.05  # DeepNorm starts from the same defaults
+
+
+@pytest.mark.parametrize("pos", ["t5", "alibi"])
+def test_bias_schemes_with_pytorchs_fused_kernel(pos):
+    """The float mask (bias + -inf) works with minillm.fast's torch kernel too, with and without a cache."""
+    from minillm.fast import use_kernel
+
+    model = _random_t5(_model("toy", pos=pos, dtype=torch.float32))
+    idx = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(4))
+    want = model(idx)[0]
+    use_kernel(model, "torch")
+    torch.testing.assert_close(model(idx)[0], want, rtol=1e-5, atol=1e-5)
+    caches = model.make_kv_caches()
+    steps = [model(idx[:, :5], kv_caches=caches)[0]]
+    steps += [model(idx[:, t:t + 1], kv_caches=caches)[0] for t in range(5, 12)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), want, rtol=1e-5, atol=1e-5)

@@ -1,6 +1,6 @@
 """minillm.norms: LayerNorm and RMSNorm against torch's modules and hand-worked cases, the low-precision
-failures that computing in float32 avoids, Pre-/Post-LN placement against ToyLM's Block, and DeepNorm's
-constants (the paper's table) and init.
+failures that computing in float32 avoids, Pre-/Post-LN placement, and DeepNorm's constants (the paper's
+table). DeepNorm's init and the gradient probe act on a GPT: tests/test_model.py.
 
 Tolerances: float64 rtol = atol = 1e-10; float32 torch's defaults (rtol 1.3e-6, atol 1e-5); bfloat16 /
 float16 outputs are compared with the float64 result rounded to the same dtype, within one rounding step.
@@ -17,16 +17,12 @@ from torch import nn
 from minillm.norms import (
     LayerNorm,
     RMSNorm,
-    apply_deepnorm,
-    block_grad_norms,
     deepnorm_constants,
     deepnorm_constants_encoder_decoder,
-    deepnorm_init_,
     layer_norm,
     residual,
     rms_norm,
 )
-from minillm.toy import Block, ToyConfig, ToyLM
 
 SHAPES = [(5,), (3, 7), (2, 4, 16), (2, 3, 5, 64)]
 TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1.3e-6, atol=1e-5)}
@@ -216,25 +212,19 @@ def test_bad_inputs_have_clear_messages():
         deepnorm_constants(0)
     with pytest.raises(ValueError, match="encoder_decoder"):
         deepnorm_constants(6, "encoder-decoder")
-    with pytest.raises(ValueError, match="norm_position='post'"):
-        apply_deepnorm(ToyLM(ToyConfig(n_layer=2, d_model=16, n_head=2)))
-    with pytest.raises(TypeError, match="ToyLM"):
-        apply_deepnorm(nn.Linear(2, 2))
 
 
 # ---------------------------------------------------------------------------------------------- placement
 
 
 @pytest.mark.parametrize("position,alpha", [("pre", 1.0), ("post", 1.0), ("post", 1.7)])
-def test_residual_matches_toy_block(position, alpha):
-    """Two `residual` calls (attention, then FFN) reproduce minillm.toy.Block, an independent implementation."""
+def test_residual_by_formula(position, alpha):
     torch.manual_seed(7)
-    cfg = ToyConfig(d_model=16, n_head=2, norm_position=position, alpha=alpha, norm=RMSNorm)
-    blk = Block(cfg).double()
-    _randomise(blk.norm1, blk.norm2)
-    x, pos = torch.randn(2, 5, 16, dtype=torch.float64), torch.arange(5)
-    h = residual(x, lambda t: blk.attn(t, pos), blk.norm1, position, alpha)
-    torch.testing.assert_close(residual(h, blk.ffn, blk.norm2, position, alpha), blk(x, pos))
+    norm, f = RMSNorm(16).double(), nn.Linear(16, 16).double()
+    _randomise(norm)
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    want = x + f(norm(x)) if position == "pre" else norm(alpha * x + f(x))
+    torch.testing.assert_close(residual(x, f, norm, position, alpha), want)
 
 
 def test_pre_ln_residual_stream_grows_post_ln_stays_normalised():
@@ -266,70 +256,6 @@ def test_deepnorm_constants_from_the_paper_table():
     assert ed["encoder"] == pytest.approx((1.62, 0.435), rel=1e-12)
     assert ed["decoder"] == pytest.approx((48 ** 0.25, 192 ** -0.25), rel=1e-12)
     assert deepnorm_constants_encoder_decoder(1, 1)["encoder"] == pytest.approx((0.81, 0.87))
-
-
-def test_apply_deepnorm_sets_alpha_and_the_beta_init():
-    torch.manual_seed(9)
-    d, n = 64, 8
-    cfg = ToyConfig(vocab_size=50, n_layer=n, d_model=d, n_head=4, norm_position="post")
-    model = apply_deepnorm(ToyLM(cfg))
-    alpha, beta = 2.0, 1 / (2 * math.sqrt(2))  # N = 8, worked above
-    assert cfg.alpha == 1.0 and model.cfg.alpha == pytest.approx(alpha)  # the caller's config is not mutated
-    assert all(b.alpha == pytest.approx(alpha) for b in model.blocks)
-
-    def pooled_std(weights):
-        return torch.cat([w.flatten() for w in weights]).std().item()
-
-    xavier = math.sqrt(2 / (d + d))  # Xavier-normal std of a d x d weight with gain 1
-    blocks = list(model.blocks)
-    assert pooled_std(b.attn.v.weight for b in blocks) == pytest.approx(beta * xavier, rel=0.03)
-    assert pooled_std(b.attn.o.weight for b in blocks) == pytest.approx(beta * xavier, rel=0.03)
-    assert pooled_std(b.attn.q.weight for b in blocks) == pytest.approx(xavier, rel=0.03)
-    assert pooled_std(b.attn.k.weight for b in blocks) == pytest.approx(xavier, rel=0.03)
-    ffn_up = [b.ffn[0].weight for b in blocks]  # (4d, d): Xavier std sqrt(2 / (d + 4d))
-    assert pooled_std(ffn_up) == pytest.approx(beta * math.sqrt(2 / (5 * d)), rel=0.03)
-    assert all((lin.bias == 0).all() for b in blocks for lin in (b.attn.v, b.attn.o, b.ffn[0], b.ffn[2]))
-    # the block computes LN(alpha x + f(x)) with that alpha
-    x, pos = torch.randn(1, 4, d), torch.arange(4)
-    blk = blocks[0]
-    h = blk.norm1(alpha * x + blk.attn(x, pos))
-    torch.testing.assert_close(blk(x, pos), blk.norm2(alpha * h + blk.ffn(h)))
-
-
-def test_deepnorm_init_rejects_other_models():
-    with pytest.raises(TypeError, match="ToyLM"):
-        deepnorm_init_(nn.Linear(3, 3), 0.5)
-    with pytest.raises(ValueError, match="beta"):
-        deepnorm_init_(ToyLM(ToyConfig(n_layer=1, d_model=8, n_head=2)), 0.0)
-
-
-# ---------------------------------------------------------------------------------------------- experiment
-
-
-def test_block_grad_norms_equal_torch_total_norm():
-    torch.manual_seed(10)
-    model = ToyLM(ToyConfig(vocab_size=20, n_layer=3, d_model=16, n_head=2, norm=RMSNorm))
-    x, y = torch.randint(20, (2, 8)), torch.randint(20, (2, 8))
-    got = block_grad_norms(model, x, y)
-    _, loss = model(x, y)
-    loss.backward()
-    want = [torch.nn.utils.get_total_norm([p.grad for p in b.parameters()]).item() for b in model.blocks]
-    assert got == pytest.approx(want, rel=1e-5)
-    model.zero_grad(set_to_none=True)
-
-
-def test_deepnorm_shrinks_initial_gradients_of_post_ln():
-    """At init, DeepNorm's beta scaling gives every block a smaller gradient than plain Post-LN (12 layers)."""
-    torch.manual_seed(11)
-    x, y = torch.randint(40, (4, 16)), torch.randint(40, (4, 16))
-    grads = {}
-    for name in ("post", "deepnorm"):
-        torch.manual_seed(0)
-        model = ToyLM(ToyConfig(vocab_size=40, n_layer=12, d_model=32, n_head=4, norm_position="post"))
-        if name == "deepnorm":
-            apply_deepnorm(model)
-        grads[name] = block_grad_norms(model, x, y)
-    assert all(d < p for d, p in zip(grads["deepnorm"], grads["post"], strict=True))
 
 
 # ---------------------------------------------------------------------------------------------- benchmark

@@ -33,7 +33,6 @@ from minillm.rope_scaling import (
     yarn_inv_frequencies,
     yarn_mscale,
 )
-from minillm.toy import CharData, ToyConfig, ToyLM, eval_loss, train_toy
 
 # ---------------------------------------------------------------------------------------------- sinusoidal
 
@@ -60,8 +59,9 @@ def test_sinusoidal_hand_worked_and_layouts():
 def test_learned_cannot_extrapolate_and_sinusoidal_adds_table():
     x = torch.zeros(1, 5, 8)
     torch.testing.assert_close(Sinusoidal().embed(x, torch.arange(5))[0], sinusoidal_table(5, 8))
-    scheme = Learned()
-    ToyLM(ToyConfig(max_len=16, position=scheme))
+    scheme = Learned(16, 64)
+    torch.testing.assert_close(scheme.embed(torch.zeros(1, 3, 64), torch.tensor([0, 5, 15]))[0],
+                               scheme.weight[[0, 5, 15]])
     with pytest.raises(ValueError, match="max_len=16"):
         scheme.embed(torch.zeros(1, 17, 64), torch.arange(17))
 
@@ -103,13 +103,16 @@ def test_t5_buckets_match_scalar_formula(bidirectional):
 
 
 def test_t5_bias_shape_and_values():
-    scheme = T5Bias()
-    ToyLM(ToyConfig(position=scheme))
+    scheme = T5Bias(4)
+    assert scheme.table.weight.abs().sum() == 0  # starts at zero: no position preference before training
     with torch.no_grad():
         scheme.table.weight.copy_(torch.arange(32 * 4, dtype=torch.float).view(32, 4))
-    b = scheme.bias(4, 6, torch.device("cpu"))
+    pos = torch.arange(6)
+    b = scheme.bias(pos, pos)
     assert b.shape == (4, 6, 6)
     assert b[2, 5, 1].item() == 4 * 4 + 2  # query 5, key 1: bucket 4 (causal), head 2
+    # the rows of queries 4, 5 over keys 0..5 (decoding with a cache) are the last rows of the full matrix
+    torch.testing.assert_close(scheme.bias(torch.tensor([4, 5]), pos), b[:, 4:])
 
 
 # ---------------------------------------------------------------------------------------------- RoPE
@@ -244,21 +247,36 @@ def test_alibi_bias_matrix():
     want0 = torch.tensor([[0, 0, 0], [-1, 0, 0], [-2, -1, 0]]) / 16
     torch.testing.assert_close(b[0], want0.float())
     torch.testing.assert_close(b[1], want0.float() * 16 / 256)
-    torch.testing.assert_close(ALiBi().bias(2, 3, torch.device("cpu")), b)
+    pos = torch.arange(3)
+    torch.testing.assert_close(ALiBi(2).bias(pos, pos), b)
+    torch.testing.assert_close(ALiBi(2).bias(torch.tensor([2]), pos), b[:, 2:])  # a decoding step
 
 
-# ---------------------------------------------------------------------------------------------- ToyLM
+# ---------------------------------------------------------------------------------------------- llama3
 
 
-@pytest.mark.parametrize("scheme", [Sinusoidal, Learned, T5Bias, RoPE, ALiBi])
-def test_every_scheme_trains_in_toylm(scheme):
-    torch.manual_seed(0)
-    data = CharData("abcdefgh" * 200)
-    model = ToyLM(ToyConfig(vocab_size=data.vocab_size, d_model=32, n_head=2, n_layer=1, max_len=16,
-                            position=scheme()))
-    before = eval_loss(model, data, 16, batches=2)
-    losses = train_toy(model, data, steps=30, batch_size=8, seq_len=16, lr=1e-2)
-    assert all(math.isfinite(x) for x in losses)
-    assert eval_loss(model, data, 16, batches=2) < 0.5 * before
-    if scheme is not Learned:  # the others accept sequences longer than training
-        assert math.isfinite(eval_loss(model, data, 32, batches=1))
+def test_llama3_hand_worked_bands():
+    # d = 8, base 10000: theta = 1, 0.1, 0.01, 0.001; wavelengths 2 pi / theta = 6.28, 62.8, 628, 6283.
+    # L = 1000, low 1, high 4: kept below 250, divided by s = 8 above 1000, blended in between
+    got = rope_frequencies(8, 10000.0, 10, RopeScaling("llama3", 8.0, 1000, low_freq_factor=1.0,
+                                                       high_freq_factor=4.0))
+    inv, mscale = got
+    w = (1000 / (2 * math.pi / 0.01) - 1) / 3  # the pair with wavelength 628: between 250 and 1000
+    want = [1.0, 0.1, (1 - w) * 0.01 / 8 + w * 0.01, 0.001 / 8]
+    assert inv.tolist() == pytest.approx(want, rel=1e-12) and mscale == 1.0
+    with pytest.raises(ValueError, match="low_freq_factor"):
+        RopeScaling("llama3", 8.0, 1000, low_freq_factor=4.0, high_freq_factor=1.0)
+
+
+def test_llama3_equals_transformers():
+    transformers = pytest.importorskip("transformers")
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    cfg = transformers.LlamaConfig(hidden_size=256, num_attention_heads=2, rope_theta=500000.0,
+                                   max_position_embeddings=131072,
+                                   rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
+                                                     high_freq_factor=4.0, original_max_position_embeddings=8192))
+    want, attention_factor = ROPE_INIT_FUNCTIONS["llama3"](cfg, "cpu")
+    inv, mscale = rope_frequencies(128, 500000.0, 10, RopeScaling("llama3", 8.0, 8192))
+    torch.testing.assert_close(inv.float(), want.float(), rtol=1e-6, atol=0)  # transformers computes in float32
+    assert mscale == attention_factor == 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from minillm import data, utils
+from minillm.data import load_corpus
 
 
 def test_setup_seeds_python_numpy_torch(capsys):
@@ -113,3 +115,34 @@ def test_matplotlib_draws_chinese_without_missing_glyph_warnings(recwarn):
     fig.canvas.draw()
     plt.close(fig)
     assert not [w for w in recwarn if "missing from font" in str(w.message)]
+
+
+def test_char_data_round_trip_and_windows():
+    from minillm.data import CharData
+
+    data = CharData("hello world, hello moon" * 10)
+    assert data.vocab_size == len(set("hello world, hello moon"))
+    assert data.decode(data.encode("hello moon")) == "hello moon"
+    x, y = data.batch("train", 4, 8, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (4, 8)
+    assert torch.equal(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one
+    with pytest.raises(ValueError, match="too few"):
+        data.batch("val", 1, 1000)
+    with pytest.raises(ValueError, match="non-empty"):
+        CharData("")
+
+
+def test_toy_gpt_learns_characters_with_minillm_train():
+    """Chapters 2-4's setup: a "toy" GPT on CharData trained by minillm.train (formerly toy.train_toy)."""
+    from minillm.data import CharData
+    from minillm.model import GPT, GPTConfig
+    from minillm.train import TrainConfig, evaluate, train
+
+    torch.manual_seed(0)
+    data = CharData(load_corpus("shakespeare", max_chars=20_000))
+    model = GPT(GPTConfig.preset("toy", vocab_size=data.vocab_size, d_model=32, n_head=2, n_layer=1, pos="rope"))
+    cfg = TrainConfig(steps=60, batch_size=8, seq_len=32, lr=1e-2, warmup=0, eval_batches=2, progress=False)
+    start = evaluate(model, data, cfg)
+    assert start == pytest.approx(math.log(data.vocab_size), rel=0.1)  # near uniform at init
+    history = train(model, data, cfg)
+    assert len(history.train_loss) == 60 and history.val_loss[-1] < start - 0.8
