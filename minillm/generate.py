@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minillm.attention import kv_cache_bytes_per_token
 from minillm.sampling import SamplingParams, sample
 
 
@@ -147,5 +148,5 @@ def inference_memory(n_params: float, dtype_bytes: float = 2, *, n_layer: int = 
     Leaves out activations (small at inference: one layer's worth at a time) and framework overhead, which
     in practice add 10-20%."""
     weights = n_params * dtype_bytes
-    kv = 2 * n_layer * n_kv_head * head_dim * kv_bytes * tokens * batch
+    kv = kv_cache_bytes_per_token(n_layer, n_kv_head, head_dim, kv_bytes) * tokens * batch if tokens else 0
     return {"weights": weights, "kv_cache": kv, "total": weights + kv}

@@ -447,6 +447,12 @@ TABLE_PRESETS = ("tiny", "tiny-llama", "small", "gpt2", "gpt2-medium", "llama2-7
                  "llama3-8b")
 
 
+def flops_per_token(n_params_non_embedding: int, n_layer: int, seq_len: int, d_model: int) -> float:
+    """Training FLOPs per token: 6N for the matmuls of forward + backward (2N forward, 4N backward), plus
+    12 L T d for the attention scores and their weighted sum (Kaplan et al. 2020, arXiv:2001.08361, Table 1)."""
+    return 6 * n_params_non_embedding + 12 * n_layer * seq_len * d_model
+
+
 def param_table(names: list[str] | None = None, dtype_bytes: int = 2) -> list[dict[str, Any]]:
     """What "7B" means: per preset, the shape, the total parameters and where they sit, and the memory of the
     weights alone at dtype_bytes per parameter (2 = bf16 / fp16)."""

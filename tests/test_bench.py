@@ -201,7 +201,8 @@ def test_html_widget_and_figure():
 
 
 def test_training_and_generation_sections_quick():
-    from minillm.bench.ch06 import flops_per_token, section_generation, section_training
+    from minillm.bench.ch06 import section_generation, section_training
+    from minillm.model import flops_per_token
 
     assert flops_per_token(1000, 2, 8, 4) == 6 * 1000 + 12 * 2 * 8 * 4
     md = section_training(quick=True)

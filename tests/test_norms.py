@@ -262,7 +262,7 @@ def test_deepnorm_constants_from_the_paper_table():
 
 
 def test_bench_section_structure():
-    from minillm import bench_ch03
+    from minillm.bench import ch03 as bench_ch03
 
     rows = bench_ch03.norm_timings([(2, 8, 32), (1, 4, 16)], "cpu", repeats=1, inner=1)
     assert [r["shape (B, T, d)"] for r in rows] == ["2 x 8 x 32", "1 x 4 x 16"]

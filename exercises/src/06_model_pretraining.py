@@ -344,7 +344,7 @@ check("06.6", decay_groups)
 #   of the values, over all `seq_len` keys for every query (no saving for the causal mask);
 # * the backward pass costs twice the forward pass.
 #
-# Return a number (int or float). The check compares with `minillm.bench_ch06.flops_per_token` applied to
+# Return a number (int or float). The check compares with `minillm.model.flops_per_token` applied to
 # `minillm.model.count_params`, within a relative 1e-6, on published shapes and random small ones with
 # GQA, MQA and MHA.
 

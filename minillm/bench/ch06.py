@@ -18,15 +18,11 @@ import torch
 from torch import nn
 
 from minillm.bench.timer import best_time
+from minillm.model import flops_per_token
 from minillm.utils import get_device, markdown_table
 
 # dense TF32 tensor-core peaks (FLOP/s) from the vendors' data sheets; float32 training uses TF32 matmuls here
 GPU_PEAK_TF32: dict[str, float] = {"H100": 494e12, "H200": 494e12, "A100": 156e12, "L4": 60e12}
-
-
-def flops_per_token(n_params_non_embedding: int, n_layer: int, seq_len: int, d_model: int) -> float:
-    """Training FLOPs per token: 6N for the matmuls of forward + backward, plus 12 L T d for attention."""
-    return 6 * n_params_non_embedding + 12 * n_layer * seq_len * d_model
 
 
 def gpu_peak(device: torch.device) -> float | None:

@@ -8,7 +8,7 @@
 | 06.4 | `llama_param_count(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden)` | `count_params` (Llama) |
 | 06.5 | `lr_at(step, lr, warmup, total, min_ratio)`, warm-up then cosine | `minillm.train.lr_at` |
 | 06.6 | `decay_groups(model)` -> `(decay, no_decay)` | the rule of `minillm.train.make_optimizer` |
-| 06.7 | `train_step_flops(vocab_size, ..., seq_len, batch)`, Llama-style | `bench_ch06.flops_per_token` |
+| 06.7 | `train_step_flops(vocab_size, ..., seq_len, batch)`, Llama-style | `minillm.model.flops_per_token` |
 
 Hand-worked cases come first (written out in the notebook), then random inputs (06.1), further sizes
 (06.2-06.4), steps (06.5) or models (06.6). 06.1 also runs a case whose target tokens have probability
@@ -529,8 +529,7 @@ def _cases_decay_groups() -> list:
 def _ref_step_flops(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, seq_len, batch, *,
                     fwd_bwd=6, attention=12, head=True, embedding=False, n_kv=None, causal=1.0) -> float:
     """flops_per_token(count_params(...)) * tokens; each keyword set otherwise is one simulated mistake."""
-    from minillm.bench_ch06 import flops_per_token
-    from minillm.model import GPTConfig, count_params
+    from minillm.model import GPTConfig, count_params, flops_per_token
 
     cfg = GPTConfig.preset("llama2-7b", vocab_size=vocab_size, n_layer=n_layer, d_model=d_model, n_head=n_head,
                            n_kv_head=n_kv or n_kv_head, ffn_hidden=ffn_hidden)
