@@ -64,7 +64,9 @@ def training_rows(
     extra: dict[str, Callable[[nn.Module], nn.Module]] | None = None,
     device: torch.device | str = "cpu",
 ) -> list[dict[str, Any]]:
-    """One row per path: median ms per step, tokens/s, ratio to the first path, |Δ loss| of the first step.
+    """One row per path: median ms per step and tokens/s over all timed steps; "vs teaching", the median over
+    rounds of the first path's step time over this path's (a paired ratio, robust to a load that drifts);
+    |Δ loss| of the first warm-up step against the first path; `round_s`, the median step time of each round.
 
     A path whose warm-up fails (e.g. torch.compile without a working compiler) gets a row with a `note`
     and no numbers, instead of stopping the benchmark."""
@@ -94,25 +96,28 @@ def training_rows(
             notes[name] = f"skipped: {type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''}"
             continue
         models[name], opts[name] = model, opt
-    times: dict[str, list[float]] = {name: [] for name in models}
+    times: dict[str, list[list[float]]] = {name: [] for name in models}  # per round, per step
     gen = torch.Generator().manual_seed(2)
     for _ in range(rounds):
         for name, model in models.items():  # the paths take turns: a load spike hits them alike
+            times[name].append([])
             for _ in range(steps):
                 x, y = data.batch("train", batch, seq_len, gen)
-                times[name].append(_step(model, opts[name], x.to(device).contiguous(), y.to(device).contiguous())[0])
+                x, y = x.to(device).contiguous(), y.to(device).contiguous()
+                times[name][-1].append(_step(model, opts[name], x, y)[0])
     rows = []
-    ref_name = next(iter(models), None)
-    ref_tps = None
+    ref = next(iter(models), None)
+    ref_round_s = [statistics.median(r) for r in times[ref]] if ref is not None else []
     for name in builders:
         row: dict[str, Any] = {"path": name, "ms / step": "", "tokens_per_s": "", "vs teaching": "",
-                               "|Δ loss|": "", "note": notes.get(name, "")}
+                               "|Δ loss|": "", "note": notes.get(name, ""), "round_s": []}
         if name in times:
-            sec = statistics.median(times[name])
-            tps = batch * seq_len / sec
-            ref_tps = tps if name == ref_name else ref_tps
-            row.update({"ms / step": 1e3 * sec, "tokens_per_s": tps, "vs teaching": tps / ref_tps,
-                        "|Δ loss|": abs(first_loss[name] - first_loss[ref_name])})
+            sec = statistics.median(t for r in times[name] for t in r)
+            round_s = [statistics.median(r) for r in times[name]]  # one median step time per round
+            # the speed-up of each round (both paths measured within seconds of each other), then the median
+            speedup = statistics.median(a / b for a, b in zip(ref_round_s, round_s, strict=True))
+            row.update({"ms / step": 1e3 * sec, "tokens_per_s": batch * seq_len / sec, "vs teaching": speedup,
+                        "|Δ loss|": abs(first_loss[name] - first_loss[ref]), "round_s": round_s})
         rows.append(row)
     return rows
 
@@ -124,7 +129,7 @@ def section_fast(quick: bool = False) -> str:
     if quick:
         shape = dict(preset="tiny", batch=4, seq_len=64, steps=1, rounds=1, warmup=1, paths=PATHS[:3])
     else:
-        shape = dict(preset="small", batch=64 if device.type == "cuda" else 12, seq_len=256, steps=3, rounds=3)
+        shape = dict(preset="small", batch=64 if device.type == "cuda" else 12, seq_len=256, steps=2, rounds=5)
     rows = training_rows(**shape, device=device)
     load = f" (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)" if device.type == "cpu" else ""
     return (
