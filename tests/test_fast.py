@@ -324,3 +324,18 @@ def test_bench_fast_quick_rows():
     for r in rows:
         assert r["tokens_per_s"] > 0 and r["|Δ loss|"] < 1e-5 and not r["note"]
     assert rows[0]["vs teaching"] == 1.0
+
+
+def test_bench_section_fast_quick(monkeypatch):
+    import minillm.utils as utils
+
+    if not hasattr(utils, "markdown_table"):  # before the bench package lands, the table lives in minillm.bench
+        from minillm.bench import markdown_table
+
+        monkeypatch.setattr(utils, "markdown_table", markdown_table, raising=False)
+    path = Path(__file__).resolve().parents[1] / "minillm" / "bench" / "fast.py"
+    spec = importlib.util.spec_from_file_location("minillm_bench_fast_section", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    md = bench.section_fast(quick=True)
+    assert md.startswith("## The fast path") and "| to_fast |" in md and "| teaching |" in md
