@@ -322,7 +322,7 @@ def test_bench_fast_quick_rows():
     rows = bench.training_rows("tiny", batch=2, seq_len=32, steps=1, rounds=1, warmup=1, paths=bench.PATHS[:3])
     assert [r["path"] for r in rows] == ["teaching", "kernel only", "to_fast"]
     for r in rows:
-        assert r["tokens_per_s"] > 0 and r["|Δ loss|"] < 1e-5 and not r["note"]
+        assert r["tokens_per_s"] > 0 and r["Δ loss"] < 1e-5 and not r["note"]
     assert rows[0]["vs teaching"] == 1.0
 
 

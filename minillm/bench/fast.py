@@ -6,7 +6,7 @@ kernel (`use_kernel`), with every fused op (`to_fast`) and with `torch.compile` 
 machine whose load changes treats them alike; tokens/s is from the median step. A step is `minillm.train`'s
 step (batch, forward, backward, clip to 1.0, AdamW, zero_grad, `loss.item()`). The first warm-up step of
 every path sees the same batch with the same weights, so its loss doubles as a check that the paths compute
-the same function ("|Δ loss|" against the teaching path). `extra` adds models from outside the package
+the same function ("Δ loss" against the teaching path). `extra` adds models from outside the package
 (a reference trainer: a function of the teaching model returning a module whose forward(idx, targets)
 gives (logits, loss)) into the same alternation. `section_fast(quick)` renders the appendix's Markdown.
 
@@ -66,7 +66,8 @@ def training_rows(
 ) -> list[dict[str, Any]]:
     """One row per path: median ms per step and tokens/s over all timed steps; "vs teaching", the median over
     rounds of the first path's step time over this path's (a paired ratio, robust to a load that drifts);
-    |Δ loss| of the first warm-up step against the first path; `round_s`, the median step time of each round.
+    "Δ loss", |difference| of the first warm-up step's loss from the first path's; `round_s`, the median
+    step time of each round.
 
     A path whose warm-up fails (e.g. torch.compile without a working compiler) gets a row with a `note`
     and no numbers, instead of stopping the benchmark."""
@@ -110,14 +111,14 @@ def training_rows(
     ref_round_s = [statistics.median(r) for r in times[ref]] if ref is not None else []
     for name in builders:
         row: dict[str, Any] = {"path": name, "ms / step": "", "tokens_per_s": "", "vs teaching": "",
-                               "|Δ loss|": "", "note": notes.get(name, ""), "round_s": []}
+                               "Δ loss": "", "note": notes.get(name, ""), "round_s": []}
         if name in times:
             sec = statistics.median(t for r in times[name] for t in r)
             round_s = [statistics.median(r) for r in times[name]]  # one median step time per round
             # the speed-up of each round (both paths measured within seconds of each other), then the median
             speedup = statistics.median(a / b for a, b in zip(ref_round_s, round_s, strict=True))
             row.update({"ms / step": 1e3 * sec, "tokens_per_s": batch * seq_len / sec, "vs teaching": speedup,
-                        "|Δ loss|": abs(first_loss[name] - first_loss[ref]), "round_s": round_s})
+                        "Δ loss": abs(first_loss[name] - first_loss[ref]), "round_s": round_s})
         rows.append(row)
     return rows
 
@@ -135,10 +136,11 @@ def section_fast(quick: bool = False) -> str:
     return (
         "## The fast path: teaching ops vs fused kernels\n\n"
         f"Training steps of the `{shape['preset']}` preset (dropout 0, float32, AdamW) on {device.type}{load}, "
-        f"batch {shape['batch']} x {shape['seq_len']} tokens of Shakespeare; tokens/s from the median of "
-        f"{shape['rounds']} x {shape['steps']} steps, the paths taking turns. `kernel only` swaps just the "
-        "attention for PyTorch's SDPA; `to_fast` also the norms, activations and the q/k/v and gate/up "
-        "projections (`minillm.fast`); |Δ loss| compares the first step's loss with the teaching path "
+        f"batch {shape['batch']} x {shape['seq_len']} tokens of Shakespeare; tokens/s from the median step of "
+        f"{shape['rounds']} rounds of {shape['steps']} steps, the paths taking turns in every round; \"vs "
+        "teaching\" is the median of the per-round speed-ups. `kernel only` swaps just the attention for "
+        "PyTorch's SDPA; `to_fast` also the norms, the activations and the q/k/v and gate/up projections "
+        "(`minillm.fast`). Δ loss: the absolute difference of the first step's loss from the teaching path's "
         "(same weights, same batch).\n\n"
-        + markdown_table(rows, ["path", "ms / step", "tokens_per_s", "vs teaching", "|Δ loss|", "note"])
+        + markdown_table(rows, ["path", "ms / step", "tokens_per_s", "vs teaching", "Δ loss", "note"])
     )
