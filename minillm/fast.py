@@ -105,7 +105,10 @@ class FastAttention(Attention):
 
     kernel = staticmethod(torch_sdpa)
 
-    def forward(self, x, *, rotate=None, mask=None, is_causal=True, kv_cache=None, pos=None):
+    def forward(self, x, *, rotate=None, mask=None, is_causal=True, kv_cache=None, pos=None, **other):
+        if other:  # an option this copy of the forward does not know: the teaching forward (still torch_sdpa)
+            return super().forward(x, rotate=rotate, mask=mask, is_causal=is_causal, kv_cache=kv_cache, pos=pos,
+                                   **other)
         B, T, _ = x.shape
         c = self.cfg
         hd, H, Hkv = c.head_dim, c.n_head, c.n_kv_head
