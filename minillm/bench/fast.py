@@ -66,8 +66,9 @@ def training_rows(
 ) -> list[dict[str, Any]]:
     """One row per path: median ms per step and tokens/s over all timed steps; "vs teaching", the median over
     rounds of the first path's step time over this path's (a paired ratio, robust to a load that drifts);
-    "Δ loss", |difference| of the first warm-up step's loss from the first path's; `round_s`, the median
-    step time of each round.
+    "Δ loss", |difference| of the first warm-up step's loss from the first path's; "warm-up s", building
+    the path and its warm-up steps (torch.compile's compilation included); `round_s`, the median step time
+    of each round.
 
     A path whose warm-up fails (e.g. torch.compile without a working compiler) gets a row with a `note`
     and no numbers, instead of stopping the benchmark."""
@@ -82,9 +83,10 @@ def training_rows(
     base = GPT(cfg).to(device)
     opt_cfg = TrainConfig(steps=1, warmup=0, lr=1e-3)
     builders = {name: (lambda b, n=name: _make_path(n, b)) for name in paths} | dict(extra or {})
-    models, opts, first_loss, notes = {}, {}, {}, {}
+    models, opts, first_loss, notes, warm_s = {}, {}, {}, {}, {}
     for name, build in builders.items():
         gen = torch.Generator().manual_seed(1)  # the same batches for every path
+        t0 = time.perf_counter()
         try:
             model = build(base).to(device).train()
             opt = make_optimizer(model, opt_cfg)
@@ -96,7 +98,7 @@ def training_rows(
         except Exception as e:  # noqa: BLE001 - report the path as skipped, keep measuring the others
             notes[name] = f"skipped: {type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''}"
             continue
-        models[name], opts[name] = model, opt
+        models[name], opts[name], warm_s[name] = model, opt, time.perf_counter() - t0  # compile time too
     times: dict[str, list[list[float]]] = {name: [] for name in models}  # per round, per step
     gen = torch.Generator().manual_seed(2)
     for _ in range(rounds):
@@ -111,14 +113,15 @@ def training_rows(
     ref_round_s = [statistics.median(r) for r in times[ref]] if ref is not None else []
     for name in builders:
         row: dict[str, Any] = {"path": name, "ms / step": "", "tokens_per_s": "", "vs teaching": "",
-                               "Δ loss": "", "note": notes.get(name, ""), "round_s": []}
+                               "Δ loss": "", "warm-up s": "", "note": notes.get(name, ""), "round_s": []}
         if name in times:
             sec = statistics.median(t for r in times[name] for t in r)
             round_s = [statistics.median(r) for r in times[name]]  # one median step time per round
             # the speed-up of each round (both paths measured within seconds of each other), then the median
             speedup = statistics.median(a / b for a, b in zip(ref_round_s, round_s, strict=True))
             row.update({"ms / step": 1e3 * sec, "tokens_per_s": batch * seq_len / sec, "vs teaching": speedup,
-                        "Δ loss": abs(first_loss[name] - first_loss[ref]), "round_s": round_s})
+                        "Δ loss": abs(first_loss[name] - first_loss[ref]), "warm-up s": warm_s[name],
+                        "round_s": round_s})
         rows.append(row)
     return rows
 
@@ -141,6 +144,8 @@ def section_fast(quick: bool = False) -> str:
         "teaching\" is the median of the per-round speed-ups. `kernel only` swaps just the attention for "
         "PyTorch's SDPA; `to_fast` also the norms, the activations and the q/k/v and gate/up projections "
         "(`minillm.fast`). Δ loss: the absolute difference of the first step's loss from the teaching path's "
-        "(same weights, same batch).\n\n"
-        + markdown_table(rows, ["path", "ms / step", "tokens_per_s", "vs teaching", "Δ loss", "note"])
+        "(same weights, same batch). warm-up s: building the path and its warm-up steps (torch.compile's "
+        "compilation included).\n\n"
+        + markdown_table(rows, ["path", "ms / step", "tokens_per_s", "vs teaching", "Δ loss", "warm-up s",
+                                "note"])
     )
