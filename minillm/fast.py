@@ -22,7 +22,9 @@ swapped (a subclass may have changed `forward`), whatever block wiring (pre/post
 Fused projections keep the separate parameters: the fast forward concatenates `q_proj`, `k_proj` and
 `v_proj` (and GLU's `gate` and `up`) weights at call time, a copy of 3 d^2 numbers that autograd splits back
 in the backward pass. At nanoGPT's shakespeare_char shape one (B T, d) x (d, 3d) matmul is cheaper than
-three (B T, d) x (d, d) ones even with that copy (`minillm.bench.fast` measures the whole model).
+three (B T, d) x (d, d) ones even with that copy (`minillm.bench.fast` measures the whole model); with
+fewer than `FUSE_MIN_ROWS` tokens (decoding) the copy would cost as much as the matmul, so the projections
+run separately.
 
 Precision follows the teaching ops: the norms compute in float32 for float16 / bfloat16 inputs (float64
 stays float64) and return the input's dtype. Fused activations and matmuls agree to float rounding.
@@ -93,8 +95,15 @@ def use_kernel(model: nn.Module, kernel: str | Callable[..., torch.Tensor] = "to
     return model
 
 
+# below this many rows (tokens) the weight copy of a fused projection costs about what the matmul does
+# (decoding with a KV cache feeds one token per sequence): run the projections separately instead
+FUSE_MIN_ROWS = 32
+
+
 def _fused_linear(x: torch.Tensor, linears: tuple[nn.Linear, ...]) -> torch.Tensor:
     """x (..., d) -> (..., sum of out_features): one matmul with the linears' weights stacked by rows."""
+    if x.numel() < FUSE_MIN_ROWS * x.shape[-1]:
+        return torch.cat([lin(x) for lin in linears], dim=-1)  # (..., sum out): a copy of a few rows only
     weight = torch.cat([lin.weight for lin in linears])  # (sum out, d): a copy, split back by autograd
     bias = None if linears[0].bias is None else torch.cat([lin.bias for lin in linears])
     return F.linear(x, weight, bias)

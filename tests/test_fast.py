@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from minillm import fast as fast_module
 from minillm import ffn
 from minillm.attention import Attention, causal_mask, mask_to_bias, padding_mask, prefix_lm_mask, sdpa
 from minillm.fast import (
@@ -156,7 +157,9 @@ def test_activation_test_would_catch_a_wrong_pairing():
     (GLUFFN, dict(variant="swiglu", bias=False), FastGLUFFN),
     (GLUFFN, dict(variant="geglu", bias=True), FastGLUFFN),
 ])
-def test_fused_ffn_equals_teaching_ffn(cls, kw, fast_cls):
+@pytest.mark.parametrize("fuse_min_rows", [0, 10**9], ids=["one-matmul", "separate"])
+def test_fused_ffn_equals_teaching_ffn(cls, kw, fast_cls, fuse_min_rows, monkeypatch):
+    monkeypatch.setattr(fast_module, "FUSE_MIN_ROWS", fuse_min_rows)
     torch.manual_seed(0)
     teach = cls(16, 40, **kw).double()
     if kw.get("bias"):
@@ -170,7 +173,9 @@ def test_fused_ffn_equals_teaching_ffn(cls, kw, fast_cls):
     torch.testing.assert_close(fast(x), teach(x), atol=1e-12, rtol=0)
 
 
-def test_fused_attention_equals_teaching_attention_with_masks():
+@pytest.mark.parametrize("fuse_min_rows", [0, 10**9], ids=["one-matmul", "separate"])
+def test_fused_attention_equals_teaching_attention_with_masks(fuse_min_rows, monkeypatch):
+    monkeypatch.setattr(fast_module, "FUSE_MIN_ROWS", fuse_min_rows)
     from minillm.attention import AttentionConfig
 
     torch.manual_seed(0)
