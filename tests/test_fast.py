@@ -3,10 +3,8 @@ in the model (logits, loss, gradients, KV cache, masks), and leave parameter nam
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -320,10 +318,8 @@ def test_to_fast_compile_calls_module_compile(monkeypatch):
 
 
 def test_bench_fast_quick_rows():
-    path = Path(__file__).resolve().parents[1] / "minillm" / "bench" / "fast.py"
-    spec = importlib.util.spec_from_file_location("minillm_bench_fast_under_test", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from minillm.bench import fast as bench
+
     rows = bench.training_rows("tiny", batch=2, seq_len=32, steps=1, rounds=1, warmup=1, paths=bench.PATHS[:3])
     assert [r["path"] for r in rows] == ["teaching", "kernel only", "to_fast"]
     for r in rows:
@@ -332,16 +328,8 @@ def test_bench_fast_quick_rows():
 
 
 def test_bench_section_fast_quick(monkeypatch):
-    import minillm.utils as utils
+    from minillm.bench import fast as bench
 
-    if not hasattr(utils, "markdown_table"):  # before the bench package lands, the table lives in minillm.bench
-        from minillm.bench import markdown_table
-
-        monkeypatch.setattr(utils, "markdown_table", markdown_table, raising=False)
-    path = Path(__file__).resolve().parents[1] / "minillm" / "bench" / "fast.py"
-    spec = importlib.util.spec_from_file_location("minillm_bench_fast_section", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     md = bench.section_fast(quick=True)
     assert md.startswith("## The fast path") and "| to_fast |" in md and "| teaching |" in md
 

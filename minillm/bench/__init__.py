@@ -2,15 +2,16 @@
 
     python -m minillm.bench [--out FILE.md] [--quick] [--only SECTION ...]
 
-One module per chapter (`ch01` tokenizers, `ch03` norms, `ch05` attention, `ch06` training and generation),
+One module per chapter (`ch01` tokenizers, `ch03` norms, `ch05` attention, `ch06` training and generation,
+`fast` the teaching vs fused training path),
 each with a `section_*(quick) -> str` function that returns Markdown (a heading, a sentence on what was
 measured, a table); later chapters add a module and one line to `SECTIONS`. Every timing goes through
 `minillm.bench.timer.best_time`. `--quick` shrinks every section to a smoke test of a few seconds (the unit
 tests use it); numbers from a quick run are not for the book. Section modules are imported only when they run.
 
 This package is the harness layer: it may import any minillm module, and no library module imports it.
-Tables are formatted by `minillm.utils.markdown_table` (re-exported here, as are chapter 1's helpers, which
-notebooks import from `minillm.bench`).
+Tables are formatted by `minillm.utils.markdown_table`; notebooks import a chapter's helpers from its
+module (`minillm.bench.ch01`, ...).
 """
 
 from __future__ import annotations
@@ -23,18 +24,6 @@ import platform
 import sys
 from collections.abc import Sequence
 
-from minillm.bench.ch01 import (  # noqa: F401 - re-exported for the chapter-1 notebooks
-    CH1_COLUMNS,
-    compression,
-    encode_ids,
-    tokenizer_corpora,
-    tokenizer_sweep,
-    train_hf_bpe,
-    vocab_bytes,
-)
-from minillm.bench.timer import best_time  # noqa: F401 - re-exported
-from minillm.utils import markdown_table  # noqa: F401 - re-exported (its home is minillm.utils)
-
 # (name, "module:function"); the function takes `quick` and returns Markdown. Later chapters append theirs.
 SECTIONS: list[tuple[str, str]] = [
     ("tokenizers", "minillm.bench.ch01:section_tokenizers"),
@@ -42,6 +31,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("attention", "minillm.bench.ch05:section_attention"),
     ("training", "minillm.bench.ch06:section_training"),
     ("generation", "minillm.bench.ch06:section_generation"),
+    ("fast", "minillm.bench.fast:section_fast"),
 ]
 
 

@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for name in TRAIN_FLAGS[:-1]:
         p.add_argument(f"--{name.replace('_', '-')}", type=int)
     p.add_argument("--lr", type=float, help="peak learning rate (a finite number > 0)")
+    p.add_argument("--no-fast", action="store_true",
+                   help="train with the teaching ops instead of minillm.fast.to_fast (same numbers, slower)")
 
 
 def _closest(key: str, known: list[str]) -> str:
@@ -139,7 +141,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from minillm.fast import use_kernel
+    from minillm.fast import to_fast
     from minillm.model import GPT
     from minillm.train import plot_history, train
     from minillm.utils import get_device
@@ -147,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         model_cfg, cfg, data, data_cfg = build(args)
         torch.manual_seed(cfg.seed)
-        model = use_kernel(GPT(model_cfg).to(get_device()), "torch")  # the fused kernel: same numbers, faster
+        model = GPT(model_cfg).to(get_device())
+        if not getattr(args, "no_fast", False):  # fused norms, activations, projections, attention: same numbers
+            model = to_fast(model)  # checkpoints are the same either way, so a run resumes with or without it
         print(f"model {args.preset}: {model.num_params():,} parameters; {data_cfg['corpus']}: "
               f"{len(data.train):,} train / {len(data.val):,} val tokens ({data_cfg['tokenizer']}, "
               f"vocab {data.vocab_size})")
