@@ -392,3 +392,48 @@ def wrong_01_6_product(text, scores):
         out.append(text[back[end]:end])
         end = back[end]
     return out[::-1]
+
+
+# ---- second round: subtler cases ------------------------------------------------------------------
+
+# wrong: returns the input list itself when the pair does not occur -- breaks "a **new** list"
+def wrong_01_2_same_object_if_absent(ids, pair, new_id):
+    if tuple(pair) not in set(zip(ids, ids[1:])):
+        return ids
+    return valid_01_2_while(ids, pair, new_id)
+
+
+# wrong: stops as soon as the top count is 1 -- breaks "Stop early if no pair is left" (a count-1 pair is left)
+def wrong_01_3_stop_at_count_one(text, num_merges):
+    ids = list(text.encode("utf-8"))
+    merges = []
+    for i in range(num_merges):
+        counts = valid_01_1_zip(ids)
+        if not counts or max(counts.values()) < 2:
+            break
+        top = max(counts, key=counts.get)
+        merges.append(top)
+        ids = valid_01_2_while(ids, top, 256 + i)
+    return merges
+
+
+# valid: merges given as lists (e.g. read back from JSON) are handled by tuple(); dict of ranks
+def valid_01_4_ranks_dict(text, merges):
+    ids = list(text.encode("utf-8"))
+    for i, (a, b) in enumerate(merges):
+        ids = valid_01_2_skip_flag(ids, (a, b), 256 + i)
+    return ids
+
+
+# wrong: "##" on the first piece too -- breaks "Pieces that do not start the word are looked up with ##"
+def wrong_01_5_prefix_first(word, vocab, unk="[UNK]"):
+    pieces, start = [], 0
+    while start < len(word):
+        for end in range(len(word), start, -1):
+            if "##" + word[start:end] in vocab:
+                pieces.append("##" + word[start:end])
+                start = end
+                break
+        else:
+            return [unk]
+    return pieces

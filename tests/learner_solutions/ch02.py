@@ -333,3 +333,26 @@ def wrong_02_7_always_halves(x, positions, base, layout):
 # wrong: always base 10000 -- breaks "`base` is RoPE's base (10000 in the paper, 500000 in Llama 3)"
 def wrong_02_7_ignore_base(x, positions, base, layout):
     return valid_02_7_index(x, positions, 10000, layout)
+
+
+# ---- second round: subtler cases ------------------------------------------------------------------
+
+# wrong: offset for rel >= 0 (rel = 0 lands in the "after" half) -- breaks "keys after the query (rel > 0) are offset"
+def wrong_02_4_offset_rel_zero(rel, bidirectional, num_buckets, max_distance):
+    b = valid_02_4_direct(rel, bidirectional, num_buckets, max_distance)
+    return b + num_buckets // 2 if bidirectional and rel == 0 else b
+
+
+# valid: log10 everywhere (the ratio of two logs does not depend on the base of the log)
+def valid_02_6_log10(head_dim, base, original_len, beta_fast, beta_slow):
+    import math as m
+    def idx(r):
+        return head_dim * m.log10(original_len / (2 * m.pi * r)) / (2 * m.log10(base))
+    return max(m.floor(idx(beta_fast)), 0), min(m.ceil(idx(beta_slow)), head_dim - 1)
+
+
+# valid: float32 table for 02.1 built with torch.outer and stack/flatten interleave
+def valid_02_1_outer_stack(n_pos, dim):
+    inv = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    ang = torch.outer(torch.arange(n_pos, dtype=torch.float32), inv)
+    return torch.stack([ang.sin(), ang.cos()], dim=-1).reshape(n_pos, dim)

@@ -208,3 +208,13 @@ def wrong_03_6_no_d(x, weight, eps, grad_out):
 # wrong: ignores eps in the backward (r without eps) -- breaks "rows small enough that eps matters"/"several values of eps"
 def wrong_03_6_no_eps(x, weight, eps, grad_out):
     return valid_03_6_closed(x, weight, 0.0, grad_out)
+
+
+# ---- second round: subtler cases ------------------------------------------------------------------
+
+# valid: Hugging Face LlamaRMSNorm's order: normalise in float32, cast to x's dtype, then multiply by the weight
+# (the text says "as Llama's RMSNorm does"; the rounding differs from a float32 product by at most 1 ulp)
+def valid_03_5_llama_order(x, weight, eps):
+    xf = x.to(torch.float32)
+    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * y.to(x.dtype)

@@ -255,3 +255,14 @@ def wrong_04_7_h_is_d(x, w_gate_up, w_down, variant):
     d = x.shape[-1]
     wg, wu = w_gate_up[:d], w_gate_up[d:2 * d]
     return (_ACTS[variant](x @ wg.T) * (x @ wu.T)) @ w_down.T
+
+
+# ---- second round: subtler cases ------------------------------------------------------------------
+
+# valid: multiplier given as an int-like float and multiple_of passed positionally; math.ceil on a Fraction
+def valid_04_5_fraction(dim, multiple_of=256, ffn_dim_multiplier=None):
+    from fractions import Fraction
+    hidden = int(Fraction(8 * dim, 3))
+    if ffn_dim_multiplier is not None:
+        hidden = int(ffn_dim_multiplier * hidden)
+    return int(math.ceil(Fraction(hidden, multiple_of))) * multiple_of

@@ -252,3 +252,37 @@ def wrong_05_6_sum(w, n_head, n_kv_head):
     hd = w.shape[0] // n_head
     group = n_head // n_kv_head
     return w.reshape(n_kv_head, group, hd, w.shape[1]).sum(1).reshape(n_kv_head * hd, w.shape[1])
+
+
+# ---- second round: subtler cases ------------------------------------------------------------------
+
+# wrong: returns a float -- breaks "the bytes of the whole cache as an int"
+def wrong_05_4_float(n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype):
+    return 2.0 * n_layer * n_kv_head * head_dim * seq_len * batch * torch.finfo(dtype).bits / 8
+
+
+# wrong: lse keeps a trailing dim (..., T, 1) -- breaks "lse (..., T)"
+def wrong_05_5_lse_keepdim(q, k, v, block):
+    o, lse = valid_05_5_blocks(q, k, v, block)
+    return o, lse[..., None]
+
+
+# wrong: scales by sqrt(D_v) (the value width) -- breaks "s = q K_j^T / sqrt(D)"
+def wrong_05_5_scale_dv(q, k, v, block):
+    return valid_05_5_blocks(q * (q.shape[-1] / v.shape[-1]) ** 0.5, k, v, block)
+
+
+# valid: block larger than S handled, keys processed from the last block to the first (order does not matter)
+def valid_05_5_reverse_blocks(q, k, v, block):
+    S = k.shape[-2]
+    starts = list(range(0, S, block))[::-1]
+    m = torch.full(q.shape[:-1], float("-inf"), dtype=q.dtype)
+    ell = torch.zeros_like(m)
+    acc = torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype)
+    for j in starts:
+        s = q @ k[..., j:j + block, :].transpose(-1, -2) / q.shape[-1] ** 0.5
+        m2 = torch.maximum(m, s.max(-1).values)
+        a = torch.exp(m - m2)
+        p = torch.exp(s - m2[..., None])
+        ell, acc, m = a * ell + p.sum(-1), a[..., None] * acc + p @ v[..., j:j + block, :], m2
+    return acc / ell[..., None], m + ell.log()
