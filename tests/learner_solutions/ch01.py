@@ -3,8 +3,10 @@
 Functions named ``valid_*`` satisfy the task text; ``wrong_*`` break a named clause of it.
 The exercise id is in the name: ``valid_01_1_zip`` is a valid solution of 01.1.
 """
-from collections import Counter, defaultdict
-
+# Learner-style code on purpose (zip over ids and ids[1:], unused loop counters):
+# ruff: noqa: B905, B007
+import functools
+from collections import Counter
 
 # ---- 01.1 get_pair_counts -------------------------------------------------------------------------
 
@@ -103,7 +105,8 @@ def wrong_01_2_in_place(ids, pair, new_id):
     return ids
 
 
-# wrong: drops the last id when it is not part of a pair (loop to len-1) -- breaks "every occurrence replaced", rest kept
+# wrong: drops the last id when it is not part of a pair (loop to len-1) -- breaks "every occurrence of pair is
+# replaced by new_id" (the other ids stay)
 def wrong_01_2_drop_last(ids, pair, new_id):
     out, i = [], 0
     while i < len(ids) - 1:
@@ -341,9 +344,8 @@ def valid_01_6_forward(text, scores):
 
 # valid: memoised recursion from the right storing whole segmentations
 def valid_01_6_memo(text, scores):
-    from functools import lru_cache
 
-    @lru_cache(maxsize=None)
+    @functools.cache
     def best_from(i):
         if i == len(text):
             return 0.0, ()

@@ -2,10 +2,11 @@
 
 ``valid_NN_k_*`` satisfy the task text of exercise NN.k; ``wrong_NN_k_*`` break the clause named above them.
 """
+# Learner-style code on purpose (zip over ids and ids[1:], unused loop counters):
+# ruff: noqa: B905, B007
 import math
 
 import torch
-
 
 # ---- 02.1 sinusoidal_table ------------------------------------------------------------------------
 

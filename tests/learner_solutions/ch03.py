@@ -2,8 +2,9 @@
 
 ``valid_NN_k_*`` satisfy the task text of exercise NN.k; ``wrong_NN_k_*`` break the clause named above them.
 """
+# Learner-style code on purpose (zip over ids and ids[1:], unused loop counters):
+# ruff: noqa: B905, B007
 import torch
-
 
 # ---- 03.1 layer_norm ------------------------------------------------------------------------------
 
@@ -205,7 +206,7 @@ def wrong_03_6_no_d(x, weight, eps, grad_out):
     return gw / r - x * (gw * x).sum(-1, keepdim=True) / r ** 3
 
 
-# wrong: ignores eps in the backward (r without eps) -- breaks "rows small enough that eps matters"/"several values of eps"
+# wrong: ignores eps in the backward (r without eps) -- breaks 03.2's definition (eps inside the RMS)
 def wrong_03_6_no_eps(x, weight, eps, grad_out):
     return valid_03_6_closed(x, weight, 0.0, grad_out)
 

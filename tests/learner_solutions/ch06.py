@@ -2,11 +2,12 @@
 
 ``valid_NN_k_*`` satisfy the task text of exercise NN.k; ``wrong_NN_k_*`` break the clause named above them.
 """
+# Learner-style code on purpose (zip over ids and ids[1:], unused loop counters):
+# ruff: noqa: B905, B007
 import math
 
 import torch
 import torch.nn.functional as F
-
 
 # ---- 06.1 next_token_loss -------------------------------------------------------------------------
 
@@ -60,7 +61,8 @@ def valid_06_2_slice(T, prefix_len):
     return m
 
 
-# wrong: prefix rows see everything -- breaks "no query, not even one inside the prefix, sees a later token after the prefix"
+# wrong: prefix rows see everything -- breaks "no query, not even one inside the prefix, sees a later token
+# after the prefix"
 def wrong_06_2_prefix_rows_full(T, prefix_len):
     m = torch.ones(T, T, dtype=torch.bool).tril()
     m[:prefix_len, :] = True

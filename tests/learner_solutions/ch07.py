@@ -2,8 +2,9 @@
 
 ``valid_NN_k_*`` satisfy the task text of exercise NN.k; ``wrong_NN_k_*`` break the clause named above them.
 """
+# Learner-style code on purpose (zip over ids and ids[1:], unused loop counters):
+# ruff: noqa: B905, B007
 import torch
-
 
 # ---- 07.1 top_k_filter ----------------------------------------------------------------------------
 
@@ -262,8 +263,9 @@ def wrong_07_6_per_beam(scores, logp, num_beams):
     vals, b = torch.topk(best, k)
     if k < num_beams:      # pad from the first beam's next-best tokens
         v2, t2 = torch.topk(cand[0], num_beams)
-        return (torch.cat([b, torch.zeros(num_beams - k, dtype=torch.long)]), torch.cat([tok[b], t2[1:num_beams - k + 1]]),
-                torch.cat([vals, v2[1:num_beams - k + 1]]))
+        extra = num_beams - k
+        return (torch.cat([b, torch.zeros(extra, dtype=torch.long)]), torch.cat([tok[b], t2[1:extra + 1]]),
+                torch.cat([vals, v2[1:extra + 1]]))
     return b, tok[b], vals
 
 
