@@ -439,3 +439,43 @@ def wrong_01_5_prefix_first(word, vocab, unk="[UNK]"):
         else:
             return [unk]
     return pieces
+
+
+# ---- third round ----------------------------------------------------------------------------------
+
+# wrong: ties go to the last occurrence (>= in the scan) -- breaks "take the one that occurs first"
+def wrong_01_3_tie_last(text, num_merges):
+    ids = list(text.encode("utf-8"))
+    merges = []
+    for i in range(num_merges):
+        counts = valid_01_1_zip(ids)
+        if not counts:
+            break
+        best, best_n = None, 0
+        for p, n in counts.items():
+            if n >= best_n:
+                best, best_n = p, n
+        merges.append(best)
+        ids = valid_01_2_while(ids, best, 256 + i)
+    return merges
+
+
+# wrong: tries candidates of at most 8 characters -- breaks "take the longest vocabulary entry that matches"
+def wrong_01_5_max_len_8(word, vocab, unk="[UNK]"):
+    pieces, start = [], 0
+    while start < len(word):
+        for end in range(min(len(word), start + 8), start, -1):
+            piece = word[start:end] if start == 0 else "##" + word[start:end]
+            if piece in vocab:
+                pieces.append(piece)
+                start = end
+                break
+        else:
+            return [unk]
+    return pieces
+
+
+# wrong: considers pieces of at most 4 characters -- breaks "the segmentation with the highest total"
+def wrong_01_6_max_len_4(text, scores):
+    short = {k: v for k, v in scores.items() if len(k) <= 4}
+    return valid_01_6_forward(text, short)

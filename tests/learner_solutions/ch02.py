@@ -357,3 +357,35 @@ def valid_02_1_outer_stack(n_pos, dim):
     inv = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
     ang = torch.outer(torch.arange(n_pos, dtype=torch.float32), inv)
     return torch.stack([ang.sin(), ang.cos()], dim=-1).reshape(n_pos, dim)
+
+
+# ---- third round ----------------------------------------------------------------------------------
+
+# wrong: chunk on dim 1 (right only for 2-D x) -- breaks "x has shape (..., T, d)"
+def wrong_02_2_chunk_dim1(x, cos, sin):
+    a, b = x.chunk(2, dim=1)
+    return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=1)
+
+
+# wrong: integer division n // max_exact inside the log -- breaks "ln(n / max_exact)"
+def wrong_02_4_intdiv(rel, bidirectional, num_buckets, max_distance):
+    offset = 0
+    if bidirectional:
+        half = num_buckets // 2
+        offset = half if rel > 0 else 0
+        n = abs(rel)
+    else:
+        half, n = num_buckets, max(-rel, 0)
+    max_exact = half // 2
+    if n < max_exact:
+        return offset + n
+    b = max_exact + int(math.log(n // max_exact) / math.log(max_distance / max_exact) * (half - max_exact))
+    return offset + min(b, half - 1)
+
+
+# wrong: n' = the power of two above n, truncated -- breaks "n' the largest power of two below n ... then 2n' at [0::2]"
+def wrong_02_3_next_pow2_truncated(n):
+    p = 1
+    while p < n:
+        p *= 2
+    return _pow2_slopes(p)[:n]

@@ -219,3 +219,27 @@ def valid_03_5_llama_order(x, weight, eps):
     xf = x.to(torch.float32)
     y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
     return weight * y.to(x.dtype)
+
+
+# ---- third round ----------------------------------------------------------------------------------
+
+# wrong: casts the result to float16 whatever x's dtype -- breaks "return a tensor of x's dtype" for bfloat16
+def wrong_03_5_always_half(x, weight, eps):
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * weight.float()).half()
+
+
+# wrong: d read from x.shape[1] (right only for 2-D x) -- breaks "x of shape (..., d)" (batched shapes)
+def wrong_03_6_shape1(x, weight, eps, grad_out):
+    d = x.shape[1]
+    r = torch.sqrt((x * x).sum(-1, keepdim=True) / d + eps)
+    gw = grad_out * weight
+    return gw / r - x * (gw * x).sum(-1, keepdim=True) / (d * r ** 3)
+
+
+# valid: 03.1 with the variance as E[x^2] - mu^2 (same value up to rounding on these scales), float64 inside
+def valid_03_1_moments(x, weight, bias, eps):
+    xd = x.double()
+    mu = xd.mean(-1, keepdim=True)
+    var = (xd * xd).mean(-1, keepdim=True) - mu * mu
+    return ((xd - mu) / torch.sqrt(var + eps) * weight.double() + bias.double()).to(x.dtype)

@@ -287,3 +287,24 @@ def valid_05_5_reverse_blocks(q, k, v, block):
         p = torch.exp(s - m2[..., None])
         ell, acc, m = a * ell + p.sum(-1), a[..., None] * acc + p @ v[..., j:j + block, :], m2
     return acc / ell[..., None], m + ell.log()
+
+
+# ---- third round ----------------------------------------------------------------------------------
+
+# wrong: scale from the value width D_v -- breaks "QK^T / sqrt(D)" (D the query/key width)
+def wrong_05_1_scale_dv(q, k, v, mask=None):
+    s = q @ k.transpose(-2, -1) / math.sqrt(v.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    return torch.softmax(s, dim=-1) @ v
+
+
+# wrong: repeat_interleave on dim 0 (batch) for 4-D inputs -- breaks "query head h reads kv head h // n_rep"
+def wrong_05_3_batch_dim(q, k, v):
+    n_rep = q.shape[1] // k.shape[1]
+    if n_rep == 1:
+        return valid_05_1_masked_fill(q, k, v)
+    k2 = k.transpose(0, 1).repeat_interleave(n_rep, 0).transpose(0, 1) if q.shape[0] == 1 else \
+        k.repeat_interleave(n_rep, 1)
+    v2 = v.repeat(1, n_rep, 1, 1) if q.shape[0] > 1 else v.transpose(0, 1).repeat_interleave(n_rep, 0).transpose(0, 1)
+    return valid_05_1_masked_fill(q, k2, v2)

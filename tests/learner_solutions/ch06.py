@@ -322,3 +322,30 @@ def wrong_06_6_no_embedding_decay(model):
         if p.requires_grad:
             (decay if p.dim() >= 2 and "emb" not in n and "wte" not in n and "wpe" not in n else no_decay).append(p)
     return decay, no_decay
+
+
+# ---- third round ----------------------------------------------------------------------------------
+
+# valid: loss in float32 (no precision asked; 1e-6 relative is within float32's 6e-8)
+def valid_06_1_float32(logits, idx):
+    lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    return -lp.gather(-1, idx[:, 1:, None]).mean()
+
+
+# valid: lists in another order (largest tensors first); the text asks for each parameter once, no order
+def valid_06_6_sorted_by_size(model):
+    d, n = valid_06_6_dim(model)
+    return sorted(d, key=lambda p: -p.numel()), sorted(n, key=lambda p: -p.numel())
+
+
+# wrong: norm gains treated as free -- breaks "the norm gains and the untied head count"
+def wrong_06_7_no_norms(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, seq_len, batch):
+    n = valid_06_4_formula(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden) - vocab_size * d_model
+    n -= (2 * n_layer + 1) * d_model
+    return (6 * n + 12 * n_layer * seq_len * d_model) * seq_len * batch
+
+
+# wrong: the head treated like an embedding (free) -- breaks "the untied head count"
+def wrong_06_7_no_head(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden, seq_len, batch):
+    n = valid_06_4_formula(vocab_size, n_layer, d_model, n_head, n_kv_head, ffn_hidden) - 2 * vocab_size * d_model
+    return (6 * n + 12 * n_layer * seq_len * d_model) * seq_len * batch

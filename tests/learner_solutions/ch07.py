@@ -311,3 +311,41 @@ def wrong_07_1_same_object_full_k(logits, k):
     if k == logits.shape[-1]:
         return logits
     return valid_07_1_threshold(logits, k)
+
+
+# ---- third round ----------------------------------------------------------------------------------
+
+# wrong: one argmax over the whole batch (a single token for all rows) -- breaks "each the argmax of the last
+# position's logits" of its own row (visible with B > 1)
+@torch.no_grad()
+def wrong_07_4_batch_flat_argmax(model, idx, n):
+    caches = model.make_kv_caches()
+    feed, new = idx, []
+    for _ in range(n):
+        logits, _ = model(feed, kv_caches=caches)
+        last = logits[:, -1]
+        tok = last.argmax() % last.shape[-1]
+        feed = tok.expand(idx.shape[0], 1).clone()
+        new.append(feed)
+    return torch.cat([idx, *new], dim=1)
+
+
+# wrong: the union of all rows' histories penalises every row -- breaks "row b being the history of sequence b"
+def wrong_07_3_union(logits, prev_ids, theta):
+    allp = prev_ids.flatten()[None].expand(logits.shape[0], -1)
+    return valid_07_3_gather(logits, allp, theta)
+
+
+# wrong: new_scores are the token log-probs only -- breaks "has total new_scores[i]"
+def wrong_07_6_scores_without_prefix(scores, logp, num_beams):
+    b, t, _ = valid_07_6_topk(scores, logp, num_beams)
+    return b, t, logp[b, t]
+
+
+# valid: candidates ranked in a Python list of (score, beam, token), returned as tensors
+def valid_07_6_python(scores, logp, num_beams):
+    cand = [(float(scores[b] + logp[b, t]), b, t) for b in range(logp.shape[0]) for t in range(logp.shape[1])]
+    cand.sort(key=lambda c: -c[0])
+    top = cand[:num_beams]
+    return (torch.tensor([c[1] for c in top]), torch.tensor([c[2] for c in top]),
+            torch.tensor([c[0] for c in top], dtype=logp.dtype))
