@@ -49,6 +49,9 @@ GRADER_DEFECTS: dict[str, str] = {
     "wrong_07_1_in_place": "07.1 in-place masked_fill_ on the input accepted (input logits mutated)",
     # 07.1 same clause for k == V; minillm.sampling.top_k_filter itself returns its input when k == V
     "wrong_07_1_same_object_full_k": "07.1 k == V returns the input object (the minillm reference does too)",
+    # 07.3 "returning new (B, V) logits": scatter_ into the input; logits [[2, -1, 0.5, -3, 1]] with history
+    # [[0, 1, 1, 3]] are left as [[1, -2, 0.5, -6, 1]] in the caller's tensor
+    "wrong_07_3_in_place": "07.3 in-place scatter_ on the input accepted (input logits mutated)",
     # 07.4 "n calls in all for n new tokens": an extra final call is accepted; with T + n = block_size + 1 it
     # raises ValueError (positions up to 64 but block_size=64) on the tiny preset, where the valid one works
     "wrong_07_4_extra_call": "07.4 n + 1 model calls accepted (the text asks n); fails at T + n = block_size + 1",

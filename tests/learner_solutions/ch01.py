@@ -479,3 +479,28 @@ def wrong_01_5_max_len_8(word, vocab, unk="[UNK]"):
 def wrong_01_6_max_len_4(text, scores):
     short = {k: v for k, v in scores.items() if len(k) <= 4}
     return valid_01_6_forward(text, short)
+
+
+# ---- fourth round ---------------------------------------------------------------------------------
+
+# wrong: train with an overlapping merge (aaa -> 256 256) -- breaks 01.2's "occurrences never overlap", which
+# 01.3's step 2 ("merge it") uses
+def wrong_01_3_overlapping_merge(text, num_merges):
+    ids = list(text.encode("utf-8"))
+    merges = []
+    for i in range(num_merges):
+        counts = valid_01_1_zip(ids)
+        if not counts:
+            break
+        top = max(counts, key=counts.get)
+        merges.append(top)
+        ids = wrong_01_2_overlap(ids, top, 256 + i)
+    return merges
+
+
+# wrong: encode with an overlapping merge -- same clause, in 01.4 ("aaa" with [(97, 97)] must give [256, 97])
+def wrong_01_4_overlapping_merge(text, merges):
+    ids = list(text.encode("utf-8"))
+    for i, pair in enumerate(merges):
+        ids = wrong_01_2_overlap(ids, tuple(pair), 256 + i)
+    return ids

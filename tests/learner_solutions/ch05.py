@@ -308,3 +308,14 @@ def wrong_05_3_batch_dim(q, k, v):
         k.repeat_interleave(n_rep, 1)
     v2 = v.repeat(1, n_rep, 1, 1) if q.shape[0] > 1 else v.transpose(0, 1).repeat_interleave(n_rep, 0).transpose(0, 1)
     return valid_05_1_masked_fill(q, k2, v2)
+
+
+# ---- fourth round ---------------------------------------------------------------------------------
+
+# wrong: boolean indexing needs a mask of the scores' full shape -- breaks "mask ... broadcastable to (..., T, S)"
+def wrong_05_1_bool_index(q, k, v, mask=None):
+    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.clone()
+        s[~mask] = float("-inf")
+    return torch.softmax(s, dim=-1) @ v

@@ -349,3 +349,20 @@ def valid_07_6_python(scores, logp, num_beams):
     top = cand[:num_beams]
     return (torch.tensor([c[1] for c in top]), torch.tensor([c[2] for c in top]),
             torch.tensor([c[0] for c in top], dtype=logp.dtype))
+
+
+# ---- fourth round ---------------------------------------------------------------------------------
+
+# wrong: scatter_ into the caller's logits -- breaks "returning new (B, V) logits"
+def wrong_07_3_in_place(logits, prev_ids, theta):
+    picked = logits.gather(-1, prev_ids)
+    picked = torch.where(picked > 0, picked / theta, picked * theta)
+    return logits.scatter_(-1, prev_ids, picked)
+
+
+# wrong: a first call without caches "to see the shapes", then the recipe -- breaks "make_kv_caches() once, before
+# anything else" and "n calls in all"
+@torch.no_grad()
+def wrong_07_4_warmup_call(model, idx, n):
+    model(idx)
+    return valid_07_4_recipe(model, idx, n)
