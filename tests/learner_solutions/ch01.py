@@ -504,3 +504,13 @@ def wrong_01_4_overlapping_merge(text, merges):
     for i, pair in enumerate(merges):
         ids = wrong_01_2_overlap(ids, tuple(pair), 256 + i)
     return ids
+
+
+# wrong: at most 10 merges -- breaks "num_merges times" (train_bpe("ab" * 30 + "cdefghijklmnop" * 3, 20) needs 20)
+def wrong_01_3_cap_10(text, num_merges):
+    return valid_01_3_max_dict(text, min(num_merges, 10))
+
+
+# wrong: applies only the first 8 merges -- breaks "apply the merges by rank ... and so on" (all of them)
+def wrong_01_4_first_8_merges(text, merges):
+    return valid_01_4_in_order(text, list(merges)[:8])

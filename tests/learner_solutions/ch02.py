@@ -389,3 +389,8 @@ def wrong_02_3_next_pow2_truncated(n):
     while p < n:
         p *= 2
     return _pow2_slopes(p)[:n]
+
+
+# wrong: max_distance fixed at 128 -- breaks "t5_bucket(rel, bidirectional, num_buckets, max_distance)"
+def wrong_02_4_fixed_max_distance(rel, bidirectional, num_buckets, max_distance):
+    return valid_02_4_direct(rel, bidirectional, num_buckets, 128)

@@ -366,3 +366,14 @@ def wrong_07_3_in_place(logits, prev_ids, theta):
 def wrong_07_4_warmup_call(model, idx, n):
     model(idx)
     return valid_07_4_recipe(model, idx, n)
+
+
+# valid: two-stage top-k (each beam's num_beams best, then the best of those): the global top num_beams are
+# always among them
+def valid_07_6_two_stage(scores, logp, num_beams):
+    V = logp.shape[-1]
+    k1 = min(num_beams, V)
+    v1, t1 = (scores[:, None] + logp).topk(k1, dim=-1)                 # (n_live, k1)
+    v2, f = v1.flatten().topk(num_beams)
+    b = torch.div(f, k1, rounding_mode="floor")
+    return b, t1.flatten()[f], v2
