@@ -209,6 +209,8 @@ BUCKET_MISTAKES = [
          _bucket(rel, bidirectional, num_buckets, max_distance, zero_up=True),
      "rel = 0 (the query itself) is bucket 0, in the lower half: only keys AFTER the query (rel > 0) are offset "
      "by num_buckets // 2"),
+    (lambda rel, bidirectional, num_buckets, max_distance: _bucket(rel, bidirectional, num_buckets, 128),
+     "use the max_distance you are given (the log-spaced buckets reach it), not a fixed 128"),
 ]
 
 
@@ -218,6 +220,9 @@ def _cases_bucket() -> list:
     hand = [(0, 0), (-1, 1), (-8, 8), (-20, 10), (-128, 15), (1, 17), (8, 24), (128, 31)]
     cases = [((r, True, 32, 128), b) for r, b in hand]
     cases += [((r, False, 32, 128), b) for r, b in [(0, 0), (-1, 1), (-16, 16), (-20, 17), (-500, 31), (3, 0)]]
+    # another max_distance moves the log-spaced buckets (128 would give 10, 30, 28, 31)
+    cases += [((-20, True, 32, 64), 11), ((-100, False, 32, 256), 26), ((40, True, 32, 64), 30),
+              ((-300, False, 32, 512), 29)]
     rng = random.Random()
     for _ in range(40):
         args = (rng.randint(-400, 400), rng.random() < 0.5, rng.choice([8, 16, 32, 64]), rng.choice([64, 128, 256]))
