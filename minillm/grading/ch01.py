@@ -10,8 +10,10 @@
 | 01.6 | `viterbi_segment(text, scores)` | `Unigram(pieces).viterbi`, by total log-probability |
 
 Each checker runs hand-worked cases first (their answers are written out below and in the notebook),
-then fresh random inputs compared with the minillm reference. Results must match exactly, except 01.6:
-any segmentation whose total log-probability is within 1e-9 of the best one passes (ties are allowed).
+then fresh random inputs compared with the minillm reference. Results must match exactly (01.1: the dict's
+key order too, first occurrence), except 01.6: any segmentation whose total log-probability is within
+1e-9 of the best one passes (ties are allowed). 01.2 must return a new list and leave its input as it was
+(`fresh`); 01.5 and 01.6 include entries and pieces longer than 8 characters.
 The `*_MISTAKES` lists pair simulated wrong solutions with the hint naming each;
 when the learner's answers match one of them on every case tried, that hint is shown.
 """

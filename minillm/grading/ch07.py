@@ -14,8 +14,10 @@ Hand-worked cases come first (written out in the notebook), then random float64 
 1e-4 away from every cumulative probability, so that float rounding cannot move a token across the
 boundary. 07.4 hands the learner's function a stand-in for the model that forwards every call and records
 how many tokens each call fed and how many the caches held: besides the tokens, the check wants one prefill
-of the whole prompt and then one token per call, always with the caches (feeding more than one token to
-filled caches raises at once, naming the mistake). Tolerances: 1e-6 times max(1, |expected|) on logits
+of the whole prompt and then one token per call, always with the caches, n calls in all for n new tokens
+(feeding more than one token to filled caches raises at once, naming the mistake); one prompt has
+block_size - 4 tokens and n = 5, where a call after the last token would run past block_size. 07.1 and 07.3
+ask for new logits: returning the input tensor, or changing it, fails (`fresh`). Tolerances: 1e-6 times max(1, |expected|) on logits
 and scores, 1e-6 relative on gigabytes; token ids, indices and which logits are -inf must be equal. The
 `*_MISTAKES` lists pair simulated wrong solutions with the hint naming each.
 """
