@@ -18,8 +18,8 @@ of the whole prompt and then one token per call, always with the caches, n calls
 (feeding more than one token to filled caches raises at once, naming the mistake); one prompt has
 block_size - 4 tokens and n = 5, where a call after the last token would run past block_size. 07.1 and 07.3
 ask for new logits: returning the input tensor, or changing it, fails (`fresh`). Tolerances: 1e-6 times
-max(1, |expected|) on logits and scores, 1e-6 relative on gigabytes; token ids, indices and which logits are -inf must be equal. The
-`*_MISTAKES` lists pair simulated wrong solutions with the hint naming each.
+max(1, |expected|) on logits and scores, 1e-6 relative on gigabytes; token ids, indices and which logits
+are -inf must be equal. The `*_MISTAKES` lists pair simulated wrong solutions with the hint naming each.
 """
 
 from __future__ import annotations
