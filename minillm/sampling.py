@@ -76,7 +76,7 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     """Keep the k largest logits of each row (and any tied with the k-th); the rest become -inf. k = 0: no-op."""
     _check_logits(logits)
     if k <= 0 or k >= logits.size(-1):
-        return logits
+        return logits.clone()  # nothing removed, still a new tensor: the caller may fill it in place
     kth = torch.topk(logits, k, dim=-1).values[:, -1:]  # (B, 1): the k-th largest value
     return logits.masked_fill(logits < kth, NEG_INF)
 
@@ -89,7 +89,7 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     """
     _check_logits(logits)
     if p >= 1.0:
-        return logits
+        return logits.clone()  # a new tensor, as on every other path
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
     probs = torch.softmax(sorted_logits.float(), dim=-1)
     mass_above = torch.cumsum(probs, dim=-1) - probs  # (B, V): probability of the tokens ranked higher
@@ -112,7 +112,7 @@ def repetition_penalty(logits: torch.Tensor, prev_ids: torch.Tensor, theta: floa
     negative logits * theta (CTRL itself divides every seen logit by theta, whatever its sign)."""
     _check_logits(logits)
     if theta == 1.0 or prev_ids.numel() == 0:
-        return logits
+        return logits.clone()  # a new tensor, as on every other path
     seen = token_counts(prev_ids, logits.size(-1)) > 0
     penalised = torch.where(logits > 0, logits / theta, logits * theta)
     return torch.where(seen, penalised, logits)
@@ -124,7 +124,7 @@ def frequency_presence_penalty(
     """OpenAI-style: logit - frequency * (times the token occurred) - presence * (1 if it occurred)."""
     _check_logits(logits)
     if (frequency == 0 and presence == 0) or prev_ids.numel() == 0:
-        return logits
+        return logits.clone()  # a new tensor, as on every other path
     counts = token_counts(prev_ids, logits.size(-1)).to(logits.dtype)
     return logits - frequency * counts - presence * (counts > 0).to(logits.dtype)
 

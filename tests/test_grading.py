@@ -334,7 +334,7 @@ WRONG = [
     ("01.1", count_as_list, "return a dict"),
     ("01.2", merge_overlapping, "overlapping merge"),
     ("01.2", merge_drops_last, "last id is dropped"),
-    ("01.2", merge_in_place, "changed the list it was given"),
+    ("01.2", merge_in_place, "return a NEW list"),
     ("01.2", merge_no_return, "got a NoneType"),
     ("01.3", train_ids_from_257, "256 + i"),
     ("01.3", train_on_chars, "UTF-8 bytes"),

@@ -47,6 +47,17 @@ def test_top_k_by_hand(k, want):
     assert kept(top_k_filter(LOGITS, k)) == want
 
 
+@pytest.mark.parametrize("k", [0, 2, 4, 9])  # k = 0 and k >= V remove nothing
+def test_filters_return_a_new_tensor_and_leave_the_input_alone(k):
+    logits = LOGITS.clone()
+    for out in (top_k_filter(logits, k), top_p_filter(logits, 1.0), top_p_filter(logits, 0.6),
+                repetition_penalty(logits, torch.tensor([[1, 3]]), 1.0 if k % 2 == 0 else 1.5),
+                frequency_presence_penalty(logits, torch.tensor([[1, 3]]), 0.0, 0.0)):
+        assert out is not logits and out.data_ptr() != logits.data_ptr()
+        out.fill_(0.0)  # filling the answer must not reach the caller's logits
+    assert torch.equal(logits, LOGITS)
+
+
 def test_top_k_keeps_ties_with_the_kth():
     assert kept(top_k_filter(torch.tensor([[1.0, 3.0, 3.0, 0.0]]), 1)) == [1, 2]
 

@@ -148,7 +148,9 @@ check("01.2", merge_pair)
 # | 2 | `257 b d 257 b a c` | `(257, 98)` (2) | 258 |
 #
 # so the answer is `[(97, 97), (256, 97), (257, 98)]`. Non-ASCII text works on bytes: `"ééé"` is
-# six bytes `195 169 195 169 195 169`, and its first merge is `(195, 169)`.
+# six bytes `195 169 195 169 195 169`, and its first merge is `(195, 169)`. A pair that occurs only once
+# is still merged: `train_bpe("abcd", 2)` is `[(97, 98), (256, 99)]`; `train_bpe("ab", 3)` stops early
+# with `[(97, 98)]`, because after one merge no pair is left.
 
 # %%
 def train_bpe(text, num_merges):
@@ -241,6 +243,7 @@ check("01.4", bpe_encode)
 # | `"unaffable"` | `V2` (below) | `["una", "##ff", "##able"]` |
 # | `"abb"` | `{"a", "b", "##b"}` | `["a", "##b", "##b"]` |
 # | `"bab"` | `{"a", "b", "##b"}` | `["[UNK]"]` (there is no `"##a"`) |
+# | `"unbelievable"` | `{"un", "##believ", "##able", "##believable"}` | `["un", "##believable"]` |
 #
 # with `V2 = {"u", "un", "una", "##f", "##ff", "##a", "##able", "##b", "##l", "##e"}`. The second row shows
 # that greedy is not "linguistic": `"una"` is longer than `"un"`, so it wins.
@@ -297,7 +300,8 @@ check("01.5", wordpiece_tokenize)
 #
 # With `scores = {"h": -3, "u": -3, "g": -3, "s": -3, "hug": -2, "hu": -1, "gs": -1.5, "ugs": -2.5}`,
 # `viterbi_segment("hugs", scores) == ["hu", "gs"]` (total -2.5), which beats `["hug", "s"]` (-5) and
-# `["h", "ugs"]` (-5.5). Greedy longest match would have picked `"hug"`. The check accepts any
+# `["h", "ugs"]` (-5.5). Greedy longest match would have picked `"hug"`. Pieces can be of any length:
+# with `"abcdefgh": -1` and each letter at -3, `"abcdefgh"` is one piece (-1, not -24). The check accepts any
 # segmentation whose total is within 1e-9 of the best one.
 
 # %%

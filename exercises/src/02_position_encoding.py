@@ -179,8 +179,9 @@ check("02.3", alibi_slopes)
 # 3. Otherwise `max_exact + int(ln(n / max_exact) / ln(max_distance / max_exact) * (half − max_exact))`,
 #    clipped to at most `half − 1` (plus the offset).
 #
-# Worked example, 32 buckets, max distance 128, bidirectional: `rel = -1, -8, -20, -128, 1, 8, 128` give
-# `1, 8, 10, 15, 17, 24, 31` (for −20: 8 + int(ln 2.5 / ln 16 · 8) = 8 + int(2.64) = 10).
+# Worked example, 32 buckets, max distance 128, bidirectional: `rel = 0, -1, -8, -20, -128, 1, 8, 128` give
+# `0, 1, 8, 10, 15, 17, 24, 31` (for −20: 8 + int(ln 2.5 / ln 16 · 8) = 8 + int(2.64) = 10; `rel = 0`, the
+# query itself, is not after the query: no offset).
 
 # %%
 def t5_bucket(rel, bidirectional, num_buckets, max_distance):

@@ -43,7 +43,7 @@ from minillm.grading import check
 #
 # * `k = 2`: `[[-inf, 3, -inf, 2, -inf], [-inf, -inf, 2, 1.5, -inf]]`;
 # * `k = 1` (greedy, as a filter): `[[-inf, 3, -inf, -inf, -inf], [-inf, -inf, 2, -inf, -inf]]`;
-# * `k = 5` (= V): the logits unchanged.
+# * `k = 5` (= V): the same values as the logits, in a new tensor (the caller's logits stay as they were).
 
 # %%
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -194,7 +194,9 @@ check("07.3", repetition_penalty)
 # | 2 | 1 (new token 1) | 3 | 3 | new token 2 |
 # | 3 | 1 (new token 2) | 4 | 4 | new token 3 |
 #
-# New token 3 needs no further call: `n` calls in all for `n` new tokens.
+# New token 3 needs no further call: `n` calls in all for `n` new tokens. The check counts the calls, and one
+# of its prompts has `block_size - 4` tokens with `n = 5`: the last new token would sit at position
+# `block_size`, which the model has no room for, so a call that feeds it fails.
 
 # %%
 @torch.no_grad()

@@ -181,9 +181,10 @@ def _cases_slopes() -> list:
 # 02.4 T5 bucket
 
 
-def _bucket(rel, bidirectional, num_buckets, max_distance, *, to_int=int, clip=True):
+def _bucket(rel, bidirectional, num_buckets, max_distance, *, to_int=int, clip=True, zero_up=False):
+    """T5's bucket with one deviation: rounding instead of `to_int`, no clip, or rel = 0 in the upper half."""
     half = num_buckets // 2 if bidirectional else num_buckets
-    offset = half if (bidirectional and rel > 0) else 0
+    offset = half if (bidirectional and (rel > 0 or (zero_up and rel == 0))) else 0
     n = abs(rel) if bidirectional else max(-rel, 0)
     exact = half // 2
     if n < exact:
@@ -204,15 +205,24 @@ BUCKET_MISTAKES = [
     (lambda rel, bidirectional, num_buckets, max_distance:
          _bucket(rel, bidirectional, num_buckets, max_distance, to_int=round),
      "truncate the log-spaced bucket (int() / floor), don't round it"),
+    (lambda rel, bidirectional, num_buckets, max_distance:
+         _bucket(rel, bidirectional, num_buckets, max_distance, zero_up=True),
+     "rel = 0 (the query itself) is bucket 0, in the lower half: only keys AFTER the query (rel > 0) are offset "
+     "by num_buckets // 2"),
+    (lambda rel, bidirectional, num_buckets, max_distance: _bucket(rel, bidirectional, num_buckets, 128),
+     "use the max_distance you are given (the log-spaced buckets reach it), not a fixed 128"),
 ]
 
 
 def _cases_bucket() -> list:
     from minillm.positional import t5_bucket
 
-    hand = [(-1, 1), (-8, 8), (-20, 10), (-128, 15), (1, 17), (8, 24), (128, 31)]
+    hand = [(0, 0), (-1, 1), (-8, 8), (-20, 10), (-128, 15), (1, 17), (8, 24), (128, 31)]
     cases = [((r, True, 32, 128), b) for r, b in hand]
     cases += [((r, False, 32, 128), b) for r, b in [(0, 0), (-1, 1), (-16, 16), (-20, 17), (-500, 31), (3, 0)]]
+    # another max_distance moves the log-spaced buckets (128 would give 10, 30, 28, 31)
+    cases += [((-20, True, 32, 64), 11), ((-100, False, 32, 256), 26), ((40, True, 32, 64), 30),
+              ((-300, False, 32, 512), 29)]
     rng = random.Random()
     for _ in range(40):
         args = (rng.randint(-400, 400), rng.random() < 0.5, rng.choice([8, 16, 32, 64]), rng.choice([64, 128, 256]))

@@ -294,7 +294,7 @@ def _cases_kv_cache_bytes() -> list:
 
 
 def _flash(q, k, v, block, *, rescale_acc=True, rescale_l=True, inverse_alpha=False, normalise_inside=False,
-           subtract_max=True, m0=NEG_INF, lse_plus_m=True, scale=None):
+           subtract_max=True, m0=NEG_INF, lse_plus_m=True, scale=None, keepdim=False):
     """One implementation with switches; each switch set the wrong way is one mistake below."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     m = torch.full((*q.shape[:-1], 1), m0, dtype=q.dtype)
@@ -315,8 +315,11 @@ def _flash(q, k, v, block, *, rescale_acc=True, rescale_l=True, inverse_alpha=Fa
         m = m_new
     o = acc if normalise_inside else acc / l
     lse = (m + torch.log(l)) if lse_plus_m else torch.log(l)
-    return o, lse.squeeze(-1)
+    return o, (lse if keepdim else lse.squeeze(-1))  # lse (..., T), or (..., T, 1) with keepdim
 
+
+LSE_KEEPDIM = ("lse holds one number per query, shape (..., T) = q.shape[:-1], not (..., T, 1): drop the kept last "
+               "dimension (squeeze(-1)) before returning it")
 
 FLASH_MISTAKES = [
     (lambda q, k, v, block: _flash(q, k, v, block, rescale_acc=False),
@@ -345,6 +348,7 @@ FLASH_MISTAKES = [
      "exp(s - 0) underflows to 0 and l = 0"),
     (lambda q, k, v, block: _flash(q, k, v, block, scale=1.0),
      "the scores are not scaled: q @ k^T / sqrt(D), D = q.shape[-1]"),
+    (lambda q, k, v, block: _flash(q, k, v, block, keepdim=True), LSE_KEEPDIM),
 ]
 
 
@@ -366,7 +370,7 @@ def _flash_out(got, args) -> tuple:
     o = answers.tensor_answer(got[0], (*q.shape[:-1], v.shape[-1]), "o: q.shape[:-1] + (v.shape[-1],)")
     lse = answers.float_tensor(got[1], "lse")
     if tuple(lse.shape) == (*q.shape[:-1], 1):
-        lse = lse.squeeze(-1)
+        raise Wrong(f"{LSE_KEEPDIM}. It has shape {tuple(lse.shape)}, expected {tuple(q.shape[:-1])}")
     lse = answers.tensor_answer(lse, tuple(q.shape[:-1]), "lse: q.shape[:-1], one log-sum-exp per query")
     return o, lse
 

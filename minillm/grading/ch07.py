@@ -14,10 +14,12 @@ Hand-worked cases come first (written out in the notebook), then random float64 
 1e-4 away from every cumulative probability, so that float rounding cannot move a token across the
 boundary. 07.4 hands the learner's function a stand-in for the model that forwards every call and records
 how many tokens each call fed and how many the caches held: besides the tokens, the check wants one prefill
-of the whole prompt and then one token per call, always with the caches (feeding more than one token to
-filled caches raises at once, naming the mistake). Tolerances: 1e-6 times max(1, |expected|) on logits
-and scores, 1e-6 relative on gigabytes; token ids, indices and which logits are -inf must be equal. The
-`*_MISTAKES` lists pair simulated wrong solutions with the hint naming each.
+of the whole prompt and then one token per call, always with the caches, n calls in all for n new tokens
+(feeding more than one token to filled caches raises at once, naming the mistake); one prompt has
+block_size - 4 tokens and n = 5, where a call after the last token would run past block_size. 07.1 and 07.3
+ask for new logits: returning the input tensor, or changing it, fails (`fresh`). Tolerances: 1e-6 times
+max(1, |expected|) on logits and scores, 1e-6 relative on gigabytes; token ids, indices and which logits
+are -inf must be equal. The `*_MISTAKES` lists pair simulated wrong solutions with the hint naming each.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ def _ints(got, what: str) -> list[int]:
         if got.is_floating_point() or got.is_complex() or got.dtype == torch.bool:
             raise Wrong(f"{what} must be integers (token ids / indices), got a tensor of dtype {got.dtype}: use // "
                         "for integer division, or argmax / topk indices")
-        return [int(v) for v in got.flatten().tolist()]
+        if got.dim() != 1:
+            raise Wrong(f"{ONE_D}. {what} has shape {tuple(got.shape)}")
+        return [int(v) for v in got.tolist()]
     try:
         items = list(got)
     except TypeError as e:
@@ -62,6 +66,8 @@ def _ints(got, what: str) -> list[int]:
         raise Wrong(f"{what} must be integers, got {short(items, 40)}")
     return [int(v) for v in items]
 
+
+ONE_D = "beam_idx and token_idx are 1-D tensors of shape (num_beams,), one entry per kept candidate"
 
 # hand-worked logits of 07.1 and 07.3
 HAND_TOPK = [[1.0, 3.0, -0.5, 2.0, 0.0], [0.5, -1.0, 2.0, 1.5, -2.0]]
@@ -91,6 +97,19 @@ def topk_whole_batch(logits, k):
     return logits.masked_fill(logits < kth, NEG_INF)
 
 
+def topk_in_place(logits, k):
+    return logits.masked_fill_(logits < _kth(logits, k), NEG_INF)  # fills the caller's tensor
+
+
+def topk_same_object_full_k(logits, k):
+    if k == logits.shape[-1]:
+        return logits  # nothing to remove: hands back the caller's tensor itself
+    return logits.masked_fill(logits < _kth(logits, k), NEG_INF)
+
+
+NEW_LOGITS_TOPK = ("return a NEW tensor and leave the caller's logits unchanged: fill out of place (masked_fill, not "
+                   "masked_fill_) and return a copy (clone) also when nothing is removed (k = V)")
+
 TOPK_MISTAKES = [
     (topk_keeps_k_plus_1, "you keep k + 1 tokens: keep the k largest, i.e. the logits >= the k-th largest "
                                 "(torch.topk(logits, k).values[:, -1:])"),
@@ -106,6 +125,8 @@ TOPK_MISTAKES = [
     (lambda logits, k: torch.softmax(logits.masked_fill(logits < _kth(logits, k), NEG_INF), dim=-1),
      "return filtered LOGITS (the removed ones -inf), not probabilities: the softmax "
      "comes later, in sampling"),
+    (topk_in_place, NEW_LOGITS_TOPK),
+    (topk_same_object_full_k, NEW_LOGITS_TOPK),
 ]
 
 
@@ -247,6 +268,14 @@ def rep_shared_history(logits, prev_ids, theta):
     return torch.where(seen, penalised, logits)
 
 
+def rep_in_place(logits, prev_ids, theta):
+    picked = logits.gather(-1, prev_ids)
+    return logits.scatter_(-1, prev_ids, torch.where(picked > 0, picked / theta, picked * theta))  # the caller's
+
+
+NEW_LOGITS_REP = ("return NEW logits and leave the caller's tensor unchanged: compute out of place (torch.where, "
+                  "scatter without the trailing _), or clone the logits before changing them")
+
 REP_MISTAKES = [
     (lambda logits, prev_ids, theta: torch.where(_seen(logits, prev_ids), logits / theta, logits),
      "dividing a NEGATIVE logit by theta brings it closer to 0 and makes the token MORE "
@@ -259,6 +288,7 @@ REP_MISTAKES = [
                                "theta ** count): count-based penalties are the frequency penalty's job"),
     (rep_unseen, "penalise the tokens that DID occur in prev_ids, not the others"),
     (rep_shared_history, "each row has its own history: penalise in row b only the tokens of prev_ids[b]"),
+    (rep_in_place, NEW_LOGITS_REP),
 ]
 
 
@@ -282,7 +312,9 @@ def _cases_repetition_penalty() -> list:
 # 07.4 greedy decoding with a KV cache
 
 
-def _greedy(model, idx, n, *, first_position=False, stale=False):
+def _greedy(model, idx, n, *, first_position=False, stale=False, extra_call=False):
+    """Greedy decoding with one deviation: the first token from position 0, the prompt's last token fed again,
+    or one more call after the last token."""
     caches = model.make_kv_caches()
     logits, _ = model(idx, kv_caches=caches)
     out = idx
@@ -290,9 +322,13 @@ def _greedy(model, idx, n, *, first_position=False, stale=False):
         row = logits[:, 0] if first_position and step == 0 else logits[:, -1]
         nxt = row.argmax(-1, keepdim=True)
         out = torch.cat([out, nxt], dim=1)
-        if step < n - 1:
+        if step < n - 1 or extra_call:
             logits, _ = model(idx[:, -1:] if stale else nxt, kv_caches=caches)
     return out
+
+
+N_CALLS = ("call the model exactly n times for n new tokens: the prefill gives the first one, then one single-token "
+           "call for each further token, and none after the last")
 
 
 GEN_MISTAKES = [
@@ -302,6 +338,7 @@ GEN_MISTAKES = [
     (lambda model, idx, n: _greedy(model, idx, n, stale=True),
      "feed the token you just chose (shape (B, 1)) at each step, not the prompt's last "
      "token again"),
+    (lambda model, idx, n: _greedy(model, idx, n, extra_call=True), N_CALLS),
 ]
 
 
@@ -387,9 +424,8 @@ def _gen_out(got, args) -> tuple:
     if calls[0][0] != T:
         raise Wrong(f"feed the whole prompt ({T} tokens) in the first call, the prefill; yours fed {calls[0][0]} "
                     "token(s)")
-    if len(calls) > n + 1:
-        raise Wrong(f"the model ran {len(calls)} times for {n} new tokens: the prefill gives the first one, then one "
-                    "single-token call per further token")
+    if len(calls) != n:
+        raise Wrong(f"{N_CALLS}. The model ran {len(calls)} times for {n} new tokens")
     return (B, T + n), tuple(got.flatten().tolist())
 
 
@@ -414,9 +450,17 @@ def _cases_greedy_generate() -> list:
     cases = []
     for (model, label), (B, T), n in [((gpt, gpt_label), (2, 5), 6), ((llama, llama_label), (1, 3), 8),
                                       ((gpt, gpt_label), (3, 2), 1), ((llama, llama_label), (2, 7), 4),
-                                      ((gpt, gpt_label), (1, 4), 7)]:
+                                      ((gpt, gpt_label), (1, 4), 7),
+                                      # the last new token sits at position block_size: no call may feed it
+                                      ((llama, llama_label), (2, llama.cfg.block_size - 4), 5)]:
         idx = torch.randint(model.cfg.vocab_size, (B, T), generator=gen)
-        want = generate(model, idx, SamplingParams(temperature=0.0, max_tokens=n))
+        if T + n <= model.cfg.block_size:
+            want = generate(model, idx, SamplingParams(temperature=0.0, max_tokens=n))
+        else:  # generate refuses T + n > block_size; the last token needs no call at its own position
+            head = generate(model, idx, SamplingParams(temperature=0.0, max_tokens=n - 1))  # (B, block_size)
+            with torch.no_grad():
+                logits, _ = model(head)
+            want = torch.cat([head, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
         cases.append(((_Recorder(model, label), idx, n), ((B, T + n), tuple(want.flatten().tolist()))))
     return cases
 
@@ -538,6 +582,12 @@ def beam_probabilities_multiplied(scores, logp, num_beams):
     return beam, token, top.values
 
 
+def beam_column_indices(scores, logp, num_beams):
+    top = torch.topk((scores[:, None] + logp).flatten(), num_beams)
+    beam, token = _decode(top.indices, logp.shape[-1])
+    return beam[:, None], token[:, None], top.values  # (num_beams, 1) instead of (num_beams,)
+
+
 BEAM_MISTAKES = [
     (beam_no_past, "rank the candidates by the beam's TOTAL log-probability scores[b] + logp[b, t], not by "
                          "the new token's log-probability alone"),
@@ -550,6 +600,7 @@ BEAM_MISTAKES = [
     (beam_lowest, "keep the HIGHEST total log-probabilities (closest to 0), not the lowest"),
     (beam_probabilities_multiplied, "new_scores are log-probabilities: scores[b] + logp[b, t] (adding logs "
                                           "multiplies the probabilities without underflowing)"),
+    (beam_column_indices, ONE_D),
 ]
 
 HAND_BEAM_SCORES = [-1.0, -0.5]
@@ -592,11 +643,11 @@ def _cases_beam_step() -> list:
 
 EXERCISES = (
     Exercise("07.1", "Top-k filter", 1, cases=_cases_top_k, name="top_k_filter", normalize=_logits_out,
-             same=answers.close, mistakes=TOPK_MISTAKES),
+             same=answers.close, mistakes=TOPK_MISTAKES, fresh=NEW_LOGITS_TOPK),
     Exercise("07.2", "Top-p (nucleus) filter", 2, cases=_cases_top_p, name="top_p_filter", normalize=_logits_out,
              same=answers.close, mistakes=TOPP_MISTAKES),
     Exercise("07.3", "Repetition penalty (CTRL)", 1, cases=_cases_repetition_penalty, name="repetition_penalty",
-             normalize=_rep_out, same=answers.close, mistakes=REP_MISTAKES),
+             normalize=_rep_out, same=answers.close, mistakes=REP_MISTAKES, fresh=NEW_LOGITS_REP),
     Exercise("07.4", "Greedy decoding with a KV cache", 2, cases=_cases_greedy_generate, name="greedy_generate",
              normalize=_gen_out, mistakes=GEN_MISTAKES, check=_one_thread),
     Exercise("07.5", "Memory to serve a model", 1, cases=_cases_inference_memory, name="inference_memory_gb",

@@ -54,7 +54,9 @@ class Exercise:
     comes from the minillm `reference` (named in the chapter module's table). `normalize(got, args)` reads the
     learner's answer into the canonical form of `want` (or raises Wrong with a hint); `same(got, want, args)`
     compares (tolerances live there). `mistakes` pairs each simulated wrong solution with the hint that names
-    it. `check(exercise, fn)` replaces the default run when an exercise needs more (e.g. a mutation test).
+    it. `check(exercise, fn)` replaces the default run when an exercise needs more. `fresh`, when set, is the
+    hint for a task that asks for a new list or tensor: an answer that is one of its arguments, or a call that
+    changed an argument, fails with it.
     """
 
     id: str
@@ -66,6 +68,7 @@ class Exercise:
     same: Callable[[Any, Any, tuple], bool] = _same
     mistakes: tuple[tuple[Callable, str], ...] = ()
     check: Callable[[Exercise, Callable], tuple[bool, str]] | None = None
+    fresh: str = ""
 
     def __post_init__(self) -> None:
         if not ID_RE.match(self.id):
@@ -81,7 +84,7 @@ class Exercise:
     def run_cases(self, fn: Callable) -> tuple[bool, str]:
         """The default check: every case of `cases()`, the first failure named (with a mistake's hint)."""
         return run_cases(fn, self.cases(), name=self.name, normalize=self.normalize, same=self.same,
-                         mistakes=self.mistakes)
+                         mistakes=self.mistakes, fresh=self.fresh)
 
     def checker(self, fn: Callable) -> tuple[bool, str]:
         return self.check(self, fn) if self.check is not None else self.run_cases(fn)
@@ -181,6 +184,7 @@ def run_cases(
     normalize: Callable[[Any, tuple], Any] = lambda got, args: got,
     same: Callable[[Any, Any, tuple], bool] = lambda got, want, args: got == want,
     mistakes: list[tuple[Callable, str]] = (),
+    fresh: str = "",
 ) -> tuple[bool, str]:
     """Check `fn(*args) == want` on each `(args, want)` case; return (ok, hint) for the first failure.
 
@@ -188,10 +192,16 @@ def run_cases(
     Wrong(hint). `mistakes` are simulated wrong solutions with the hint naming each: when one of them
     reproduces what the learner returned on every case tried so far, its hint is given.
     Arguments are deep-copied for each call, so a function that mutates its input cannot hurt later cases.
+    With `fresh` (the hint), the answer must be a new object and the arguments must come back unchanged.
     """
     seen: list[tuple[tuple, Any]] = []
     for k, (args, want) in enumerate(cases):
-        got = call(fn, *copy.deepcopy(args), name=name)
+        given = copy.deepcopy(args)
+        got = call(fn, *given, name=name)
+        if fresh:
+            problem = _not_fresh(got, given, args)
+            if problem:
+                return False, f"{fresh}. {name}({', '.join(short(a, 60) for a in args)}) {problem}"
         try:
             got = normalize(got, args)
         except Wrong as e:
@@ -203,6 +213,34 @@ def run_cases(
         hint = _diagnose(fn, name, normalize, mistakes, seen, [a for a, _ in cases[k + 1:]])
         return False, f"{hint}. {where}" if hint else where
     return True, ""
+
+
+_CONTAINERS = (list, dict, set, bytearray)
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """a and b hold the same values (tensors: shape, dtype and values, nan equal to nan); other objects: True."""
+    if hasattr(a, "shape") and hasattr(a, "dtype") and hasattr(a, "tolist"):  # a tensor
+        import torch  # only the chapters that pass tensors get here
+
+        return (isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype
+                and bool(torch.equal(a.nan_to_num(), b.nan_to_num()) if a.is_floating_point() else torch.equal(a, b)))
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, type(a)) and len(a) == len(b) and all(map(_equal, a, b))
+    if isinstance(a, (dict, set, bytearray, str, bytes, int, float)):
+        return a == b
+    return True  # e.g. a model: not compared
+
+
+def _not_fresh(got: Any, given: tuple, args: tuple) -> str:
+    """"" when `got` is none of the arguments `given` and the call left them equal to `args`; else what is wrong."""
+    for i, a in enumerate(given):
+        if got is a and (isinstance(a, _CONTAINERS) or hasattr(a, "data_ptr")):
+            return f"returned its argument {i + 1} itself, not a new {type(a).__name__}"
+    for i, (before, after) in enumerate(zip(args, given, strict=True)):
+        if not _equal(before, after):
+            return f"changed its argument {i + 1} (now {short(after, 60)})"
+    return ""
 
 
 def _diagnose(fn, name, normalize, mistakes, seen, more_args) -> str:
