@@ -44,13 +44,14 @@ def generate(
     if idx.dim() != 2 or idx.size(1) == 0:
         raise ValueError(f"idx must be (batch, tokens) with at least one token, got shape {tuple(idx.shape)}")
     block = model.cfg.block_size
-    total = idx.size(1) + params.max_tokens
-    if use_cache and total > block:
-        raise ValueError(f"prompt ({idx.size(1)}) + max_tokens ({params.max_tokens}) = {total} tokens exceed the "
-                         f"model's block_size={block}; lower max_tokens or use use_cache=False (crops the context)")
+    # the model reads the prompt and every new token but the last one (which is sampled, never fed back)
+    seen = idx.size(1) + params.max_tokens - 1
+    if use_cache and seen > block:
+        raise ValueError(f"prompt ({idx.size(1)}) + max_tokens ({params.max_tokens}) - 1 = {seen} positions exceed "
+                         f"the model's block_size={block}; lower max_tokens or use use_cache=False (crops the context)")
     was_training = model.training
     model.eval()
-    caches = model.make_kv_caches(total) if use_cache else None
+    caches = model.make_kv_caches(seen) if use_cache else None
     out = idx
     done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
     step_input = idx  # the prefill: the whole prompt once

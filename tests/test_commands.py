@@ -129,7 +129,7 @@ def test_generate_refuses_broken_checkpoints(run_dir, tmp_path, capsys):
     (["--prompt", ""], ["--prompt is empty"]),
     (["--prompt", "床前xyz"], ["not in this tokenizer's vocabulary"]),
     (["--max-tokens", "0"], ["--max-tokens must be >= 1"]),
-    (["--max-tokens", "500"], ["exceeds the model's context of 64 tokens", "lower --max-tokens to 63", "--no-cache"]),
+    (["--max-tokens", "500"], ["exceed the model's context of 64 tokens", "lower --max-tokens to 64", "--no-cache"]),
 ])
 def test_bad_generate_flags(run_dir, capsys, flags, fragments):
     capsys.readouterr()
@@ -146,9 +146,11 @@ def test_no_cache_goes_past_the_context_and_says_so(run_dir, capsys):
 
 
 def test_context_plan_by_hand():
-    assert context_plan(10, 54, 64, no_cache=False) is None  # exactly fits
-    with pytest.raises(ValueError, match="lower --max-tokens to 54"):
-        context_plan(10, 55, 64, no_cache=False)
-    with pytest.raises(ValueError, match="shorten the prompt below 64"):
-        context_plan(64, 1, 64, no_cache=False)
-    assert "65 tokens exceed" in context_plan(10, 55, 64, no_cache=True)
+    # the model reads prompt + new - 1 tokens: the last new token is sampled, never fed back
+    assert context_plan(10, 55, 64, no_cache=False) is None  # 10 + 55 - 1 = 64: exactly fits
+    assert context_plan(64, 1, 64, no_cache=False) is None  # a full prompt still gets one new token
+    with pytest.raises(ValueError, match="lower --max-tokens to 55"):
+        context_plan(10, 56, 64, no_cache=False)
+    with pytest.raises(ValueError, match="shorten the prompt to at most 64"):
+        context_plan(65, 1, 64, no_cache=False)
+    assert "would read 65 tokens" in context_plan(10, 56, 64, no_cache=True)

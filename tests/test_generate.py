@@ -127,3 +127,16 @@ def test_inference_memory_by_hand():
     # Llama-2-7B, fp16 cache, 4096 tokens: 2 * 32 * 32 * 128 * 2 B = 0.5 MiB per token -> 2 GiB
     mem = inference_memory(6.74e9, 2, n_layer=32, n_kv_head=32, head_dim=128, tokens=4096)
     assert mem["kv_cache"] == 2 * 1024**3 and mem["total"] == 6.74e9 * 2 + 2 * 1024**3
+
+
+def test_the_last_new_token_needs_no_position():
+    """n new tokens from a T-token prompt feed the model T + n - 1 tokens: the last one is sampled, never read.
+    So a prompt of block_size - 4 tokens can get 5 new tokens with the cache, the same as re-running."""
+    m = model("tiny")  # learned positions, block_size 64: a position past 63 would raise
+    prompt = torch.randint(0, m.cfg.vocab_size, (1, m.cfg.block_size - 4), generator=torch.Generator().manual_seed(0))
+    greedy = SamplingParams(temperature=0.0, max_tokens=5)
+    cached = generate(m, prompt, greedy)
+    assert cached.shape == (1, m.cfg.block_size + 1)
+    assert torch.equal(cached, generate(m, prompt, greedy, use_cache=False))
+    with pytest.raises(ValueError, match="65 positions exceed the model's block_size=64"):
+        generate(m, prompt, SamplingParams(temperature=0.0, max_tokens=6))

@@ -46,18 +46,20 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def context_plan(prompt_len: int, max_tokens: int, block_size: int, no_cache: bool) -> str | None:
-    """None when prompt + new tokens fit the context; else a note (--no-cache) or a ValueError saying what to do."""
-    total = prompt_len + max_tokens
-    if total <= block_size:
+    """None when the model's input fits the context; else a note (--no-cache) or a ValueError saying what to do.
+
+    The model reads the prompt and every new token but the last (sampled, never fed back): prompt + new - 1."""
+    seen = prompt_len + max_tokens - 1
+    if seen <= block_size:
         return None
     if not no_cache:
-        room = block_size - prompt_len
-        fix = f"lower --max-tokens to {room}" if room >= 1 else f"shorten the prompt below {block_size} tokens"
-        raise ValueError(f"prompt ({prompt_len} tokens) + --max-tokens {max_tokens} = {total} exceeds the model's "
-                         f"context of {block_size} tokens: {fix}, or pass --no-cache to slide a {block_size}-token "
-                         "window (slower: the window is re-run for every token)")
-    return (f"note: {total} tokens exceed the context of {block_size}: each step sees only the last "
-            f"{block_size} tokens (--no-cache window)")
+        room = block_size - prompt_len + 1
+        fix = f"lower --max-tokens to {room}" if room >= 1 else f"shorten the prompt to at most {block_size} tokens"
+        raise ValueError(f"prompt ({prompt_len} tokens) + --max-tokens {max_tokens} - 1 = {seen} positions exceed "
+                         f"the model's context of {block_size} tokens: {fix}, or pass --no-cache to slide a "
+                         f"{block_size}-token window (slower: the window is re-run for every token)")
+    return (f"note: the model would read {seen} tokens, more than its context of {block_size}: each step sees only "
+            f"the last {block_size} tokens (--no-cache window)")
 
 
 def run(args: argparse.Namespace) -> int:
