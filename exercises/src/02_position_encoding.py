@@ -131,7 +131,8 @@ check("02.2", apply_rope)
 #   `n = 8` gives `1/2, 1/4, ..., 1/256`.
 # * otherwise: let `n'` be the largest power of two below `n`. Take the `n'` slopes of `n'`, then the
 #   slopes of `2n'` at even indices (the first, third, fifth, ...: the values that fall between the
-#   first ones) until there are `n` in all. For `n = 12`: the 8 slopes `2^-1 ... 2^-8`, then `2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5`.
+#   first ones) until there are `n` in all. For `n = 12`: the 8 slopes `2^-1 ... 2^-8`, then
+#   `2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5`.
 
 # %%
 def alibi_slopes(n):
