@@ -170,15 +170,15 @@ check("07.3", repetition_penalty)
 #
 # Write `greedy_generate(model, idx, n)`: continue the prompts `idx` `(B, T)` by `n` tokens, each the argmax
 # of the last position's logits, and return the `(B, T + n)` tensor of the prompt followed by the new tokens.
-# `model` is a `minillm.model.GPT` (try `GPT(GPTConfig.preset("tiny"))`), used with its KV cache:
+# `model` is a `minillm.model.GPT` (try `GPT(GPTConfig.preset("tiny"))`). Its KV-cache interface:
+# `model.make_kv_caches()` returns fresh, empty caches (one per layer, room for `block_size` tokens), and
+# `model(tokens, kv_caches=caches)` returns the pair `(logits, loss)`, with `logits` `(B, t, V)` for the `t`
+# tokens fed; it places them after the `len(caches[0])` tokens already cached, lets them attend to those,
+# and appends their keys and values to the caches. Use it this way:
 #
-# * `caches = model.make_kv_caches()` once, before anything else (one empty cache per layer, room for
-#   `block_size` tokens);
-# * the **prefill**: `logits, _ = model(idx, kv_caches=caches)` runs the whole prompt once, fills the
-#   caches, and `logits[:, -1, :]` `(B, V)` gives the first new token;
-# * then each further step feeds **only the newest token**, shape `(B, 1)`:
-#   `logits, _ = model(nxt, kv_caches=caches)`. The model puts it at position `len(caches[0])` and lets it
-#   attend to the cached keys and values of everything before it.
+# * make the caches **once**, before any call;
+# * the **prefill**: one call with the whole prompt;
+# * then each further call feeds **only the newest token**, shape `(B, 1)`.
 #
 # The check gives you a stand-in for the model that forwards every call and records what it was fed: it
 # wants one prefill of the whole prompt, then one token per call, always with the caches, and the same
@@ -219,7 +219,8 @@ def greedy_generate(model, idx: torch.Tensor, n: int) -> torch.Tensor:
 #
 # <details><summary>Hint 2</summary>
 #
-# `caches = model.make_kv_caches(); prefill model(idx, kv_caches=caches); then feed nxt (B, 1)`
+# `caches = model.make_kv_caches()`; `logits, _ = model(idx, kv_caches=caches)`; the next token is the argmax of
+# `logits[:, -1, :]` `(B, V)`; then `logits, _ = model(nxt, kv_caches=caches)` with `nxt` of shape `(B, 1)`.
 #
 # </details>
 
