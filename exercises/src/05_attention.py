@@ -90,9 +90,9 @@ check("05.1", attention)
 # ## 05.2 The causal mask with a KV cache (1 point)
 #
 # Write `causal_mask(T, S)` returning a `(T, S)` tensor of dtype `torch.bool`, `True` where query `i` may
-# attend key `j`. During generation with a KV cache, the `T` new queries come **after** the `S - T` tokens
-# already in the cache ($S \ge T$): the last query is the newest token, and every query sees every key up
-# to and including its own position, none after it.
+# attend key `j`. During generation with a KV cache the `S` keys are the `S - T` tokens already in the
+# cache followed by the `T` new ones ($S \ge T$), and the `T` queries are those new tokens, in order: every
+# query sees every key up to and including its own position, none after it.
 #
 # So the diagonal is aligned **bottom-right** (as FlashAttention $\ge$ 2.1 does); with $S = T$ this is the
 # usual lower triangle. A triangle anchored at the top-left corner (what torch's `is_causal=True` does)
