@@ -46,7 +46,7 @@ from minillm.grading import check
 # | `[97, 97, 97]` | `{(97, 97): 2}`: counting looks at every position, so overlapping pairs both count |
 # | `[7]` or `[]` | `{}` |
 #
-# Fill the dict from left to right, so that its keys come in order of first occurrence: exercise 01.3
+# The dict's keys must come in order of first occurrence (`(1, 2)` before `(2, 3)` above): exercise 01.3
 # relies on that to break ties.
 
 # %%
@@ -127,17 +127,14 @@ check("01.2", merge_pair)
 # %% [markdown]
 # ## 01.3 Train BPE merges (2 points)
 #
-# Write `train_bpe(text, num_merges)`, the training loop of byte-level BPE (no pre-splitting of the
-# text into words):
+# Write `train_bpe(text, num_merges)`, the training of byte-level BPE (no pre-splitting of the text into
+# words). It starts from the UTF-8 bytes of `text` and learns at most `num_merges` merges; merge `i`
+# (counting from 0) replaces the most frequent adjacent pair of the current ids by the new id `256 + i`,
+# so later merges may use ids made by earlier ones. Return the list of merged pairs, in the order they
+# were learned; stop early when no pair is left (fewer than two ids).
 #
-# 1. `ids = list(text.encode("utf-8"))`, the bytes of the text;
-# 2. `num_merges` times: count the pairs, take the most frequent one, record it, and merge it into the
-#    new id `256 + i` (merge 0 makes id 256, merge 1 makes id 257, ...);
-# 3. return the list of merged pairs, in the order they were learned. Stop early if no pair is left.
-#
-# **Ties**: when several pairs share the top count, take the one that occurs first in the current ids.
-# `max(counts, key=counts.get)` does that, because a dict filled left to right keeps that order and
-# `max` returns the first of equal maxima. You may use your `get_pair_counts` and `merge_pair`.
+# **Ties**: when several pairs share the top count, take the one whose first occurrence comes first in
+# the current ids.
 #
 # Worked example, `train_bpe("aaabdaaabac", 3)` (a = 97, b = 98, c = 99, d = 100):
 #
@@ -173,13 +170,15 @@ def train_bpe(text, num_merges):
 # <details><summary>Hint 1</summary>
 #
 # Work on the UTF-8 bytes; each round counts the pairs of the current ids, picks one, and rewrites the ids with
-# it.
+# it. Your `get_pair_counts` and `merge_pair` do most of the work.
 #
 # </details>
 #
 # <details><summary>Hint 2</summary>
 #
-# `return the list of merged pairs; merge i turns the most frequent pair into 256 + i`
+# `ids = list(text.encode("utf-8"))`; then `num_merges` times: count the pairs (stop if there are none), take
+# `max(counts, key=counts.get)` (a dict filled left to right keeps first-occurrence order and `max` returns the
+# first of equal maxima, which is the tie rule), record it, and `merge_pair` it into `256 + i`.
 #
 # </details>
 
@@ -192,8 +191,7 @@ check("01.3", train_bpe)
 # Write `bpe_encode(text, merges)`: the ids of `text` under a list of learned merges. Start from the
 # UTF-8 bytes and apply the merges **by rank**, the order in which they were learned: merge 0 first,
 # then merge 1 (which may use the id 256 that merge 0 created), and so on; merge `i` makes the id
-# `256 + i`. GPT-2 and minbpe write this as "repeatedly merge the present pair of lowest rank"; for
-# merges learned by `train_bpe` that gives the same ids as applying each merge once, in order.
+# `256 + i`. GPT-2 and minbpe state the rule as "repeatedly merge the present pair of lowest rank".
 #
 # A tempting mistake is to merge the pair that is most frequent *in the text being encoded*. With
 # `merges = [(98, 99), (97, 98)]` ("bc" was learned before "ab"), the text `"ababc"` encodes to
@@ -222,7 +220,8 @@ def bpe_encode(text, merges):
 #
 # <details><summary>Hint 2</summary>
 #
-# `start from the UTF-8 bytes and apply merge i (making id 256 + i) in rank order`
+# Start from the UTF-8 bytes. For merges learned by `train_bpe`, "lowest rank first" gives the same ids as
+# applying each merge once, in order: `merge_pair` merge `i` into `256 + i` for `i = 0, 1, ...`.
 #
 # </details>
 
@@ -294,10 +293,6 @@ check("01.5", wordpiece_tokenize)
 # probabilities). Write `viterbi_segment(text, scores)`, which returns the segmentation with the
 # highest total. Every single character of `text` is in `scores`, so a segmentation always exists.
 #
-# Dynamic programming: let `best[i]` be the best score of any segmentation of `text[:i]`, with
-# `best[0] = 0`. Then `best[end] = max(best[start] + scores[text[start:end]])` over the `start` whose
-# piece is in `scores`; remember the best `start` of each `end` and walk back from `len(text)`.
-#
 # With `scores = {"h": -3, "u": -3, "g": -3, "s": -3, "hug": -2, "hu": -1, "gs": -1.5, "ugs": -2.5}`,
 # `viterbi_segment("hugs", scores) == ["hu", "gs"]` (total -2.5), which beats `["hug", "s"]` (-5) and
 # `["h", "ugs"]` (-5.5). Greedy longest match would have picked `"hug"`. Pieces can be of any length:
@@ -337,7 +332,9 @@ def viterbi_segment(text, scores):
 #
 # <details><summary>Hint 2</summary>
 #
-# `dynamic programming over end positions, maximising the sum of scores, then backtrack`
+# Let `best[i]` be the best score of any segmentation of `text[:i]`, with `best[0] = 0`. Then
+# `best[end] = max(best[start] + scores[text[start:end]])` over the `start` whose piece is in `scores`;
+# remember the best `start` of each `end` and walk back from `len(text)`.
 #
 # </details>
 

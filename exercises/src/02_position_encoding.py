@@ -48,8 +48,8 @@ from minillm.grading import check
 # | 1 | sin 1 = 0.8415 | cos 1 = 0.5403 | sin 0.01 = 0.0100 | cos 0.01 = 0.99995 |
 # | 2 | sin 2 = 0.9093 | cos 2 = -0.4161 | sin 0.02 | cos 0.02 |
 #
-# Some libraries store `[sin..., cos...]` (all sines, then all cosines): same numbers, other column
-# order, and a different answer here.
+# Some libraries (tensor2tensor, fairseq) store all sines, then all cosines, and also space their
+# frequencies slightly differently: a different answer here.
 
 # %%
 def sinusoidal_table(n_pos, dim):
@@ -74,7 +74,8 @@ def sinusoidal_table(n_pos, dim):
 #
 # <details><summary>Hint 2</summary>
 #
-# `fill even columns with sin and odd columns with cos of p / 10000^(2i/dim)`
+# Build the `(n_pos, dim/2)` table of angles `p / 10000^(2i/dim)`; column `2i` gets its sine, column `2i+1`
+# its cosine (fill even and odd columns, or stack sine and cosine on a last axis and flatten it).
 #
 # </details>
 
@@ -86,13 +87,9 @@ check("02.1", sinusoidal_table)
 #
 # Write `apply_rope(x, cos, sin)`. `x` has shape `(..., T, d)`; `cos` and `sin` have shape `(T, d/2)`:
 # row `m`, column `i` holds $\cos(m\theta_i)$ and $\sin(m\theta_i)$. Use the **split-halves** pairing of
-# GPT-NeoX and of Llama in Hugging Face: pair `i` is `(x[..., i], x[..., i + d/2])`, and each pair
-# `(a, b)` becomes `(a cos − b sin, a sin + b cos)`. In vector form:
-#
-# ```
-# rotate_half(x) = cat(-x2, x1)          # x1, x2 = first and second half of the last dim
-# out = x * cat(cos, cos) + rotate_half(x) * cat(sin, sin)
-# ```
+# GPT-NeoX and of Llama in Hugging Face: pair `i` is feature `i` together with feature `i + d/2`, read as a
+# 2-D vector (first feature on the first axis), and the pair of row `m` is rotated counter-clockwise by
+# the angle $m\theta_i$. Return a tensor of the shape of `x`.
 #
 # Worked example: `x = [[1, 2, 3, 4]]` (T = 1, d = 4) with angles `[[π/2, 0]]`: pair 0 is (1, 3), turned
 # by 90° into (−3, 1); pair 1 is (2, 4), not turned. Result `[[-3, 2, 1, 4]]`.
@@ -116,7 +113,9 @@ def apply_rope(x, cos, sin):
 #
 # <details><summary>Hint 2</summary>
 #
-# `split x into halves a, b; return cat(a*cos - b*sin, a*sin + b*cos)`
+# A pair `(a, b)` rotated by an angle becomes `(a cos − b sin, a sin + b cos)`. With `a, b` the first and second
+# half of the last dim: `cat(a*cos - b*sin, a*sin + b*cos)`, or in Hugging Face's vector form
+# `x * cat(cos, cos) + rotate_half(x) * cat(sin, sin)` with `rotate_half(x) = cat(-b, a)`.
 #
 # </details>
 
@@ -131,8 +130,9 @@ check("02.2", apply_rope)
 # * `n` a power of two: the geometric sequence that starts at $2^{-8/n}$ with ratio $2^{-8/n}$, so
 #   `n = 8` gives `1/2, 1/4, ..., 1/256`.
 # * otherwise: let `n'` be the largest power of two below `n`. Take the `n'` slopes of `n'`, then the
-#   slopes of `2n'` at even indices (`[0::2]`, the values that fall between the first ones) until
-#   there are `n` in all. For `n = 12`: the 8 slopes `2^-1 ... 2^-8`, then `2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5`.
+#   slopes of `2n'` at even indices (the first, third, fifth, ...: the values that fall between the
+#   first ones) until there are `n` in all. For `n = 12`: the 8 slopes `2^-1 ... 2^-8`, then
+#   `2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5`.
 
 # %%
 def alibi_slopes(n):
@@ -160,7 +160,8 @@ def alibi_slopes(n):
 #
 # <details><summary>Hint 2</summary>
 #
-# `geometric sequence for powers of two; otherwise n' slopes + slopes(2n')[0::2]`
+# For a power of two, `[2 ** (-8 * (i + 1) / n) for i in range(n)]`; otherwise `slopes(n') + slopes(2n')[0::2]`,
+# cut to `n` entries.
 #
 # </details>
 
@@ -171,17 +172,22 @@ check("02.3", alibi_slopes)
 # ## 02.4 T5 relative position bucket (2 points)
 #
 # Write `t5_bucket(rel, bidirectional, num_buckets, max_distance)` for one int `rel = key − query`
-# (T5's convention: a key *before* the query has `rel < 0`). It returns an int bucket:
+# (T5's convention: a key *before* the query has `rel < 0`). It returns an int bucket, by T5's rule:
 #
-# 1. bidirectional: use half the buckets per direction, `half = num_buckets // 2`; keys after the query
-#    (`rel > 0`) are offset by `half`; `n = |rel|`. Causal: `half = num_buckets`, `n = max(-rel, 0)`.
-# 2. `max_exact = half // 2`. If `n < max_exact`, the bucket is `n` (plus the offset).
-# 3. Otherwise `max_exact + int(ln(n / max_exact) / ln(max_distance / max_exact) * (half − max_exact))`,
-#    clipped to at most `half − 1` (plus the offset).
+# * **Direction.** Bidirectional: the first `num_buckets // 2` buckets are for keys at or before the
+#   query, the next `num_buckets // 2` for keys after it (`rel > 0`), and the distance is $|rel|$.
+#   Causal: all `num_buckets` are for keys at or before the query, the distance is $-rel$, and a key
+#   after the query counts as distance 0.
+# * **Within a direction** of `h` buckets: the first `h // 2` buckets hold the distances
+#   `0, 1, ..., h // 2 - 1` exactly, one each. A larger distance `n` falls in a log-spaced bucket: its
+#   position between `h // 2` and `max_distance` on a logarithmic scale (0 at `h // 2`, 1 at
+#   `max_distance`), times the `h - h // 2` remaining buckets, rounded **down**, counted from bucket
+#   `h // 2`. Distances from `max_distance` on all land in the direction's last bucket, `h - 1`.
 #
 # Worked example, 32 buckets, max distance 128, bidirectional: `rel = 0, -1, -8, -20, -128, 1, 8, 128` give
-# `0, 1, 8, 10, 15, 17, 24, 31` (for −20: 8 + int(ln 2.5 / ln 16 · 8) = 8 + int(2.64) = 10; `rel = 0`, the
-# query itself, is not after the query: no offset).
+# `0, 1, 8, 10, 15, 17, 24, 31` (for −20: 20/8 = 2.5 lies ln 2.5 / ln 16 of the way from 8 to 128 on the log
+# scale; times 8 buckets that is 2.64, rounded down 2: bucket 8 + 2 = 10; `rel = 0`, the query itself, is
+# not after the query: no offset).
 
 # %%
 def t5_bucket(rel, bidirectional, num_buckets, max_distance):
@@ -214,7 +220,10 @@ def t5_bucket(rel, bidirectional, num_buckets, max_distance):
 #
 # <details><summary>Hint 2</summary>
 #
-# `offset for rel > 0 (bidirectional), exact buckets below max_exact, then log-spaced`
+# `half = num_buckets // 2` and an offset of `half` for `rel > 0` (bidirectional), or `half = num_buckets` and
+# `n = max(-rel, 0)` (causal); `max_exact = half // 2`; below it the bucket is `n`, else
+# `min(max_exact + int(ln(n / max_exact) / ln(max_distance / max_exact) * (half - max_exact)), half - 1)`,
+# plus the offset.
 #
 # </details>
 
@@ -224,11 +233,12 @@ check("02.4", t5_bucket)
 # %% [markdown]
 # ## 02.5 NTK-aware RoPE base (1 point)
 #
-# NTK-aware scaling stretches RoPE to `s` times its training length by raising the base:
-# $\text{base}' = \text{base} \cdot s^{d/(d-2)}$, where `d` is the head dimension. Then the slowest pair
-# (`i = d/2 − 1`, frequency $\text{base}^{-(d-2)/d}$) turns exactly `s` times slower, while the fastest
-# (`i = 0`) is unchanged. Write `ntk_base(base, factor, head_dim)`.
-# Worked example: `ntk_base(10000, 4, 128)` = 10000 · 4^(128/126) ≈ 40889.9.
+# NTK-aware scaling stretches RoPE to `s` = `factor` times its training length by raising the base. Pair
+# `i` of a head of dimension `d` turns at the frequency $\text{base}^{-2i/d}$; the new base $\text{base}'$
+# is the one under which the slowest pair (`i = d/2 − 1`) turns exactly `s` times slower than under
+# `base`, while the fastest (`i = 0`, frequency 1) is unchanged whatever the base. Write
+# `ntk_base(base, factor, head_dim)` returning $\text{base}'$ (a number).
+# Worked example: `ntk_base(10000, 4, 128)` ≈ 40889.9.
 
 # %%
 def ntk_base(base, factor, head_dim):
@@ -247,7 +257,7 @@ def ntk_base(base, factor, head_dim):
 #
 # <details><summary>Hint 2</summary>
 #
-# `base * factor ** (head_dim / (head_dim - 2))`
+# `base * factor ** (head_dim / (head_dim - 2))`; for the worked example 10000 · 4^(128/126) ≈ 40889.9.
 #
 # </details>
 
@@ -257,12 +267,13 @@ check("02.5", ntk_base)
 # %% [markdown]
 # ## 02.6 YaRN's ramp (1 point)
 #
-# Pair `i` of RoPE turns $L\theta_i / 2\pi$ times over the `L` training positions; it turns `r` times
-# when $i = d \ln\!\big(L / (2\pi r)\big) / (2 \ln \text{base})$. YaRN keeps the pairs that turn more
-# than `beta_fast` times, interpolates those that turn fewer than `beta_slow` times, and ramps in
-# between. Write `yarn_range(head_dim, base, original_len, beta_fast, beta_slow)` returning the pair
-# `(low, high)`: `low` = floor of that index for `r = beta_fast`, `high` = ceil for `r = beta_slow`, then
-# clipped: `max(low, 0)`, `min(high, head_dim − 1)` (as in the YaRN reference code).
+# Pair `i` of RoPE, of frequency $\theta_i = \text{base}^{-2i/d}$ ($d$ = `head_dim`), turns
+# $L\theta_i / 2\pi$ times over the `L` = `original_len` training positions. YaRN keeps the pairs that turn
+# more than `beta_fast` times, interpolates those that turn fewer than `beta_slow` times, and ramps in
+# between. Write `yarn_range(head_dim, base, original_len, beta_fast, beta_slow)` returning the pair of
+# ints `(low, high)`: with $i(r)$ the real-valued pair index at which a pair turns exactly `r` times,
+# `low` is $i(\text{beta\_fast})$ rounded **down** and `high` is $i(\text{beta\_slow})$ rounded **up**,
+# then clipped: `low` at least 0, `high` at most `head_dim − 1` (as in the YaRN reference code).
 # Worked example: `yarn_range(128, 10000, 4096, 32, 1)` = `(20, 46)` (20.94 rounded down, 45.03 up).
 
 # %%
@@ -286,7 +297,8 @@ def yarn_range(head_dim, base, original_len, beta_fast, beta_slow):
 #
 # <details><summary>Hint 2</summary>
 #
-# `floor(index for beta_fast), ceil(index for beta_slow), clipped to [0, head_dim - 1]`
+# Solving $L\theta_i / 2\pi = r$ for `i` gives $i(r) = d \ln\!\big(L / (2\pi r)\big) / (2 \ln \text{base})$; return
+# `max(floor(i(beta_fast)), 0), min(ceil(i(beta_slow)), head_dim - 1)`.
 #
 # </details>
 

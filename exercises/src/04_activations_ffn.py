@@ -37,9 +37,8 @@ from minillm.grading import check
 # Write `gelu(x)`, the Gaussian Error Linear Unit applied elementwise: $x$ times the probability that a
 # standard normal variable is below $x$,
 #
-# $$\text{GeLU}(x) = x\,\Phi(x),\qquad \Phi(x) = \frac12\Bigl(1 + \text{erf}\bigl(x/\sqrt2\bigr)\Bigr).$$
+# $$\text{GeLU}(x) = x\,\Phi(x),\qquad \Phi(x) = P(Z \le x),\ Z \sim \mathcal N(0, 1).$$
 #
-# `torch.erf` is the error function; note the $\sqrt2$: $\text{erf}(x)$ alone is not the normal CDF.
 # Worked examples:
 #
 # * $\Phi(1) = 0.841345$, so $\text{GeLU}(1) = 0.841345$; $\Phi(-1) = 1 - \Phi(1) = 0.158655$, so
@@ -66,7 +65,8 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
 #
 # <details><summary>Hint 2</summary>
 #
-# `x * Phi(x) with Phi(x) = (1 + erf(x / sqrt(2))) / 2`
+# `x * Phi(x)` with `Phi(x) = (1 + torch.erf(x / sqrt(2))) / 2`; note the $\sqrt2$: $\text{erf}(x)$ alone is not
+# the normal CDF.
 #
 # </details>
 
@@ -76,8 +76,8 @@ check("04.1", gelu)
 # %% [markdown]
 # ## 04.2 GeLU, tanh approximation (1 point)
 #
-# GPT-2 and the original BERT code use a cheaper approximation (`approximate="tanh"` in PyTorch,
-# `gelu_new` / `gelu_pytorch_tanh` in Hugging Face). Write `gelu_tanh(x)`:
+# GPT-2 and the original BERT code use a cheaper approximation (PyTorch's tanh-approximate GeLU,
+# `gelu_new` / `gelu_pytorch_tanh` in Hugging Face). Write `gelu_tanh(x)`, elementwise:
 #
 # $$\text{GeLU}(x) \approx \frac12\,x\left(1 + \tanh\!\left(\sqrt{2/\pi}\,\bigl(x + 0.044715\,x^3\bigr)\right)\right).$$
 #
@@ -158,14 +158,15 @@ check("04.3", swish)
 # The SiLU goes on the **gate** branch only, and the two branches are **multiplied** elementwise.
 # Write `swiglu_ffn(x, w_gate, w_up, w_down)` for `x` of shape `(..., d)`, with the weights laid out as
 # `nn.Linear.weight` stores them, `(out_features, in_features)`: `w_gate` and `w_up` are `(h, d)`,
-# `w_down` is `(d, h)`. A linear map without bias is then `x @ W.T`. Return shape `(..., d)`.
+# `w_down` is `(d, h)`; output feature `o` of a map is the dot product of row `o` of its weight with the
+# input. Return shape `(..., d)`.
 #
-# Worked example, $d = h = 2$ (square, so only the values, not the shapes, catch a missing `.T`):
+# Worked example, $d = h = 2$ (square, so only the values, not the shapes, catch a transposed weight):
 # `x = [1, 2]`, `w_gate = [[1, 0], [-1, 1]]`, `w_up = [[0, 1], [2, 0]]`, `w_down = [[1, 0], [1, -1]]`.
 #
-# * gate: `x @ w_gate.T = [1, 1]`; up: `x @ w_up.T = [2, 2]`;
+# * gate$(x)$ = `[1, 1]`; up$(x)$ = `[2, 2]`;
 # * $\text{SiLU}([1, 1]) \odot [2, 2] = [1.462117, 1.462117]$;
-# * down: `[1.462117, 1.462117] @ w_down.T = [1.462117, 0]`.
+# * down of that = `[1.462117, 0]`.
 
 # %%
 def swiglu_ffn(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
@@ -186,7 +187,8 @@ def swiglu_ffn(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down
 #
 # <details><summary>Hint 2</summary>
 #
-# `silu(x @ w_gate.T) * (x @ w_up.T), then @ w_down.T (silu(t) = t * sigmoid(t))`
+# A bias-free linear map with a weight stored `(out, in)` is `x @ W.T`:
+# `(silu(x @ w_gate.T) * (x @ w_up.T)) @ w_down.T`, with `silu(t) = t * sigmoid(t)`.
 #
 # </details>
 
@@ -197,16 +199,10 @@ check("04.4", swiglu_ffn)
 # ## 04.5 Llama's hidden size (2 points)
 #
 # A gated FFN has three $d\times h$ matrices instead of two. To keep the parameter count of a classic
-# FFN with $h = 4d$, solve $3dh = 2d\cdot 4d$: $h = \frac23\cdot 4d = \frac83 d$. Meta's Llama code then
-# makes $h$ a multiple of `multiple_of` (for fast matrix kernels), **rounding up**, and from Llama 2 70B
-# on scales it by `ffn_dim_multiplier` first:
-#
-# ```text
-# hidden = int(2 * (4 * dim) / 3)                   # truncate, as int() does
-# if ffn_dim_multiplier is not None:
-#     hidden = int(ffn_dim_multiplier * hidden)     # before the rounding
-# hidden = multiple_of * ceil(hidden / multiple_of)  # round UP to a multiple
-# ```
+# FFN with $h = 4d$, $h$ must be $\frac23$ of $4d$. Meta's Llama code takes that value **truncated** to
+# an integer; from Llama 2 70B on, when `ffn_dim_multiplier` is given, it multiplies by it and truncates
+# again; last it makes $h$ a multiple of `multiple_of` (for fast matrix kernels) by **rounding up**, so
+# the multiplier acts before the rounding.
 #
 # Write `llama_hidden_size(dim, multiple_of=256, ffn_dim_multiplier=None)` returning that int.
 # Worked examples:
@@ -238,7 +234,14 @@ def llama_hidden_size(dim: int, multiple_of: int = 256, ffn_dim_multiplier: floa
 #
 # <details><summary>Hint 2</summary>
 #
-# `int(2 * 4 * dim / 3); times ffn_dim_multiplier (int again); round UP to multiple_of`
+# Solve $3dh = 2d\cdot 4d$ for $h$. Then:
+#
+# ```text
+# hidden = int(2 * (4 * dim) / 3)                   # truncate, as int() does
+# if ffn_dim_multiplier is not None:
+#     hidden = int(ffn_dim_multiplier * hidden)     # before the rounding
+# hidden = multiple_of * ceil(hidden / multiple_of)  # round UP to a multiple
+# ```
 #
 # </details>
 
@@ -250,10 +253,11 @@ check("04.5", llama_hidden_size)
 #
 # Write `ffn_param_count(dim, hidden, gated, bias)`, the number of parameters of one FFN block:
 #
-# * classic (`gated=False`): `up` $d\to h$ and `down` $h\to d$, i.e. $2dh$ weights, plus biases of sizes
-#   $h$ and $d$ when `bias` is true;
-# * gated (`gated=True`, a GLU FFN such as SwiGLU): `gate` and `up` $d\to h$ and `down` $h\to d$, i.e.
-#   $3dh$ weights, plus biases of sizes $h$, $h$ and $d$ when `bias` is true.
+# * classic (`gated=False`): two linear maps, `up` $d\to h$ and `down` $h\to d$;
+# * gated (`gated=True`, a GLU FFN such as SwiGLU): three linear maps, `gate` and `up` $d\to h$ and
+#   `down` $h\to d$;
+#
+# each map with a bias when `bias` is true, none otherwise.
 #
 # Worked examples:
 #
@@ -280,7 +284,8 @@ def ffn_param_count(dim: int, hidden: int, gated: bool, bias: bool) -> int:
 #
 # <details><summary>Hint 2</summary>
 #
-# `2 or 3 matrices of dim * hidden; biases: hidden per d->h map, dim for down`
+# Classic: $2dh$ weights, plus biases of sizes $h$ and $d$; gated: $3dh$ weights, plus biases of sizes $h$, $h$
+# and $d$ (biases only when `bias` is true).
 #
 # </details>
 

@@ -43,10 +43,9 @@ from minillm.grading import check
 #
 # the softmax taken over the **keys** (the last dimension of the `(..., T, S)` scores), so that each
 # query's weights sum to 1. `mask` is `None` or a **boolean** tensor broadcastable to `(..., T, S)`,
-# `True` where the query may attend the key (the convention of `F.scaled_dot_product_attention`): set the
-# other scores to $-\infty$ **before** the softmax (`scores.masked_fill(~mask, float("-inf"))`), so that
-# they get weight exactly 0 and the remaining weights still sum to 1. Every mask in the check leaves each
-# query at least one key.
+# `True` where the query may attend the key (the convention of `F.scaled_dot_product_attention`): a key
+# the mask forbids gets weight **exactly 0**, and each query's remaining weights still sum to 1 (the
+# softmax runs over the allowed keys only). Every mask in the check leaves each query at least one key.
 #
 # Worked example, $D = 4$ (so $\sqrt D = 2$), $v$ the $3\times3$ identity, so each output row is that
 # query's weights: `q = [[2, 0, 0, 0], [0, 2, 0, 0], [2, 2, 0, 0]]`,
@@ -79,7 +78,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
 #
 # <details><summary>Hint 2</summary>
 #
-# `scores = q @ k^T / sqrt(D); masked_fill(~mask, -inf); softmax over dim -1; @ v`
+# `scores = q @ k^T / sqrt(D)`, shape `(..., T, S)`; set the forbidden scores to $-\infty$ **before** the softmax
+# (`scores.masked_fill(~mask, float("-inf"))`); softmax over dim -1; `@ v`.
 #
 # </details>
 
@@ -90,15 +90,13 @@ check("05.1", attention)
 # ## 05.2 The causal mask with a KV cache (1 point)
 #
 # Write `causal_mask(T, S)` returning a `(T, S)` tensor of dtype `torch.bool`, `True` where query `i` may
-# attend key `j`. During generation with a KV cache, the `T` new queries come **after** the `S - T` tokens
-# already in the cache ($S \ge T$): query `i` is the token at position $i + S - T$ and sees every key up to
-# and including its own position,
+# attend key `j`. During generation with a KV cache the `S` keys are the `S - T` tokens already in the
+# cache followed by the `T` new ones ($S \ge T$), and the `T` queries are those new tokens, in order: every
+# query sees every key up to and including its own position, none after it.
 #
-# $$\text{mask}[i, j] = \bigl(j \le i + S - T\bigr).$$
-#
-# The diagonal is aligned **bottom-right** (as FlashAttention $\ge$ 2.1 does); with $S = T$ this is the
-# usual lower triangle. `torch.tril(torch.ones(T, S))` aligns it top-left instead, which is right only
-# when $S = T$ (torch's `is_causal=True` does the same). Worked examples (1 = `True`):
+# So the diagonal is aligned **bottom-right** (as FlashAttention $\ge$ 2.1 does); with $S = T$ this is the
+# usual lower triangle. A triangle anchored at the top-left corner (what torch's `is_causal=True` does)
+# is right only when $S = T$. Worked examples (1 = `True`):
 #
 # * `causal_mask(3, 3)` = `[[1, 0, 0], [1, 1, 0], [1, 1, 1]]`;
 # * `causal_mask(2, 4)` (2 tokens cached, queries at positions 2 and 3) = `[[1, 1, 1, 0], [1, 1, 1, 1]]`;
@@ -123,7 +121,8 @@ def causal_mask(T: int, S: int) -> torch.Tensor:
 #
 # <details><summary>Hint 2</summary>
 #
-# `i = arange(T)[:, None], j = arange(S)[None, :]; return j <= i + (S - T)`
+# $\text{mask}[i, j] = \bigl(j \le i + S - T\bigr)$: `i = arange(T)[:, None], j = arange(S)[None, :];
+# return j <= i + (S - T)`. (`torch.tril(torch.ones(T, S))` would align the diagonal top-left.)
 #
 # </details>
 
@@ -136,10 +135,9 @@ check("05.2", causal_mask)
 # In grouped-query attention `q` has `H` heads, `(B, H, T, D)`, but `k` and `v` only `H_kv` (a divisor
 # of `H`), `(B, H_kv, S, D)`: each key/value head serves a group of $n_\text{rep} = H / H_\text{kv}$
 # **consecutive** query heads, so query head `h` reads key/value head `h // n_rep` (MQA is $H_\text{kv} = 1$,
-# MHA $H_\text{kv} = H$). Llama's `repeat_kv` copies each key/value head `n_rep` times in place, like
-# `k.repeat_interleave(n_rep, dim=1)`; `k.repeat(1, n_rep, 1, 1)` instead tiles the heads, pairing query
-# head `h` with `h % H_kv`. Write `gqa_attention(q, k, v)` (no mask) returning `(B, H, T, D)`; you may call
-# your `attention` from 05.1.
+# MHA $H_\text{kv} = H$), not the tiled pairing of query head `h` with key/value head `h % H_kv`. Write
+# `gqa_attention(q, k, v)` (no mask, 05.1's scaled dot-product attention within each head) returning
+# `(B, H, T, D)`.
 #
 # Worked example: $H = 4$, $H_\text{kv} = 2$, $T = 1$, $S = 2$, $D = 2$, `q = 0` (so every weight is
 # $\frac12$ and each output is the mean of its key/value head's two value rows), value head 0 =
@@ -159,13 +157,16 @@ def gqa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Te
 # %% [markdown]
 # <details><summary>Hint 1</summary>
 #
-# Make k and v have as many heads as q, so that consecutive query heads share a key/value head.
+# Make k and v have as many heads as q, so that consecutive query heads share a key/value head; then your
+# `attention` from 05.1 does the rest.
 #
 # </details>
 #
 # <details><summary>Hint 2</summary>
 #
-# `n_rep = H // H_kv; repeat_interleave k and v n_rep times on dim 1; then attention`
+# `n_rep = H // H_kv`; copy each key/value head `n_rep` times in place, as Llama's `repeat_kv` does:
+# `k.repeat_interleave(n_rep, dim=1)` (same for v; `k.repeat(1, n_rep, 1, 1)` would tile instead); then
+# `attention`.
 #
 # </details>
 
@@ -178,15 +179,9 @@ check("05.3", gqa_attention)
 # While generating, every layer keeps the keys **and** the values of every token of every sequence in the
 # batch: per token and layer that is `n_kv_head * head_dim` numbers for the keys and as many for the
 # values. Write `kv_cache_bytes(n_layer, n_head, n_kv_head, head_dim, seq_len, batch, dtype)`, the bytes of
-# the whole cache as an `int`:
-#
-# ```text
-# 2 (keys and values) * n_layer * n_kv_head * head_dim * seq_len * batch * bytes per element
-# ```
-#
-# `n_head` (the number of **query** heads) is given but does not enter: only key/value heads are cached,
-# which is the whole point of GQA and MQA. `dtype` is a `torch.dtype`; its size in bytes is
-# `dtype.itemsize` (`torch.finfo(dtype).bits` counts bits). Worked examples:
+# the whole cache (every layer, every token of length `seq_len` of every sequence, each element stored in
+# `dtype`, a `torch.dtype`) as an `int`. `n_head` (the number of **query** heads) is given but does not
+# enter: only key/value heads are cached, which is the whole point of GQA and MQA. Worked examples:
 #
 # * Llama-2-7B (32 layers, 32 heads, all key/value heads, head_dim 128), float16, one token:
 #   $2\cdot32\cdot32\cdot128\cdot2 = 524{,}288$ bytes (0.5 MiB per token); 4096 tokens: $2^{31}$ bytes = 2 GiB;
@@ -214,7 +209,8 @@ def kv_cache_bytes(n_layer: int, n_head: int, n_kv_head: int, head_dim: int, seq
 #
 # <details><summary>Hint 2</summary>
 #
-# `2 (k and v) * n_layer * n_kv_head * head_dim * seq_len * batch * dtype.itemsize`
+# `2 (k and v) * n_layer * n_kv_head * head_dim * seq_len * batch * dtype.itemsize`: a dtype's size in bytes is
+# `dtype.itemsize` (`torch.finfo(dtype).bits` counts bits).
 #
 # </details>
 
@@ -224,31 +220,19 @@ check("05.4", kv_cache_bytes)
 # %% [markdown]
 # ## 05.5 FlashAttention's forward pass (3 points)
 #
-# FlashAttention never forms the `(T, S)` score matrix: it walks over blocks of `block` keys and keeps, for
-# each query, a running max $m$ of the scores seen so far, the running sum $\ell$ of $e^{s - m}$ and an
-# unnormalised output $\text{acc} = \sum e^{s - m} v$. For each block of keys $K_j$ and values $V_j$:
-#
-# $$s = qK_j^\top/\sqrt D,\quad m' = \max\bigl(m, \max s\bigr),\quad \alpha = e^{m - m'},\quad
-# p = e^{s - m'},$$
-# $$\ell \leftarrow \alpha\,\ell + \textstyle\sum p,\qquad \text{acc} \leftarrow \alpha\,\text{acc} + p\,V_j,
-# \qquad m \leftarrow m'.$$
-#
-# Start from $m = -\infty$, $\ell = 0$, $\text{acc} = 0$ ($\alpha = e^{-\infty} = 0$ on the first block).
-# At the end $o = \text{acc}/\ell$ and the log-sum-exp of each query's scores is
-# $\text{lse} = m + \log\ell$ (the backward pass recomputes the probabilities from it).
-# Write `flash_forward(q, k, v, block)` for `q` `(..., T, D)`, `k` `(..., S, D)`, `v` `(..., S, D_v)`,
-# without mask, returning the pair `(o, lse)` with `o` `(..., T, D_v)` and `lse` `(..., T)`. The last block
-# may be shorter. The check compares values only (it cannot see whether you tiled); its inputs include
-# scores near $\pm1500$, where $e^{s}$ overflows or underflows float64 unless you subtract the running max.
+# FlashAttention computes exact attention (05.1's formula, here without mask) but never forms the
+# `(T, S)` score matrix: it reads the keys and values **one block of `block` keys at a time**, in order,
+# and between blocks keeps only a few numbers per query besides one output row. Write
+# `flash_forward(q, k, v, block)` for `q` `(..., T, D)`, `k` `(..., S, D)`, `v` `(..., S, D_v)`, returning
+# the pair `(o, lse)`: `o` `(..., T, D_v)` is $\text{softmax}(qk^\top/\sqrt D)\,v$, and `lse` `(..., T)` is
+# the log-sum-exp of each query's scaled scores $s_j$, $\text{lse} = \log\sum_j e^{s_j}$ (the backward
+# pass recomputes the probabilities from it). The last block may be shorter. The check compares values
+# only (it cannot see whether you tiled); its inputs include scores near $\pm1500$, where $e^{s}$
+# overflows or underflows float64, and both outputs must still be finite and accurate there.
 #
 # Worked example: one query `q = [[1]]` ($D = 1$), keys `[[1], [3], [2]]` (scores 1, 3, 2), `v` the
-# $3\times3$ identity, `block = 1`:
-#
-# * key 0: $m = 1$, $\ell = 1$, acc = `[1, 0, 0]`;
-# * key 1: $m' = 3$, $\alpha = e^{-2} = 0.135335$: $\ell = 0.135335 + 1 = 1.135335$, acc = `[0.135335, 1, 0]`;
-# * key 2: $m' = 3$, $\alpha = 1$, $p = e^{-1} = 0.367879$: $\ell = 1.503215$, acc = `[0.135335, 1, 0.367879]`;
-# * $o$ = acc / $\ell$ = `[0.090031, 0.665241, 0.244728]` = softmax(`[1, 3, 2]`), and
-#   lse $= 3 + \log 1.503215 = 3.407606 = \log(e + e^3 + e^2)$.
+# $3\times3$ identity, `block = 1`: $o$ = softmax(`[1, 3, 2]`) = `[0.090031, 0.665241, 0.244728]` and
+# lse = $\log(e + e^3 + e^2)$ = 3.407606. Hint 2 below traces the three blocks.
 
 # %%
 def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -280,7 +264,22 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int)
 #
 # <details><summary>Hint 2</summary>
 #
-# `running m (-inf), l (0), acc (0); per block rescale l and acc by exp(m - m_new); o = acc / l`
+# Keep, per query, a running max $m$ of the scores seen so far, the running sum $\ell$ of $e^{s - m}$ and an
+# unnormalised output $\text{acc} = \sum e^{s - m} v$. For each block of keys $K_j$ and values $V_j$:
+#
+# $$s = qK_j^\top/\sqrt D,\quad m' = \max\bigl(m, \max s\bigr),\quad \alpha = e^{m - m'},\quad
+# p = e^{s - m'},$$
+# $$\ell \leftarrow \alpha\,\ell + \textstyle\sum p,\qquad \text{acc} \leftarrow \alpha\,\text{acc} + p\,V_j,
+# \qquad m \leftarrow m'.$$
+#
+# Start from $m = -\infty$, $\ell = 0$, $\text{acc} = 0$ ($\alpha = e^{-\infty} = 0$ on the first block).
+# At the end $o = \text{acc}/\ell$ and $\text{lse} = m + \log\ell$. The worked example, one key per block:
+#
+# * key 0: $m = 1$, $\ell = 1$, acc = `[1, 0, 0]`;
+# * key 1: $m' = 3$, $\alpha = e^{-2} = 0.135335$: $\ell = 0.135335 + 1 = 1.135335$, acc = `[0.135335, 1, 0]`;
+# * key 2: $m' = 3$, $\alpha = 1$, $p = e^{-1} = 0.367879$: $\ell = 1.503215$, acc = `[0.135335, 1, 0.367879]`;
+# * $o$ = acc / $\ell$ = `[0.090031, 0.665241, 0.244728]` = softmax(`[1, 3, 2]`), and
+#   lse $= 3 + \log 1.503215 = 3.407606 = \log(e + e^3 + e^2)$.
 #
 # </details>
 
@@ -295,8 +294,8 @@ check("05.5", flash_forward)
 # weight, as `nn.Linear` stores it, is `(n_head * head_dim, d_in)`: rows `h * head_dim` to
 # `(h + 1) * head_dim - 1` produce head `h`. Write `pool_kv_heads(w, n_head, n_kv_head)` returning the
 # `(n_kv_head * head_dim, d_in)` weight whose head `g` is the mean of old heads
-# `g * group, ..., g * group + group - 1`, with `group = n_head // n_kv_head` and
-# `head_dim = w.shape[0] // n_head`.
+# `g * group, ..., g * group + group - 1`, with `group = n_head / n_kv_head` and `head_dim` the number of
+# rows of `w` divided by `n_head`.
 #
 # Worked examples with `w = [[1, 2, 0, 0], [3, 4, 0, 0], [0, 0, 5, 6], [0, 0, 7, 8]]`:
 #

@@ -45,10 +45,9 @@ from minillm.grading import check
 # \bigl[\text{idx}[b, t+1]\bigr],$$
 #
 # returned as one number (a 0-dim tensor or a float). The last position has no next token and is not
-# scored, and the first token is never a target: pair `logits[:, :-1]` with `idx[:, 1:]`. Use
-# `torch.log_softmax` (`torch.log(torch.softmax(...))` underflows: the check has targets with probability
-# $e^{-1000}$); `torch.gather` picks one entry per position. `F.cross_entropy` on the flattened, shifted
-# tensors is accepted too, and the reference.
+# scored, and the first token is never a target. The loss must stay finite and accurate when a target's
+# probability is tiny: the check has targets with probability $e^{-1000}$, far below float64's smallest
+# number.
 #
 # Worked example, $B = 1$, $T = 3$, $V = 3$, `idx = [[0, 2, 1]]`, `logits = [[[0, 0, ln 2], [ln 2, ln 6, 0],
 # [5, 0, 0]]]`:
@@ -78,7 +77,10 @@ def next_token_loss(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 #
 # <details><summary>Hint 2</summary>
 #
-# `logp = log_softmax(logits[:, :-1], -1); pick idx[:, 1:] with gather; minus the mean`
+# Pair `logits[:, :-1]` with `idx[:, 1:]`. `logp = torch.log_softmax(logits[:, :-1], -1)` (not
+# `torch.log(torch.softmax(...))`, which underflows to `log 0`); pick `idx[:, 1:]` with `torch.gather` (one entry
+# per position); minus the mean. `F.cross_entropy` on the flattened, shifted tensors is accepted too, and is
+# the reference.
 #
 # </details>
 
@@ -91,12 +93,9 @@ check("06.1", next_token_loss)
 # A prefix LM (T5's "prefix LM", UniLM, GLM) reads its first `prefix_len` tokens like an encoder, all of
 # them seeing each other, and generates the rest like a decoder. Write `prefix_lm_mask(T, prefix_len)`
 # returning a `(T, T)` tensor of dtype `torch.bool`, `True` where query `i` (row) may attend key `j`
-# (column):
-#
-# $$\text{mask}[i, j] = (j \le i)\ \text{or}\ (j < \text{prefix\_len}).$$
-#
-# Every query sees the whole prefix; no query, not even one inside the prefix, sees a later token after the
-# prefix (those are the targets). `prefix_len = 0` gives the causal mask, `prefix_len = T` full
+# (column). Every query sees the whole prefix (positions `0 .. prefix_len - 1`) and every token at or
+# before its own position; no query, not even one inside the prefix, sees a later token after the prefix
+# (those are the targets). `prefix_len = 0` gives the causal mask, `prefix_len = T` full
 # bidirectional attention. Worked example, `prefix_lm_mask(5, 2)` (1 = `True`):
 #
 # ```text
@@ -128,6 +127,7 @@ def prefix_lm_mask(T: int, prefix_len: int) -> torch.Tensor:
 #
 # <details><summary>Hint 2</summary>
 #
+# $\text{mask}[i, j] = (j \le i)\ \text{or}\ (j < \text{prefix\_len})$:
 # `i = arange(T)[:, None], j = arange(T)[None, :]; return (j <= i) | (j < prefix_len)`
 #
 # </details>
@@ -143,8 +143,7 @@ check("06.2", prefix_lm_mask)
 #
 # * a token embedding $V \times d$ and a **learned** position embedding `block_size` $\times\, d$;
 # * per layer: attention with $W_q, W_k, W_v, W_o$ ($d \times d$ each, with biases), an MLP $d \to 4d \to d$
-#   (two matrices, with biases), and two LayerNorms (a gain **and** a bias: $2d$ each) — that is
-#   $12d^2 + 13d$ per layer;
+#   (two matrices, with biases), and two LayerNorms (a gain **and** a bias: $2d$ each);
 # * a final LayerNorm ($2d$) and the head $d \to V$, which is **tied** to the token embedding (the same
 #   matrix, counted once).
 #
@@ -176,7 +175,8 @@ def gpt2_param_count(vocab_size: int, block_size: int, n_layer: int, d_model: in
 #
 # <details><summary>Hint 2</summary>
 #
-# `V d + block_size d + n_layer (12 d^2 + 13 d) + 2 d (final LayerNorm); the head is tied`
+# `V d + block_size d + n_layer (12 d^2 + 13 d) + 2 d (final LayerNorm); the head is tied`: a layer has
+# $4d^2 + 4d$ in attention, $8d^2 + 5d$ in the MLP and $4d$ in its two LayerNorms.
 #
 # </details>
 
@@ -289,8 +289,8 @@ check("06.5", lr_at)
 # ## 06.6 Which parameters get weight decay? (1 point)
 #
 # AdamW's weight decay pulls every parameter it is given towards 0. GPT-3, Llama and `minillm.train` give
-# it only to the **matrices and embeddings** (parameters with `p.dim() >= 2`), never to biases or to the
-# gains of LayerNorm / RMSNorm (1-D): decaying a norm's gain would shrink the activations it scales. Write
+# it only to the **matrices and embeddings** (parameters with two or more dimensions), never to biases or
+# to the gains of LayerNorm / RMSNorm (1-D): decaying a norm's gain would shrink the activations it scales. Write
 # `decay_groups(model)` returning a pair `(decay, no_decay)` of lists holding every **trainable**
 # parameter (`requires_grad`) of the model exactly once: the parameters themselves, as
 # `model.parameters()` yields them (a tied head is one parameter, yielded once). They go straight into

@@ -38,7 +38,7 @@ from minillm.grading import check
 # Write `top_k_filter(logits, k)` for `logits` of shape `(B, V)` and $1 \le k \le V$: in each row keep the
 # `k` largest logits and set every other one to $-\infty$ (so that the softmax gives them probability
 # exactly 0), returning a new `(B, V)` tensor of logits. Each row is filtered on its own; the check has no
-# ties. `torch.topk(logits, k, dim=-1).values[:, -1:]` is the k-th largest of each row. Worked examples
+# ties. Worked examples
 # with `logits = [[1, 3, -0.5, 2, 0], [0.5, -1, 2, 1.5, -2]]`:
 #
 # * `k = 2`: `[[-inf, 3, -inf, 2, -inf], [-inf, -inf, 2, 1.5, -inf]]`;
@@ -75,15 +75,10 @@ check("07.1", top_k_filter)
 #
 # Top-p keeps the smallest set of most likely tokens whose probabilities add up to at least `p`, so the
 # number of kept tokens adapts to how sure the model is. Write `top_p_filter(logits, p)` for `(B, V)` logits
-# and $0 < p < 1$, returning `(B, V)` logits with the other tokens at $-\infty$. Per row:
-#
-# 1. sort the logits in descending order (`torch.sort(..., descending=True)` also gives the `order`) and take
-#    the softmax of the sorted row;
-# 2. a token is **kept** when the probability of the tokens ranked **above** it is $< p$:
-#    `cumsum(probs) - probs < p`. The token that brings the total to $p$ or past it is kept, and so is the most
-#    likely token, always;
-# 3. map the mask from sorted order back to vocabulary order (`drop.scatter(-1, order, drop)` on a zero mask,
-#    or index with the inverse permutation) and fill $-\infty$.
+# and $0 < p < 1$, returning `(B, V)` logits, in vocabulary order, with the other tokens at $-\infty$. Per
+# row, with the probabilities the softmax of the row gives: rank the tokens from most to least likely; a
+# token is **kept** when the total probability of the tokens ranked **above** it is $< p$. So the token
+# that brings the total to $p$ or past it is kept, and so is the most likely token, always.
 #
 # Worked example: one row with probabilities `[0.1, 0.4, 0.05, 0.3, 0.15]`, i.e. `logits = log(probs)` =
 # `[-2.302585, -0.916291, -2.995732, -1.203973, -1.897120]`. Sorted, tokens 1, 3, 4, 0, 2 have probabilities
@@ -115,7 +110,9 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 #
 # <details><summary>Hint 2</summary>
 #
-# `sort descending; probs = softmax(sorted); drop = cumsum - probs >= p; scatter back; -inf`
+# Sort each row in descending order (`torch.sort(..., descending=True)` also gives the `order`); `probs` = softmax
+# of the sorted row; `drop = cumsum(probs) - probs >= p`; map the mask back to vocabulary order
+# (`drop.scatter(-1, order, drop)` on a zero mask, or index with the inverse permutation); fill $-\infty$.
 #
 # </details>
 
@@ -126,8 +123,8 @@ check("07.2", top_p_filter)
 # ## 07.3 The repetition penalty (1 point)
 #
 # CTRL (Keskar et al. 2019) discourages a model from repeating itself: every token that already occurs in
-# the sequence gets its logit pushed down by a factor $\theta > 1$. A logit can be of either sign, so the
-# push is
+# the sequence gets its logit divided by a factor $\theta > 1$. Dividing a negative logit would raise it,
+# so Hugging Face's version, the one to write here, pushes by the sign:
 #
 # $$\text{logit} \leftarrow \begin{cases} \text{logit} / \theta & \text{if logit} > 0,\\
 # \text{logit} \cdot \theta & \text{otherwise,} \end{cases}$$
@@ -173,15 +170,15 @@ check("07.3", repetition_penalty)
 #
 # Write `greedy_generate(model, idx, n)`: continue the prompts `idx` `(B, T)` by `n` tokens, each the argmax
 # of the last position's logits, and return the `(B, T + n)` tensor of the prompt followed by the new tokens.
-# `model` is a `minillm.model.GPT` (try `GPT(GPTConfig.preset("tiny"))`), used with its KV cache:
+# `model` is a `minillm.model.GPT` (try `GPT(GPTConfig.preset("tiny"))`). Its KV-cache interface:
+# `model.make_kv_caches()` returns fresh, empty caches (one per layer, room for `block_size` tokens), and
+# `model(tokens, kv_caches=caches)` returns the pair `(logits, loss)`, with `logits` `(B, t, V)` for the `t`
+# tokens fed; it places them after the `len(caches[0])` tokens already cached, lets them attend to those,
+# and appends their keys and values to the caches. Use it this way:
 #
-# * `caches = model.make_kv_caches()` once, before anything else (one empty cache per layer, room for
-#   `block_size` tokens);
-# * the **prefill**: `logits, _ = model(idx, kv_caches=caches)` runs the whole prompt once, fills the
-#   caches, and `logits[:, -1, :]` `(B, V)` gives the first new token;
-# * then each further step feeds **only the newest token**, shape `(B, 1)`:
-#   `logits, _ = model(nxt, kv_caches=caches)`. The model puts it at position `len(caches[0])` and lets it
-#   attend to the cached keys and values of everything before it.
+# * make the caches **once**, before any call;
+# * the **prefill**: one call with the whole prompt;
+# * then each further call feeds **only the newest token**, shape `(B, 1)`.
 #
 # The check gives you a stand-in for the model that forwards every call and records what it was fed: it
 # wants one prefill of the whole prompt, then one token per call, always with the caches, and the same
@@ -224,7 +221,8 @@ def greedy_generate(model, idx: torch.Tensor, n: int) -> torch.Tensor:
 #
 # <details><summary>Hint 2</summary>
 #
-# `caches = model.make_kv_caches(); prefill model(idx, kv_caches=caches); then feed nxt (B, 1)`
+# `caches = model.make_kv_caches()`; `logits, _ = model(idx, kv_caches=caches)`; the next token is the argmax of
+# `logits[:, -1, :]` `(B, V)`; then `logits, _ = model(nxt, kv_caches=caches)` with `nxt` of shape `(B, 1)`.
 #
 # </details>
 
@@ -238,14 +236,8 @@ check("07.4", greedy_generate)
 # token, per layer, the keys and the values, `n_kv_head * head_dim` numbers each, for every token of every
 # sequence of the batch. Write `inference_memory_gb(n_params, dtype, n_layer, n_kv_head, head_dim, tokens,
 # batch)` returning the total in **GB, $10^9$ bytes** (as in "a 7B model in fp16 takes 14 GB"; not GiB,
-# $2^{30}$), with weights and cache both stored in `dtype` (a `torch.dtype`; bytes per number:
-# `dtype.itemsize`):
-#
-# ```text
-# (n_params + 2 * n_layer * n_kv_head * head_dim * tokens * batch) * dtype.itemsize / 1e9
-# ```
-#
-# Activations and the framework's overhead (10-20% in practice) are left out. Worked examples:
+# $2^{30}$), with weights and cache both stored in `dtype` (a `torch.dtype`). Activations and the
+# framework's overhead (10-20% in practice) are left out. Worked examples:
 #
 # * 7B parameters in float16, no cache (`tokens = 0`): $7\cdot10^9 \cdot 2 / 10^9 = 14$ GB;
 # * Llama-2-7B ($6{,}738{,}415{,}616$ parameters, 32 layers, 32 key/value heads of 128) in bfloat16, 4096
@@ -273,7 +265,8 @@ def inference_memory_gb(n_params: float, dtype: torch.dtype, n_layer: int, n_kv_
 #
 # <details><summary>Hint 2</summary>
 #
-# `(n_params + 2 * n_layer * n_kv_head * head_dim * tokens * batch) * dtype.itemsize / 1e9`
+# `(n_params + 2 * n_layer * n_kv_head * head_dim * tokens * batch) * dtype.itemsize / 1e9`; `dtype.itemsize` is
+# the bytes per number.
 #
 # </details>
 
@@ -289,8 +282,7 @@ check("07.5", inference_memory_gb)
 # **all together**: one beam may get several children and another none. Write
 # `beam_step(scores, logp, num_beams)` returning a triple `(beam_idx, token_idx, new_scores)` of length
 # `num_beams`, best first: candidate `i` extends beam `beam_idx[i]` by token `token_idx[i]` and has total
-# `new_scores[i]`. Flatten the candidates, `torch.topk`, and decode a flat index `f` as beam `f // V`,
-# token `f % V`. At the first step there is one beam (`n_live = 1`) and `num_beams` of its tokens are kept.
+# `new_scores[i]`. At the first step there is one beam (`n_live = 1`) and `num_beams` of its tokens are kept.
 #
 # Worked example, `scores = [-1.0, -0.5]`, probabilities `[[0.6, 0.3, 0.1], [0.5, 0.45, 0.05]]`
 # (`logp` is their log):
@@ -325,7 +317,8 @@ def beam_step(scores: torch.Tensor, logp: torch.Tensor, num_beams: int) -> tuple
 #
 # <details><summary>Hint 2</summary>
 #
-# `total = scores[:, None] + logp; topk over total.flatten(); beam = f // V, token = f % V`
+# `total = scores[:, None] + logp`; `torch.topk` over `total.flatten()`; decode a flat index `f` as beam `f // V`,
+# token `f % V`.
 #
 # </details>
 
