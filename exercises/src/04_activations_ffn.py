@@ -216,7 +216,7 @@ check("04.4", swiglu_ffn)
 
 # %%
 def llama_hidden_size(dim: int, multiple_of: int = 256, ffn_dim_multiplier: float | None = None) -> int:
-    """Hidden size of Llama's SwiGLU FFN: int(8 dim / 3), times the multiplier, rounded UP to multiple_of."""
+    """Hidden size of Llama's SwiGLU FFN for width dim: an int, a multiple of multiple_of."""
     # BEGIN SOLUTION 04.5: return Llama's FFN hidden size
     hidden = int(2 * 4 * dim / 3)
     if ffn_dim_multiplier is not None:

@@ -104,7 +104,7 @@ check("05.1", attention)
 
 # %%
 def causal_mask(T: int, S: int) -> torch.Tensor:
-    """(T, S) bool, True where query i may attend key j: j <= i + S - T (bottom-right aligned, S >= T)."""
+    """(T, S) bool, True where query i may attend key j; diagonal aligned bottom-right (S >= T)."""
     # BEGIN SOLUTION 05.2: return the (T, S) causal mask
     i = torch.arange(T)[:, None]
     j = torch.arange(S)[None, :]

@@ -110,7 +110,7 @@ check("06.1", next_token_loss)
 
 # %%
 def prefix_lm_mask(T: int, prefix_len: int) -> torch.Tensor:
-    """(T, T) bool, True where query i may attend key j: j <= i or j < prefix_len."""
+    """(T, T) bool, True where query i may attend key j: causal, plus the whole prefix."""
     # BEGIN SOLUTION 06.2: return the (T, T) prefix-LM mask
     i = torch.arange(T)[:, None]
     j = torch.arange(T)[None, :]
