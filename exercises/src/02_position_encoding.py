@@ -312,7 +312,11 @@ check("02.6", yarn_range)
 # `x` has shape `(..., T, d)` with `d` even, `positions` is a 1-D integer tensor of `T` absolute positions
 # (not necessarily `0 .. T-1`: a KV cache continues at an offset, a packed batch restarts at 0), `base` is
 # RoPE's base (10000 in the paper, 500000 in Llama 3). Return `x` rotated as RoPE rotates queries and
-# keys, with the frequencies of the chapter (the first pair turns fastest, one radian per position).
+# keys: at position $p$, pair $i$ ($i = 0, \dots, d/2 - 1$) turns counter-clockwise by $p\,\theta_i$ with
+# $\theta_i = \text{base}^{-2i/d}$ (the first pair turns fastest, one radian per position), the pair's
+# first feature on the first axis. `x` is float64 and positions reach 100000: compute the angles in
+# float64 too (a float32 angle near $10^5$ radians is off by about $4\cdot10^{-3}$, far beyond the
+# check's $10^{-5}$).
 # `layout` says which features form a pair: `"halves"` pairs feature `i` with feature `i + d/2` (GPT-NeoX,
 # Llama in Hugging Face), `"adjacent"` pairs `2i` with `2i + 1` (GPT-J, RoFormer, Meta's Llama code).
 #

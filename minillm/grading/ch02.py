@@ -317,13 +317,14 @@ def _cases_yarn() -> list:
 # 02.7 RoPE at arbitrary positions, both layouts (interview question)
 
 
-def _rope_ref(x, positions, base, layout, *, exponent=2.0, sign=1.0, layout_of=None, pos=None):
+def _rope_ref(x, positions, base, layout, *, exponent=2.0, sign=1.0, layout_of=None, pos=None,
+              angle_dtype=torch.float64):
     """minillm's apply_rope with one deviation per keyword (the simulated mistakes below)."""
     d = x.shape[-1]
-    inv_freq = base ** (-exponent * torch.arange(0, d // 2, dtype=torch.float64) / d)
+    inv_freq = base ** (-exponent * torch.arange(0, d // 2, dtype=angle_dtype) / d)
     p = positions if pos is None else pos(positions)
-    cos, sin = ref.rope_cos_sin(p, inv_freq)
-    return ref.apply_rope(x, cos, sign * sin, layout_of or layout)
+    cos, sin = ref.rope_cos_sin(p, inv_freq)  # angles in angle_dtype
+    return ref.apply_rope(x, cos.to(x.dtype), sign * sin.to(x.dtype), layout_of or layout)
 
 
 def _cases_rope_at() -> list:
@@ -369,6 +370,9 @@ ROPE_AT_MISTAKES = [
      "turns nearly base times slower than the first"),
     (lambda x, positions, base, layout: _rope_ref(x, positions, base, layout, sign=-1.0),
      "rotate counter-clockwise: a pair (a, b) becomes (a cos - b sin, a sin + b cos)"),
+    (lambda x, positions, base, layout: _rope_ref(x, positions, base, layout, angle_dtype=torch.float32),
+     "compute the angles in float64 as the task asks: a float32 angle near 100000 radians is off by about "
+     "0.004, far beyond the check's 1e-5"),
 ]
 
 
