@@ -260,6 +260,11 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_head * hd, bias=cfg.bias)
         self.o_proj = nn.Linear(cfg.n_head * hd, cfg.d_model, bias=cfg.bias)
 
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, d_model) -> q (B, T, H hd), k and v (B, T, H_kv hd): the three input projections
+        (`minillm.fast` computes them as one matmul)."""
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -276,9 +281,10 @@ class Attention(nn.Module):
         pos (T,) defaults to len(kv_cache) .. len(kv_cache) + T - 1. mask is over the S cached + new keys."""
         B, T, _ = x.shape
         c = self.cfg
-        q = self.q_proj(x).view(B, T, c.n_head, c.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = self.k_proj(x).view(B, T, c.n_kv_head, c.head_dim).transpose(1, 2)  # (B, H_kv, T, hd)
-        v = self.v_proj(x).view(B, T, c.n_kv_head, c.head_dim).transpose(1, 2)  # (B, H_kv, T, hd)
+        q, k, v = self.project(x)
+        q = q.view(B, T, c.n_head, c.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = k.view(B, T, c.n_kv_head, c.head_dim).transpose(1, 2)  # (B, H_kv, T, hd)
+        v = v.view(B, T, c.n_kv_head, c.head_dim).transpose(1, 2)  # (B, H_kv, T, hd)
         if rotate is not None:
             if pos is None:
                 start = len(kv_cache) if kv_cache is not None else 0

@@ -110,32 +110,15 @@ def _fused_linear(x: torch.Tensor, linears: tuple[nn.Linear, ...]) -> torch.Tens
 
 
 class FastAttention(Attention):
-    """`Attention` with q, k and v from one matmul and PyTorch's fused SDPA (unless a kernel was set)."""
+    """`Attention` with q, k and v from one matmul and PyTorch's fused SDPA (unless a kernel was set); the
+    teaching `forward` runs unchanged around them."""
 
     kernel = staticmethod(torch_sdpa)
 
-    def forward(self, x, *, rotate=None, mask=None, is_causal=True, kv_cache=None, pos=None, **other):
-        if other:  # an option this copy of the forward does not know: the teaching forward (still torch_sdpa)
-            return super().forward(x, rotate=rotate, mask=mask, is_causal=is_causal, kv_cache=kv_cache, pos=pos,
-                                   **other)
-        B, T, _ = x.shape
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         c = self.cfg
-        hd, H, Hkv = c.head_dim, c.n_head, c.n_kv_head
         qkv = _fused_linear(x, (self.q_proj, self.k_proj, self.v_proj))  # (B, T, (H + 2 H_kv) hd)
-        q, k, v = qkv.split((H * hd, Hkv * hd, Hkv * hd), dim=-1)
-        q = q.view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
-        k = k.view(B, T, Hkv, hd).transpose(1, 2)  # (B, H_kv, T, hd)
-        v = v.view(B, T, Hkv, hd).transpose(1, 2)  # (B, H_kv, T, hd)
-        if rotate is not None:
-            if pos is None:
-                start = len(kv_cache) if kv_cache is not None else 0
-                pos = torch.arange(start, start + T, device=x.device)
-            q, k = rotate(q, k, pos)
-        if kv_cache is not None:
-            k, v = kv_cache.update(k, v)  # (B, H_kv, S, hd)
-        p = c.dropout if self.training else 0.0
-        y = self.kernel(q, k, v, mask=mask, is_causal=is_causal, dropout_p=p)  # (B, H, T, hd)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, H * hd))
+        return qkv.split((c.n_head * c.head_dim, c.n_kv_head * c.head_dim, c.n_kv_head * c.head_dim), dim=-1)
 
 
 # ---------------------------------------------------------------------------------------------- norms

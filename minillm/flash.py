@@ -12,7 +12,7 @@ arXiv:2307.08691, Algorithms 1 and 2):
 - `FlashAttention` (a `torch.autograd.Function`) and `flash_attention(q, k, v, ...)` wiring the two, with
   grouped-query k/v repeated outside the Function so autograd sums their gradients over each group.
 - `attention_peak_memory`: the measured peak bytes of naive, tiled and torch's attention (the probe itself,
-  `peak_allocated_bytes`, is `minillm.memory`'s).
+  `peak_allocated_bytes`, is in `minillm.memory`).
 
 Conventions as in `minillm.attention`: q (B, H, T, D), k and v (B, H, S, D); `is_causal` is aligned bottom-
 right (query i attends keys j <= i + S - T, as FlashAttention >= 2.1; torch SDPA's is_causal is top-left,
@@ -25,7 +25,7 @@ Leaves out: dropout, attention bias / arbitrary masks, the FA2 work partitioning
 warps, FA3's asynchrony and FP8, varlen (packed) batches, the paged KV cache.
 
 Measuring memory: `minillm.memory.peak_allocated_bytes` (the allocator's high-water mark during one call,
-on CPU from torch.profiler's allocation events) explains how; it is re-exported here for chapter 5.
+on CPU from torch.profiler's allocation events) explains how.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from minillm.attention import repeat_kv, sdpa
-from minillm.memory import peak_allocated_bytes  # re-exported: notebook 5.2 imports it from here
+from minillm.memory import peak_allocated_bytes
 
 
 def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_q: int, block_k: int) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minillm import flash
 from minillm.memory import peak_allocated_bytes
 
 
@@ -23,7 +22,3 @@ def test_peak_allocated_bytes_hand_worked():
     assert peak_allocated_bytes(lambda: torch.empty(1000, dtype=torch.float64))[0] == 8000
     with pytest.raises(ValueError, match="cpu"):
         peak_allocated_bytes(lambda: None, "meta")
-
-
-def test_flash_reexports_the_probe():
-    assert flash.peak_allocated_bytes is peak_allocated_bytes

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import regex
 
-from .patterns import GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN, PATTERNS  # noqa: F401 - re-exported
+from .patterns import PATTERNS
 
 FILE_FORMAT = "minillm-bpe"
 
