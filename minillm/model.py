@@ -227,32 +227,27 @@ class GPT(nn.Module):
         table starts at zero (no position preference before training). cfg.init == "torch": every layer's own
         `reset_parameters()` (PyTorch's defaults), the init of the former ToyLM of chapters 2-4; "deepnorm"
         starts from it too, as DeepNet's unit-scale embeddings do."""
-        if self.cfg.init in ("torch", "deepnorm"):
-            for m in self.modules():
-                if isinstance(m, nn.Linear | nn.Embedding | LayerNorm | RMSNorm):
-                    if not isinstance(m, LayerNorm | RMSNorm):
-                        m.reset_parameters()
-                    elif m.weight is not None:
-                        nn.init.ones_(m.weight)
-                        if getattr(m, "bias", None) is not None:
-                            nn.init.zeros_(m.bias)
-            if self.rel_bias is not None:
-                nn.init.zeros_(self.rel_bias.table.weight)
-            if self.cfg.init == "deepnorm":
-                deepnorm_init_(self, deepnorm_constants(self.cfg.n_layer)[1])
-            return
+        torch_init = self.cfg.init in ("torch", "deepnorm")
         std = self.cfg.init_std
         for m in self.modules():
-            if isinstance(m, nn.Linear | nn.Embedding):
-                nn.init.normal_(m.weight, 0.0, std)
-            if isinstance(m, nn.Linear) and m.bias is not None:
-                nn.init.zeros_(m.bias)
-            if isinstance(m, LayerNorm | RMSNorm) and m.weight is not None:
-                nn.init.ones_(m.weight)
+            if isinstance(m, LayerNorm | RMSNorm):
+                if m.weight is not None:
+                    nn.init.ones_(m.weight)
                 if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear | nn.Embedding):
+                if torch_init:
+                    m.reset_parameters()
+                    continue
+                nn.init.normal_(m.weight, 0.0, std)
+                if isinstance(m, nn.Linear) and m.bias is not None:
                     nn.init.zeros_(m.bias)
         if self.rel_bias is not None:
             nn.init.zeros_(self.rel_bias.table.weight)
+        if torch_init:
+            if self.cfg.init == "deepnorm":
+                deepnorm_init_(self, deepnorm_constants(self.cfg.n_layer)[1])
+            return
         for layer in self.layers:
             nn.init.normal_(layer.self_attn.o_proj.weight, 0.0, std / math.sqrt(2 * self.cfg.n_layer))
             nn.init.normal_(layer.mlp.down.weight, 0.0, std / math.sqrt(2 * self.cfg.n_layer))

@@ -73,9 +73,6 @@ class Sinusoidal:
 class Learned(nn.Embedding):
     """A learned (max_len, d) table (GPT-2, BERT) added to the token embeddings; positions >= max_len raise."""
 
-    def __init__(self, max_len: int, d_model: int):
-        super().__init__(max_len, d_model)
-
     def embed(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """x (B, T, d) + table[pos] (T, d)."""
         if int(pos.max()) >= self.num_embeddings:
