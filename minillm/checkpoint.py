@@ -63,7 +63,7 @@ def _as_dict(obj: Any) -> dict[str, Any] | None:
 def _model_config(model: nn.Module) -> dict[str, Any] | None:
     """The model's config as a dict, or None for a model without a dataclass `cfg`."""
     cfg = getattr(model, "cfg", None)
-    return _as_dict(cfg) if cfg is not None and (hasattr(cfg, "to_dict") or dataclasses.is_dataclass(cfg)) else None
+    return _as_dict(cfg) if hasattr(cfg, "to_dict") or dataclasses.is_dataclass(cfg) else None
 
 
 def save_checkpoint(
