@@ -8,7 +8,8 @@
 
 All three are in the public domain; where each file came from is in `book/howto.md`.
 Chapter 6 adds `CharTokenizer`, `build_tokenizer` and `TokenData`: token ids and random batches for pretraining;
-`CharData` is the character-level `TokenData` of the experiments of chapters 2-4.
+`CharData` is the character-level `TokenData` of the experiments of chapters 2-4. `MixedData` samples windows
+from several corpora with given weights (the course's base model, Part II), each corpus split 90/10 on its own.
 """
 
 from __future__ import annotations
@@ -172,3 +173,50 @@ class CharData(TokenData):
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
+
+
+class MixedData:
+    """Several corpora under one tokenizer, sampled by weight: each row of a batch first draws its corpus
+    (probability proportional to `weights[name]`), then a window of it. Each corpus is split into train / val
+    on its own (`parts[name]` is its `TokenData`), so every language has held-out text.
+
+    A weight is a sampling rate, not a size: the small Chinese corpora can be seen more often than their share
+    of the characters (their ~7%), the usual way pretraining mixes (e.g. Llama's epochs per source, Touvron et
+    al. 2023, table 1)."""
+
+    def __init__(self, texts: dict[str, str], tokenizer, weights: dict[str, float], val_fraction: float = 0.1):
+        import torch
+
+        if not texts or set(texts) != set(weights):
+            raise ValueError(f"need one weight per corpus: texts {sorted(texts)}, weights {sorted(weights)}")
+        if any(not (w > 0) for w in weights.values()):
+            raise ValueError(f"every weight must be > 0, got {weights}")
+        self.tokenizer = tokenizer
+        self.names = list(texts)
+        self.parts = {n: TokenData(texts[n], tokenizer, val_fraction) for n in self.names}
+        total = sum(weights.values())
+        self.weights = {n: weights[n] / total for n in self.names}
+        self._probs = torch.tensor([self.weights[n] for n in self.names], dtype=torch.float64)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    @property
+    def train(self):
+        import torch
+
+        return torch.cat([p.train for p in self.parts.values()])
+
+    @property
+    def val(self):
+        import torch
+
+        return torch.cat([p.val for p in self.parts.values()])
+
+    def batch(self, split: str, batch_size: int, seq_len: int, generator=None):
+        import torch
+
+        which = torch.multinomial(self._probs, batch_size, replacement=True, generator=generator)  # (B,)
+        rows = [self.parts[self.names[i]].batch(split, 1, seq_len, generator) for i in which.tolist()]
+        return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])  # (B, T), (B, T)

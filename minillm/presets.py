@@ -10,6 +10,7 @@ Course presets (they train in seconds to minutes on a laptop CPU):
   2-4 override `pos`,
   `norm`, `norm_position`, `ffn`, `n_layer`;
 - "tiny" (GPT-2 family) and "tiny-llama" (Llama family) at the same size, for chapters 6-7;
+- "base": the course's base model from Part II on (`minillm.pretrained`, recipe in `minillm/base_model/`);
 - "small": nanoGPT's shakespeare_char shape (Karpathy, config/train_shakespeare_char.py: 10.65M parameters).
 
 Published shapes are copied from each model's config.json on the Hugging Face Hub (see SOURCES). Leaves
@@ -31,6 +32,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(vocab_size=128, block_size=64, n_layer=2, n_head=4, d_model=64, ffn="gelu"),
     "tiny-llama": dict(_LLAMA, vocab_size=128, block_size=64, n_layer=2, n_head=4, n_kv_head=2, d_model=64,
                        ffn_hidden=172),  # 172 ~ 8/3 * 64 (the 256-rounding of the Llama rule would give 256)
+    # the course's base model (Part II on): Llama-shaped, tied embeddings, sized to train in ~25 CPU minutes
+    "base": dict(_LLAMA, vocab_size=2917, block_size=256, n_layer=4, n_head=6, d_model=192, ffn_hidden=512,
+                 tie_embeddings=True),
     "small": dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, d_model=384, ffn="gelu", bias=False, dropout=0.2),
     # ---- published models
     "gpt2": dict(_GPT2, vocab_size=50257, block_size=1024, n_layer=12, n_head=12, d_model=768),

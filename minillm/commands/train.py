@@ -33,7 +33,8 @@ class InputError(ValueError):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="tiny", help="a minillm.model preset: tiny, tiny-llama, small, ...")
-    p.add_argument("--corpus", default="shakespeare", help="shakespeare | tang300 | song100 (bundled)")
+    p.add_argument("--corpus", default="shakespeare",
+                   help="shakespeare | tang300 | song100 (bundled); a config file may give {name: weight, ...}")
     p.add_argument("--tokenizer", default="char", choices=["char", "bpe"])
     p.add_argument("--vocab-size", type=int, default=512, help="for --tokenizer bpe")
     p.add_argument("--config", help="a YAML or JSON file with sections model: {...}, train: {...}, data: {...}")
@@ -112,7 +113,7 @@ def check_writable(out: Path) -> None:
 
 def build(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
     """(model config, train config, data, data settings) from the flags and the config file; no training."""
-    from minillm.data import TokenData, build_tokenizer, load_corpus
+    from minillm.data import MixedData, TokenData, build_tokenizer, load_corpus
     from minillm.model import GPTConfig
     from minillm.train import TrainConfig
 
@@ -125,8 +126,14 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
         raise InputError(f"--resume: no checkpoint {out / 'ckpt.pt'}; drop --resume to start a new run there")
     check_writable(out)
     try:
-        text = load_corpus(data_cfg["corpus"])
+        corpus = data_cfg["corpus"]
+        if isinstance(corpus, dict):  # {name: sampling weight}: a mixture, each corpus split on its own
+            texts = {name: load_corpus(name) for name in corpus}
+            text = "".join(texts.values())
+        else:
+            text = load_corpus(corpus)
         tok = build_tokenizer(text, data_cfg["tokenizer"], data_cfg["vocab_size"])
+        data = MixedData(texts, tok, corpus) if isinstance(corpus, dict) else TokenData(text, tok)
         model_cfg = GPTConfig.preset(args.preset, **{**file_cfg["model"], "vocab_size": tok.vocab_size})
         train_kw = {"seq_len": min(model_cfg.block_size, 256), **file_cfg["train"], **flags}
         cfg = TrainConfig(**{**train_kw, "out_dir": str(out)})
@@ -135,7 +142,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
     if cfg.seq_len > model_cfg.block_size:
         raise InputError(f"seq_len={cfg.seq_len} exceeds the model's block_size={model_cfg.block_size}: "
                          "lower --seq-len or raise block_size")
-    return model_cfg, cfg, TokenData(text, tok), data_cfg
+    return model_cfg, cfg, data, data_cfg
 
 
 def run(args: argparse.Namespace) -> int:
