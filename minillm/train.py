@@ -4,8 +4,8 @@
 `minillm.model.GPT`) on a `minillm.data.TokenData` (or any object whose `batch(split, B, T, generator)` gives
 (x, y), or (x, y, kwargs) with extra forward arguments such as packed SFT batches), and returns a `History`
 (loss of every step, validation loss every `eval_every` steps, tokens per second). With `cfg.out_dir` it writes
-`ckpt.pt` (`minillm.checkpoint`) every `ckpt_every` steps and at the end; `train(..., resume=True)` continues from it and
-gives bit-for-bit the same weights as a run that was never interrupted, because the checkpoint holds
+`ckpt.pt` (`minillm.checkpoint`) every `ckpt_every` steps and at the end; `train(..., resume=True)` continues from
+it and gives bit-for-bit the same weights as a run that was never interrupted, because the checkpoint holds
 everything that decides the next step: weights, AdamW's moments, the step, the RNG states of torch
 (dropout) and of the batch sampler.
 
