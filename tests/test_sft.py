@@ -15,9 +15,26 @@ from minillm.generate import generate
 from minillm.model import GPT, GPTConfig
 from minillm.sampling import SamplingParams
 from minillm.sft import (
-    IGNORE, ChatSession, ChatTokenizer, SFTData, add_chat_tokens, build_instructions, encode_chat, finetune,
-    labels_to_targets, load_jsonl, pack_batch, packing_mask, pad_batch, positions_from_segments, prepare_for_chat,
-    render, reply, resize_token_embeddings, sft_config, stream,
+    IGNORE,
+    ChatSession,
+    ChatTokenizer,
+    SFTData,
+    add_chat_tokens,
+    build_instructions,
+    encode_chat,
+    finetune,
+    labels_to_targets,
+    load_jsonl,
+    pack_batch,
+    packing_mask,
+    pad_batch,
+    positions_from_segments,
+    prepare_for_chat,
+    render,
+    reply,
+    resize_token_embeddings,
+    sft_config,
+    stream,
 )
 from minillm.sft.batching import encode_examples, pretraining_mix
 from minillm.sft.instructions import PRETRAIN_FRACTION, poem_instructions, speeches
@@ -105,7 +122,8 @@ def test_encode_chat_by_hand():
     gen_ids, gen_labels = encode_chat(tok, msgs[:1], add_generation_prompt=True)
     assert gen_ids == [U, 0, 1, E, A] and set(gen_labels) == {-100}
     assert labels_to_targets(labels) == [*labels[1:], -100]
-    torch.testing.assert_close(labels_to_targets(torch.tensor([labels, labels])), torch.tensor([labels[1:] + [-100]] * 2))
+    shifted = labels_to_targets(torch.tensor([labels, labels]))
+    torch.testing.assert_close(shifted, torch.tensor([labels[1:] + [-100]] * 2))
     with pytest.raises(ValueError, match="role"):
         encode_chat(tok, [{"role": "system", "content": "a"}])
 
@@ -154,7 +172,8 @@ def test_masked_loss_equals_hugging_face_labels():
         ours = model(x, labels_to_targets(labels))[1]
         # by hand: mean over the counted positions of -log p(label[t+1] | ids[:t+1])
         logp = F.log_softmax(model(x)[0], -1)
-        picked = [-logp[b, t, labels[b, t + 1]] for b in range(2) for t in range(x.shape[1] - 1) if labels[b, t + 1] >= 0]
+        picked = [-logp[b, t, labels[b, t + 1]] for b in range(2) for t in range(x.shape[1] - 1)
+                  if labels[b, t + 1] >= 0]
     # transformers casts the logits to float32 inside its loss (ForCausalLMLoss): float32's tolerance
     torch.testing.assert_close(ours, theirs.double(), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(ours, torch.stack(picked).mean(), rtol=1e-12, atol=1e-12)
