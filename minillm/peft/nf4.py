@@ -83,6 +83,9 @@ def dynamic_code_values() -> torch.Tensor:
     return torch.tensor(sorted(values), dtype=torch.float32)
 
 
+DYNAMIC_CODE = dynamic_code_values()
+
+
 def nearest_code(scaled: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
     """Index (uint8) of the nearest value of the sorted `code` for each entry of `scaled`; ties go down."""
     mids = (code[:-1] + code[1:]) / 2  # (len(code) - 1,) decision boundaries
@@ -119,7 +122,9 @@ def dequantize_blockwise(
     """code[idx] * absmax of each value's block: float32 (idx.numel(),)."""
     n = idx.numel()
     values = code.to(absmax.device)[idx.reshape(-1).long()]  # (n,) in [-1, 1]
-    values = F.pad(values, (0, -n % blocksize)).view(-1, blocksize)  # (n_blocks, blocksize)
+    if n % blocksize:
+        values = F.pad(values, (0, -n % blocksize))
+    values = values.view(-1, blocksize)  # (n_blocks, blocksize)
     return (values * absmax[:, None]).reshape(-1)[:n]
 
 
@@ -161,13 +166,13 @@ def quantize_absmax(absmax: torch.Tensor, blocksize2: int = 256) -> tuple[torch.
     """Double quantisation of the fp32 constants: (uint8 indices (n,), fp32 absmax2 (ceil(n/blocksize2),),
     fp32 offset ()). The constants are all positive: subtracting their mean centres them for a signed type."""
     offset = absmax.mean()
-    idx, absmax2 = quantize_blockwise(absmax - offset, dynamic_code_values(), blocksize2)
+    idx, absmax2 = quantize_blockwise(absmax - offset, DYNAMIC_CODE, blocksize2)
     return idx, absmax2, offset
 
 
 def dequantize_absmax(idx: torch.Tensor, absmax2: torch.Tensor, offset: torch.Tensor, blocksize2: int = 256):
     """The fp32 constants back from `quantize_absmax`'s output: float32 (idx.numel(),)."""
-    return dequantize_blockwise(idx, absmax2, dynamic_code_values(), blocksize2) + offset
+    return dequantize_blockwise(idx, absmax2, DYNAMIC_CODE, blocksize2) + offset
 
 
 def quantize_nf4(w: torch.Tensor, blocksize: int = 64, double_quant: bool = True, blocksize2: int = 256) -> NF4Weight:
