@@ -274,6 +274,9 @@ def test_memory_table_by_hand():
     assert c7["lora"] == 32 * 64 * (8 * 4096 + 3 * (4096 + 11008)) == 159_907_840
     full = finetune_memory(LLAMA_SHAPES["7b"], "full")
     assert full["total"] == pytest.approx(12 * 6.738415616)  # 2 + 2 + 8 bytes per parameter
+    master = finetune_memory(LLAMA_SHAPES["7b"], "full", master_weights=True)
+    assert master["total"] == pytest.approx(16 * 6.738415616)
+    assert master["fp32 master"] == pytest.approx(4 * 6.738415616)
     q7 = finetune_memory(LLAMA_SHAPES["7b"], "qlora")
     assert q7["base weights"] == pytest.approx(6.476005376 * 4.126953125 / 8 + 2 * 0.262410240)
     assert q7["total"] == pytest.approx(q7["base weights"] + 12 * 0.15990784)

@@ -20,7 +20,8 @@
   r = 64 (sec. 4). N_rest are the embedding and head (kept in 16 bits).
 
 Leaves out: activations (they depend on batch and length; QLoRA uses gradient checkpointing, sec. 3, and
-chapter 10 counts them), fp32 master weights of mixed-precision training (+4 B x N for full fine-tuning),
+chapter 10 counts them), fp32 master weights of mixed-precision training unless asked for
+(`master_weights=True`: +4 B per trained parameter, 16 B in all for full fine-tuning),
 paged optimizers (they move optimizer states to CPU memory under pressure; they do not shrink them), the
 CUDA context and allocator slack.
 Reference: Dettmers et al. 2023, "QLoRA: Efficient Finetuning of Quantized LLMs" (arXiv:2305.14314).
@@ -54,8 +55,10 @@ def llama_counts(shape: dict[str, int], r: int = 64) -> dict[str, int]:
     return {"linear": linear, "rest": rest, "total": linear + rest, "lora": lora}
 
 
-def finetune_memory(shape: dict[str, int], method: str, r: int = 64, double_quant: bool = True) -> dict[str, float]:
-    """Bytes (in GB of 1e9) of base weights, adapters, gradients and Adam states for one way of fine-tuning."""
+def finetune_memory(shape: dict[str, int], method: str, r: int = 64, double_quant: bool = True,
+                    master_weights: bool = False) -> dict[str, float]:
+    """GB (1e9 bytes) of base weights, adapters, gradients and Adam states for one way of fine-tuning;
+    `master_weights` adds the fp32 copy of what is trained that mixed-precision training keeps (4 B each)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     c = llama_counts(shape, r)
@@ -70,6 +73,8 @@ def finetune_memory(shape: dict[str, int], method: str, r: int = 64, double_quan
         "gradients": 2 * trained,  # 16-bit, only for what is trained
         "Adam states": 8 * trained,  # fp32 first and second moments
     }
+    if master_weights:
+        terms["fp32 master"] = 4 * trained
     out = {k: v / GB for k, v in terms.items()}
     out["total"] = sum(out.values())
     return out
