@@ -20,10 +20,14 @@ Implements, after Dettmers et al. 2023, "QLoRA: Efficient Finetuning of Quantize
   `in_features` / `out_features` so LoRA can wrap it. `quantize_model_nf4(model)` swaps a model's linear
   layers for it.
 
-Same results as bitsandbytes' `quantize_4bit(..., quant_type="nf4", blocksize=64)` (codes, constants and
-dequantised values; tests/test_nf4.py compares where bitsandbytes is installed). Leaves out: fused 4-bit
-matmul kernels (on a CPU, dequantising costs time on every step), paged optimizers (unified-memory paging
-of the optimizer state, sec. 3), storage dtypes other than uint8, merging LoRA weights into an NF4 base.
+Same results as bitsandbytes' `quantize_4bit(..., quant_type="nf4", blocksize=64)`: the same packed codes,
+fp32 constants and dequantised values; with double quantisation the same mean and second-level constants, and
+the same 8-bit codes except for the few constants (under 1%) that lie near a decision boundary, where its CPU
+kernel's approximate search takes the neighbouring code and ours the nearest (tests/test_nf4.py compares where
+bitsandbytes is installed). Leaves out: fused 4-bit matmul kernels (on a CPU, dequantising costs time on every
+step), paged optimizers (unified-memory paging of the optimizer state, sec. 3), storage dtypes other than
+uint8, merging LoRA weights into an NF4 base, and guarding the fp32 constants against `module.to(dtype)`
+(choose `compute_dtype` instead of casting a quantised model).
 """
 
 from __future__ import annotations
