@@ -45,17 +45,19 @@ def samples(model, tok, n: int = 160, seed: int = 0) -> list[tuple[str, str]]:
 
 
 def card(meta: dict, shown: list[tuple[str, str]]) -> str:
-    rows = [{"corpus": name, "held-out tokens": f"{v['tokens']:,}", "nats/token (fp32)": f"{meta['val_fp32'][name]['nats_per_token']:.4f}",
+    fp32 = meta["val_fp32"]
+    rows = [{"corpus": name, "held-out tokens": f"{v['tokens']:,}",
+             "nats/token (fp32)": f"{fp32[name]['nats_per_token']:.4f}",
              "nats/token (shipped bf16)": f"{v['nats_per_token']:.4f}", "bits/byte (bf16)": f"{v['bits_per_byte']:.4f}"}
             for name, v in meta["val"].items()]
+    mc = meta["model_config"]
     t = meta["train"]
     lines = [
         "# The minillm base model: report card",
         "",
-        f"A {meta['params']:,}-parameter Llama-shaped GPT (preset `base`: {meta['model_config']['n_layer']} layers, "
-        f"d_model {meta['model_config']['d_model']}, {meta['model_config']['n_head']} heads, SwiGLU, RMSNorm, RoPE, tied "
-        f"embeddings, context {meta['model_config']['block_size']}) trained from scratch on the three bundled corpora "
-        f"with a character tokenizer ({meta['model_config']['vocab_size']:,} characters).",
+        f"A {meta['params']:,}-parameter Llama-shaped GPT (preset `base`: {mc['n_layer']} layers, d_model "
+        f"{mc['d_model']}, {mc['n_head']} heads, SwiGLU, RMSNorm, RoPE, tied embeddings, context {mc['block_size']}) "
+        f"trained from scratch on the three bundled corpora with a character tokenizer ({mc['vocab_size']:,} characters).",
         "",
         "## Recipe",
         "",
@@ -70,11 +72,13 @@ def card(meta: dict, shown: list[tuple[str, str]]) -> str:
         f"- data mixture (sampling weights): {meta['mixture']}; each corpus's last 10% is held out",
         f"- {t['steps']:,} steps x {t['batch_size']} x {t['seq_len']} = {t['tokens']:,} training tokens; "
         f"{t['seconds'] / 60:.1f} minutes of training steps ({t['tokens_per_s']:,.0f} tokens/s) on {meta['machine']}",
-        f"- training loss at the end {t['final_train_loss']:.4f}; mixture validation loss {t['final_val_loss']:.4f} nats/token",
+        f"- training loss at the end {t['final_train_loss']:.4f}; mixture validation loss {t['final_val_loss']:.4f} "
+        "nats/token",
         "",
         "## Held-out loss per corpus",
         "",
-        "Every token of each corpus's held-out 10%, in consecutive windows of 256 (so a token sees 0-255 tokens of context).",
+        "Every token of each corpus's held-out 10%, in consecutive windows of 256 (a token sees 0-255 tokens of "
+        "context).",
         "Bits per byte divide the total by the text's UTF-8 size: an English character is 1 byte, a Chinese one 3.",
         "",
         markdown_table(rows, list(rows[0])),
@@ -95,6 +99,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", help="a finished `minillm train` run directory (skip training)")
     ap.add_argument("--out", default=str(BASE_DIR), help="where to write the base model files")
+    ap.add_argument("--machine", help="how the training machine is described in the card (default: this one)")
     args = ap.parse_args()
     run = Path(args.run) if args.run else ROOT / "runs" / "base"
     if not args.run:
@@ -114,9 +119,10 @@ def main() -> int:
         "params": model.num_params(),
         "mixture": mixture,
         "run_dir_name": "runs/base",
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": args.machine or f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "train": {"steps": state["step"], "batch_size": tcfg["batch_size"], "seq_len": tcfg["seq_len"],
-                  "tokens": hist["tokens"], "seconds": hist["seconds"], "tokens_per_s": hist["tokens"] / hist["seconds"],
+                  "tokens": hist["tokens"], "seconds": hist["seconds"],
+                  "tokens_per_s": hist["tokens"] / hist["seconds"],
                   "final_train_loss": hist["train_loss"][-1], "final_val_loss": hist["val_loss"][-1],
                   "val_step": hist["val_step"], "val_loss": hist["val_loss"]},
         "first_losses": hist["train_loss"][:N_TRAJECTORY],
