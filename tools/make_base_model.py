@@ -57,7 +57,8 @@ def card(meta: dict, shown: list[tuple[str, str]]) -> str:
         "",
         f"A {meta['params']:,}-parameter Llama-shaped GPT (preset `base`: {mc['n_layer']} layers, d_model "
         f"{mc['d_model']}, {mc['n_head']} heads, SwiGLU, RMSNorm, RoPE, tied embeddings, context {mc['block_size']}) "
-        f"trained from scratch on the three bundled corpora with a character tokenizer ({mc['vocab_size']:,} characters).",
+        f"trained from scratch on the three bundled corpora with a character tokenizer ({mc['vocab_size']:,} "
+        "characters).",
         "",
         "## Recipe",
         "",
@@ -119,7 +120,8 @@ def main() -> int:
         "params": model.num_params(),
         "mixture": mixture,
         "run_dir_name": "runs/base",
-        "machine": args.machine or f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": args.machine or f"{platform.machine()}, {torch.get_num_threads()} threads, "
+                                   f"torch {torch.__version__}",
         "train": {"steps": state["step"], "batch_size": tcfg["batch_size"], "seq_len": tcfg["seq_len"],
                   "tokens": hist["tokens"], "seconds": hist["seconds"],
                   "tokens_per_s": hist["tokens"] / hist["seconds"],
