@@ -1,0 +1,519 @@
+"""Learner solutions for exercises 09.x (parameter-efficient fine-tuning), written from the notebook text only.
+
+``valid_NN_k_*`` satisfy the task text of exercise NN.k; ``wrong_NN_k_*`` break the clause named above them.
+09.4 (nf4_quantize) and 09.5 (nf4_dequantize) are the NF4 exercises, numbered 09.11 / 09.12 in their draft.
+"""
+# Learner-style code on purpose (explicit Python loops, unused loop counters):
+# ruff: noqa: B905, B007
+import math
+
+import torch
+import torch.nn.functional as F
+
+from minillm.peft.nf4 import NF4_CODE as NF4
+
+# ---- 09.1 lora_linear -----------------------------------------------------------------------------
+
+def _scale(alpha, r, use_rslora):
+    return alpha / math.sqrt(r) if use_rslora else alpha / r
+
+
+# valid: the hint: two paths, added
+def valid_09_1_two_paths(x, W, b, A, B, alpha, use_rslora=False):
+    r = A.shape[0]
+    h = x @ W.T + _scale(alpha, r, use_rslora) * ((x @ A.T) @ B.T)
+    return h if b is None else h + b
+
+
+# valid: F.linear for both paths (bias passed to the frozen one), rank from B's columns, r ** 0.5
+def valid_09_1_f_linear(x, W, b, A, B, alpha, use_rslora=False):
+    r = B.shape[1]
+    s = alpha / r ** 0.5 if use_rslora else alpha / r
+    return F.linear(x, W, b) + s * F.linear(F.linear(x, A), B)
+
+
+# valid: merge first (W + s B A), then one matmul
+def valid_09_1_merged(x, W, b, A, B, alpha, use_rslora=False):
+    s = _scale(alpha, A.shape[0], use_rslora)
+    h = torch.einsum("...i,oi->...o", x, W + s * (B @ A))
+    if b is not None:
+        h = h + b
+    return h
+
+
+# valid: flatten the leading dimensions, compute in float32, reshape and cast back
+def valid_09_1_float32_flatten(x, W, b, A, B, alpha, use_rslora=False):
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1]).float()
+    s = _scale(alpha, A.shape[0], use_rslora)
+    h = x2 @ W.float().t() + s * (x2 @ A.float().t() @ B.float().t())
+    if b is not None:
+        h = h + b.float()
+    return h.reshape(*lead, W.shape[0]).to(x.dtype)
+
+
+# wrong: always alpha / r -- breaks "or by s = alpha / sqrt(r) when use_rslora is true"
+def wrong_09_1_ignores_rslora(x, W, b, A, B, alpha, use_rslora=False):
+    return valid_09_1_two_paths(x, W, b, A, B, alpha, use_rslora=False)
+
+
+# wrong: the two scalings swapped -- breaks "s = alpha / r, or ... alpha / sqrt(r) when use_rslora"
+def wrong_09_1_scalings_swapped(x, W, b, A, B, alpha, use_rslora=False):
+    return valid_09_1_two_paths(x, W, b, A, B, alpha, use_rslora=not use_rslora)
+
+
+# wrong: the rank taken as A's number of columns (in) -- breaks "A (r, in)"
+def wrong_09_1_rank_from_in(x, W, b, A, B, alpha, use_rslora=False):
+    r = A.shape[1]
+    h = F.linear(x, W, b)
+    return h + _scale(alpha, r, use_rslora) * F.linear(F.linear(x, A), B)
+
+
+# wrong: the bias added to the update path too -- breaks "h = W x + b + s B A x" (the bias once)
+def wrong_09_1_bias_twice(x, W, b, A, B, alpha, use_rslora=False):
+    s = _scale(alpha, A.shape[0], use_rslora)
+    return F.linear(x, W, b) + s * F.linear(F.linear(x, A), B, b)
+
+
+# wrong: rsLoRA scale written as (alpha / r) ** 0.5 -- breaks "s = alpha / sqrt(r)"
+def wrong_09_1_sqrt_of_ratio(x, W, b, A, B, alpha, use_rslora=False):
+    r = A.shape[0]
+    s = (alpha / r) ** 0.5 if use_rslora else alpha / r
+    return F.linear(x, W, b) + s * F.linear(F.linear(x, A), B)
+
+
+# wrong: floor division alpha // r -- breaks "s = alpha / r"
+def wrong_09_1_floor_division(x, W, b, A, B, alpha, use_rslora=False):
+    r = A.shape[0]
+    s = alpha // math.sqrt(r) if use_rslora else alpha // r
+    return F.linear(x, W, b) + s * F.linear(F.linear(x, A), B)
+
+
+# wrong: x @ W without the transpose -- breaks "W of shape (out, in)" (W x)
+def wrong_09_1_no_transpose(x, W, b, A, B, alpha, use_rslora=False):
+    s = _scale(alpha, A.shape[0], use_rslora)
+    h = x @ W + s * ((x @ A.T) @ B.T)
+    return h if b is None else h + b
+
+
+# wrong: no scaling at all -- breaks "scaled by s"
+def wrong_09_1_unscaled(x, W, b, A, B, alpha, use_rslora=False):
+    return F.linear(x, W, b) + F.linear(F.linear(x, A), B)
+
+
+# wrong: torch.mm / addmm, only 2-D inputs work -- breaks "x of shape (..., in) (any number of leading dimensions)"
+def wrong_09_1_only_2d(x, W, b, A, B, alpha, use_rslora=False):
+    s = _scale(alpha, A.shape[0], use_rslora)
+    h = torch.mm(x, W.t()) + s * torch.mm(torch.mm(x, A.t()), B.t())
+    return h if b is None else h + b
+
+
+# ---- 09.2 merge_lora_weight -----------------------------------------------------------------------
+
+# valid: the hint, out of place
+def valid_09_2_out_of_place(W, A, B, alpha, use_rslora=False):
+    return W + _scale(alpha, A.shape[0], use_rslora) * (B @ A)
+
+
+# valid: torch.addmm with the scaling as alpha
+def valid_09_2_addmm(W, A, B, alpha, use_rslora=False):
+    r = A.size(0)
+    return torch.addmm(W, B, A, alpha=alpha / r ** 0.5 if use_rslora else alpha / r)
+
+
+# valid: clone, then a sum of r outer products added in place on the clone
+def valid_09_2_outer_products(W, A, B, alpha, use_rslora=False):
+    r = A.shape[0]
+    s = _scale(alpha, r, use_rslora)
+    merged = W.clone()
+    for k in range(r):
+        merged += s * torch.outer(B[:, k], A[k])
+    return merged
+
+
+# valid: einsum in float32, cast back to W's dtype
+def valid_09_2_einsum_float32(W, A, B, alpha, use_rslora=False):
+    s = _scale(alpha, A.shape[0], use_rslora)
+    return (W.float() + s * torch.einsum("or,ri->oi", B.float(), A.float())).to(W.dtype)
+
+
+# valid: clone, then addmm_ on the clone
+def valid_09_2_clone_addmm_(W, A, B, alpha, use_rslora=False):
+    s = _scale(alpha, A.shape[0], use_rslora)
+    return W.clone().addmm_(B, A, alpha=s)
+
+
+# wrong: "merged = W" aliases W, then += edits it -- breaks "Return a new tensor and leave W unchanged"
+def wrong_09_2_alias_then_iadd(W, A, B, alpha, use_rslora=False):
+    merged = W
+    merged += _scale(alpha, A.shape[0], use_rslora) * (B @ A)
+    return merged
+
+
+# wrong: floor division alpha // r -- breaks "with the same scaling as in 09.1" (alpha / r)
+def wrong_09_2_floor_division(W, A, B, alpha, use_rslora=False):
+    r = A.shape[0]
+    return W + (alpha // math.sqrt(r) if use_rslora else alpha // r) * (B @ A)
+
+
+# wrong: merges in place -- breaks "Return a new tensor and leave W unchanged"
+def wrong_09_2_in_place(W, A, B, alpha, use_rslora=False):
+    W += _scale(alpha, A.shape[0], use_rslora) * (B @ A)
+    return W
+
+
+# wrong: always alpha / r -- breaks "with the same scaling as in 09.1" (rsLoRA)
+def wrong_09_2_ignores_rslora(W, A, B, alpha, use_rslora=False):
+    return W + alpha / A.shape[0] * (B @ A)
+
+
+# wrong: rank read from B's rows (out) -- breaks "rank r made of A (r, in) and B (out, r)"
+def wrong_09_2_rank_from_out(W, A, B, alpha, use_rslora=False):
+    return W + _scale(alpha, B.shape[0], use_rslora) * (B @ A)
+
+
+# wrong: the update built as A.T @ B.T, (in, out) -- breaks "the merged weight of shape (out, in)"
+def wrong_09_2_transposed_update(W, A, B, alpha, use_rslora=False):
+    return W + _scale(alpha, A.shape[0], use_rslora) * (A.T @ B.T)
+
+
+# wrong: scaling alpha * r (multiplied instead of divided) -- breaks "s = alpha / r"
+def wrong_09_2_times_r(W, A, B, alpha, use_rslora=False):
+    r = A.shape[0]
+    return W + (alpha * math.sqrt(r) if use_rslora else alpha * r) * (B @ A)
+
+
+# ---- 09.3 lora_trainable_params -------------------------------------------------------------------
+
+def _shapes(d_model, n_head, n_kv_head, ffn_hidden):
+    hd = d_model // n_head
+    return {"q_proj": (d_model, n_head * hd), "k_proj": (d_model, n_kv_head * hd),
+            "v_proj": (d_model, n_kv_head * hd), "o_proj": (n_head * hd, d_model),
+            "gate_proj": (d_model, ffn_hidden), "up_proj": (d_model, ffn_hidden),
+            "down_proj": (ffn_hidden, d_model)}
+
+
+# valid: table of (in, out) per block layer, r (in + out) per adapted layer, lm_head once
+def valid_09_3_table(n_layer, d_model, n_head, n_kv_head, ffn_hidden, vocab_size, r, targets):
+    shapes = _shapes(d_model, n_head, n_kv_head, ffn_hidden)
+    per_block = sum(r * sum(shapes[t]) for t in targets if t in shapes)
+    head = r * (d_model + vocab_size) if "lm_head" in targets else 0
+    return n_layer * per_block + head
+
+
+# valid: counts A and B separately, layer by layer, block by block (a set of targets)
+def valid_09_3_loops(n_layer, d_model, n_head, n_kv_head, ffn_hidden, vocab_size, r, targets):
+    targets = set(targets)
+    head_dim = d_model // n_head
+    kv = n_kv_head * head_dim
+    total = 0
+    for layer in range(n_layer):
+        for name, fan_in, fan_out in [("q_proj", d_model, n_head * head_dim), ("k_proj", d_model, kv),
+                                      ("v_proj", d_model, kv), ("o_proj", n_head * head_dim, d_model),
+                                      ("gate_proj", d_model, ffn_hidden), ("up_proj", d_model, ffn_hidden),
+                                      ("down_proj", ffn_hidden, d_model)]:
+            if name in targets:
+                total += r * fan_in   # A: (r, in)
+                total += fan_out * r  # B: (out, r)
+    if "lm_head" in targets:
+        total += r * d_model + vocab_size * r
+    return int(total)
+
+
+# valid: closed form with d_model for q/o (d_model = n_head * head_dim when divisible)
+def valid_09_3_closed_form(n_layer, d_model, n_head, n_kv_head, ffn_hidden, vocab_size, r, targets):
+    kv = n_kv_head * (d_model // n_head)
+    dims = {"q_proj": 2 * d_model, "o_proj": 2 * d_model, "k_proj": d_model + kv, "v_proj": d_model + kv,
+            "gate_proj": d_model + ffn_hidden, "up_proj": d_model + ffn_hidden, "down_proj": d_model + ffn_hidden}
+    block = sum(dims.get(t, 0) for t in targets)
+    return r * (n_layer * block + ((d_model + vocab_size) if "lm_head" in targets else 0))
+
+
+# wrong: lm_head always added (misreading "plus lm_head once") -- breaks "applied to every linear layer whose name
+# is in targets"
+def wrong_09_3_lm_head_always(n_layer, d_model, n_head, n_kv_head, ffn_hidden, vocab_size, r, targets):
+    t = tuple(targets) if "lm_head" in targets else (*targets, "lm_head")
+    return valid_09_3_table(n_layer, d_model, n_head, n_kv_head, ffn_hidden, vocab_size, r, t)
+
+
+# wrong: o_proj's input taken as the KV width -- breaks "q_proj and o_proj with n_head heads"
+def wrong_09_3_o_proj_kv(n_layer, d_model, n_head, n_kv_head, ffn_hidden, vocab_size, r, targets):
+    shapes = _shapes(d_model, n_head, n_kv_head, ffn_hidden)
+    shapes["o_proj"] = (n_kv_head * (d_model // n_head), d_model)
+    per_block = sum(r * sum(shapes[t]) for t in targets if t in shapes)
+    return n_layer * per_block + (r * (d_model + vocab_size) if "lm_head" in targets else 0)
+
+
+# wrong: q_proj given the KV width too (GQA applied to the queries) -- breaks "q_proj and o_proj with n_head heads"
+def wrong_09_3_q_proj_kv(n_layer, d_model, n_head, n_kv_head, ffn_hidden, vocab_size, r, targets):
+    shapes = _shapes(d_model, n_head, n_kv_head, ffn_hidden)
+    shapes["q_proj"] = (d_model, n_kv_head * (d_model // n_head))
+    per_block = sum(r * sum(shapes[t]) for t in targets if t in shapes)
+    return n_layer * per_block + (r * (d_model + vocab_size) if "lm_head" in targets else 0)
+
+
+# wrong: k/v with n_head heads (ignores GQA) -- breaks "k_proj and v_proj with n_kv_head heads"
+def wrong_09_3_ignores_gqa(n_layer, d_model, n_head, n_kv_head, ffn_hidden, vocab_size, r, targets):
+    return valid_09_3_table(n_layer, d_model, n_head, n_head, ffn_hidden, vocab_size, r, targets)
+
+
+# wrong: lm_head adapted in every block -- breaks "one lm_head ... at the top"
+def wrong_09_3_lm_head_per_layer(n_layer, d_model, n_head, n_kv_head, ffn_hidden, vocab_size, r, targets):
+    total = valid_09_3_table(n_layer, d_model, n_head, n_kv_head, ffn_hidden, vocab_size, r, targets)
+    if "lm_head" in targets:
+        total += (n_layer - 1) * r * (d_model + vocab_size)
+    return total
+
+
+# wrong: a bias counted in each adapter's B -- breaks "No linear layer has a bias"
+def wrong_09_3_counts_biases(n_layer, d_model, n_head, n_kv_head, ffn_hidden, vocab_size, r, targets):
+    shapes = _shapes(d_model, n_head, n_kv_head, ffn_hidden)
+    shapes["lm_head"] = (d_model, vocab_size)
+    total = 0
+    for t in targets:
+        fan_in, fan_out = shapes[t]
+        total += (n_layer if t != "lm_head" else 1) * (r * (fan_in + fan_out) + fan_out)
+    return total
+
+
+# wrong: every adapted layer taken as d_model x d_model -- breaks the shapes of k/v (GQA) and of the MLP
+def wrong_09_3_all_square(n_layer, d_model, n_head, n_kv_head, ffn_hidden, vocab_size, r, targets):
+    per = 2 * r * d_model
+    block = per * sum(1 for t in targets if t != "lm_head")
+    return n_layer * block + (r * (d_model + vocab_size) if "lm_head" in targets else 0)
+
+
+# wrong: lm_head never counted -- breaks "every linear layer whose name is in targets" (lm_head included)
+def wrong_09_3_no_lm_head(n_layer, d_model, n_head, n_kv_head, ffn_hidden, vocab_size, r, targets):
+    return valid_09_3_table(n_layer, d_model, n_head, n_kv_head, ffn_hidden, vocab_size, r,
+                            tuple(t for t in targets if t != "lm_head"))
+
+
+# wrong: only one block counted -- breaks "in every block"
+def wrong_09_3_one_block(n_layer, d_model, n_head, n_kv_head, ffn_hidden, vocab_size, r, targets):
+    return valid_09_3_table(1, d_model, n_head, n_kv_head, ffn_hidden, vocab_size, r, targets)
+
+
+# wrong: the full dense matrices counted (in * out) -- breaks "LoRA of rank r" (trains A and B only)
+def wrong_09_3_full_matrices(n_layer, d_model, n_head, n_kv_head, ffn_hidden, vocab_size, r, targets):
+    shapes = _shapes(d_model, n_head, n_kv_head, ffn_hidden)
+    per_block = sum(shapes[t][0] * shapes[t][1] for t in targets if t in shapes)
+    return n_layer * per_block + (d_model * vocab_size if "lm_head" in targets else 0)
+
+
+# ---- 09.4 nf4_quantize (draft id 09.11) -----------------------------------------------------------
+
+# valid: the hint: blocks as rows, divide (by 1 for zero blocks), argmin of distances to the table
+def valid_09_4_argmin(x, blocksize):
+    blocks = x.reshape(-1, blocksize)
+    absmax = blocks.abs().amax(dim=1)
+    scaled = blocks / torch.where(absmax == 0, torch.ones_like(absmax), absmax)[:, None]
+    idx = (scaled[..., None] - NF4.to(scaled.dtype)).abs().argmin(-1)
+    return idx.flatten(), absmax
+
+
+# valid: thresholds at the midpoints between code values, bucketize, in float64
+def valid_09_4_midpoints_float64(x, blocksize):
+    code = NF4.double()
+    mids = (code[1:] + code[:-1]) / 2
+    blocks = x.double().reshape(-1, blocksize)
+    absmax = blocks.abs().max(dim=1).values
+    scaled = torch.nan_to_num(blocks / absmax[:, None], nan=0.0)
+    idx = torch.bucketize(scaled, mids)
+    return idx.reshape(-1), absmax.to(x.dtype)
+
+
+# valid: one value at a time in Python
+def valid_09_4_loops(x, blocksize):
+    code = NF4.tolist()
+    vals = x.tolist()
+    idx, absmax = [], []
+    for start in range(0, len(vals), blocksize):
+        block = vals[start:start + blocksize]
+        m = max(abs(v) for v in block)
+        absmax.append(m)
+        for v in block:
+            s = v / m if m > 0 else 0.0
+            idx.append(min(range(16), key=lambda k: abs(code[k] - s)))
+    return torch.tensor(idx, dtype=torch.long), torch.tensor(absmax, dtype=x.dtype)
+
+
+# valid: nearest code for scaled values via the two neighbours found by searchsorted, uint8 indices
+def valid_09_4_searchsorted(x, blocksize):
+    code = NF4.to(x.dtype)
+    blocks = x.view(len(x) // blocksize, blocksize)
+    absmax = blocks.abs().amax(1, keepdim=True)
+    scaled = torch.where(absmax > 0, blocks / absmax.clamp(min=torch.finfo(x.dtype).tiny), torch.zeros_like(blocks))
+    hi = torch.searchsorted(code, scaled.contiguous()).clamp(1, 15)
+    lo = hi - 1
+    pick_hi = (code[hi] - scaled).abs() < (scaled - code[lo]).abs()
+    idx = torch.where(pick_hi, hi, lo)
+    return idx.flatten().to(torch.uint8), absmax.squeeze(1)
+
+
+# valid: squared distance to the table (same nearest code), float64 table
+def valid_09_4_squared_distance(x, blocksize):
+    n_blocks = x.numel() // blocksize
+    blocks = x.double().view(n_blocks, blocksize)
+    absmax = blocks.abs().amax(-1)
+    safe = absmax.clone()
+    safe[safe == 0] = 1.0
+    d2 = (blocks[:, :, None] / safe[:, None, None] - NF4.double()[None, None, :]) ** 2
+    return d2.argmin(-1).reshape(-1), absmax.float() if x.dtype == torch.float32 else absmax
+
+
+# wrong: absmax per value (n,) instead of per block -- breaks "absmax a float tensor of shape (len(x) // blocksize,)"
+def wrong_09_4_absmax_per_value(x, blocksize):
+    idx, absmax = valid_09_4_argmin(x, blocksize)
+    return idx, absmax.repeat_interleave(blocksize)
+
+
+# wrong: the zero block's absmax returned as 1 (the guard leaks into the output) -- breaks "A block of zeros has
+# absmax 0"
+def wrong_09_4_zero_absmax_as_one(x, blocksize):
+    blocks = x.reshape(-1, blocksize)
+    absmax = blocks.abs().amax(dim=1)
+    absmax = torch.where(absmax == 0, torch.ones_like(absmax), absmax)
+    idx = (blocks[..., None] / absmax[:, None, None] - NF4.to(x.dtype)).abs().argmin(-1)
+    return idx.flatten(), absmax
+
+
+# wrong: indices as a float tensor -- breaks "idx an integer tensor"
+def wrong_09_4_float_indices(x, blocksize):
+    idx, absmax = valid_09_4_argmin(x, blocksize)
+    return idx.float(), absmax
+
+
+# wrong: one absmax for the whole tensor -- breaks "Each block is stored as one float, its absmax"
+def wrong_09_4_global_absmax(x, blocksize):
+    m = x.abs().max()
+    scaled = x / m if m > 0 else torch.zeros_like(x)
+    idx = (scaled[:, None] - NF4.to(x.dtype)).abs().argmin(-1)
+    return idx, m.repeat(len(x) // blocksize)
+
+
+# wrong: max instead of absmax -- breaks "its absmax (the largest absolute value in the block)"
+def wrong_09_4_max_not_absmax(x, blocksize):
+    blocks = x.reshape(-1, blocksize)
+    mx = blocks.amax(dim=1)
+    scaled = (blocks / torch.where(mx == 0, torch.ones_like(mx), mx)[:, None]).clamp(-1, 1)
+    idx = (scaled[..., None] - NF4.to(x.dtype)).abs().argmin(-1)
+    return idx.flatten(), mx
+
+
+# wrong: blocks strided (reshape(blocksize, -1)) -- breaks "blocks of blocksize consecutive values"
+def wrong_09_4_strided_blocks(x, blocksize):
+    blocks = x.reshape(blocksize, -1).T
+    absmax = blocks.abs().amax(dim=1)
+    scaled = blocks / torch.where(absmax == 0, torch.ones_like(absmax), absmax)[:, None]
+    idx = (scaled[..., None] - NF4.to(x.dtype)).abs().argmin(-1)
+    return idx.T.flatten(), absmax
+
+
+# wrong: rounds down to the code value below (searchsorted - 1) -- breaks "the code value ... nearest"
+def wrong_09_4_round_down(x, blocksize):
+    blocks = x.reshape(-1, blocksize)
+    absmax = blocks.abs().amax(dim=1)
+    scaled = blocks / torch.where(absmax == 0, torch.ones_like(absmax), absmax)[:, None]
+    idx = (torch.searchsorted(NF4.to(x.dtype), scaled.contiguous(), right=True) - 1).clamp(0, 15)
+    return idx.flatten(), absmax
+
+
+# wrong: a uniform 16-level grid on [-1, 1] instead of the NF4 table -- breaks "the index of the code value in
+# NF4 that is nearest"
+def wrong_09_4_uniform_grid(x, blocksize):
+    blocks = x.reshape(-1, blocksize)
+    absmax = blocks.abs().amax(dim=1)
+    scaled = blocks / torch.where(absmax == 0, torch.ones_like(absmax), absmax)[:, None]
+    idx = torch.round((scaled + 1) / 2 * 15).long()
+    return idx.flatten(), absmax
+
+
+# wrong: nearest code to the unscaled value -- breaks "nearest to the value divided by the block's absmax"
+def wrong_09_4_not_scaled(x, blocksize):
+    absmax = x.reshape(-1, blocksize).abs().amax(dim=1)
+    idx = (x[:, None] - NF4.to(x.dtype)).abs().argmin(-1)
+    return idx, absmax
+
+
+# wrong: divides by absmax unguarded; the zero block's NaNs get index 0 -- breaks "A block of zeros ... every value
+# of it gets the index of the code value 0"
+def wrong_09_4_zero_block_nan(x, blocksize):
+    blocks = x.reshape(-1, blocksize)
+    absmax = blocks.abs().amax(dim=1)
+    scaled = blocks / absmax[:, None]
+    dist = (scaled[..., None] - NF4.to(x.dtype)).abs()
+    idx = torch.nan_to_num(dist, nan=0.0).argmin(-1)
+    return idx.flatten(), absmax
+
+
+# ---- 09.5 nf4_dequantize (draft id 09.12) ---------------------------------------------------------
+
+# valid: the hint: table lookup as (n_blocks, blocksize), times absmax per row
+def valid_09_5_lookup(idx, absmax, blocksize):
+    return (NF4.to(absmax.dtype)[idx.long()].view(-1, blocksize) * absmax[:, None]).flatten()
+
+
+# valid: absmax repeated per value (repeat_interleave), float64 then cast to absmax's dtype
+def valid_09_5_repeat_interleave(idx, absmax, blocksize):
+    scale = absmax.double().repeat_interleave(blocksize)
+    return (NF4.double()[idx.long()] * scale).to(absmax.dtype)
+
+
+# valid: Python loop over the values, block = i // blocksize
+def valid_09_5_loops(idx, absmax, blocksize):
+    code = NF4.tolist()
+    out = [code[int(k)] * float(absmax[i // blocksize]) for i, k in enumerate(idx.tolist())]
+    return torch.tensor(out, dtype=absmax.dtype)
+
+
+# valid: gather from the table with index_select, absmax expanded over a block view
+def valid_09_5_index_select(idx, absmax, blocksize):
+    vals = torch.index_select(NF4, 0, idx.long().flatten()).to(absmax.dtype)
+    return (vals.reshape(absmax.numel(), blocksize) * absmax.unsqueeze(-1)).reshape(-1)
+
+
+# valid: float32 throughout (within 1e-6 relative)
+def valid_09_5_float32(idx, absmax, blocksize):
+    a = absmax.float()
+    return (NF4[idx.long()].reshape(a.shape[0], -1) * a[:, None]).reshape(-1)
+
+
+# wrong: block index i // n_blocks (blocksize and block count confused) -- breaks "one float per block of blocksize
+# consecutive indices"
+def wrong_09_5_block_index_confused(idx, absmax, blocksize):
+    n_blocks = absmax.numel()
+    out = [float(NF4[int(k)]) * float(absmax[min(i // n_blocks, n_blocks - 1)]) for i, k in enumerate(idx.tolist())]
+    return torch.tensor(out, dtype=absmax.dtype)
+
+
+# wrong: value i scaled by absmax[i % n_blocks] (strided blocks) -- breaks "blocks of blocksize consecutive indices"
+def wrong_09_5_strided(idx, absmax, blocksize):
+    return NF4.to(absmax.dtype)[idx.long()] * absmax.repeat(blocksize)
+
+
+# wrong: divides by absmax -- breaks "undo the scaling of its block" (the quantiser divided, so multiply)
+def wrong_09_5_divides(idx, absmax, blocksize):
+    a = torch.where(absmax == 0, torch.ones_like(absmax), absmax)
+    return (NF4.to(absmax.dtype)[idx.long()].view(-1, blocksize) / a[:, None]).flatten()
+
+
+# wrong: the index read as a uniform level (idx / 15 * 2 - 1) -- breaks "the values each index stands for" (NF4)
+def wrong_09_5_uniform_levels(idx, absmax, blocksize):
+    vals = idx.to(absmax.dtype) / 15 * 2 - 1
+    return (vals.view(-1, blocksize) * absmax[:, None]).flatten()
+
+
+# wrong: forgets the absmax -- breaks "the values each index stands for in its block"
+def wrong_09_5_no_absmax(idx, absmax, blocksize):
+    return NF4.to(absmax.dtype)[idx.long()]
+
+
+# wrong: returns the (n_blocks, blocksize) view -- breaks "Return the float tensor of shape (n,)"
+def wrong_09_5_not_flattened(idx, absmax, blocksize):
+    return NF4.to(absmax.dtype)[idx.long()].view(-1, blocksize) * absmax[:, None]
+
+
+# wrong: the table indexed from the top (NF4[15 - idx]) -- breaks "idx holds n indices into NF4"
+def wrong_09_5_reversed_table(idx, absmax, blocksize):
+    return (NF4.to(absmax.dtype)[15 - idx.long()].view(-1, blocksize) * absmax[:, None]).flatten()
