@@ -298,7 +298,7 @@ def test_apply_qlora_wraps_nf4_layers():
 
     model = apply_qlora(_base_model(), lora.LoraConfig(r=4, alpha=8.0, target_modules=("q_proj", "v_proj")))
     wrapped = [m for m in model.modules() if isinstance(m, lora.LoRALinear)]
-    assert len(wrapped) == 4 and all(isinstance(m.base, LinearNF4) for m in wrapped)
+    assert len(wrapped) == 4 and all(isinstance(m.base_layer, LinearNF4) for m in wrapped)
     assert all("lora" in n.lower() or n.split(".")[-1] in ("A", "B") for n, p in model.named_parameters()
                if p.requires_grad)
 
