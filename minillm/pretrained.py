@@ -106,7 +106,8 @@ def heldout_loss(model: nn.Module, ids: torch.Tensor, seq_len: int = 256, batch_
     for i in range(0, n, batch_size):
         w = windows[i: i + batch_size].to(device)
         logits, _ = model(w[:, :-1])
-        total += nn.functional.cross_entropy(logits.float().flatten(0, 1), w[:, 1:].flatten(), reduction="sum").item()
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 logits summed in float32
+        total += nn.functional.cross_entropy(logits.flatten(0, 1), w[:, 1:].flatten(), reduction="sum").item()
     model.train(was_training)
     return total / (n * seq_len)
 
