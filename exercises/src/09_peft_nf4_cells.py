@@ -1,20 +1,21 @@
 # Cells for exercises/src/09_peft.py (QLoRA's NF4), in the same percent format: paste them after the LoRA
-# exercises 09.1-09.3, then delete this file (two 09_*.py sources break exercise_kit.source("09")).
+# exercises 09.1-09.3 (move the NF4 import into the file's first code cell and drop the import cell here),
+# then delete this file (two 09_*.py sources break exercise_kit.source("09")).
 # Checkers: minillm/grading/ch09_nf4.py (NF4_EXERCISES, ids 09.4 and 09.5).
 
 # %% [markdown]
 # ## NF4: the 4-bit data type of QLoRA
 #
-# Read first: [9.2 QLoRA](../notebooks/09_peft/02_qlora.ipynb). `NF4` below is the table of the 16 NF4 code
-# values, sorted from $-1$ to $1$ (QLoRA, appendix E); an NF4 number is an **index** 0..15 into it.
+# Read first: [9.2 QLoRA](../notebooks/09_peft/02_qlora.ipynb). `NF4` (imported in the cell below) is the
+# float32 tensor of the 16 NF4 code values of QLoRA's appendix E, sorted: $-1$, $-0.6962$, $-0.5251$, $-0.3949$,
+# $-0.2844$, $-0.1848$, $-0.0911$, $0$, $0.0796$, $0.1609$, $0.2461$, $0.3379$, $0.4407$, $0.5626$, $0.7230$, $1$.
+# An NF4 number is an **index** 0..15 into it.
 
 # %%
 import torch
 
 from minillm.grading import check
 from minillm.peft.nf4 import NF4_CODE as NF4
-
-print(NF4)
 
 # %% [markdown]
 # ## 09.4 Quantise to NF4 (2 points)
