@@ -1,4 +1,4 @@
-"""Chapter 9's NF4 exercises (09.11 quantise, 09.12 dequantise): the solution passes and valid variants pass, the
+"""Chapter 9's NF4 exercises (09.4 quantise, 09.5 dequantise): the solution passes and valid variants pass, the
 stub is "not attempted", each simulated mistake gets its own hint, junk never makes a check raise, and the
 hand-worked values the markdown shows are what minillm computes. Until exercises/src/09_peft.py holds these cells
 (they are pasted there at the merge) the cells are read from exercises/src/09_peft_nf4_cells.py."""
@@ -17,7 +17,7 @@ from minillm.grading.ch09_nf4 import HAND_X1, HAND_X2, HAND_X3, NF4_EXERCISES, _
 from minillm.peft.nf4 import NF4_CODE, dequantize_blockwise, quantize_blockwise
 
 CELLS_SRC = kit.ROOT / "exercises" / "src" / "09_peft_nf4_cells.py"
-IDS = {"09.11": "nf4_quantize", "09.12": "nf4_dequantize"}
+IDS = {"09.4": "nf4_quantize", "09.5": "nf4_dequantize"}
 
 
 def _source():
@@ -116,9 +116,9 @@ def dequantize_f32(idx, absmax, blocksize):
     return NF4_CODE[idx.long()] * absmax.float().repeat_interleave(blocksize)
 
 
-@pytest.mark.parametrize("ex_id,fn", [("09.11", quantize_loop), ("09.11", quantize_midpoints_f32),
-                                      ("09.11", lambda x, b: quantize_blockwise(x, NF4_CODE, b)),
-                                      ("09.12", dequantize_loop), ("09.12", dequantize_f32)])
+@pytest.mark.parametrize("ex_id,fn", [("09.4", quantize_loop), ("09.4", quantize_midpoints_f32),
+                                      ("09.4", lambda x, b: quantize_blockwise(x, NF4_CODE, b)),
+                                      ("09.5", dequantize_loop), ("09.5", dequantize_f32)])
 def test_valid_variants_pass(ex_id, fn):
     res = check(ex_id, fn)
     assert res.passed, res.hint
@@ -129,9 +129,9 @@ def test_wrong_dtype_and_shape_get_hints():
         idx, absmax = quantize_blockwise(x, NF4_CODE, b)
         return NF4_CODE[idx.long()], absmax
 
-    res = check("09.11", values_not_indices)
+    res = check("09.4", values_not_indices)
     assert not res.passed and "integer indices" in res.hint
-    res = check("09.11", lambda x, b: (quantize_blockwise(x, NF4_CODE, b)[0].long(),
+    res = check("09.4", lambda x, b: (quantize_blockwise(x, NF4_CODE, b)[0].long(),
                                        quantize_blockwise(x, NF4_CODE, b)[1][:, None]))
     assert not res.passed and "one number per block" in res.hint
 

@@ -1,12 +1,15 @@
 # Cells for exercises/src/09_peft.py (QLoRA's NF4), in the same percent format: paste them after the LoRA
-# exercises. Checkers: minillm/grading/ch09_nf4.py (NF4_EXERCISES). Renumber 09.11 / 09.12 at the merge if
-# chapter 9 numbers its exercises otherwise (ids appear in the headings, the stubs and the check cells).
+# exercises 09.1-09.3 (move the NF4 import into the file's first code cell and drop the import cell here),
+# then delete this file (two 09_*.py sources break exercise_kit.source("09")).
+# Checkers: minillm/grading/ch09_nf4.py (NF4_EXERCISES, ids 09.4 and 09.5).
 
 # %% [markdown]
 # ## NF4: the 4-bit data type of QLoRA
 #
-# Read first: [9.2 QLoRA](../notebooks/09_peft/02_qlora.ipynb). `NF4` below is the table of the 16 NF4 code
-# values, sorted from $-1$ to $1$ (QLoRA, appendix E); an NF4 number is an **index** 0..15 into it.
+# Read first: [9.2 QLoRA](../notebooks/09_peft/02_qlora.ipynb). `NF4` (imported in the cell below) is the
+# float32 tensor of the 16 NF4 code values of QLoRA's appendix E, sorted: $-1$, $-0.6962$, $-0.5251$, $-0.3949$,
+# $-0.2844$, $-0.1848$, $-0.0911$, $0$, $0.0796$, $0.1609$, $0.2461$, $0.3379$, $0.4407$, $0.5626$, $0.7230$, $1$.
+# An NF4 number is an **index** 0..15 into it.
 
 # %%
 import torch
@@ -14,10 +17,8 @@ import torch
 from minillm.grading import check
 from minillm.peft.nf4 import NF4_CODE as NF4
 
-print(NF4)
-
 # %% [markdown]
-# ## 09.11 Quantise to NF4 (2 points)
+# ## 09.4 Quantise to NF4 (2 points)
 #
 # Write `nf4_quantize(x, blocksize)` for a 1-D float tensor `x` whose length is a multiple of `blocksize`.
 # Cut `x` into blocks of `blocksize` consecutive values. Each block is stored as one float, its **absmax** (the
@@ -35,7 +36,7 @@ print(NF4)
 # %%
 def nf4_quantize(x: torch.Tensor, blocksize: int) -> tuple[torch.Tensor, torch.Tensor]:
     """x (n,) -> (idx (n,) integers 0..15, absmax (n // blocksize,)): blockwise absmax NF4 quantisation."""
-    # BEGIN SOLUTION 09.11: return (idx, absmax) of x in NF4, one absmax per block
+    # BEGIN SOLUTION 09.4: return (idx, absmax) of x in NF4, one absmax per block
     blocks = x.reshape(-1, blocksize)  # (n_blocks, blocksize)
     absmax = blocks.abs().amax(dim=1)  # (n_blocks,)
     scale = torch.where(absmax > 0, absmax, torch.ones_like(absmax))  # a zero block divides by 1: stays 0
@@ -62,12 +63,12 @@ def nf4_quantize(x: torch.Tensor, blocksize: int) -> tuple[torch.Tensor, torch.T
 # </details>
 
 # %%
-check("09.11", nf4_quantize)
+check("09.4", nf4_quantize)
 
 # %% [markdown]
-# ## 09.12 Dequantise NF4 (1 point)
+# ## 09.5 Dequantise NF4 (1 point)
 #
-# Write `nf4_dequantize(idx, absmax, blocksize)`, the inverse of 09.11: `idx` holds `n` indices into `NF4`,
+# Write `nf4_dequantize(idx, absmax, blocksize)`, the inverse of 09.4: `idx` holds `n` indices into `NF4`,
 # `absmax` one float per block of `blocksize` consecutive indices. Return the float tensor of shape `(n,)` of
 # the values each index stands for in its block. Checked within $10^{-6}$ relative. Worked examples:
 #
@@ -78,7 +79,7 @@ check("09.11", nf4_quantize)
 # %%
 def nf4_dequantize(idx: torch.Tensor, absmax: torch.Tensor, blocksize: int) -> torch.Tensor:
     """idx (n,) integers 0..15, absmax (n // blocksize,) -> values (n,)."""
-    # BEGIN SOLUTION 09.12: return the values the NF4 indices stand for
+    # BEGIN SOLUTION 09.5: return the values the NF4 indices stand for
     values = NF4.to(absmax.dtype)[idx].reshape(-1, blocksize)  # (n_blocks, blocksize) in [-1, 1]
     return (values * absmax[:, None]).reshape(-1)
     # END SOLUTION
@@ -98,4 +99,4 @@ def nf4_dequantize(idx: torch.Tensor, absmax: torch.Tensor, blocksize: int) -> t
 # </details>
 
 # %%
-check("09.12", nf4_dequantize)
+check("09.5", nf4_dequantize)

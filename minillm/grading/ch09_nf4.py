@@ -2,8 +2,8 @@
 
 | id | the learner writes | compared with |
 |---|---|---|
-| 09.11 | `nf4_quantize(x, blocksize)` -> `(idx, absmax)`, x 1-D | `minillm.peft.nf4.quantize_blockwise`, NF4_CODE |
-| 09.12 | `nf4_dequantize(idx, absmax, blocksize)` -> values | `minillm.peft.nf4.dequantize_blockwise` |
+| 09.4 | `nf4_quantize(x, blocksize)` -> `(idx, absmax)`, x 1-D | `minillm.peft.nf4.quantize_blockwise`, NF4_CODE |
+| 09.5 | `nf4_dequantize(idx, absmax, blocksize)` -> values | `minillm.peft.nf4.dequantize_blockwise` |
 
 Hand-worked cases come first (written out in the notebook), then random blocks: float32 and float64 normal
 values at scales from 1e-3 to 10, block sizes 2 to 64, a block with a negative extreme, an all-zero block.
@@ -104,13 +104,13 @@ def _blocks_cases() -> list[tuple[torch.Tensor, int]]:
     return cases
 
 
-# hand-worked inputs of 09.11 (the notebook's markdown shows them with their answers)
+# hand-worked inputs of 09.4 (the notebook's markdown shows them with their answers)
 HAND_X1 = [2.0, -1.0, 0.5, 0.0]  # one block of 4: absmax 2 -> idx [15, 2, 10, 7]
 HAND_X2 = [0.0, 0.3, -0.6, 4.0, 2.9, -1.0]  # two blocks of 3: absmax [0.6, 4] -> idx [7, 12, 0, 15, 14, 4]
 HAND_X3 = [0.0, 0.0, -0.25, 0.125]  # blocksize 2: an all-zero block, then absmax 0.25 -> idx [7, 7, 0, 12]
 
 # ---------------------------------------------------------------------------------------------------
-# 09.11 quantise to NF4
+# 09.4 quantise to NF4
 
 
 def _quant_out(got, args) -> tuple:
@@ -205,7 +205,7 @@ def _cases_quantize() -> list:
 
 
 # ---------------------------------------------------------------------------------------------------
-# 09.12 dequantise
+# 09.5 dequantise
 
 
 def _dequant_out(got, args) -> tuple:
@@ -254,8 +254,8 @@ def _cases_dequantize() -> list:
 
 
 NF4_EXERCISES = (
-    Exercise("09.11", "Quantise blocks to NF4", 2, cases=_cases_quantize, name="nf4_quantize", normalize=_quant_out,
+    Exercise("09.4", "Quantise blocks to NF4", 2, cases=_cases_quantize, name="nf4_quantize", normalize=_quant_out,
              same=_same_quant, mistakes=QUANT_MISTAKES),
-    Exercise("09.12", "Dequantise NF4", 1, cases=_cases_dequantize, name="nf4_dequantize", normalize=_dequant_out,
+    Exercise("09.5", "Dequantise NF4", 1, cases=_cases_dequantize, name="nf4_dequantize", normalize=_dequant_out,
              same=_same_dequant, mistakes=DEQUANT_MISTAKES),
 )
