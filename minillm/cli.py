@@ -1,4 +1,4 @@
-"""The `minillm` command line: `minillm grade`, `minillm train`, `minillm generate`, ...
+"""The `minillm` command line: `minillm grade`, `minillm train`, `minillm generate`, `minillm sft`, `minillm chat`, ...
 
 Each subcommand lives in its own module, which provides `add_arguments(parser)` and `run(args) -> int`
 (the exit code). Only the module of the command being run is imported, so `minillm --help` is fast even
@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "grade": ("minillm.commands.grade", "execute exercise notebooks and print a report card"),
     "train": ("minillm.commands.train", "pretrain a GPT preset on a bundled corpus, with checkpoints and a loss plot"),
     "generate": ("minillm.commands.generate", "sample text from a checkpoint of `minillm train`"),
+    "sft": ("minillm.commands.sft", "fine-tune a base checkpoint on instructions (chat template, masked loss)"),
+    "chat": ("minillm.commands.chat", "talk to a checkpoint of `minillm sft`, the reply streamed token by token"),
 }
 
 

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minillm.attention import Attention, AttentionConfig, KVCache, parallel_block
+from minillm.attention import Attention, AttentionConfig, KVCache, causal_mask, parallel_block
 from minillm.ffn import FFN, GLUFFN, ffn_params, glu_ffn_params, llama_hidden_size
 from minillm.norms import LayerNorm, RMSNorm, deepnorm_constants, residual
 from minillm.positional import ALiBi, Learned, RoPE, Sinusoidal, T5Bias
@@ -279,6 +279,7 @@ class GPT(nn.Module):
         kv_caches: list[KVCache] | None = None,
         start_pos: int | None = None,
         mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) token ids -> (logits (B, T, V), mean cross-entropy against targets (B, T) or None).
 
@@ -286,8 +287,13 @@ class GPT(nn.Module):
         start_pos: the position of idx[:, 0] (default: the number of cached tokens, or 0). Learned positions
         stop at block_size; the other schemes run past it (extrapolation, chapter 2).
         mask: bool, True = may attend, broadcastable to (B, H, T, S) over the S cached + new keys; it replaces
-        the causal mask (e.g. `attention.prefix_lm_mask` for a prefix LM). targets = -100 are ignored."""
+        the causal mask (e.g. `attention.prefix_lm_mask` for a prefix LM). targets = -100 are ignored.
+        positions: (T,) or (B, T) position ids that replace start_pos .. start_pos + T - 1, e.g. restarting at 0
+        for each example packed into one window (`minillm.sft`, with a block-diagonal `mask`). Not with
+        kv_caches; T5 / ALiBi take only (T,) (their bias is shared by the batch)."""
         B, T = idx.shape
+        if positions is not None:
+            return self._forward_positions(idx, targets, positions, start_pos, kv_caches, mask)
         cached = 0
         if kv_caches is not None:
             if len(kv_caches) != len(self.layers):
@@ -302,13 +308,41 @@ class GPT(nn.Module):
             raise ValueError(f"positions up to {start + T - 1} but learned positions have block_size="
                              f"{self.cfg.block_size} rows; shorten the input or crop it to the last block_size tokens")
         pos = torch.arange(start, start + T, device=idx.device)  # (T,) positions of the queries
+        return self._run(idx, targets, pos, pos if kv_caches is None else None, kv_caches, mask)
+
+    def _forward_positions(self, idx: torch.Tensor, targets: torch.Tensor | None, positions: torch.Tensor,
+                           start_pos: int | None, kv_caches: list[KVCache] | None,
+                           mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """forward(..., positions=...): check the position ids, then the same layers as forward."""
+        B, T = idx.shape
+        if kv_caches is not None or start_pos is not None:
+            raise ValueError("positions= replaces start_pos and cannot be combined with kv_caches; pass one of them")
+        positions = torch.as_tensor(positions, device=idx.device)
+        if positions.dtype.is_floating_point or positions.shape not in ((T,), (B, T)):
+            raise ValueError(f"positions must be integer ids of shape (T,)=({T},) or (B, T)=({B}, {T}), "
+                             f"got {positions.dtype} {tuple(positions.shape)}")
+        if positions.numel() and int(positions.min()) < 0:
+            raise ValueError(f"positions must be >= 0, got {int(positions.min())}")
+        if positions.dim() == 2 and (self.rel_bias is not None or self.alibi is not None):
+            raise ValueError(f"pos={self.cfg.pos!r} builds one bias for the whole batch: give positions of shape "
+                             "(T,), or use rope / learned / sinusoidal positions for per-row (B, T) ids")
+        if mask is None and (self.rel_bias is not None or self.alibi is not None):
+            # their default mask compares position values; with restarting ids causality is by index instead
+            mask = causal_mask(T, device=idx.device)
+        return self._run(idx, targets, positions.long(), positions.long(), None, mask)
+
+    def _run(self, idx: torch.Tensor, targets: torch.Tensor | None, pos: torch.Tensor, k_pos: torch.Tensor | None,
+             kv_caches: list[KVCache] | None, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The layers: pos (T,) or (B, T) are the queries' positions, k_pos the keys' (None: 0 .. cached + T - 1)."""
+        T = idx.shape[1]
         x = self.embed_tokens(idx)  # (B, T, d)
         if self.embed_positions is not None:
             x = self.embed_positions.embed(x, pos)  # + (T, d)
         elif self.sinusoidal is not None:
             x = self.sinusoidal.embed(x, pos)
         x = self.drop(x)
-        k_pos = torch.arange(start + T, device=idx.device) if kv_caches is not None else pos  # (S,) the keys
+        if k_pos is None:  # a KV cache: the keys are the cached tokens and the new ones, 0 .. cached + T - 1
+            k_pos = torch.arange(len(kv_caches[0]) + T, device=idx.device)  # (S,)
         bias = self.attention_bias(pos, k_pos, mask, x.dtype)
         if bias is not None:  # T5 / ALiBi: the bias carries causality (and the caller's mask)
             mask, is_causal = bias, False

@@ -143,8 +143,8 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def rope_cos_sin(pos: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the angles pos * inv_freq, each (T, hd/2)."""
-    angle = pos.to(inv_freq.dtype)[:, None] * inv_freq[None, :]  # (T, hd/2)
+    """cos and sin of the angles pos * inv_freq, each (T, hd/2), or (B, T, hd/2) for per-row positions (B, T)."""
+    angle = pos.to(inv_freq.dtype)[..., None] * inv_freq  # (..., T, hd/2)
     return angle.cos(), angle.sin()
 
 
@@ -184,6 +184,8 @@ class RoPE:
         inv_freq, mscale = rope_frequencies(hd, self.base, int(pos.max()) + 1, self.scaling)
         cos, sin = rope_cos_sin(pos.to(q.device), inv_freq.to(q.device))
         cos, sin = cos * mscale, sin * mscale  # YaRN's temperature (1.0 otherwise) on both q and k
+        if cos.dim() == 3:  # per-row positions (B, T) (packed sequences): (B, 1, T, hd/2), shared by the heads
+            cos, sin = cos[:, None], sin[:, None]
         return apply_rope(q, cos, sin, self.layout), apply_rope(k, cos, sin, self.layout)
 
 

@@ -1,10 +1,11 @@
 """Pretraining loop: AdamW, warm-up + cosine learning rate, gradient clipping, evaluation, checkpoints.
 
 `train(model, data, cfg)` trains any model whose `forward(idx, targets)` returns `(logits, loss)` (the
-`minillm.model.GPT`) on a `minillm.data.TokenData`, and returns a `History` (loss of every step,
-validation loss every `eval_every` steps, tokens per second). With `cfg.out_dir` it writes `ckpt.pt`
-(`minillm.checkpoint`) every `ckpt_every` steps and at the end; `train(..., resume=True)` continues from it and
-gives bit-for-bit the same weights as a run that was never interrupted, because the checkpoint holds
+`minillm.model.GPT`) on a `minillm.data.TokenData` (or any object whose `batch(split, B, T, generator)` gives
+(x, y), or (x, y, kwargs) with extra forward arguments such as packed SFT batches), and returns a `History`
+(loss of every step, validation loss every `eval_every` steps, tokens per second). With `cfg.out_dir` it writes
+`ckpt.pt` (`minillm.checkpoint`) every `ckpt_every` steps and at the end; `train(..., resume=True)` continues from
+it and gives bit-for-bit the same weights as a run that was never interrupted, because the checkpoint holds
 everything that decides the next step: weights, AdamW's moments, the step, the RNG states of torch
 (dropout) and of the batch sampler.
 
@@ -99,6 +100,16 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
+def unpack_batch(batch: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """(x, y) or (x, y, kwargs) from `data.batch` -> x, y and the extra forward arguments, all on `device`.
+
+    The third item carries what a batch needs beyond tokens and targets, e.g. the position ids and
+    block-diagonal mask of packed SFT examples (`minillm.sft`): `model(x, y, **kwargs)`."""
+    x, y, *rest = batch
+    kwargs = rest[0] if rest else {}
+    return x.to(device), y.to(device), {k: v.to(device) for k, v in kwargs.items()}
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data, cfg: TrainConfig, split: str = "val") -> float:
     """Mean cross-entropy over `cfg.eval_batches` windows, always the same ones (a fixed generator)."""
@@ -108,8 +119,8 @@ def evaluate(model: nn.Module, data, cfg: TrainConfig, split: str = "val") -> fl
     model.eval()
     total = 0.0
     for _ in range(cfg.eval_batches):
-        x, y = data.batch(split, cfg.batch_size, cfg.seq_len, gen)
-        total += model(x.to(device), y.to(device))[1].item()
+        x, y, kwargs = unpack_batch(data.batch(split, cfg.batch_size, cfg.seq_len, gen), device)
+        total += model(x, y, **kwargs)[1].item()
     model.train(was_training)
     return total / cfg.eval_batches
 
@@ -147,8 +158,8 @@ def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until:
         t0 = time.perf_counter()  # tokens/s counts the training step only, not evaluation or checkpoints
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
-        x, y = data.batch("train", cfg.batch_size, cfg.seq_len, data_gen)
-        _, loss = model(x.to(device), y.to(device))
+        x, y, kwargs = unpack_batch(data.batch("train", cfg.batch_size, cfg.seq_len, data_gen), device)
+        _, loss = model(x, y, **kwargs)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss.item()} at step {step + 1}: lower lr "
                                      f"(now {cfg.lr}) or raise warmup (now {cfg.warmup})")
