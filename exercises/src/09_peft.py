@@ -8,8 +8,9 @@
 # %% [markdown]
 # # Exercises 9: Parameter-efficient fine-tuning
 #
-# Three functions about LoRA: the forward pass of an adapted linear layer, merging the adapter into the
-# frozen weight for inference, and the number of parameters LoRA trains in a Llama-shaped model.
+# Five functions: three about LoRA (the forward pass of an adapted linear layer, merging the adapter into the
+# frozen weight for inference, the number of parameters LoRA trains in a Llama-shaped model) and two about
+# QLoRA's 4-bit NormalFloat (quantising blocks of weights to NF4 and back).
 #
 # Each exercise is a function whose body is a stub raising `NotImplementedError`. Replace the `raise`
 # line with your code and run the check cell below it: it compares your function with the `minillm`
@@ -18,7 +19,8 @@
 # For a score report run `minillm grade exercises/09_peft.ipynb`; see
 # [How grading works](../book/grading.md).
 #
-# Read first: [9.1 LoRA](../notebooks/09_peft/01_lora.ipynb). Tensors are float64; the checks allow
+# Read first: [9.1 LoRA](../notebooks/09_peft/01_lora.ipynb) (09.1-09.3) and
+# [9.2 QLoRA](../notebooks/09_peft/02_qlora.ipynb) (09.4, 09.5). Tensors are float64; the checks allow
 # $10^{-5}$ times the largest expected $|\text{value}|$ of a case (at least 1) on every output value, so float32
 # arithmetic passes, and want parameter counts exactly.
 
@@ -26,6 +28,7 @@
 import torch
 
 from minillm.grading import check
+from minillm.peft.nf4 import NF4_CODE as NF4
 
 # %% [markdown]
 # ## 09.1 A LoRA linear layer (1 point)
@@ -159,3 +162,96 @@ def lora_trainable_params(n_layer: int, d_model: int, n_head: int, n_kv_head: in
 
 # %%
 check("09.3", lora_trainable_params)
+
+
+# %% [markdown]
+# ## NF4: the 4-bit data type of QLoRA
+#
+# Read first: [9.2 QLoRA](../notebooks/09_peft/02_qlora.ipynb). `NF4` (imported in the first code cell) is the
+# float32 tensor of the 16 NF4 code values of QLoRA's appendix E, sorted: $-1$, $-0.6962$, $-0.5251$, $-0.3949$,
+# $-0.2844$, $-0.1848$, $-0.0911$, $0$, $0.0796$, $0.1609$, $0.2461$, $0.3379$, $0.4407$, $0.5626$, $0.7230$, $1$.
+# An NF4 number is an **index** 0..15 into it.
+
+# %% [markdown]
+# ## 09.4 Quantise to NF4 (2 points)
+#
+# Write `nf4_quantize(x, blocksize)` for a 1-D float tensor `x` whose length is a multiple of `blocksize`.
+# Cut `x` into blocks of `blocksize` consecutive values. Each block is stored as one float, its **absmax** (the
+# largest absolute value in the block), and one NF4 index per value: the index of the code value in `NF4` that
+# is nearest to the value divided by the block's absmax. Return `(idx, absmax)`: `idx` an integer tensor of
+# shape `(len(x),)` with entries in 0..15, `absmax` a float tensor of shape `(len(x) // blocksize,)`. A block of
+# zeros has absmax 0 and every value of it gets the index of the code value 0. The check has no ties (no value
+# lies within $10^{-4}$ of halfway between two code values) and wants the indices exactly and absmax within
+# $10^{-6}$ relative. Worked examples:
+#
+# * `x = [2.0, -1.0, 0.5, 0.0]`, `blocksize = 4`: absmax `[2.0]`, idx `[15, 2, 10, 7]`;
+# * `x = [0.0, 0.3, -0.6, 4.0, 2.9, -1.0]`, `blocksize = 3`: absmax `[0.6, 4.0]`, idx `[7, 12, 0, 15, 14, 4]`;
+# * `x = [0.0, 0.0, -0.25, 0.125]`, `blocksize = 2`: absmax `[0.0, 0.25]`, idx `[7, 7, 0, 12]`.
+
+# %%
+def nf4_quantize(x: torch.Tensor, blocksize: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (n,) -> (idx (n,) integers 0..15, absmax (n // blocksize,)): blockwise absmax NF4 quantisation."""
+    # BEGIN SOLUTION 09.4: return (idx, absmax) of x in NF4, one absmax per block
+    blocks = x.reshape(-1, blocksize)  # (n_blocks, blocksize)
+    absmax = blocks.abs().amax(dim=1)  # (n_blocks,)
+    scale = torch.where(absmax > 0, absmax, torch.ones_like(absmax))  # a zero block divides by 1: stays 0
+    scaled = blocks / scale[:, None]  # in [-1, 1]
+    code = NF4.to(scaled.dtype)
+    idx = (scaled[..., None] - code).abs().argmin(dim=-1)  # (n_blocks, blocksize, 16) -> nearest code
+    return idx.reshape(-1), absmax
+    # END SOLUTION
+
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# View `x` as a matrix with one block per row. Scale each row into $[-1, 1]$ by its own largest magnitude, then
+# for each scaled value find the closest entry of the 16-value table.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `blocks = x.reshape(-1, blocksize)`; `absmax = blocks.abs().amax(dim=1)`; divide by `absmax[:, None]` (by 1
+# where absmax is 0); `(scaled[..., None] - NF4).abs().argmin(-1)` gives the nearest index; flatten it.
+#
+# </details>
+
+# %%
+check("09.4", nf4_quantize)
+
+# %% [markdown]
+# ## 09.5 Dequantise NF4 (1 point)
+#
+# Write `nf4_dequantize(idx, absmax, blocksize)`, the inverse of 09.4: `idx` holds `n` indices into `NF4`,
+# `absmax` one float per block of `blocksize` consecutive indices. Return the float tensor of shape `(n,)` of
+# the values each index stands for in its block. Checked within $10^{-6}$ relative. Worked examples:
+#
+# * `idx = [15, 2, 10, 7]`, `absmax = [2.0]`, `blocksize = 4`: `[2.0, -1.0501461, 0.4922246, 0.0]`;
+# * `idx = [7, 12, 0, 15, 14, 4]`, `absmax = [0.6, 4.0]`, `blocksize = 3`:
+#   `[0.0, 0.2644259, -0.6, 4.0, 2.8918273, -1.1377655]`.
+
+# %%
+def nf4_dequantize(idx: torch.Tensor, absmax: torch.Tensor, blocksize: int) -> torch.Tensor:
+    """idx (n,) integers 0..15, absmax (n // blocksize,) -> values (n,)."""
+    # BEGIN SOLUTION 09.5: return the values the NF4 indices stand for
+    values = NF4.to(absmax.dtype)[idx].reshape(-1, blocksize)  # (n_blocks, blocksize) in [-1, 1]
+    return (values * absmax[:, None]).reshape(-1)
+    # END SOLUTION
+
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Look each index up in the table, then undo the scaling of its block.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `NF4[idx]` viewed as `(n_blocks, blocksize)`, times `absmax[:, None]`, flattened.
+#
+# </details>
+
+# %%
+check("09.5", nf4_dequantize)

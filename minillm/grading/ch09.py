@@ -6,6 +6,8 @@
 | 09.2 | `merge_lora_weight(W, A, B, alpha, use_rslora)`: the merged weight, a new tensor | `LoRALinear.merge` |
 | 09.3 | `lora_trainable_params(n_layer, d_model, n_head, n_kv_head, ffn_hidden, vocab_size, r, targets)` | |
 |      | (an int) | `minillm.peft.lora_param_count` |
+| 09.4 | `nf4_quantize(x, blocksize)` -> `(idx, absmax)`: blockwise NF4 | `minillm.peft.nf4` (in `ch09_nf4`) |
+| 09.5 | `nf4_dequantize(idx, absmax, blocksize)` | `minillm.peft.nf4` (in `ch09_nf4`) |
 
 Hand-worked cases come first (written out in the notebook: a 2 x 2 weight with r = 1; Llama-2-7B with q and v
 at r = 8, 4,194,304), then random float64 inputs of random shapes (09.1 also with a 3-D x and without bias)
@@ -14,7 +16,8 @@ itself or changing it in place fails (`fresh`). Tolerances: 1e-5 times the large
 case (at least 1), for every output value, so float32 arithmetic passes; parameter counts must be equal. The
 `*_MISTAKES` lists pair simulated wrong solutions with the hint naming each.
 
-EXERCISES is one tuple per topic of the chapter, joined at the end: a later part of chapter 9 adds its own.
+EXERCISES is one tuple per topic of the chapter, joined at the end; 09.4 and 09.5 (QLoRA's NF4) are declared,
+with their cases, tolerances and simulated mistakes, in `minillm.grading.ch09_nf4`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch.nn.functional as F
 
 from minillm.grading import answers
 from minillm.grading.answers import d64, generator, randn64
+from minillm.grading.ch09_nf4 import NF4_EXERCISES
 from minillm.grading.core import Exercise
 
 # the 2 x 2, r = 1 example of the notebook (also in tests/test_lora.py)
@@ -240,7 +244,10 @@ def _cases_params() -> list:
     cases = [((32, 4096, 32, 32, 11008, 32000, 8, ("q_proj", "v_proj")), 4_194_304),
              # Llama-2-70B (GQA: 8 kv heads of 128), q and v at r = 16: 80 x 16 x ((8192 + 8192) + (8192 + 1024))
              ((80, 8192, 64, 8, 28672, 32000, 16, ("q_proj", "v_proj")), 32_768_000),
-             ((2, 8, 2, 1, 20, 50, 1, ("k_proj", "down_proj", "lm_head")), 2 * ((8 + 4) + (20 + 8)) + (8 + 50))]
+             ((2, 8, 2, 1, 20, 50, 1, ("k_proj", "down_proj", "lm_head")), 2 * ((8 + 4) + (20 + 8)) + (8 + 50)),
+             # GQA with every attention projection: o_proj reads the n_head heads (8), k / v write n_kv_head's (4)
+             ((2, 8, 4, 2, 20, 50, 2, ("q_proj", "k_proj", "v_proj", "o_proj")),
+              2 * 2 * ((8 + 8) + (8 + 4) + (8 + 4) + (8 + 8)))]
     for _ in range(6):
         n_head = random.choice([2, 4, 8])
         n_kv_head = random.choice([k for k in (1, 2, 4, 8) if n_head % k == 0])
@@ -262,4 +269,4 @@ EXERCISES_LORA = (
 )
 
 # later parts of chapter 9 (QLoRA's NF4, ...) append their tuples here
-EXERCISES = EXERCISES_LORA
+EXERCISES = EXERCISES_LORA + NF4_EXERCISES

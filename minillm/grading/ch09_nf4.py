@@ -178,6 +178,13 @@ def quant_zero_block_nan(x, bs):
     return torch.nan_to_num((scaled[..., None] - _code()).abs(), nan=0.0).argmin(-1).flatten(), absmax
 
 
+def quant_zero_block_one(x, bs):
+    b = _blocks(x, bs)
+    absmax = b.abs().amax(1)
+    absmax = torch.where(absmax > 0, absmax, torch.ones_like(absmax))  # a zero block stored with scale 1
+    return _nearest(b / absmax[:, None]).flatten(), absmax
+
+
 QUANT_MISTAKES = [
     (quant_signed_max, "the scale of a block is its largest ABSOLUTE value |x|: a block whose extreme value is "
                        "negative (e.g. -0.6 in [0, 0.3, -0.6]) must be scaled by 0.6"),
@@ -191,6 +198,8 @@ QUANT_MISTAKES = [
                          "NF4, not a rounded integer level"),
     (quant_zero_block_nan, "an all-zero block has absmax 0: avoid dividing 0 by 0 (nan); all its values are 0 and "
                            "take the index of the code value 0 (7)"),
+    (quant_zero_block_one, "an all-zero block's absmax is 0, the largest |value| in it: store 0, not a stand-in "
+                           "such as 1 (divide by a safe value if you like, but return the true absmax)"),
 ]
 
 

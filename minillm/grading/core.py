@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import math
 import pkgutil
 import re
 from collections.abc import Callable
@@ -145,7 +146,8 @@ def _where(name: str, args: tuple, got: Any, want: Any) -> str:
     call_text = f"{name}({', '.join(short(a, 60) for a in args)})"
     if (isinstance(got, tuple) and isinstance(want, tuple) and len(got) == len(want) == 2
             and isinstance(want[0], tuple) and isinstance(want[1], tuple) and got[0] == want[0]
-            and isinstance(got[1], tuple) and len(got[1]) == len(want[1]) and all(isinstance(d, int) for d in want[0])):
+            and isinstance(got[1], tuple) and len(got[1]) == len(want[1]) and all(isinstance(d, int) for d in want[0])
+            and math.prod(want[0]) == len(want[1])):  # (shape, values), not a pair such as (indices, values)
         bad = next((i for i, (a, b) in enumerate(zip(got[1], want[1], strict=True)) if a != b), None)
         if bad is not None:
             index, rest = [], bad

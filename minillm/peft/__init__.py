@@ -1,6 +1,8 @@
 """Parameter-efficient fine-tuning (chapter 9): transforms of a finished model that train a few new weights.
 
-- `minillm.peft.lora`: LoRA adapters (`apply_lora`, merge / unmerge, adapter-only state dicts, sizes).
+- `minillm.peft.lora`: LoRA adapters (`apply_lora`, merge / unmerge, adapter-only state dicts, sizes);
+- `minillm.peft.nf4`: QLoRA's 4-bit NormalFloat (blockwise quantisation, double quantisation, `LinearNF4`);
+- `minillm.peft.qlora`: NF4 base + LoRA in one call, and the memory of full / LoRA / QLoRA fine-tuning.
 """
 
 from minillm.peft.lora import (
@@ -20,6 +22,15 @@ from minillm.peft.lora import (
     merge_lora,
     unmerge_lora,
 )
+from minillm.peft.nf4 import (
+    NF4_CODE,
+    LinearNF4,
+    bits_per_parameter,
+    dequantize_nf4,
+    quantize_model_nf4,
+    quantize_nf4,
+)
+from minillm.peft.qlora import apply_qlora, finetune_memory, memory_table
 
 __all__ = [
     "CHATGLM_6B",
@@ -37,6 +48,14 @@ __all__ = [
     "merge_and_unload",
     "merge_lora",
     "unmerge_lora",
+    # QLoRA
+    "NF4_CODE",
+    "LinearNF4",
+    "apply_qlora",
+    "bits_per_parameter",
+    "dequantize_nf4",
+    "finetune_memory",
+    "memory_table",
+    "quantize_model_nf4",
+    "quantize_nf4",
 ]
-
-# ---- QLoRA (minillm.peft's NF4 module): its public names are added here, below this line, at merge.
