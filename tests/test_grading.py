@@ -524,3 +524,13 @@ def test_a_check_past_the_timeout_keeps_the_points_earned(tmp_path):
     assert status == {"01.1": "passed", "01.2": "not run", "01.3": "not attempted", "01.4": "not attempted",
                       "01.5": "not attempted", "01.6": "not attempted"}
     assert (card["points"], card["max_points"]) == (1, 10) and (report["points"], report["max_points"]) == (1, 10)
+
+
+def test_where_tells_a_pair_of_answers_from_a_tensor_answer():
+    from minillm.grading.core import _where
+
+    # (indices, (shape, values)) is not a (shape, values) tensor answer: its "shape" (7, 7, 0, 12) has no elements
+    got, want = ((7, 7, 0, 12), ((2,), (1.0, 0.25))), ((7, 7, 0, 12), ((2,), (0.0, 0.25)))
+    assert "returned" in _where("f", (), got, want)
+    # a real (shape, values) answer still names its first wrong element
+    assert "element [1, 0]" in _where("f", (), ((2, 2), (1.0, 2.0, 9.0, 4.0)), ((2, 2), (1.0, 2.0, 3.0, 4.0)))
