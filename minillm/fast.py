@@ -26,6 +26,10 @@ three (B T, d) x (d, d) ones even with that copy (`minillm.bench.fast` measures 
 fewer than `FUSE_MIN_ROWS` tokens (decoding) the copy would cost as much as the matmul, so the projections
 run separately.
 
+Transforms of later chapters compose: a projection that is no longer a plain `nn.Linear` (LoRA's
+`LoRALinear`, a quantized linear) is never fused but called as a module, so `to_fast` works before or after
+`minillm.peft.apply_lora` and the adapter stays in the forward and the backward.
+
 Precision follows the teaching ops: the norms compute in float32 for float16 / bfloat16 inputs (float64
 stays float64) and return the input's dtype. Fused activations and matmuls agree to float rounding.
 
@@ -100,9 +104,12 @@ def use_kernel(model: nn.Module, kernel: str | Callable[..., torch.Tensor] = "to
 FUSE_MIN_ROWS = 32
 
 
-def _fused_linear(x: torch.Tensor, linears: tuple[nn.Linear, ...]) -> torch.Tensor:
-    """x (..., d) -> (..., sum of out_features): one matmul with the linears' weights stacked by rows."""
-    if x.numel() < FUSE_MIN_ROWS * x.shape[-1]:
+def _fused_linear(x: torch.Tensor, linears: tuple[nn.Module, ...]) -> torch.Tensor:
+    """x (..., d) -> (..., sum of out_features): one matmul with the linears' weights stacked by rows.
+
+    Only plain nn.Linear layers are fused; when one was wrapped or replaced by a transform (a LoRA adapter,
+    a quantized linear) they all run as the modules they are, so the wrapper's forward is never skipped."""
+    if x.numel() < FUSE_MIN_ROWS * x.shape[-1] or any(type(lin) is not nn.Linear for lin in linears):
         return torch.cat([lin(x) for lin in linears], dim=-1)  # (..., sum out): a copy of a few rows only
     weight = torch.cat([lin.weight for lin in linears])  # (sum out, d): a copy, split back by autograd
     bias = None if linears[0].bias is None else torch.cat([lin.bias for lin in linears])

@@ -1,6 +1,7 @@
 """`minillm generate`: sample text from a checkpoint of `minillm train`.
 
     minillm generate runs/tang --prompt 床前 --temperature 0.8 --top-p 0.95
+    minillm generate base --prompt "ROMEO:"        # the course's shipped base model (minillm.pretrained)
 
 Every flag is checked before the model runs; a wrong one is one line `minillm generate: error: ...` and
 exit status 1. The context is never dropped silently: with the KV cache (the default) prompt + --max-tokens
@@ -13,12 +14,14 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
 PROG = "minillm generate"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ckpt", help="a checkpoint written by `minillm train` (its ckpt.pt, or the run's directory)")
+    p.add_argument("ckpt", help="a checkpoint written by `minillm train` (its ckpt.pt, or the run's directory), "
+                                "or `base` for the course's shipped base model")
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     p.add_argument("--max-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
@@ -76,7 +79,12 @@ def run(args: argparse.Namespace) -> int:
         params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                                 repetition_penalty=args.repetition_penalty, max_tokens=args.max_tokens)
         device = get_device()
-        model, tok = load_for_generation(args.ckpt, device)
+        if args.ckpt == "base" and not Path(args.ckpt).exists():
+            from minillm.pretrained import load_base
+
+            model, tok = load_base(device)
+        else:
+            model, tok = load_for_generation(args.ckpt, device)
         model = to_fast(model)  # the fused ops: same numbers, faster
         prompt = tok.encode(args.prompt)
         if not prompt:
