@@ -183,6 +183,16 @@ def test_masked_loss_equals_hugging_face_labels():
 # ------------------------------------------------------------------------------------------ packing
 
 
+def test_first_fit_by_hand():
+    ex = [([1] * n, [0] * n) for n in (5, 8, 3, 2, 7)]
+    x, _, kw = pack_batch(ex, 10, pad_id=9)
+    # rows: [5, 3, 2] (3 and 2 fill the first row's room), [8], [7]
+    assert x.shape == (3, 10) and kw["positions"][0].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 0, 1]
+    assert kw["positions"][1].tolist() == [*range(8), 0, 1] and (x[2, 7:] == 9).all()  # the tail: its own segment
+    x1, _, _ = pack_batch(ex, 10, pad_id=9, n_rows=1)
+    assert x1.shape == (1, 10) and (x1 != 9).sum() == 10  # 5 + 3 + 2; the rest dropped
+
+
 def test_packing_mask_and_positions_by_hand():
     seg = torch.tensor([[0, 0, 1, 1, 1, -1]])
     T = True
@@ -209,18 +219,23 @@ def test_packed_window_equals_examples_one_by_one(pos):
     if n_rows:
         kw["positions"] = kw["positions"][0]
     logits, loss = model(x, y, **kw)
-    # the same examples one at a time
-    b, t, total, count = 0, 0, 0.0, 0
+    # the same examples one at a time, found where first fit puts them (each in the first row with room)
+    fill = [0] * x.shape[0]
+    total, count = 0.0, 0
     for ids, tg in examples:
-        if t + len(ids) > 40:
-            b, t = b + 1, 0
-        if b == x.shape[0]:
-            break
+        b = next((r for r in range(x.shape[0]) if fill[r] + len(ids) <= 40), None)
+        if b is None:
+            continue  # dropped (n_rows=1)
+        t = fill[b]
+        fill[b] += len(ids)
         alone, loss_alone = model(torch.tensor([ids]), torch.tensor([tg]))
         torch.testing.assert_close(logits[b, t: t + len(ids)], alone[0], rtol=1e-12, atol=1e-12)
         k = sum(v != IGNORE for v in tg)
-        total, count, t = total + loss_alone * k, count + k, t + len(ids)
+        total, count = total + loss_alone * k, count + k
     torch.testing.assert_close(loss, total / count, rtol=1e-12, atol=1e-12)
+    for b, used in enumerate(fill):  # after the examples: padding, never counted
+        assert (x[b, used:] == E).all() and (y[b, used:] == IGNORE).all()
+    assert x.shape[0] < len(examples) / 2 or n_rows  # first fit shares rows
     # and a window without the mask or the positions is NOT the same (the test can fail)
     wrong = model(x, y)[0]
     assert (wrong - logits).abs().max() > 1e-3

@@ -18,7 +18,7 @@ its own segment of pads (targets -100), so no row of the mask is empty.
 `SFTData.batch(split, B, T, generator)` has the shape `minillm.train.train` calls: it returns (x, y) when
 padding and (x, y, {"positions", "mask"}) when packing, the extra forward arguments `train` passes on.
 
-Leaves out: packing by sorted length / bin-packing (first-fit in draw order is used), varlen kernels that skip
+Leaves out: packing by sorted length (first-fit decreasing; first fit in draw order is used), varlen kernels that skip
 the masked blocks (the mask here is dense, (B, 1, T, T)), loss weighting per example (the loss is the mean over
 counted tokens of the batch, as in TRL and HF).
 """
@@ -77,18 +77,27 @@ def pad_batch(examples: list[Encoded], pad_id: int, seq_len: int | None = None) 
 
 def pack_batch(examples: list[Encoded], seq_len: int, pad_id: int, n_rows: int | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """Examples laid end to end (first fit, in order) in rows of seq_len tokens, each cut to seq_len.
+    """Examples (each cut to seq_len) packed first-fit into rows of seq_len tokens: each goes into the first row
+    with room for it, else opens a new row (with n_rows rows at most: an example that fits nowhere is dropped).
 
-    Returns x, y (B, T) and {"positions": (B, T), "mask": (B, 1, T, T)}; n_rows fixes B (unused examples are
-    dropped; missing rows are all padding). Segment ids count examples from 0; the padded tail gets -1."""
-    rows: list[list[Encoded]] = [[]]
+    Returns x, y (B, T) and {"positions": (B, T), "mask": (B, 1, T, T)}; missing rows (n_rows) are all padding.
+    Segment ids count the examples of a row from 0; the padded tail gets -1. First fit, not "start a new row
+    when the next example does not fit the last one": long examples then no longer strand half-empty rows."""
+    rows: list[list[Encoded]] = []
+    room: list[int] = []  # free tokens left in each row
     for ids, tg in examples:
         ids, tg = ids[:seq_len], tg[:seq_len]
-        if sum(len(i) for i, _ in rows[-1]) + len(ids) > seq_len:
+        r = next((i for i, free in enumerate(room) if len(ids) <= free), None)
+        if r is None:
+            if n_rows is not None and len(rows) == n_rows:
+                continue  # no room anywhere: dropped
             rows.append([])
-        rows[-1].append((ids, tg))
+            room.append(seq_len)
+            r = len(rows) - 1
+        rows[r].append((ids, tg))
+        room[r] -= len(ids)
     if n_rows is not None:
-        rows = (rows + [[] for _ in range(n_rows)])[:n_rows]
+        rows += [[] for _ in range(n_rows - len(rows))]
     B = len(rows)
     x = torch.full((B, seq_len), pad_id, dtype=torch.long)
     y = torch.full((B, seq_len), IGNORE, dtype=torch.long)
