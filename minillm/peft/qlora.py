@@ -81,7 +81,8 @@ def finetune_memory(shape: dict[str, int], method: str, r: int = 64, double_quan
 
 
 def memory_table(models: tuple[str, ...] = ("7b", "65b"), r: int = 64) -> list[dict[str, Any]]:
-    """Rows (model, method, each term in GB, total) for `minillm.utils.markdown_table`."""
+    """Rows (model, method, each term in GB, total) for `minillm.utils.markdown_table`; the values are not
+    rounded (rounding first, then formatting to 3 significant digits, would print 0.32 GB as 0.300)."""
     rows = []
     for name in models:
         if name not in LLAMA_SHAPES:
@@ -89,7 +90,7 @@ def memory_table(models: tuple[str, ...] = ("7b", "65b"), r: int = 64) -> list[d
         for method in METHODS:
             gb = finetune_memory(LLAMA_SHAPES[name], method, r)
             rows.append({"model": f"LLaMA-{name.upper()}", "method": method,
-                         **{k: round(v, 1) for k, v in gb.items()}})
+                         **gb})
     return rows
 
 
