@@ -7,22 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from command_kit import one_error
 
 from minillm.checkpoint import load_checkpoint
 from minillm.cli import main as cli
 from minillm.commands.generate import context_plan
 
 FAST = ["--preset", "tiny", "--corpus", "tang300", "--batch-size", "4", "--seq-len", "32", "--eval-every", "0"]
-
-
-def one_error(capsys, command: str, *fragments: str) -> str:
-    """The captured stderr is exactly one line `minillm COMMAND: error: ...` containing every fragment."""
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"minillm {command}: error: "), err
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

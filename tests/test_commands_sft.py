@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from command_kit import one_error
 
 from minillm.checkpoint import load_checkpoint
 from minillm.cli import main as cli
@@ -15,15 +16,6 @@ from minillm.sft import ChatTokenizer
 
 TINY = ["--preset", "tiny", "--corpus", "tang300", "--batch-size", "4", "--seq-len", "32", "--eval-every", "0"]
 FAST_SFT = ["--steps", "3", "--batch-size", "2", "--seq-len", "64", "--warmup", "0"]
-
-
-def one_error(capsys, command: str, *fragments: str) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"minillm {command}: error: "), err
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
