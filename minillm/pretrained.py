@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from minillm.data import MixedData, TokenData, load_corpus, tokenizer_from_state
+from minillm.data import TokenData, load_corpus, tokenizer_from_state
 from minillm.model import GPT, GPTConfig
 
 BASE_DIR = Path(__file__).resolve().parent / "base_model"
@@ -129,8 +129,3 @@ def evaluate_corpora(model: nn.Module, tokenizer: Any, names: tuple[str, ...] = 
         out[name] = {"nats_per_token": nats, "bits_per_byte": bits_per_byte(nats, used, n_bytes),
                      "tokens": used, "bytes": n_bytes}
     return out
-
-
-def mixture(tokenizer: Any, weights: dict[str, float]) -> MixedData:
-    """The pretraining data mixture (as in recipe.yaml) under `tokenizer`: used to keep pretraining data in SFT."""
-    return MixedData({n: load_corpus(n) for n in weights}, tokenizer, weights)

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from minillm.commands.train import check_writable
 
 PROG = "minillm sft"
 
@@ -37,14 +38,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of batch rows that are pretraining text (against forgetting; needs the base corpora)")
     p.add_argument("--no-packing", action="store_true", help="one example per row, padded (slower)")
     p.add_argument("--seed", type=int, default=0)
-
-
-def _writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out).close()
-    except OSError as e:
-        raise ValueError(f"cannot write to --out {out} ({e.strerror or e}): choose a directory you can write") from None
 
 
 def _load_base(path: str | None, device: Any) -> tuple[Any, Any]:
@@ -100,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         if not 0.0 <= args.mix_ratio < 1.0:
             raise ValueError(f"--mix-ratio must be in [0, 1), got {args.mix_ratio}")
         out = Path(args.out)
-        _writable(out)
+        check_writable(out)
         device = get_device()
         model, tok = _load_base(args.base, device)
         examples, dropped = _examples(args, tok)

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from minillm.data import MixedData, load_corpus
+from minillm.pretrained import read_meta
 from minillm.sft.instructions import to_messages
 from minillm.sft.template import IGNORE, ChatTokenizer, encode_chat, labels_to_targets
 
@@ -111,13 +112,11 @@ def pack_batch(examples: list[Encoded], seq_len: int, pad_id: int, n_rows: int |
     return x, y, {"positions": positions_from_segments(seg), "mask": packing_mask(seg)}
 
 
-BASE_WEIGHTS = {"shakespeare": 0.85, "tang300": 0.11, "song100": 0.04}  # the base model's recipe (recipe.yaml)
-
-
 def pretraining_mix(tok: Any, weights: dict[str, float] | None = None) -> MixedData:
-    """The pretraining corpora as MixedData (90/10 split as in pretraining), for replay during SFT; corpora with
-    characters tok lacks are left out (a model trained on one corpus replays that one)."""
-    weights = dict(weights or BASE_WEIGHTS)
+    """The pretraining corpora as MixedData (90/10 split as in pretraining), for replay during SFT. Default
+    weights: the base model's recipe, as recorded in its meta.json. Corpora with characters tok lacks are left
+    out (a model trained on one corpus replays that one)."""
+    weights = dict(weights or read_meta()["mixture"])
     texts = {n: load_corpus(n) for n in weights}
     keep = {n: t for n, t in texts.items() if set(t) <= set(tok.stoi)}
     if not keep:
