@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,10 +126,15 @@ def evaluate(model: nn.Module, data, cfg: TrainConfig, split: str = "val") -> fl
     return total / cfg.eval_batches
 
 
-def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until: int | None = None) -> History:
+def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until: int | None = None, *,
+          regularizer: Callable[[], torch.Tensor] | None = None,
+          after_step: Callable[[int], None] | None = None) -> History:
     """Train `model` on `data` for `cfg.steps` steps (in total, counting the resumed ones).
 
     `until` stops early after that step (the schedule still runs to cfg.steps), as an interrupted run would.
+    Two seams for methods that change the update without changing the model (e.g. AdaLoRA, chapter 9):
+    `regularizer()` returns a scalar added to the loss before backward (the logged loss stays the model's);
+    `after_step(step)` runs after each optimizer step, with step = 1, 2, ... and the gradients still in place.
     """
     device = next(model.parameters()).device
     opt = make_optimizer(model, cfg)
@@ -164,10 +170,12 @@ def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until:
             raise FloatingPointError(f"the loss became {loss.item()} at step {step + 1}: lower lr "
                                      f"(now {cfg.lr}) or raise warmup (now {cfg.warmup})")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if regularizer is None else loss + regularizer()).backward()
         if cfg.grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
+        if after_step is not None:
+            after_step(step + 1)
         history.step.append(step + 1)
         history.train_loss.append(loss.item())  # .item() waits for the GPU, so the clock below is honest
         history.tokens += x.numel()

@@ -144,3 +144,26 @@ def test_checkpoint_holds_model_config_and_tokenizer(data, tmp_path):
 def test_a_diverging_run_stops_with_advice(data):
     with pytest.raises(FloatingPointError, match="lower lr"):
         train(toy(data.vocab_size), data, cfg(lr=1e12, grad_clip=None, warmup=0, steps=30))
+
+
+def test_regularizer_and_after_step_seams(data):
+    plain = toy(data.vocab_size)
+    h_plain = train(plain, data, cfg(steps=6))
+    seen: list[tuple[int, bool]] = []
+    hooked = toy(data.vocab_size)
+    w = hooked.layers[0].mlp.down.weight
+
+    def after_step(step: int) -> None:  # runs after opt.step(), gradients still in place
+        seen.append((step, w.grad is not None))
+
+    # a zero regulariser changes nothing, and the logged loss is the model's own
+    h_zero = train(hooked, data, cfg(steps=6), regularizer=lambda: 0.0 * w.sum(), after_step=after_step)
+    assert seen == [(s, True) for s in range(1, 7)]
+    assert h_zero.train_loss == h_plain.train_loss
+    for a, b in zip(plain.parameters(), hooked.parameters(), strict=True):
+        assert torch.equal(a, b)
+    # an L2 pull on one matrix shrinks it compared with the plain run, and only through its gradient
+    pulled = toy(data.vocab_size)
+    wp = pulled.layers[0].mlp.down.weight
+    train(pulled, data, cfg(steps=6), regularizer=lambda: 1e3 * wp.pow(2).sum())
+    assert wp.norm() < 0.5 * plain.layers[0].mlp.down.weight.norm()
