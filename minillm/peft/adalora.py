@@ -264,7 +264,7 @@ class RankAllocator:
     def mask_to_budget(self, budget: int) -> dict[str, torch.Tensor]:
         """Keep the `budget` best-scoring triplets of the whole model, zero the other lambdas; the new pattern."""
         scores = self.scores()
-        flat = torch.cat([v.float() for v in scores.values()])  # (init_budget,)
+        flat = torch.cat(list(scores.values()))  # (init_budget,)
         keep = torch.zeros_like(flat, dtype=torch.bool)
         keep[torch.topk(flat, budget).indices] = True
         start = 0
