@@ -107,6 +107,8 @@ class SVDLinear(nn.Module):
         if not _is_linear(base) or isinstance(base, SVDLinear):
             raise TypeError(f"SVDLinear wraps a linear layer (a module with int in_features and out_features), "
                             f"got {type(base).__name__}")
+        if not isinstance(r, int) or isinstance(r, bool) or r < 1 or not alpha > 0:
+            raise ValueError(f"SVDLinear needs an int rank r >= 1 and alpha > 0, got r={r!r}, alpha={alpha!r}")
         self.base_layer = base
         self.in_features, self.out_features = base.in_features, base.out_features
         self.r, self.alpha = r, alpha
@@ -336,9 +338,11 @@ def load_adalora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) ->
     for name, m in layers.items():
         keep = state[f"{name}.rank_pattern"].bool().cpu()
         k = int(keep.sum())
-        if keep.numel() != m.r or tuple(state[f"{name}.lora_A"].shape) != (k, m.in_features):
-            raise ValueError(f"{name}: the saved adapter has init_r={keep.numel()} and {k} kept triplets of "
-                             f"in_features {tuple(state[f'{name}.lora_A'].shape)[1:]}, the model init_r={m.r}")
+        shapes = [tuple(state[f"{name}.{p}"].shape) for p in ("lora_A", "lora_E", "lora_B")]
+        if keep.numel() != m.r or shapes != [(k, m.in_features), (k, 1), (m.out_features, k)]:
+            raise ValueError(f"{name}: the saved triplets {shapes} (init_r {keep.numel()}, {k} kept) do not fit "
+                             f"this layer (init_r {m.r}, {m.in_features} -> {m.out_features}): apply_adalora with "
+                             "the AdaLoraConfig the adapter was trained with")
         idx = keep.nonzero().view(-1).to(m.lora_A.device)
         m.lora_E.zero_()
         m.lora_A[idx] = state[f"{name}.lora_A"].to(m.lora_A)
