@@ -2,9 +2,21 @@
 
 - `minillm.peft.lora`: LoRA adapters (`apply_lora`, merge / unmerge, adapter-only state dicts, sizes);
 - `minillm.peft.nf4`: QLoRA's 4-bit NormalFloat (blockwise quantisation, double quantisation, `LinearNF4`);
-- `minillm.peft.qlora`: NF4 base + LoRA in one call, and the memory of full / LoRA / QLoRA fine-tuning.
+- `minillm.peft.qlora`: NF4 base + LoRA in one call, and the memory of full / LoRA / QLoRA fine-tuning;
+- `minillm.peft.adalora`: AdaLoRA (SVD-form adapters, importance scores, the cubic rank budget).
 """
 
+from minillm.peft.adalora import (
+    AdaLoraConfig,
+    RankAllocator,
+    SVDLinear,
+    adalora_layers,
+    adalora_state_dict,
+    apply_adalora,
+    budget_schedule,
+    load_adalora_state_dict,
+    orth_regularizer,
+)
 from minillm.peft.lora import (
     CHATGLM_6B,
     LoraConfig,
@@ -58,4 +70,14 @@ __all__ = [
     "memory_table",
     "quantize_model_nf4",
     "quantize_nf4",
+    # AdaLoRA
+    "AdaLoraConfig",
+    "RankAllocator",
+    "SVDLinear",
+    "adalora_layers",
+    "adalora_state_dict",
+    "apply_adalora",
+    "budget_schedule",
+    "load_adalora_state_dict",
+    "orth_regularizer",
 ]
