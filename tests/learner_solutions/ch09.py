@@ -517,3 +517,273 @@ def wrong_09_5_not_flattened(idx, absmax, blocksize):
 # wrong: the table indexed from the top (NF4[15 - idx]) -- breaks "idx holds n indices into NF4"
 def wrong_09_5_reversed_table(idx, absmax, blocksize):
     return (NF4.to(absmax.dtype)[15 - idx.long()].view(-1, blocksize) * absmax[:, None]).flatten()
+
+
+# ---- 09.6 adalora_budget ------------------------------------------------------------------------------
+
+# valid: the hint: three branches, float64 progress, int() of the budget
+def valid_09_6_hint_branches(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit)
+    return int((init_budget - target_budget) * left ** 3 + target_budget)
+
+
+# valid: integer-only arithmetic, exact floor with //
+def valid_09_6_integer_only(step, init_budget, target_budget, tinit, tfinal, total_step):
+    fall = total_step - tfinal - tinit
+    done = min(max(step - tinit, 0), fall)
+    return target_budget + (init_budget - target_budget) * (fall - done) ** 3 // fall ** 3
+
+
+# valid: exact rationals (fractions.Fraction), math.floor
+def valid_09_6_fractions(step, init_budget, target_budget, tinit, tfinal, total_step):
+    from fractions import Fraction
+    if step <= tinit:
+        return init_budget
+    elif step > total_step - tfinal:
+        return target_budget
+    progress = Fraction(step - tinit, total_step - tfinal - tinit)
+    return math.floor(target_budget + (init_budget - target_budget) * (1 - progress) ** 3)
+
+
+# valid: one formula, progress clamped to [0, 1] (0 in warm-up, 1 in the final phase)
+def valid_09_6_clamped_progress(step, init_budget, target_budget, tinit, tfinal, total_step):
+    progress = min(1.0, max(0.0, (step - tinit) / (total_step - tfinal - tinit)))
+    return math.floor(target_budget + (init_budget - target_budget) * (1.0 - progress) ** 3)
+
+
+# valid: torch float64 tensors, floor, back to a Python int
+def valid_09_6_torch_float64(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return int(init_budget)
+    if step > total_step - tfinal:
+        return int(target_budget)
+    s = torch.tensor(float(step - tinit), dtype=torch.float64)
+    left = 1 - s / (total_step - tfinal - tinit)
+    val = (init_budget - target_budget) * left.pow(3) + target_budget
+    return int(torch.floor(val).item())
+
+
+# valid: numpy float64, the remaining share computed directly ((end - step) / fall), cube by a loop
+def valid_09_6_numpy_remaining(step, init_budget, target_budget, tinit, tfinal, total_step):
+    import numpy as np
+    end = total_step - tfinal
+    if step <= tinit:
+        return init_budget
+    if step > end:
+        return target_budget
+    remaining = np.float64(end - step) / np.float64(end - tinit)
+    cube = np.float64(1.0)
+    for _ in range(3):
+        cube = cube * remaining
+    return int(np.floor(target_budget + (init_budget - target_budget) * cube))
+
+
+# valid: phases by a loop over (last step, rule); fall value via ceil(x) - 1, which is floor(x) except when x is an
+# integer k, where it gives k - 1 ("k - 1 passes too")
+def valid_09_6_ceil_minus_one(step, init_budget, target_budget, tinit, tfinal, total_step):
+    end = total_step - tfinal
+    for last, rule in ((tinit, "warmup"), (end, "fall")):
+        if step <= last:
+            break
+    else:
+        rule = "final"
+    if rule == "warmup":
+        return init_budget
+    if rule == "final":
+        return target_budget
+    left = (end - step) / (end - tinit)
+    return math.ceil(target_budget + (init_budget - target_budget) * left * left * left) - 1
+
+
+# valid: the fall as an interpolation written from the other end: init - (init - target) * (1 - left^3)
+def valid_09_6_from_init_side(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    fall = total_step - tfinal - tinit
+    num = (fall - (step - tinit)) ** 3  # exact ints: (1 - progress)^3 = num / fall^3
+    return init_budget - -(-(init_budget - target_budget) * (fall ** 3 - num) // fall ** 3)
+
+
+# wrong: square instead of cube -- breaks "times the cube of (1 - progress)"
+def wrong_09_6_square(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit)
+    return int((init_budget - target_budget) * left ** 2 + target_budget)
+
+
+# wrong: cube of the progress, not of (1 - progress) -- breaks "the cube of (1 - progress)"
+def wrong_09_6_cube_of_progress(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    p = (step - tinit) / (total_step - tfinal - tinit)
+    return int((init_budget - target_budget) * p ** 3 + target_budget)
+
+
+# wrong: rounds to nearest -- breaks "rounded down to an int"
+def wrong_09_6_round_nearest(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit)
+    return round((init_budget - target_budget) * left ** 3 + target_budget)
+
+
+# wrong: rounds up -- breaks "rounded down to an int"
+def wrong_09_6_ceil(step, init_budget, target_budget, tinit, tfinal, total_step):
+    fall = total_step - tfinal - tinit
+    done = min(max(step - tinit, 0), fall)
+    return target_budget - (-(init_budget - target_budget) * (fall - done) ** 3 // fall ** 3)
+
+
+# wrong: the fall's length taken as total_step - tinit (tfinal forgotten) -- breaks "the fall's
+# total_step - tfinal - tinit steps"
+def wrong_09_6_denominator_ignores_tfinal(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tinit)
+    return int((init_budget - target_budget) * left ** 3 + target_budget)
+
+
+# wrong: the fall's length taken as total_step - tfinal (tinit forgotten) -- breaks "the fall's
+# total_step - tfinal - tinit steps" (progress 1 at step total_step - tfinal)
+def wrong_09_6_denominator_ignores_tinit(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal)
+    return int((init_budget - target_budget) * left ** 3 + target_budget)
+
+
+# wrong: progress counted from step 0, not from tinit -- breaks "0 at step tinit"
+def wrong_09_6_progress_from_step_zero(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - step / (total_step - tfinal)
+    return int((init_budget - target_budget) * left ** 3 + target_budget)
+
+
+# wrong: step read as a 0-based index (the step number is step + 1) -- breaks "steps count 1, 2, ...; step 0 is
+# before training"
+def wrong_09_6_zero_based_step(step, init_budget, target_budget, tinit, tfinal, total_step):
+    return valid_09_6_hint_branches(step + 1, init_budget, target_budget, tinit, tfinal, total_step)
+
+
+# wrong: the budget before the step (step - 1) -- breaks "the budget after optimizer step step"
+def wrong_09_6_budget_before_step(step, init_budget, target_budget, tinit, tfinal, total_step):
+    return valid_09_6_hint_branches(max(step - 1, 0), init_budget, target_budget, tinit, tfinal, total_step)
+
+
+# wrong: the fall counted inclusively, fall + 1 steps -- breaks "the fall's total_step - tfinal - tinit steps"
+# (1 at step total_step - tfinal)
+def wrong_09_6_denominator_plus_one(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit + 1)
+    return int((init_budget - target_budget) * left ** 3 + target_budget)
+
+
+# wrong: tinit and tfinal swapped (tfinal taken as the warm-up) -- breaks the argument order
+# (step, init_budget, target_budget, tinit, tfinal, total_step)
+def wrong_09_6_tinit_tfinal_swapped(step, init_budget, target_budget, tinit, tfinal, total_step):
+    return valid_09_6_hint_branches(step, init_budget, target_budget, tfinal, tinit, total_step)
+
+
+# wrong: no final phase, the cubic continued past total_step - tfinal -- breaks "for every step after
+# total_step - tfinal, it is target_budget"
+def wrong_09_6_no_final_phase(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit)
+    return math.floor((init_budget - target_budget) * left ** 3 + target_budget)
+
+
+# wrong: final phase only after total_step -- breaks "for every step after total_step - tfinal" (the steps
+# between total_step - tfinal and total_step fall below target_budget)
+def wrong_09_6_final_after_total_step(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit)
+    return math.floor((init_budget - target_budget) * left ** 3 + target_budget)
+
+
+# wrong: no warm-up branch, the cubic also used before tinit -- breaks "for every step up to and including tinit,
+# the budget is init_budget"
+def wrong_09_6_no_warmup(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit)
+    return math.floor((init_budget - target_budget) * left ** 3 + target_budget)
+
+
+# wrong: progress by integer division (always 0 inside the fall) -- breaks "the share of the fall's steps done"
+def wrong_09_6_integer_division_progress(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) // (total_step - tfinal - tinit)
+    return int((init_budget - target_budget) * left ** 3 + target_budget)
+
+
+# wrong: init_budget (not init_budget - target_budget) times the cube -- breaks "init_budget - target_budget
+# times the cube"
+def wrong_09_6_init_times_cube(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit)
+    return int(init_budget * left ** 3 + target_budget)
+
+
+# wrong: the fall linear in progress -- breaks "falls along a cubic" / "the cube of (1 - progress)"
+def wrong_09_6_linear(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit)
+    return int((init_budget - target_budget) * left + target_budget)
+
+
+# wrong: init and target swapped in the fall (starts near target, climbs to init) -- breaks "target_budget plus
+# init_budget - target_budget times the cube"
+def wrong_09_6_init_target_swapped_in_fall(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit)
+    return int((target_budget - init_budget) * left ** 3 + init_budget)
+
+
+# wrong: returns the float from numpy's floor (e.g. 16.0) -- breaks "an int"
+def wrong_09_6_returns_float(step, init_budget, target_budget, tinit, tfinal, total_step):
+    import numpy as np
+    if step <= tinit:
+        return float(init_budget)
+    if step > total_step - tfinal:
+        return float(target_budget)
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit)
+    return float(np.floor((init_budget - target_budget) * left ** 3 + target_budget))
