@@ -266,7 +266,8 @@ check("09.5", nf4_dequantize)
 # the paper (its eq. 12) and `peft` schedule it.
 #
 # Write `adalora_budget(step, init_budget, target_budget, tinit, tfinal, total_step)`, the budget after
-# optimizer step `step` (steps count 1, 2, ...; step 0 is before training), an `int`:
+# optimizer step `step` (steps count 1, 2, ...; step 0 is before training), an `int` (a float or a one-element
+# tensor holding a whole number is accepted too):
 #
 # * **warm-up**: for every step up to and including `tinit`, the budget is `init_budget`;
 # * **final phase**: for every step after `total_step - tfinal`, it is `target_budget`;

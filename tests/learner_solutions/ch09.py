@@ -776,14 +776,3 @@ def wrong_09_6_init_target_swapped_in_fall(step, init_budget, target_budget, tin
         return target_budget
     left = 1 - (step - tinit) / (total_step - tfinal - tinit)
     return int((target_budget - init_budget) * left ** 3 + init_budget)
-
-
-# wrong: returns the float from numpy's floor (e.g. 16.0) -- breaks "an int"
-def wrong_09_6_returns_float(step, init_budget, target_budget, tinit, tfinal, total_step):
-    import numpy as np
-    if step <= tinit:
-        return float(init_budget)
-    if step > total_step - tfinal:
-        return float(target_budget)
-    left = 1 - (step - tinit) / (total_step - tfinal - tinit)
-    return float(np.floor((init_budget - target_budget) * left ** 3 + target_budget))
