@@ -294,6 +294,7 @@ from minillm.peft.prefix import (  # noqa: E402
     apply_mam,
     apply_prefix_tuning,
     load_prefix_state_dict,
+    prefix_from_tokens,
     prefix_param_count,
     prefix_state_dict,
 )
@@ -302,5 +303,5 @@ __all__ = [
     "PTuningConfig", "PrefixEncoder", "PrefixModel", "PrefixTuningConfig", "PromptEmbedding", "PromptEncoder",
     "PromptModel", "PromptTuningConfig", "VirtualTokenEmbedding", "apply_mam", "apply_p_tuning",
     "apply_prefix_tuning", "apply_prompt_tuning", "load_prefix_state_dict", "load_prompt_state_dict",
-    "prefix_param_count", "prefix_state_dict", "prompt_param_count", "prompt_state_dict",
+    "prefix_from_tokens", "prefix_param_count", "prefix_state_dict", "prompt_param_count", "prompt_state_dict",
 ]
