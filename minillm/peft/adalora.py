@@ -8,9 +8,10 @@ ICLR 2023, arXiv:2303.10512):
   after pruning (peft's `ranknum`), so switching a triplet off does not rescale the others;
 - `AdaLoraConfig` and `apply_adalora(model, cfg)`: freeze the model, wrap the target linears (LoRA's rule:
   a qualified name equal to a target or ending with "." + target);
-- `orth_regularizer(model)`: R = mean over adapted matrices of ||P^T P - I||_F and ||Q Q^T - I||_F. The paper's
-  eq. 4 squares both norms; this module follows `peft` (plain Frobenius norm, averaged over the matrices), so a
-  loss computed here equals peft's;
+- `orth_regularizer(model)`: the mean of the 2n norms ||P^T P - I||_F and ||Q Q^T - I||_F of the n adapted
+  matrices (for one matrix: half their sum). The paper's eq. 4 squares both norms and its objective adds
+  gamma * sum_k R(P_k, Q_k); this module follows `peft` (plain norms, a mean), so a loss computed here equals
+  peft's and `orth_reg_weight` is not the paper's gamma;
 - `RankAllocator`: the sensitivity I(w) = |w * dL/dw| (eq. 7), its smoothed value I_bar (eq. 8) and uncertainty
   U_bar (eq. 9), the score s = I_bar * U_bar (eq. 10), the score of triplet i, s(lambda_i) + mean_j s(P_ji) +
   mean_j s(Q_ij) (eq. 11), the cubic budget schedule (eq. 12, `budget_schedule`), and masking: the lambdas of
@@ -181,8 +182,9 @@ def _layers(model: nn.Module) -> dict[str, SVDLinear]:
 
 
 def orth_regularizer(model: nn.Module) -> torch.Tensor:
-    """Mean over the adapted P's and Q's of ||P^T P - I||_F and ||Q Q^T - I||_F (peft's form; eq. 4 squares them).
+    """Mean of the 2n norms ||P^T P - I||_F and ||Q Q^T - I||_F over n adapted matrices (peft's form).
 
+    Eq. 4 squares the norms and the paper's loss sums R over the matrices, so orth_reg_weight is not its gamma.
     Both Gram matrices are (r, r): zero when P's columns and Q's rows are orthonormal."""
     terms = []
     for m in _layers(model).values():
