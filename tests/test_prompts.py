@@ -250,6 +250,12 @@ def test_mam_trains_the_prefix_and_the_ffn_adapters_only():
     assert names - {n for n in names if n.startswith("prefix_encoder.")} == {
         f"model.layers.{i}.mlp.adapter.{x}.{w}" for i in (0, 1) for x in ("down", "up") for w in ("weight", "bias")}
     assert len(adapter_modules(ours.model)) == 2 and ours.n_virtual == 30
+    d = ours.model.cfg.d_model  # He et al.'s ratio r / d = 512 / 1024: the FFN adapters hold most kept parameters
+    wrappers = adapter_modules(ours.model).values()
+    assert all(a.adapter.down.out_features == d // 2 and a.adapter.scaling == 4.0 for a in wrappers)
+    n_adapter = sum(p.numel() for n, p in _trainable(ours).items() if ".adapter." in n)
+    assert n_adapter == ours.model.cfg.n_layer * (2 * d * (d // 2) + d // 2 + d)
+    assert n_adapter > 30 * ours.model.cfg.n_layer * 2 * ours.model.cfg.n_kv_head * ours.model.cfg.head_dim
 
 
 def test_errors():

@@ -11,8 +11,8 @@ Implements:
   arXiv:2110.04366, sec. 3 and eq. 9-10, "Parallel Adapter"): the adapter reads the sub-layer's input and its
   scaled output is added to the sub-layer's, y = f(x) + s * up(act(down(x))); the `self_attn` and / or `mlp`
   modules are wrapped (`ParallelAdapter`), so in a Pre-LN block x is the normalised hidden state that f reads.
-  He et al.'s best "MAM adapter" is a parallel adapter on the FFN with s = 4 plus prefix tuning on attention
-  (`minillm.peft.prefix.apply_mam`);
+  He et al.'s best "MAM adapter" is a parallel adapter on the FFN with s = 4 and a wide bottleneck (r = 512 at
+  d = 1024) plus a small prefix (l = 30) on attention (`minillm.peft.prefix.apply_mam`);
 - `AdapterConfig` + `apply_adapters(model, cfg)`: freeze every parameter, then wrap the chosen sub-layers of the
   chosen layers, in place (a GPT keeps its class, forward and weight names; the new tensors sit under
   `...adapter.down` / `...adapter.up`). `layers=` skips the lower layers, AdapterDrop's saving at inference

@@ -17,15 +17,16 @@ Implements:
   transformers does with peft's past_key_values. A `mask` over the real keys is extended with the P prefix
   columns (True); packed batches (`positions=`) are refused: a restarting position under a shared, unrotated
   prefix is not the example alone, so pack with `padding` instead;
-- `apply_mam`: He et al. 2022's MAM adapter (arXiv:2110.04366, sec. 4.6): prefix tuning on attention plus a
-  scaled parallel adapter on the FFN (`minillm.peft.adapters`);
+- `apply_mam`: He et al. 2022's MAM adapter (arXiv:2110.04366, sec. 4.6): prefix tuning on attention (l = 30) plus a
+  scaled parallel adapter on the FFN (`minillm.peft.adapters`) with bottleneck d_model // 2 by default, their
+  r / d = 512 / 1024, so the FFN holds most of the kept parameters;
 - `prefix_state_dict` / `load_prefix_state_dict`, `prefix_param_count(cfg, model)`: P L 2 w directly;
   P w + (w h + h) + (h L 2 w + L 2 w) reparameterised.
 
 Init: N(0, 1) for the embedding (nn.Embedding's default, as peft), or, without the projection, Li & Liang's
-init from real words' activations (their sec. 7.2): `init_ids` sets the prefix to the keys and values the frozen
-model computes for those tokens, so at the start the model reads the prefix as if those tokens had come first
-(exactly: the cached keys are already rotated; the test suite checks this equality).
+init from real words' activations (their sec. 7.4, "Initialization"): `init_ids` sets the prefix to the keys and
+values the frozen model computes for those tokens, so at the start the model reads the prefix as if those tokens
+had come first (exactly: the cached keys are already rotated; the test suite checks this equality).
 
 Leaves out: several prefixes (multi-task), encoder-decoder models and the cross-attention prefixes of the paper's
 BART experiments.
@@ -180,10 +181,12 @@ def apply_prefix_tuning(model: nn.Module, cfg: PrefixTuningConfig) -> PrefixMode
 def apply_mam(model: nn.Module, prefix: PrefixTuningConfig | None = None,
               adapter: AdapterConfig | None = None) -> PrefixModel:
     """He et al.'s MAM adapter: prefix tuning (default P = 30, as their sec. 4.6 uses l = 30) and a parallel adapter
-    on the FFN with s = 4 (their default bottleneck 512 is for d = 1024; here 16)."""
-    prefix = prefix or PrefixTuningConfig(n_virtual=30)
-    adapter = adapter or AdapterConfig(kind="parallel", where=("mlp",), bottleneck=16, scaling=4.0)
-    wrapped = apply_prefix_tuning(model, prefix)
+    on the FFN with s = 4. The default bottleneck is d_model // 2, their ratio (r = 512 at d = 1024), so that, as in
+    their design, most of the kept parameters sit in the FFN adapters (base model: 4 x 37,152 = 148,608 against a
+    kept prefix of 30 x 4 x 2 x 192 = 46,080; the prefix's MLP trains more, but is dropped after training)."""
+    wrapped = apply_prefix_tuning(model, prefix or PrefixTuningConfig(n_virtual=30))  # checks it is a GPT
+    adapter = adapter or AdapterConfig(kind="parallel", where=("mlp",), scaling=4.0,
+                                       bottleneck=max(1, wrapped.model.cfg.d_model // 2))
     apply_adapters(wrapped.model, adapter)  # freezes the GPT again; the prefix lives outside it, so stays trainable
     return wrapped
 

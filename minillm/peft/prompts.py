@@ -5,7 +5,9 @@ Implements:
   arXiv:2104.08691, sec. 2): the virtual tokens' embeddings P (n_virtual, d) are the only parameters; the input
   becomes [P; E x] (their sec. 2.1, the prompt matrix before the embedded input). Init "vocab" copies the embeddings of
   random (or given) vocabulary tokens, their sec. 3.2 "sampled vocab" / class-label init (peft's TEXT init is
-  the given-ids case); "random" draws N(0, 1) rows (nn.Embedding's default, peft's RANDOM);
+  the given-ids case). Lester et al. sample from the 5,000 most common tokens of T5's vocabulary; here the random
+  tokens come from the whole vocabulary (the course's char vocabulary has 2,917 entries and no frequency list;
+  pass `init_ids` to restrict the draw); "random" draws N(0, 1) rows (nn.Embedding's default, peft's RANDOM);
 - P-tuning v1 (Liu et al. 2021, "GPT Understands, Too", arXiv:2103.10385, sec. 3.2, eq. 2-3): the virtual
   tokens are produced by a prompt encoder over trainable inputs h_i, either an MLP (d -> h -> h -> d with ReLU)
   or a two-layer bidirectional LSTM followed by a ReLU MLP; after training the encoder can be discarded and
