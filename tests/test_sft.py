@@ -3,6 +3,7 @@ one-by-one, batches, instruction data, streaming replies, and a tiny model that 
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -95,6 +96,23 @@ def test_resize_keeps_old_rows_and_adds_the_mean(tie):
     torch.testing.assert_close(logits[..., 6], old_logits.mean(-1))
     with pytest.raises(ValueError, match="only grow"):
         resize_token_embeddings(model, 5)
+
+
+def test_resize_noise_separates_the_new_rows():
+    base = small(vocab=6)
+    plain = resize_token_embeddings(copy.deepcopy(base), 9)
+    noisy = resize_token_embeddings(copy.deepcopy(base), 9, noise_std=0.02, seed=3)
+    again = resize_token_embeddings(copy.deepcopy(base), 9, noise_std=0.02, seed=3)
+    mean = base.embed_tokens.weight.mean(0)
+    new_plain, new_noisy = plain.embed_tokens.weight[6:], noisy.embed_tokens.weight[6:]
+    assert torch.equal(new_plain, mean.expand(3, -1))  # identical rows: a frozen tied model cannot tell them apart
+    assert len({tuple(r.tolist()) for r in new_noisy}) == 3 and torch.equal(new_noisy, again.embed_tokens.weight[6:])
+    dev = new_noisy - mean
+    assert 0.01 < float(dev.std()) < 0.04 and float(dev.mean().abs()) < 0.01  # N(0, 0.02^2) around the mean row
+    assert torch.equal(noisy.embed_tokens.weight[:6], base.embed_tokens.weight)  # old rows untouched
+    assert noisy.lm_head.weight is noisy.embed_tokens.weight
+    with pytest.raises(ValueError, match="noise_std"):
+        resize_token_embeddings(copy.deepcopy(base), 9, noise_std=-1.0)
 
 
 def test_a_resized_model_trains_and_saves(tmp_path):

@@ -90,11 +90,15 @@ def add_chat_tokens(tok: CharTokenizer) -> ChatTokenizer:
 
 
 @torch.no_grad()
-def resize_token_embeddings(model: nn.Module, new_vocab_size: int) -> nn.Module:
+def resize_token_embeddings(model: nn.Module, new_vocab_size: int, noise_std: float = 0.0,
+                            seed: int = 0) -> nn.Module:
     """Grow a GPT's token embedding (and lm_head, tied or not) to new_vocab_size rows, in place; returns model.
 
-    Old rows are kept; each new row is the mean of the old rows. model.cfg becomes a copy with the new
-    vocab_size, so checkpoints record the grown shape."""
+    Old rows are kept; each new row is the mean of the old rows, plus N(0, noise_std^2) noise drawn from a
+    generator seeded with `seed` when noise_std > 0. Identical rows are fine when the embedding trains (full SFT),
+    but a method that freezes it (LoRA, adapters, prompts: chapter 9) could then never tell the new tokens apart,
+    as inputs or, with a tied head, as predictions: noise_std = 0.02 (GPT-2's init scale) separates them.
+    model.cfg becomes a copy with the new vocab_size, so checkpoints record the grown shape."""
     emb: nn.Embedding = model.embed_tokens
     old_n, d = emb.weight.shape
     if new_vocab_size < old_n:
@@ -102,8 +106,14 @@ def resize_token_embeddings(model: nn.Module, new_vocab_size: int) -> nn.Module:
     if new_vocab_size == old_n:
         return model
 
+    if not noise_std >= 0:
+        raise ValueError(f"noise_std must be >= 0 (0: every new row is the mean row), got {noise_std!r}")
+    gen = torch.Generator().manual_seed(seed)
+
     def grown(w: torch.Tensor) -> torch.Tensor:  # (old_n, d) -> (new_n, d)
         new_rows = w.mean(dim=0, keepdim=True).expand(new_vocab_size - old_n, d)
+        if noise_std > 0:  # drawn on the CPU so that every device gets the same rows
+            new_rows = new_rows + noise_std * torch.randn(new_rows.shape, generator=gen).to(w)
         return torch.cat([w, new_rows], dim=0)
 
     tied = model.lm_head.weight is emb.weight
@@ -120,10 +130,13 @@ def resize_token_embeddings(model: nn.Module, new_vocab_size: int) -> nn.Module:
     return model
 
 
-def prepare_for_chat(model: nn.Module, tok: CharTokenizer) -> tuple[nn.Module, ChatTokenizer]:
-    """(model with grown embedding, ChatTokenizer): both steps of adding the template's tokens, in place."""
+def prepare_for_chat(model: nn.Module, tok: CharTokenizer, noise_std: float = 0.0,
+                     seed: int = 0) -> tuple[nn.Module, ChatTokenizer]:
+    """(model with grown embedding, ChatTokenizer): both steps of adding the template's tokens, in place.
+
+    noise_std, seed: see `resize_token_embeddings` (use noise_std > 0 before a method that freezes the embedding)."""
     chat_tok = tok if isinstance(tok, ChatTokenizer) else add_chat_tokens(tok)
-    return resize_token_embeddings(model, max(chat_tok.vocab_size, model.cfg.vocab_size)), chat_tok
+    return resize_token_embeddings(model, max(chat_tok.vocab_size, model.cfg.vocab_size), noise_std, seed), chat_tok
 
 
 def _check_messages(messages: list[dict[str, Any]]) -> None:
