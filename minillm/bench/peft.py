@@ -349,7 +349,8 @@ def section_peft(quick: bool = False) -> str:
 
     device = get_device()
     skipped = register_optional()
-    s = sft_setup(device, batch_size=by_device(8, 32, device), seq_len=128)
+    s = sft_setup(device, batch_size=2 if quick else by_device(8, 32, device), seq_len=48 if quick else 128,
+                  eval_batches=1 if quick else 4)
     names = list(METHODS)
     steps, sweep_steps = (3, 3) if quick else (by_device(100, 400, device), by_device(40, 150, device))
     if quick:
