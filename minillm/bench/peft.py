@@ -133,11 +133,33 @@ def _register_adalora(mod: Any) -> None:  # filled in once minillm.peft.adalora 
 
 
 def _register_adapters(mod: Any) -> None:
-    pass
+    """Houlsby (serial, after attention and MLP) at bottleneck 8, parallel (beside the MLP, He et al.) at 16."""
+    for name, cfg, note in (
+            ("Houlsby adapter", mod.AdapterConfig(kind="houlsby", bottleneck=8), "bottleneck 8, after attn and MLP"),
+            ("parallel adapter", mod.AdapterConfig(kind="parallel", bottleneck=16), "bottleneck 16, beside the MLP")):
+        register(Method(name, lambda m, cfg=cfg: mod.apply_adapters(m, cfg), lr=3e-3, lr_grid=(1e-3, 3e-3, 1e-2),
+                        expected=lambda m, cfg=cfg: mod.adapter_param_count(cfg, m), note=note))
 
 
 def _register_prompts(mod: Any) -> None:
-    pass
+    """Prompt tuning (128 virtual tokens: P d = the LoRA budget, but every sequence grows by 128), P-tuning v1
+    (64 tokens from an MLP encoder of width 32), prefix tuning (16 tokens, MLP width 12) and P-tuning v2 (16)."""
+    d = lambda m: m.cfg.d_model  # noqa: E731
+    prompt = mod.PromptTuningConfig(n_virtual=128)
+    p1 = mod.PTuningConfig(n_virtual=64, encoder="mlp", encoder_hidden=32)
+    prefix = mod.PrefixTuningConfig(n_virtual=16, projection=True, encoder_hidden=12)
+    p2 = mod.PrefixTuningConfig(n_virtual=16, projection=False)
+    register(Method("prompt tuning", lambda m: mod.apply_prompt_tuning(m, prompt), lr=1e-1,
+                    lr_grid=(1e-2, 3e-2, 1e-1, 3e-1), expected=lambda m: mod.prompt_param_count(prompt, d(m)),
+                    note="128 virtual tokens, initialised from vocabulary rows"))
+    register(Method("P-tuning v1", lambda m: mod.apply_p_tuning(m, p1), lr=3e-3, lr_grid=(1e-3, 3e-3, 1e-2, 3e-2),
+                    expected=lambda m: mod.prompt_param_count(p1, d(m)),
+                    note="64 virtual tokens, MLP encoder width 32"))
+    register(Method("prefix tuning", lambda m: mod.apply_prefix_tuning(m, prefix), lr=3e-3,
+                    lr_grid=(1e-3, 3e-3, 1e-2, 3e-2), expected=lambda m: mod.prefix_param_count(prefix, m),
+                    note="16 prefix keys / values per layer from an MLP of width 12"))
+    register(Method("P-tuning v2", lambda m: mod.apply_prefix_tuning(m, p2), lr=1e-2, lr_grid=(3e-3, 1e-2, 3e-2),
+                    expected=lambda m: mod.prefix_param_count(p2, m), note="16 prefix keys / values per layer, direct"))
 
 
 # ---------------------------------------------------------------------------------------------- the data
