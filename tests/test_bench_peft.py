@@ -20,8 +20,8 @@ from minillm.utils import markdown_table
 
 CHARS = "abcdefghij"
 ROW_KEYS = {"method", "trainable", "% of model", "lr", "val loss (start)", "val loss", "train loss (last quarter)",
-            "ms / step", "steps", "weights MB", "grads MB", "optimizer MB", "activations MB", "step peak MB",
-            "total MB", "base unchanged"}
+            "train-split loss", "ms / step", "steps", "weights MB", "grads MB", "optimizer MB", "activations MB",
+            "step peak MB", "total MB", "base unchanged"}
 
 
 def tiny_setup() -> bp.Setup:
@@ -153,7 +153,7 @@ def test_memory_split_is_positive_and_consistent(setup, trained):
 def test_lr_and_lora_sweeps(setup):
     rows, best = bp.lr_sweep(["LoRA"], 2, setup)
     assert [r["lr"] for r in rows] == list(bp.METHODS["LoRA"].lr_grid)
-    assert best["LoRA"] == min(rows, key=lambda r: r["train loss (last quarter)"])["lr"]
+    assert best["LoRA"] == min(rows, key=lambda r: r["train-split loss"])["lr"]
     sweep = bp.lora_sweep(2, setup, ranks=(1, 4), targets={"q, v": ("q_proj", "v_proj"), "MLP": ("gate", "up", "down")})
     assert [r["setting"] for r in sweep] == ["r = 1", "r = 4", "q, v", "MLP"]
     assert sweep[1]["trainable"] == 4 * sweep[0]["trainable"] == 4 * 2 * 2 * (64 + 64)
