@@ -322,6 +322,11 @@ def test_errors():
         alloc.scores()
     with pytest.raises(TypeError, match="linear layer"):
         SVDLinear(nn.LayerNorm(4), r=1, alpha=1.0)
+    with pytest.raises(ValueError, match="rank r >= 1"):
+        SVDLinear(nn.Linear(3, 3), r=0, alpha=1.0)
     state = adalora_state_dict(model)
+    bigger = apply_adalora(_tiny(), _cfg(init_r=5, target_r=2))
+    with pytest.raises(ValueError, match="do not fit this layer"):
+        load_adalora_state_dict(bigger, state)
     with pytest.raises(ValueError, match="does not fit"):
         load_adalora_state_dict(apply_adalora(_tiny(), _cfg(target_modules=("q_proj",))), state)

@@ -8,9 +8,10 @@
 # %% [markdown]
 # # Exercises 9: Parameter-efficient fine-tuning
 #
-# Five functions: three about LoRA (the forward pass of an adapted linear layer, merging the adapter into the
-# frozen weight for inference, the number of parameters LoRA trains in a Llama-shaped model) and two about
-# QLoRA's 4-bit NormalFloat (quantising blocks of weights to NF4 and back).
+# Seven functions: three about LoRA (the forward pass of an adapted linear layer, merging the adapter into the
+# frozen weight for inference, the number of parameters LoRA trains in a Llama-shaped model), two about
+# QLoRA's 4-bit NormalFloat (quantising blocks of weights to NF4 and back), one about AdaLoRA (its cubic
+# rank-budget schedule) and one about prefix tuning (attention over a prefix of trained keys and values).
 #
 # Each exercise is a function whose body is a stub raising `NotImplementedError`. Replace the `raise`
 # line with your code and run the check cell below it: it compares your function with the `minillm`
@@ -19,8 +20,9 @@
 # For a score report run `minillm grade exercises/09_peft.ipynb`; see
 # [How grading works](../book/grading.md).
 #
-# Read first: [9.1 LoRA](../notebooks/09_peft/01_lora.ipynb) (09.1-09.3) and
-# [9.2 QLoRA](../notebooks/09_peft/02_qlora.ipynb) (09.4, 09.5). Tensors are float64; the checks allow
+# Read first: [9.1 LoRA](../notebooks/09_peft/01_lora.ipynb) (09.1-09.3),
+# [9.2 QLoRA](../notebooks/09_peft/02_qlora.ipynb) (09.4, 09.5), [9.3 AdaLoRA](../notebooks/09_peft/03_adalora.ipynb)
+# (09.6) and [9.4 Adapters and prompts](../notebooks/09_peft/04_adapters_prompts.ipynb) (09.7). Tensors are float64; the checks allow
 # $10^{-5}$ times the largest expected $|\text{value}|$ of a case (at least 1) on every output value, so float32
 # arithmetic passes, and want parameter counts exactly.
 
@@ -255,3 +257,118 @@ def nf4_dequantize(idx: torch.Tensor, absmax: torch.Tensor, blocksize: int) -> t
 
 # %%
 check("09.5", nf4_dequantize)
+
+
+# %% [markdown]
+# ## 09.6 AdaLoRA's budget schedule (2 points)
+#
+# Read first: [9.3 AdaLoRA](../notebooks/09_peft/03_adalora.ipynb). AdaLoRA keeps a **budget**: the total
+# number of singular values (triplets) left switched on across all adapted matrices. It starts at
+# `init_budget`, ends at `target_budget` (at most `init_budget`), and in between falls along a cubic, the way
+# the paper (its eq. 12) and `peft` schedule it.
+#
+# Write `adalora_budget(step, init_budget, target_budget, tinit, tfinal, total_step)`, the budget after
+# optimizer step `step` (steps count 1, 2, ...; step 0 is before training), an `int` (a float or a one-element
+# tensor holding a whole number is accepted too):
+#
+# * **warm-up**: for every step up to and including `tinit`, the budget is `init_budget`;
+# * **final phase**: for every step after `total_step - tfinal`, it is `target_budget`;
+# * **the fall**, the steps in between: let the progress be the share of the fall's
+#   `total_step - tfinal - tinit` steps done by `step` (0 at step `tinit`, 1 at step `total_step - tfinal`).
+#   The budget is `target_budget` plus `init_budget - target_budget` times the cube of (1 - progress),
+#   rounded down to an int.
+#
+# All arguments are ints with `0 <= tinit < total_step - tfinal` and `tfinal >= 0`; `step >= 0` may lie past
+# `total_step`. The answer must equal the exact value rounded down (when that value is an integer $k$, $k - 1$
+# passes too: float rounding can land just below it). Worked example, `init_budget = 24`,
+# `target_budget = 8`, `tinit = 2`, `tfinal = 3`, `total_step = 10`, at steps 0, 1, ..., 11:
+# `[24, 24, 24, 16, 11, 9, 8, 8, 8, 8, 8, 8]`.
+
+# %%
+def adalora_budget(step: int, init_budget: int, target_budget: int, tinit: int, tfinal: int,
+                   total_step: int) -> int:
+    """The total rank AdaLoRA keeps after optimizer step `step`."""
+    # BEGIN SOLUTION 09.6: return the budget after this step: warm-up, cubic fall, final phase
+    if step <= tinit:  # warm-up: the full budget
+        return init_budget
+    if step > total_step - tfinal:  # final phase: the rank pattern is fixed
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit)  # 1 at tinit, 0 at total_step - tfinal
+    return int((init_budget - target_budget) * left ** 3 + target_budget)
+    # END SOLUTION
+
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Three branches, one per phase. Only the middle one computes anything: how far the fall has gone, as a
+# number from 0 to 1, then a cube of what is left of it.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# With `left = 1 - (step - tinit) / (total_step - tfinal - tinit)`, the fall's budget is
+# `int((init_budget - target_budget) * left ** 3 + target_budget)`. At step 3 of the worked example,
+# `left = 0.8` and `16 * 0.512 + 8 = 16.192`, so 16.
+#
+# </details>
+
+# %%
+check("09.6", adalora_budget)
+
+
+# %% [markdown]
+# ## 09.7 Attention with a prefix of keys and values (2 points)
+#
+# Read first: [9.4 Adapters and prompts](../notebooks/09_peft/04_adapters_prompts.ipynb), section 4. Prefix tuning
+# and P-tuning v2 give every attention layer $P$ trained key/value pairs that no token produced. Write
+# `prefix_attention(q, k, v, prefix_k, prefix_v)` for one layer of a decoder:
+#
+# * `q`, `k`, `v` of shape `(B, H, T, D)`: the queries, keys and values of the $T$ real tokens (already
+#   projected, one head per `H`);
+# * `prefix_k`, `prefix_v` of shape `(B, H, P, D)`, $P \ge 0$: the prefix's keys and values.
+#
+# Each query attends to **every** prefix key and to the real keys **up to and including its own position**,
+# with scaled dot-product attention (scores divided by $\sqrt{D}$, one softmax over all the keys it may see).
+# Return the outputs, shape `(B, H, T, D)`. With $P = 0$ this is ordinary causal attention. The check allows
+# $10^{-5}$ times the largest expected $|\text{value}|$ (at least 1) on every value, so float32 passes.
+#
+# Worked example: $B = H = 1$, $P = 2$, $T = 3$, $D = 1$, every query 1 and every key 0 (all scores equal, so
+# a query's weights are uniform over the keys it sees), `prefix_v = [6, 0]`, `v = [3, 1, 5]`:
+# the outputs are $(6 + 0 + 3) / 3 = 3$, $(6 + 0 + 3 + 1) / 4 = 2.5$ and $(6 + 0 + 3 + 1 + 5) / 5 = 3$,
+# i.e. `[3, 2.5, 3]`.
+
+# %%
+def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prefix_k: torch.Tensor,
+                     prefix_v: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, D): each real token's attention over the whole prefix and the real tokens up to itself."""
+    # BEGIN SOLUTION 09.7: return every query's attention output over the prefix and the causal real keys
+    P, T = prefix_k.shape[2], q.shape[2]
+    keys = torch.cat([prefix_k, k], dim=2)  # (B, H, P + T, D)
+    values = torch.cat([prefix_v, v], dim=2)
+    scores = q @ keys.transpose(-2, -1) / q.shape[-1] ** 0.5  # (B, H, T, P + T)
+    # query t sees key j of the concatenation when j < P (the prefix) or j - P <= t (a real key up to t)
+    allowed = torch.arange(P + T)[None, :] <= torch.arange(T)[:, None] + P  # (T, P + T)
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ values
+    # END SOLUTION
+
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Put the prefix keys in front of the real keys (and the prefix values in front of the real values): then one
+# attention over $P + T$ keys does it, with a mask that hides only the real keys after each query.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# Query $t$ may see key $j$ of the concatenation when $j \le t + P$. Fill the other scores with $-\infty$ before
+# one softmax over the last dimension, then multiply by the concatenated values.
+#
+# </details>
+
+# %%
+check("09.7", prefix_attention)

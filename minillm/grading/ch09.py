@@ -8,6 +8,10 @@
 |      | (an int) | `minillm.peft.lora_param_count` |
 | 09.4 | `nf4_quantize(x, blocksize)` -> `(idx, absmax)`: blockwise NF4 | `minillm.peft.nf4` (in `ch09_nf4`) |
 | 09.5 | `nf4_dequantize(idx, absmax, blocksize)` | `minillm.peft.nf4` (in `ch09_nf4`) |
+| 09.6 | `adalora_budget(step, init_budget, target_budget, tinit, tfinal, total_step)` -> int | |
+|      | | `minillm.peft.adalora.budget_schedule` (in `ch09_adalora`) |
+| 09.7 | `prefix_attention(q, k, v, prefix_k, prefix_v)`: a prefix, then causal real keys | |
+|      | | `minillm.attention.sdpa` (in `ch09_prompts`) |
 
 Hand-worked cases come first (written out in the notebook: a 2 x 2 weight with r = 1; Llama-2-7B with q and v
 at r = 8, 4,194,304), then random float64 inputs of random shapes (09.1 also with a 3-D x and without bias)
@@ -17,7 +21,8 @@ case (at least 1), for every output value, so float32 arithmetic passes; paramet
 `*_MISTAKES` lists pair simulated wrong solutions with the hint naming each.
 
 EXERCISES is one tuple per topic of the chapter, joined at the end; 09.4 and 09.5 (QLoRA's NF4) are declared,
-with their cases, tolerances and simulated mistakes, in `minillm.grading.ch09_nf4`.
+with their cases, tolerances and simulated mistakes, in `minillm.grading.ch09_nf4`, 09.6 (AdaLoRA) in
+`minillm.grading.ch09_adalora`, 09.7 (prefix attention) in `minillm.grading.ch09_prompts`.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ import torch.nn.functional as F
 
 from minillm.grading import answers
 from minillm.grading.answers import d64, generator, randn64
+from minillm.grading.ch09_adalora import ADALORA_EXERCISES
 from minillm.grading.ch09_nf4 import NF4_EXERCISES
+from minillm.grading.ch09_prompts import PROMPT_EXERCISES
 from minillm.grading.core import Exercise
 
 # the 2 x 2, r = 1 example of the notebook (also in tests/test_lora.py)
@@ -269,4 +276,4 @@ EXERCISES_LORA = (
 )
 
 # later parts of chapter 9 (QLoRA's NF4, ...) append their tuples here
-EXERCISES = EXERCISES_LORA + NF4_EXERCISES
+EXERCISES = EXERCISES_LORA + NF4_EXERCISES + ADALORA_EXERCISES + PROMPT_EXERCISES

@@ -8,9 +8,10 @@ ICLR 2023, arXiv:2303.10512):
   after pruning (peft's `ranknum`), so switching a triplet off does not rescale the others;
 - `AdaLoraConfig` and `apply_adalora(model, cfg)`: freeze the model, wrap the target linears (LoRA's rule:
   a qualified name equal to a target or ending with "." + target);
-- `orth_regularizer(model)`: R = mean over adapted matrices of ||P^T P - I||_F and ||Q Q^T - I||_F. The paper's
-  eq. 4 squares both norms; this module follows `peft` (plain Frobenius norm, averaged over the matrices), so a
-  loss computed here equals peft's;
+- `orth_regularizer(model)`: the mean of the 2n norms ||P^T P - I||_F and ||Q Q^T - I||_F of the n adapted
+  matrices (for one matrix: half their sum). The paper's eq. 4 squares both norms and its objective adds
+  gamma * sum_k R(P_k, Q_k); this module follows `peft` (plain norms, a mean), so a loss computed here equals
+  peft's and `orth_reg_weight` is not the paper's gamma;
 - `RankAllocator`: the sensitivity I(w) = |w * dL/dw| (eq. 7), its smoothed value I_bar (eq. 8) and uncertainty
   U_bar (eq. 9), the score s = I_bar * U_bar (eq. 10), the score of triplet i, s(lambda_i) + mean_j s(P_ji) +
   mean_j s(Q_ij) (eq. 11), the cubic budget schedule (eq. 12, `budget_schedule`), and masking: the lambdas of
@@ -107,6 +108,8 @@ class SVDLinear(nn.Module):
         if not _is_linear(base) or isinstance(base, SVDLinear):
             raise TypeError(f"SVDLinear wraps a linear layer (a module with int in_features and out_features), "
                             f"got {type(base).__name__}")
+        if not isinstance(r, int) or isinstance(r, bool) or r < 1 or not alpha > 0:
+            raise ValueError(f"SVDLinear needs an int rank r >= 1 and alpha > 0, got r={r!r}, alpha={alpha!r}")
         self.base_layer = base
         self.in_features, self.out_features = base.in_features, base.out_features
         self.r, self.alpha = r, alpha
@@ -179,8 +182,9 @@ def _layers(model: nn.Module) -> dict[str, SVDLinear]:
 
 
 def orth_regularizer(model: nn.Module) -> torch.Tensor:
-    """Mean over the adapted P's and Q's of ||P^T P - I||_F and ||Q Q^T - I||_F (peft's form; eq. 4 squares them).
+    """Mean of the 2n norms ||P^T P - I||_F and ||Q Q^T - I||_F over n adapted matrices (peft's form).
 
+    Eq. 4 squares the norms and the paper's loss sums R over the matrices, so orth_reg_weight is not its gamma.
     Both Gram matrices are (r, r): zero when P's columns and Q's rows are orthonormal."""
     terms = []
     for m in _layers(model).values():
@@ -264,7 +268,7 @@ class RankAllocator:
     def mask_to_budget(self, budget: int) -> dict[str, torch.Tensor]:
         """Keep the `budget` best-scoring triplets of the whole model, zero the other lambdas; the new pattern."""
         scores = self.scores()
-        flat = torch.cat([v.float() for v in scores.values()])  # (init_budget,)
+        flat = torch.cat(list(scores.values()))  # (init_budget,)
         keep = torch.zeros_like(flat, dtype=torch.bool)
         keep[torch.topk(flat, budget).indices] = True
         start = 0
@@ -336,9 +340,11 @@ def load_adalora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) ->
     for name, m in layers.items():
         keep = state[f"{name}.rank_pattern"].bool().cpu()
         k = int(keep.sum())
-        if keep.numel() != m.r or tuple(state[f"{name}.lora_A"].shape) != (k, m.in_features):
-            raise ValueError(f"{name}: the saved adapter has init_r={keep.numel()} and {k} kept triplets of "
-                             f"in_features {tuple(state[f'{name}.lora_A'].shape)[1:]}, the model init_r={m.r}")
+        shapes = [tuple(state[f"{name}.{p}"].shape) for p in ("lora_A", "lora_E", "lora_B")]
+        if keep.numel() != m.r or shapes != [(k, m.in_features), (k, 1), (m.out_features, k)]:
+            raise ValueError(f"{name}: the saved triplets {shapes} (init_r {keep.numel()}, {k} kept) do not fit "
+                             f"this layer (init_r {m.r}, {m.in_features} -> {m.out_features}): apply_adalora with "
+                             "the AdaLoraConfig the adapter was trained with")
         idx = keep.nonzero().view(-1).to(m.lora_A.device)
         m.lora_E.zero_()
         m.lora_A[idx] = state[f"{name}.lora_A"].to(m.lora_A)

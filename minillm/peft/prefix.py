@@ -22,9 +22,13 @@ Implements:
 - `prefix_state_dict` / `load_prefix_state_dict`, `prefix_param_count(cfg, model)`: P L 2 w directly;
   P w + (w h + h) + (h L 2 w + L 2 w) reparameterised.
 
-Init: N(0, 1) for the embedding (nn.Embedding's default, as peft); Li & Liang's init from real words'
-activations (their sec. 7.2) is left out, as are several prefixes (multi-task), encoder-decoder models and the
-cross-attention prefixes of the paper's BART experiments.
+Init: N(0, 1) for the embedding (nn.Embedding's default, as peft), or, without the projection, Li & Liang's
+init from real words' activations (their sec. 7.2): `init_ids` sets the prefix to the keys and values the frozen
+model computes for those tokens, so at the start the model reads the prefix as if those tokens had come first
+(exactly: the cached keys are already rotated; the test suite checks this equality).
+
+Leaves out: several prefixes (multi-task), encoder-decoder models and the cross-attention prefixes of the paper's
+BART experiments.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class PrefixTuningConfig:
     n_virtual: int = 20  # P, prefix length (keys and values per layer)
     projection: bool = True  # True: prefix tuning's MLP reparameterisation; False: P-tuning v2 (deep prompts)
     encoder_hidden: int = 0  # h of the MLP; 0 = the key width w = n_kv_head * head_dim
+    init_ids: tuple[int, ...] | None = None  # projection=False: start from the model's k, v of these P tokens
     seed: int = 0
 
     def __post_init__(self):
@@ -54,6 +59,11 @@ class PrefixTuningConfig:
             raise ValueError(f"encoder_hidden must be an int >= 0 (0 = key width), got {self.encoder_hidden!r}")
         if self.encoder_hidden and not self.projection:
             raise ValueError("encoder_hidden sizes the reparameterisation MLP: set projection=True or drop it")
+        if self.init_ids is not None:
+            self.init_ids = tuple(int(i) for i in self.init_ids)
+            if self.projection or len(self.init_ids) != self.n_virtual:
+                raise ValueError(f"init_ids needs projection=False and exactly n_virtual={self.n_virtual} token ids, "
+                                 f"got projection={self.projection} and {len(self.init_ids)} ids")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +141,18 @@ class PrefixModel(nn.Module):
         return self.model(idx, targets, kv_caches=kv_caches, mask=mask)
 
 
+@torch.no_grad()
+def prefix_from_tokens(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """(P,) token ids -> (P, L * 2 * w): the keys and values a GPT computes for them, in PrefixEncoder's layout."""
+    caches = [KVCache(None) for _ in model.layers]
+    was_training = model.training
+    model.eval()  # no dropout in the activations we copy
+    model(ids.reshape(1, -1), kv_caches=caches)  # each cache: k, v (1, H_kv, P, hd), keys already rotated
+    model.train(was_training)
+    kv = torch.stack([torch.stack([c.k[0], c.v[0]]) for c in caches])  # (L, 2, H_kv, P, hd)
+    return kv.permute(3, 0, 1, 2, 4).reshape(ids.numel(), -1)
+
+
 def apply_prefix_tuning(model: nn.Module, cfg: PrefixTuningConfig) -> PrefixModel:
     """Freeze a GPT and return it wrapped with per-layer trainable prefixes (prefix tuning with
     cfg.projection=True, P-tuning v2 with False). The GPT itself is not modified beyond requires_grad."""
@@ -146,6 +168,12 @@ def apply_prefix_tuning(model: nn.Module, cfg: PrefixTuningConfig) -> PrefixMode
     w = next(model.parameters())
     enc = PrefixEncoder(cfg.n_virtual, c.n_layer, c.n_kv_head * c.head_dim, cfg.projection, cfg.encoder_hidden,
                         device=w.device, dtype=w.dtype, seed=cfg.seed)
+    if cfg.init_ids is not None:
+        bad = [i for i in cfg.init_ids if not 0 <= i < c.vocab_size]
+        if bad:
+            raise ValueError(f"init_ids contains {bad[0]}, outside the vocabulary 0 .. {c.vocab_size - 1}")
+        with torch.no_grad():
+            enc.embedding.copy_(prefix_from_tokens(model, torch.tensor(cfg.init_ids, device=w.device)))
     return PrefixModel(model, enc, cfg.n_virtual, cfg)
 
 

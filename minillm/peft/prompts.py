@@ -3,7 +3,7 @@
 Implements:
 - prompt tuning (Lester et al. 2021, "The Power of Scale for Parameter-Efficient Prompt Tuning",
   arXiv:2104.08691, sec. 2): the virtual tokens' embeddings P (n_virtual, d) are the only parameters; the input
-  becomes [P; E x] (their sec. 2.1: "concatenated ... [P_e; X_e]"). Init "vocab" copies the embeddings of
+  becomes [P; E x] (their sec. 2.1, the prompt matrix before the embedded input). Init "vocab" copies the embeddings of
   random (or given) vocabulary tokens, their sec. 3.2 "sampled vocab" / class-label init (peft's TEXT init is
   the given-ids case); "random" draws N(0, 1) rows (nn.Embedding's default, peft's RANDOM);
 - P-tuning v1 (Liu et al. 2021, "GPT Understands, Too", arXiv:2103.10385, sec. 3.2, eq. 2-3): the virtual
@@ -294,6 +294,7 @@ from minillm.peft.prefix import (  # noqa: E402
     apply_mam,
     apply_prefix_tuning,
     load_prefix_state_dict,
+    prefix_from_tokens,
     prefix_param_count,
     prefix_state_dict,
 )
@@ -302,5 +303,5 @@ __all__ = [
     "PTuningConfig", "PrefixEncoder", "PrefixModel", "PrefixTuningConfig", "PromptEmbedding", "PromptEncoder",
     "PromptModel", "PromptTuningConfig", "VirtualTokenEmbedding", "apply_mam", "apply_p_tuning",
     "apply_prefix_tuning", "apply_prompt_tuning", "load_prefix_state_dict", "load_prompt_state_dict",
-    "prefix_param_count", "prefix_state_dict", "prompt_param_count", "prompt_state_dict",
+    "prefix_from_tokens", "prefix_param_count", "prefix_state_dict", "prompt_param_count", "prompt_state_dict",
 ]

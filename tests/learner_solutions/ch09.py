@@ -517,3 +517,559 @@ def wrong_09_5_not_flattened(idx, absmax, blocksize):
 # wrong: the table indexed from the top (NF4[15 - idx]) -- breaks "idx holds n indices into NF4"
 def wrong_09_5_reversed_table(idx, absmax, blocksize):
     return (NF4.to(absmax.dtype)[15 - idx.long()].view(-1, blocksize) * absmax[:, None]).flatten()
+
+
+# ---- 09.6 adalora_budget ------------------------------------------------------------------------------
+
+# valid: the hint: three branches, float64 progress, int() of the budget
+def valid_09_6_hint_branches(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit)
+    return int((init_budget - target_budget) * left ** 3 + target_budget)
+
+
+# valid: integer-only arithmetic, exact floor with //
+def valid_09_6_integer_only(step, init_budget, target_budget, tinit, tfinal, total_step):
+    fall = total_step - tfinal - tinit
+    done = min(max(step - tinit, 0), fall)
+    return target_budget + (init_budget - target_budget) * (fall - done) ** 3 // fall ** 3
+
+
+# valid: exact rationals (fractions.Fraction), math.floor
+def valid_09_6_fractions(step, init_budget, target_budget, tinit, tfinal, total_step):
+    from fractions import Fraction
+    if step <= tinit:
+        return init_budget
+    elif step > total_step - tfinal:
+        return target_budget
+    progress = Fraction(step - tinit, total_step - tfinal - tinit)
+    return math.floor(target_budget + (init_budget - target_budget) * (1 - progress) ** 3)
+
+
+# valid: one formula, progress clamped to [0, 1] (0 in warm-up, 1 in the final phase)
+def valid_09_6_clamped_progress(step, init_budget, target_budget, tinit, tfinal, total_step):
+    progress = min(1.0, max(0.0, (step - tinit) / (total_step - tfinal - tinit)))
+    return math.floor(target_budget + (init_budget - target_budget) * (1.0 - progress) ** 3)
+
+
+# valid: torch float64 tensors, floor, back to a Python int
+def valid_09_6_torch_float64(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return int(init_budget)
+    if step > total_step - tfinal:
+        return int(target_budget)
+    s = torch.tensor(float(step - tinit), dtype=torch.float64)
+    left = 1 - s / (total_step - tfinal - tinit)
+    val = (init_budget - target_budget) * left.pow(3) + target_budget
+    return int(torch.floor(val).item())
+
+
+# valid: numpy float64, the remaining share computed directly ((end - step) / fall), cube by a loop
+def valid_09_6_numpy_remaining(step, init_budget, target_budget, tinit, tfinal, total_step):
+    import numpy as np
+    end = total_step - tfinal
+    if step <= tinit:
+        return init_budget
+    if step > end:
+        return target_budget
+    remaining = np.float64(end - step) / np.float64(end - tinit)
+    cube = np.float64(1.0)
+    for _ in range(3):
+        cube = cube * remaining
+    return int(np.floor(target_budget + (init_budget - target_budget) * cube))
+
+
+# valid: phases by a loop over (last step, rule); fall value via ceil(x) - 1, which is floor(x) except when x is an
+# integer k, where it gives k - 1 ("k - 1 passes too")
+def valid_09_6_ceil_minus_one(step, init_budget, target_budget, tinit, tfinal, total_step):
+    end = total_step - tfinal
+    for last, rule in ((tinit, "warmup"), (end, "fall")):
+        if step <= last:
+            break
+    else:
+        rule = "final"
+    if rule == "warmup":
+        return init_budget
+    if rule == "final":
+        return target_budget
+    left = (end - step) / (end - tinit)
+    return math.ceil(target_budget + (init_budget - target_budget) * left * left * left) - 1
+
+
+# valid: the fall as an interpolation written from the other end: init - (init - target) * (1 - left^3)
+def valid_09_6_from_init_side(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    fall = total_step - tfinal - tinit
+    num = (fall - (step - tinit)) ** 3  # exact ints: (1 - progress)^3 = num / fall^3
+    return init_budget - -(-(init_budget - target_budget) * (fall ** 3 - num) // fall ** 3)
+
+
+# wrong: square instead of cube -- breaks "times the cube of (1 - progress)"
+def wrong_09_6_square(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit)
+    return int((init_budget - target_budget) * left ** 2 + target_budget)
+
+
+# wrong: cube of the progress, not of (1 - progress) -- breaks "the cube of (1 - progress)"
+def wrong_09_6_cube_of_progress(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    p = (step - tinit) / (total_step - tfinal - tinit)
+    return int((init_budget - target_budget) * p ** 3 + target_budget)
+
+
+# wrong: rounds to nearest -- breaks "rounded down to an int"
+def wrong_09_6_round_nearest(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit)
+    return round((init_budget - target_budget) * left ** 3 + target_budget)
+
+
+# wrong: rounds up -- breaks "rounded down to an int"
+def wrong_09_6_ceil(step, init_budget, target_budget, tinit, tfinal, total_step):
+    fall = total_step - tfinal - tinit
+    done = min(max(step - tinit, 0), fall)
+    return target_budget - (-(init_budget - target_budget) * (fall - done) ** 3 // fall ** 3)
+
+
+# wrong: the fall's length taken as total_step - tinit (tfinal forgotten) -- breaks "the fall's
+# total_step - tfinal - tinit steps"
+def wrong_09_6_denominator_ignores_tfinal(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tinit)
+    return int((init_budget - target_budget) * left ** 3 + target_budget)
+
+
+# wrong: the fall's length taken as total_step - tfinal (tinit forgotten) -- breaks "the fall's
+# total_step - tfinal - tinit steps" (progress 1 at step total_step - tfinal)
+def wrong_09_6_denominator_ignores_tinit(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal)
+    return int((init_budget - target_budget) * left ** 3 + target_budget)
+
+
+# wrong: progress counted from step 0, not from tinit -- breaks "0 at step tinit"
+def wrong_09_6_progress_from_step_zero(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - step / (total_step - tfinal)
+    return int((init_budget - target_budget) * left ** 3 + target_budget)
+
+
+# wrong: step read as a 0-based index (the step number is step + 1) -- breaks "steps count 1, 2, ...; step 0 is
+# before training"
+def wrong_09_6_zero_based_step(step, init_budget, target_budget, tinit, tfinal, total_step):
+    return valid_09_6_hint_branches(step + 1, init_budget, target_budget, tinit, tfinal, total_step)
+
+
+# wrong: the budget before the step (step - 1) -- breaks "the budget after optimizer step step"
+def wrong_09_6_budget_before_step(step, init_budget, target_budget, tinit, tfinal, total_step):
+    return valid_09_6_hint_branches(max(step - 1, 0), init_budget, target_budget, tinit, tfinal, total_step)
+
+
+# wrong: the fall counted inclusively, fall + 1 steps -- breaks "the fall's total_step - tfinal - tinit steps"
+# (1 at step total_step - tfinal)
+def wrong_09_6_denominator_plus_one(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit + 1)
+    return int((init_budget - target_budget) * left ** 3 + target_budget)
+
+
+# wrong: tinit and tfinal swapped (tfinal taken as the warm-up) -- breaks the argument order
+# (step, init_budget, target_budget, tinit, tfinal, total_step)
+def wrong_09_6_tinit_tfinal_swapped(step, init_budget, target_budget, tinit, tfinal, total_step):
+    return valid_09_6_hint_branches(step, init_budget, target_budget, tfinal, tinit, total_step)
+
+
+# wrong: no final phase, the cubic continued past total_step - tfinal -- breaks "for every step after
+# total_step - tfinal, it is target_budget"
+def wrong_09_6_no_final_phase(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit)
+    return math.floor((init_budget - target_budget) * left ** 3 + target_budget)
+
+
+# wrong: final phase only after total_step -- breaks "for every step after total_step - tfinal" (the steps
+# between total_step - tfinal and total_step fall below target_budget)
+def wrong_09_6_final_after_total_step(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit)
+    return math.floor((init_budget - target_budget) * left ** 3 + target_budget)
+
+
+# wrong: no warm-up branch, the cubic also used before tinit -- breaks "for every step up to and including tinit,
+# the budget is init_budget"
+def wrong_09_6_no_warmup(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit)
+    return math.floor((init_budget - target_budget) * left ** 3 + target_budget)
+
+
+# wrong: progress by integer division (always 0 inside the fall) -- breaks "the share of the fall's steps done"
+def wrong_09_6_integer_division_progress(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) // (total_step - tfinal - tinit)
+    return int((init_budget - target_budget) * left ** 3 + target_budget)
+
+
+# wrong: init_budget (not init_budget - target_budget) times the cube -- breaks "init_budget - target_budget
+# times the cube"
+def wrong_09_6_init_times_cube(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit)
+    return int(init_budget * left ** 3 + target_budget)
+
+
+# wrong: the fall linear in progress -- breaks "falls along a cubic" / "the cube of (1 - progress)"
+def wrong_09_6_linear(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit)
+    return int((init_budget - target_budget) * left + target_budget)
+
+
+# wrong: init and target swapped in the fall (starts near target, climbs to init) -- breaks "target_budget plus
+# init_budget - target_budget times the cube"
+def wrong_09_6_init_target_swapped_in_fall(step, init_budget, target_budget, tinit, tfinal, total_step):
+    if step <= tinit:
+        return init_budget
+    if step > total_step - tfinal:
+        return target_budget
+    left = 1 - (step - tinit) / (total_step - tfinal - tinit)
+    return int((target_budget - init_budget) * left ** 3 + init_budget)
+
+
+# ---- 09.7 prefix_attention ------------------------------------------------------------------------
+
+def _prefix_reference_like(q, k, v, prefix_k, prefix_v, *, scale=None, keep=None, softmax_dim=-1, fill=None):
+    """Concatenate prefix and real keys/values; `keep(T, P)` gives the (T, P + T) bool mask of visible keys."""
+    T, D, P = q.shape[-2], q.shape[-1], prefix_k.shape[-2]
+    kk = torch.cat([prefix_k, k], dim=-2)
+    vv = torch.cat([prefix_v, v], dim=-2)
+    s = q @ kk.transpose(-2, -1) * (1 / math.sqrt(D) if scale is None else scale)
+    if keep is None:
+        keep = lambda T, P: torch.arange(P + T)[None, :] <= torch.arange(T)[:, None] + P  # noqa: E731
+    m = keep(T, P).to(q.device)
+    s = s.masked_fill(~m, float("-inf") if fill is None else fill)
+    return torch.softmax(s, dim=softmax_dim) @ vv
+
+
+# valid: the hints -- concatenate, mask j > t + P with -inf, one softmax over the last dim
+def valid_09_7_concat_mask(q, k, v, prefix_k, prefix_v):
+    T, D, P = q.shape[-2], q.shape[-1], prefix_k.shape[-2]
+    keys = torch.cat([prefix_k, k], dim=2)
+    vals = torch.cat([prefix_v, v], dim=2)
+    scores = torch.matmul(q, keys.transpose(2, 3)) / math.sqrt(D)
+    j = torch.arange(P + T, device=q.device)
+    t = torch.arange(T, device=q.device)
+    visible = j[None, :] <= t[:, None] + P
+    scores = scores.masked_fill(~visible, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ vals
+
+
+# valid: explicit loop over query positions, each attending to the prefix and k[:t+1]
+def valid_09_7_loop_positions(q, k, v, prefix_k, prefix_v):
+    T, D = q.shape[-2], q.shape[-1]
+    outs = []
+    for t in range(T):
+        keys = torch.cat([prefix_k, k[:, :, : t + 1]], dim=2)
+        vals = torch.cat([prefix_v, v[:, :, : t + 1]], dim=2)
+        s = torch.einsum("bhd,bhjd->bhj", q[:, :, t], keys) / math.sqrt(D)
+        w = torch.softmax(s, dim=-1)
+        outs.append(torch.einsum("bhj,bhjd->bhd", w, vals))
+    return torch.stack(outs, dim=2)
+
+
+# valid: loops over batch, head and position, plain Python lists of scores, softmax written out
+def valid_09_7_triple_loop(q, k, v, prefix_k, prefix_v):
+    B, H, T, D = q.shape
+    P = prefix_k.shape[2]
+    out = torch.zeros_like(q)
+    for b in range(B):
+        for h in range(H):
+            for t in range(T):
+                keys = [prefix_k[b, h, i] for i in range(P)] + [k[b, h, j] for j in range(t + 1)]
+                vals = [prefix_v[b, h, i] for i in range(P)] + [v[b, h, j] for j in range(t + 1)]
+                scores = [float(torch.dot(q[b, h, t], key)) / math.sqrt(D) for key in keys]
+                mx = max(scores)
+                ws = [math.exp(s - mx) for s in scores]
+                z = sum(ws)
+                acc = torch.zeros(D, dtype=torch.float64)
+                for w, val in zip(ws, vals):
+                    acc += (w / z) * val.double()
+                out[b, h, t] = acc.to(out.dtype)
+    return out
+
+
+# valid: two score blocks (prefix: all visible; real: causal) joined before one softmax, weights split after
+def valid_09_7_two_blocks(q, k, v, prefix_k, prefix_v):
+    T, D, P = q.shape[-2], q.shape[-1], prefix_k.shape[-2]
+    sp = q @ prefix_k.transpose(-1, -2) / math.sqrt(D)
+    sr = q @ k.transpose(-1, -2) / math.sqrt(D)
+    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    sr = sr.masked_fill(~causal, float("-inf"))
+    w = torch.cat([sp, sr], dim=-1).softmax(dim=-1)
+    return w[..., :P] @ prefix_v + w[..., P:] @ v
+
+
+# valid: torch's scaled_dot_product_attention with a boolean attn_mask (True = may attend)
+def valid_09_7_sdpa_mask(q, k, v, prefix_k, prefix_v):
+    T, P = q.shape[-2], prefix_k.shape[-2]
+    mask = torch.ones(T, P + T, dtype=torch.bool, device=q.device).tril(diagonal=P)
+    return F.scaled_dot_product_attention(q, torch.cat([prefix_k, k], -2), torch.cat([prefix_v, v], -2),
+                                          attn_mask=mask)
+
+
+# valid: computed in float32 internally, cast back to the input dtype
+def valid_09_7_float32(q, k, v, prefix_k, prefix_v):
+    dt = q.dtype
+    q, k, v, prefix_k, prefix_v = (x.float() for x in (q, k, v, prefix_k, prefix_v))
+    T, D, P = q.shape[-2], q.shape[-1], prefix_k.shape[-2]
+    s = torch.einsum("bhtd,bhjd->bhtj", q, torch.cat([prefix_k, k], 2)) * D ** -0.5
+    add = torch.full((T, P + T), float("-inf"), device=q.device).triu(diagonal=P + 1)
+    w = torch.softmax(s + add, dim=-1)
+    return torch.einsum("bhtj,bhjd->bhtd", w, torch.cat([prefix_v, v], 2)).to(dt)
+
+
+# valid: log-sum-exp by hand over the two blocks, in float64; P = 0 handled by skipping the prefix block
+def valid_09_7_logsumexp_by_hand(q, k, v, prefix_k, prefix_v):
+    dt = q.dtype
+    q, k, v, prefix_k, prefix_v = (x.double() for x in (q, k, v, prefix_k, prefix_v))
+    T, D, P = q.shape[-2], q.shape[-1], prefix_k.shape[-2]
+    sr = q @ k.transpose(-1, -2) / math.sqrt(D)
+    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    sr = sr.masked_fill(future, float("-inf"))
+    m = sr.amax(dim=-1, keepdim=True)
+    if P > 0:
+        sp = q @ prefix_k.transpose(-1, -2) / math.sqrt(D)
+        m = torch.maximum(m, sp.amax(dim=-1, keepdim=True))
+    er = torch.exp(sr - m)
+    num = er @ v
+    den = er.sum(-1, keepdim=True)
+    if P > 0:
+        ep = torch.exp(sp - m)
+        num = num + ep @ prefix_v
+        den = den + ep.sum(-1, keepdim=True)
+    lse = m + torch.log(den)  # log of the softmax's normaliser
+    return (num * torch.exp(m - lse)).to(dt)
+
+
+# valid: P = 0 sent to ordinary causal attention, otherwise concat + mask
+def valid_09_7_p_zero_branch(q, k, v, prefix_k, prefix_v):
+    if prefix_k.shape[2] == 0:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return valid_09_7_concat_mask(q, k, v, prefix_k, prefix_v)
+
+
+# valid: online (flash-style) softmax, prefix block first then the real keys one at a time
+def valid_09_7_online_softmax(q, k, v, prefix_k, prefix_v):
+    B, H, T, D = q.shape
+    P = prefix_k.shape[2]
+    qs = q.double() / math.sqrt(D)
+    m = torch.full((B, H, T, 1), float("-inf"), dtype=torch.float64, device=q.device)
+    den = torch.zeros((B, H, T, 1), dtype=torch.float64, device=q.device)
+    num = torch.zeros((B, H, T, D), dtype=torch.float64, device=q.device)
+    blocks = [(prefix_k[:, :, i : i + 1], prefix_v[:, :, i : i + 1], -1) for i in range(P)]
+    blocks += [(k[:, :, j : j + 1], v[:, :, j : j + 1], j) for j in range(T)]
+    t = torch.arange(T, device=q.device).view(T, 1)
+    for kb, vb, j in blocks:
+        s = qs @ kb.double().transpose(-1, -2)  # (B, H, T, 1)
+        if j >= 0:
+            s = s.masked_fill(t < j, float("-inf"))
+        new_m = torch.maximum(m, s)
+        a = torch.exp(m - new_m)
+        e = torch.exp(s - new_m)
+        den = den * a + e
+        num = num * a + e * vb.double()
+        m = new_m
+    return (num / den).to(q.dtype)
+
+
+# valid: square causal mask over P + T positions with P dummy (zero) queries in front, their rows dropped
+def valid_09_7_padded_queries(q, k, v, prefix_k, prefix_v):
+    B, H, T, D = q.shape
+    P = prefix_k.shape[2]
+    qq = torch.cat([q.new_zeros(B, H, P, D), q], dim=2)
+    out = F.scaled_dot_product_attention(qq, torch.cat([prefix_k, k], 2), torch.cat([prefix_v, v], 2),
+                                         is_causal=True)
+    return out[:, :, P:]
+
+
+# valid: sdpa with an additive float bias (-1e9, not -inf, on the hidden keys) and an explicit scale
+def valid_09_7_additive_bias(q, k, v, prefix_k, prefix_v):
+    T, D, P = q.shape[-2], q.shape[-1], prefix_k.shape[-2]
+    j = torch.arange(P + T, device=q.device)
+    i = torch.arange(T, device=q.device)
+    bias = torch.zeros(T, P + T, dtype=q.dtype, device=q.device)
+    bias = bias.masked_fill(j[None] > i[:, None] + P, -1e9)
+    return F.scaled_dot_product_attention(q, torch.cat([prefix_k, k], 2), torch.cat([prefix_v, v], 2),
+                                          attn_mask=bias, scale=1 / math.sqrt(D))
+
+
+# wrong: no causal mask, every real key visible -- breaks "real keys up to and including its own position"
+def wrong_09_7_no_causal_mask(q, k, v, prefix_k, prefix_v):
+    return _prefix_reference_like(q, k, v, prefix_k, prefix_v,
+                                  keep=lambda T, P: torch.ones(T, P + T, dtype=torch.bool))
+
+
+# wrong: strict mask j < t + P, a query does not see its own key -- breaks "up to and including its own position"
+def wrong_09_7_excludes_own_position(q, k, v, prefix_k, prefix_v):
+    return _prefix_reference_like(q, k, v, prefix_k, prefix_v,
+                                  keep=lambda T, P: torch.ones(T, P + T, dtype=torch.bool).tril(P - 1))
+
+
+# wrong: the causal mask not shifted by P (tril on the concatenation), query t sees only keys 0..t of it --
+# breaks "attends to every prefix key"
+def wrong_09_7_mask_not_shifted(q, k, v, prefix_k, prefix_v):
+    return _prefix_reference_like(q, k, v, prefix_k, prefix_v,
+                                  keep=lambda T, P: torch.ones(T, P + T, dtype=torch.bool).tril())
+
+
+# wrong: mask shifted one too far (tril(P + 1)), each query sees the next real key too -- breaks "up to and
+# including its own position"
+def wrong_09_7_sees_next_key(q, k, v, prefix_k, prefix_v):
+    return _prefix_reference_like(q, k, v, prefix_k, prefix_v,
+                                  keep=lambda T, P: torch.ones(T, P + T, dtype=torch.bool).tril(P + 1))
+
+
+# wrong: scores divided by D, not sqrt(D) -- breaks "scores divided by sqrt(D)"
+def wrong_09_7_divide_by_d(q, k, v, prefix_k, prefix_v):
+    return _prefix_reference_like(q, k, v, prefix_k, prefix_v, scale=1 / q.shape[-1])
+
+
+# wrong: no scaling at all -- breaks "scores divided by sqrt(D)"
+def wrong_09_7_unscaled(q, k, v, prefix_k, prefix_v):
+    return _prefix_reference_like(q, k, v, prefix_k, prefix_v, scale=1.0)
+
+
+# wrong: scaled by sqrt of the number of keys P + T -- breaks "scores divided by sqrt(D)"
+def wrong_09_7_scale_by_key_count(q, k, v, prefix_k, prefix_v):
+    P, T = prefix_k.shape[-2], q.shape[-2]
+    return _prefix_reference_like(q, k, v, prefix_k, prefix_v, scale=1 / math.sqrt(P + T))
+
+
+# wrong: softmax over the query dimension -- breaks "one softmax over all the keys it may see"
+def wrong_09_7_softmax_over_queries(q, k, v, prefix_k, prefix_v):
+    T, D, P = q.shape[-2], q.shape[-1], prefix_k.shape[-2]
+    s = q @ torch.cat([prefix_k, k], 2).transpose(-2, -1) / math.sqrt(D)
+    s = s.masked_fill(~torch.ones(T, P + T, dtype=torch.bool).tril(P), float("-inf"))
+    w = torch.softmax(s, dim=-2).nan_to_num(0.0)  # columns of future-only keys are all -inf
+    return w @ torch.cat([prefix_v, v], 2)
+
+
+# wrong: separate softmaxes over the prefix and the real keys, outputs averaged -- breaks "one softmax over all
+# the keys it may see"
+def wrong_09_7_two_softmaxes(q, k, v, prefix_k, prefix_v):
+    T, D, P = q.shape[-2], q.shape[-1], prefix_k.shape[-2]
+    sr = (q @ k.transpose(-1, -2) / math.sqrt(D)).masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(),
+                                                               float("-inf"))
+    real = sr.softmax(-1) @ v
+    if P == 0:
+        return real
+    pref = (q @ prefix_k.transpose(-1, -2) / math.sqrt(D)).softmax(-1) @ prefix_v
+    return (real + pref) / 2
+
+
+# wrong: masked scores set to 0 instead of -inf (scores * mask) -- breaks "real keys up to its own position"
+# (future keys keep weight exp(0))
+def wrong_09_7_zero_not_minus_inf(q, k, v, prefix_k, prefix_v):
+    return _prefix_reference_like(q, k, v, prefix_k, prefix_v, fill=0.0)
+
+
+# wrong: mask applied after the softmax without renormalising -- breaks "one softmax over all the keys it may see"
+def wrong_09_7_mask_after_softmax(q, k, v, prefix_k, prefix_v):
+    T, D, P = q.shape[-2], q.shape[-1], prefix_k.shape[-2]
+    s = q @ torch.cat([prefix_k, k], 2).transpose(-2, -1) / math.sqrt(D)
+    w = s.softmax(-1) * torch.ones(T, P + T, dtype=s.dtype).tril(P)
+    return w @ torch.cat([prefix_v, v], 2)
+
+
+# wrong: the prefix put after the real keys while the mask still assumes it in front -- breaks "attends to every
+# prefix key" (and lets queries see future real keys)
+def wrong_09_7_prefix_at_end(q, k, v, prefix_k, prefix_v):
+    return _prefix_reference_like(q, prefix_k, prefix_v, k, v)
+
+
+# wrong: prefix keys in front but prefix values at the end -- pairs prefix keys with real values, breaks "P trained
+# key/value pairs"
+def wrong_09_7_values_misaligned(q, k, v, prefix_k, prefix_v):
+    T, D, P = q.shape[-2], q.shape[-1], prefix_k.shape[-2]
+    s = q @ torch.cat([prefix_k, k], 2).transpose(-2, -1) / math.sqrt(D)
+    s = s.masked_fill(~torch.ones(T, P + T, dtype=torch.bool).tril(P), float("-inf"))
+    return s.softmax(-1) @ torch.cat([v, prefix_v], 2)
+
+
+# wrong: prefix keys and values swapped -- breaks "prefix_k, prefix_v: the prefix's keys and values"
+def wrong_09_7_prefix_kv_swapped(q, k, v, prefix_k, prefix_v):
+    return _prefix_reference_like(q, k, v, prefix_v, prefix_k)
+
+
+# wrong: prefix values dropped (weights over all keys, only the real values summed) -- breaks "attends to every
+# prefix key" (the prefix's values never reach the output)
+def wrong_09_7_prefix_values_dropped(q, k, v, prefix_k, prefix_v):
+    T, D, P = q.shape[-2], q.shape[-1], prefix_k.shape[-2]
+    s = q @ torch.cat([prefix_k, k], 2).transpose(-2, -1) / math.sqrt(D)
+    s = s.masked_fill(~torch.ones(T, P + T, dtype=torch.bool).tril(P), float("-inf"))
+    return s.softmax(-1)[..., P:] @ v
+
+
+# wrong: output returned as (B, T, H, D) (heads merged the usual way) -- breaks "Return the outputs, shape
+# (B, H, T, D)"
+def wrong_09_7_output_transposed(q, k, v, prefix_k, prefix_v):
+    return valid_09_7_concat_mask(q, k, v, prefix_k, prefix_v).transpose(1, 2).contiguous()
+
+
+# wrong: log-sum-exp by hand with the max taken over the prefix block alone -- crashes for P = 0 (max of an
+# empty dim), breaks "P >= 0" / "With P = 0 this is ordinary causal attention"
+def wrong_09_7_crashes_p_zero(q, k, v, prefix_k, prefix_v):
+    T, D = q.shape[-2], q.shape[-1]
+    sp = q @ prefix_k.transpose(-1, -2) / math.sqrt(D)
+    sr = (q @ k.transpose(-1, -2) / math.sqrt(D)).masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(),
+                                                               float("-inf"))
+    m = torch.maximum(sp.max(dim=-1, keepdim=True).values, sr.max(dim=-1, keepdim=True).values)
+    ep, er = (sp - m).exp(), (sr - m).exp()
+    return (ep @ prefix_v + er @ v) / (ep.sum(-1, keepdim=True) + er.sum(-1, keepdim=True))
+
+
+# wrong: outputs divided by sqrt(D) after the softmax instead of the scores -- breaks "scores divided by sqrt(D)"
+def wrong_09_7_scales_output(q, k, v, prefix_k, prefix_v):
+    return _prefix_reference_like(q, k, v, prefix_k, prefix_v, scale=1.0) / math.sqrt(q.shape[-1])
