@@ -3,7 +3,7 @@
     python -m minillm.bench [--out FILE.md] [--quick] [--only SECTION ...]
 
 One module per chapter (`ch01` tokenizers, `ch03` norms, `ch05` attention, `ch06` training and generation,
-`fast` the teaching vs fused training path),
+`fast` the teaching vs fused training path, `peft` the chapter-9 comparison of fine-tuning methods),
 each with a `section_*(quick) -> str` function that returns Markdown (a heading, a sentence on what was
 measured, a table); later chapters add a module and one line to `SECTIONS`. Every timing goes through
 `minillm.bench.timer.best_time`. `--quick` shrinks every section to a smoke test of a few seconds (the unit
@@ -32,6 +32,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("training", "minillm.bench.ch06:section_training"),
     ("generation", "minillm.bench.ch06:section_generation"),
     ("fast", "minillm.bench.fast:section_fast"),
+    ("peft", "minillm.bench.peft:section_peft"),
 ]
 
 

@@ -20,9 +20,12 @@ Learning rates are chosen by the loss on a fixed set of TRAINING examples after 
 for every method and lr; a 40-step run of 8 rows has seen only a fifth of the 1,638), not by the held-out loss
 the table reports, so the table's validation loss is not the number the choice was fitted to.
 
+The three chat tokens' embedding rows start at the mean row plus N(0, 0.02^2) noise (`prepare_for_chat(...,
+noise_std=0.02)`): with identical rows a frozen, tied embedding could never tell <|user|>, <|assistant|> and <|end|>
+apart, nor predict <|end|> above the other two.
+
 Leaves out: trainable chat-token embeddings for the frozen-base methods (peft's `modules_to_save` /
-`trainable_token_indices`): all PEFT rows keep the three new token rows at their initial mean (chapter 8)
-and learn around them; packed batches; mixed precision; several seeds (one seed per run: differences of a
+`trainable_token_indices`: the PEFT rows keep the three rows frozen and learn around them); packed batches; mixed precision; several seeds (one seed per run: differences of a
 few hundredths in loss are within run-to-run noise at these step counts).
 References: Hu et al. 2021 (LoRA), Dettmers et al. 2023 (QLoRA), Zhang et al. 2023 (AdaLoRA), Houlsby et al.
 2019 (adapters), He et al. 2022 (parallel adapters, "Towards a Unified View of PEFT", arXiv:2110.04366),
@@ -215,7 +218,7 @@ def sft_setup(device: torch.device | str = "cpu", batch_size: int = 8, seq_len: 
         from minillm.pretrained import load_base
 
         model, tok = load_base(device=device)
-    model, chat_tok = prepare_for_chat(model.to(device), tok)
+    model, chat_tok = prepare_for_chat(model.to(device), tok, noise_std=0.02)
     data = SFTData(chat_tok, examples if examples is not None else build_instructions(), packing=False)
     return Setup(model.requires_grad_(False), data, batch_size, seq_len, eval_batches)
 
