@@ -1,7 +1,11 @@
-"""Chapter 9 exercises: plausible wrong solutions fail with the hint naming the mistake, acceptable variants
-(float32, loops, einsum, the merged weight) pass, and every hand-worked value the notebook's markdown shows is
-what the `minillm` references compute. What every exercise gets (the solution passes, the stub is "not
-attempted", junk answers and the checker's simulated mistakes) is checked in test_exercises.py."""
+"""Chapter 9 exercises, LoRA (09.1-09.3): plausible wrong solutions fail with the hint naming the mistake,
+acceptable variants (float32, loops, einsum, the merged weight) pass, and every hand-worked value the notebook's
+markdown shows is what the `minillm` references compute. For the whole chapter: the function each check cell
+grades, how many mistakes the NF4, AdaLoRA and prefix checkers simulate at least, and junk answers shaped like
+this chapter's (indices, budgets, attention outputs) fail with a hint. NF4 (09.4, 09.5), AdaLoRA (09.6) and
+prefix attention (09.7) have their own files, test_exercises_ch09_{nf4,adalora,prompts}.py. What every exercise
+gets (the solution passes, the stub is "not attempted", generic junk answers and the checker's simulated
+mistakes) is checked in test_exercises.py."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minillm.grading import ch09, check
+from minillm.grading import ch09, check, core
 from minillm.model import GPTConfig
 from minillm.peft import LoraConfig, LoRALinear, lora_param_count
 
@@ -150,3 +154,37 @@ def test_wrong_solutions_fail(ex, fn, hint):
     result = check(ex, fn)
     assert not result.passed
     assert hint in result.hint
+
+
+# ---------------------------------------------------------------------------------------------------
+# the whole chapter: the graded functions, the simulated mistakes, junk shaped like the chapter's answers
+
+
+def test_check_cells_grade_the_functions_the_hints_name():
+    assert kit.checked_functions(kit.source(CHAPTER)) == {
+        "09.1": "lora_linear", "09.2": "merge_lora_weight", "09.3": "lora_trainable_params",
+        "09.4": "nf4_quantize", "09.5": "nf4_dequantize", "09.6": "adalora_budget", "09.7": "prefix_attention"}
+
+
+def test_checkers_simulate_enough_mistakes():
+    counts = {e.id: len(e.mistakes) for e in core.exercises_of(CHAPTER)}
+    floors = {"09.4": 3, "09.5": 3, "09.6": 8, "09.7": 5}
+    assert all(counts[i] >= n for i, n in floors.items()), counts
+
+
+# beyond test_exercises.py's JUNK: wrong-valued answers of the right kind (x is 09.4's input, 09.5's indices)
+NF4_JUNK = (lambda x, *a: (torch.full_like(x, 3.0), x[:1]), lambda x, *a: (torch.full((x.numel(),), 99), x[:1]))
+CHAPTER_JUNK = {
+    "09.4": NF4_JUNK,
+    "09.5": NF4_JUNK,
+    "09.6": (lambda *a: -1, lambda *a: a[1] + 0.5),
+    "09.7": (lambda q, *a: q, lambda q, *a: torch.full_like(q, float("nan")),
+             lambda q, k, v, pk, pv: torch.cat([pv, v], 2), lambda q, *a: q[..., 0], lambda q, *a: q.long()),
+}
+
+
+@pytest.mark.parametrize(("ex", "k"), [(ex, k) for ex, fns in CHAPTER_JUNK.items() for k in range(len(fns))])
+def test_chapter_shaped_junk_fails_with_a_hint(ex, k):
+    res = check(ex, CHAPTER_JUNK[ex][k])
+    assert res.status == "failed" and res.hint, res
+    assert not res.hint.startswith(("internal", "checking what your function returned raised")), res.hint

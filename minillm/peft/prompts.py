@@ -264,14 +264,7 @@ def prompt_state_dict(model: PromptModel) -> dict[str, torch.Tensor]:
 
 def load_prompt_state_dict(model: PromptModel, state: dict[str, torch.Tensor]) -> None:
     """Copy tensors from `prompt_state_dict` into a model built with the same config."""
-    own = prompt_state_dict(model)
-    bad = sorted(own.keys() ^ state.keys()) or [k for k in own if tuple(own[k].shape) != tuple(state[k].shape)]
-    if bad:
-        raise ValueError(f"the prompt does not fit this model ({bad[0]!r} differs): build it with the config it was "
-                         "trained with (same n_virtual, encoder and encoder_hidden)")
-    with torch.no_grad():
-        for k, v in state.items():
-            own[k].copy_(v)
+    _copy_matching(prompt_state_dict(model), state, "prompt", "n_virtual, encoder and encoder_hidden")
 
 
 def prompt_param_count(cfg: PromptTuningConfig, d_model: int) -> int:
@@ -293,6 +286,7 @@ from minillm.peft.prefix import (  # noqa: E402
     PrefixEncoder,
     PrefixModel,
     PrefixTuningConfig,
+    _copy_matching,
     apply_mam,
     apply_prefix_tuning,
     load_prefix_state_dict,
