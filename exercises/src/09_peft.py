@@ -22,9 +22,9 @@
 #
 # Read first: [9.1 LoRA](../notebooks/09_peft/01_lora.ipynb) (09.1-09.3),
 # [9.2 QLoRA](../notebooks/09_peft/02_qlora.ipynb) (09.4, 09.5), [9.3 AdaLoRA](../notebooks/09_peft/03_adalora.ipynb)
-# (09.6) and [9.4 Adapters and prompts](../notebooks/09_peft/04_adapters_prompts.ipynb) (09.7). Tensors are float64; the checks allow
-# $10^{-5}$ times the largest expected $|\text{value}|$ of a case (at least 1) on every output value, so float32
-# arithmetic passes, and want parameter counts exactly.
+# (09.6) and [9.4 Adapters and prompts](../notebooks/09_peft/04_adapters_prompts.ipynb) (09.7). Tensors are
+# float64; the checks allow $10^{-5}$ times the largest expected $|\text{value}|$ of a case (at least 1) on every
+# output value, so float32 arithmetic passes, and want parameter counts exactly.
 
 # %%
 import torch
