@@ -42,12 +42,10 @@ def tiny_setup() -> bp.Setup:
 
 @pytest.fixture(scope="module")
 def setup() -> bp.Setup:
-    bp.register_optional()
     return tiny_setup()
 
 
 def names() -> list[str]:
-    bp.register_optional()
     return list(bp.METHODS)
 
 
@@ -62,8 +60,9 @@ def trained(setup):
     return out
 
 
-def test_registry_has_the_three_methods_of_main_and_a_row_per_method(setup, trained):
-    assert {"full fine-tuning", "LoRA", "QLoRA"} <= set(bp.METHODS)
+def test_registry_has_all_ten_methods_at_import_and_a_row_per_method(setup, trained):
+    assert list(bp.METHODS) == ["full fine-tuning", "LoRA", "QLoRA", "AdaLoRA", "Houlsby adapter", "parallel adapter",
+                                "prompt tuning", "P-tuning v1", "prefix tuning", "P-tuning v2"]
     rows = bp.compare_methods(["LoRA"], 2, setup, memory=False)
     assert len(rows) == 1 and rows[0]["method"] == "LoRA" and "weights MB" not in rows[0]
     for n, (row, _) in trained.items():
@@ -73,8 +72,16 @@ def test_registry_has_the_three_methods_of_main_and_a_row_per_method(setup, trai
 
 
 def test_unknown_method_is_a_clear_error(setup):
-    with pytest.raises(ValueError, match="unknown method 'DoRA'"):
+    with pytest.raises(ValueError, match="unknown method 'DoRA'; registered: .*'P-tuning v2'"):
         bp.compare_methods(["DoRA"], 2, setup)
+
+
+@pytest.mark.parametrize("steps, warmup, tinit", [(16, 2, 2), (16, 0, 1), (100, 2, 10), (40, 5, 5)])
+def test_adalora_budget_falls_only_after_the_warmup(setup, steps, warmup, tinit):
+    model = bp.METHODS["AdaLoRA"].build(copy.deepcopy(setup.model))
+    alloc = bp.METHODS["AdaLoRA"].hooks(model, steps, warmup)["allocator"]
+    assert (alloc.cfg.tinit, alloc.cfg.tfinal, alloc.cfg.total_step) == (tinit, steps // 5, steps)
+    assert alloc.budget(tinit) == alloc.init_budget  # the full budget through the warm-up
 
 
 def test_trainable_counts_equal_formula_and_requires_grad(setup, trained):

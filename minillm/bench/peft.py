@@ -7,7 +7,7 @@ method: trainable parameters (and their share of the model), the held-out loss a
 `val` split of `minillm.sft.SFTData`, i.e. instructions SFT never trains on), the median step time after a
 warm-up, and the memory of one training step. `lr_sweep` chooses each method's learning rate; `lora_sweep`
 varies LoRA's rank and target modules. `section_peft(quick)` is the `python -m minillm.bench --only peft`
-section (appendix table).
+section (appendix table). All ten methods are registered at import (`register` adds or replaces one).
 
 Memory, measured honestly: weights, gradients and AdamW states are COUNTED from the tensors that exist
 (parameters and buffers; `p.grad` after a backward; the optimizer's state tensors); activations are MEASURED as
@@ -25,8 +25,9 @@ noise_std=0.02)`): with identical rows a frozen, tied embedding could never tell
 apart, nor predict <|end|> above the other two.
 
 Leaves out: trainable chat-token embeddings for the frozen-base methods (peft's `modules_to_save` /
-`trainable_token_indices`: the PEFT rows keep the three rows frozen and learn around them); packed batches; mixed precision; several seeds (one seed per run: differences of a
-few hundredths in loss are within run-to-run noise at these step counts).
+`trainable_token_indices`: the PEFT rows keep the three rows frozen and learn around them, which handicaps them
+against full fine-tuning, e.g. in predicting <|end|>); packed batches; mixed precision; several seeds (one seed
+per run: differences of a few hundredths in loss are within run-to-run noise at these step counts).
 References: Hu et al. 2021 (LoRA), Dettmers et al. 2023 (QLoRA), Zhang et al. 2023 (AdaLoRA), Houlsby et al.
 2019 (adapters), He et al. 2022 (parallel adapters, "Towards a Unified View of PEFT", arXiv:2110.04366),
 Lester et al. 2021 (prompt tuning), Li & Liang 2021 (prefix tuning), Liu et al. 2021 (P-tuning, and v2).
@@ -35,7 +36,6 @@ Lester et al. 2021 (prompt tuning), Li & Liang 2021 (prefix tuning), Liu et al. 
 from __future__ import annotations
 
 import copy
-import importlib
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +46,9 @@ import torch
 from torch import nn
 
 from minillm.memory import peak_allocated_bytes
-from minillm.peft.lora import LoraConfig, apply_lora, lora_param_count
+from minillm.peft import adalora, adapters, prompts
+from minillm.peft.lora import LoraConfig, apply_lora, linear_shapes, lora_param_count
+from minillm.peft.qlora import apply_qlora
 from minillm.train import TrainConfig, evaluate, make_optimizer, train, unpack_batch
 from minillm.utils import markdown_table
 
@@ -56,7 +58,14 @@ TARGET_SETS: dict[str, tuple[str, ...]] = {"q, v": ("q_proj", "v_proj"),
                                            "q, k, v, o": ("q_proj", "k_proj", "v_proj", "o_proj"),
                                            "MLP": ("gate", "up", "down"), "all linear": ALL_LINEARS}
 
-Hooks = dict[str, Callable]  # {"regularizer": () -> scalar, "after_step": (step) -> None}, for minillm.train.train
+# {"regularizer": () -> scalar, "after_step": (step) -> None} for minillm.train.train, plus anything a method wants
+# to expose for inspection (AdaLoRA: "allocator", its RankAllocator)
+Hooks = dict[str, Any]
+
+# The setting of the recorded CPU learning-rate sweep the defaults come from (`section_peft` on a CPU): batches of
+# `batch_size` rows cut to `seq_len` tokens, `steps` steps, the loss on `eval_examples` fixed training examples.
+RECORDED_SWEEP: dict[str, int] = {"batch_size": 8, "seq_len": 128, "steps": 40, "eval_examples": 32,
+                                  "compare_steps": 100}
 
 
 @dataclass
@@ -65,15 +74,16 @@ class Method:
 
     build(model) -> model: changes a fresh copy (freezing the base, adding the new weights) and returns it;
     expected(model) -> int: the method's trainable-parameter count by formula, from the base model (None: no
-    formula); hooks(model, steps) -> {"regularizer", "after_step"} for `train` (AdaLoRA); lr: the default
-    learning rate (the best of the grid in the recorded CPU sweep, 40 steps of 8 rows: `section_peft`);
-    lr_grid: the learning rates `lr_sweep` tries (extended upwards while the best sat at the top)."""
+    formula); hooks(model, steps, warmup) -> {"regularizer", "after_step", ...} for `train` (AdaLoRA); lr: the
+    default learning rate (the best of the grid in the recorded CPU sweep, `RECORDED_SWEEP`: `section_peft`);
+    lr_grid: the learning rates `lr_sweep` tries (extended upwards while the best sat at the top; in the recorded
+    sweep P-tuning v1's best, 0.03, is still its grid's top by 0.01 in loss: a higher rate is untried)."""
     name: str
     build: Callable[[nn.Module], nn.Module]
     lr: float
     lr_grid: tuple[float, ...]
     expected: Callable[[nn.Module], int] | None = None
-    hooks: Callable[[nn.Module, int], Hooks] | None = None
+    hooks: Callable[[nn.Module, int, int], Hooks] | None = None
     note: str = ""
 
 
@@ -81,14 +91,8 @@ def _n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _lora_cfg(model: nn.Module, r: int = 8) -> LoraConfig:
+def _lora_cfg(r: int = 8) -> LoraConfig:
     return LoraConfig(r=r, alpha=2.0 * r, target_modules=("q_proj", "v_proj"))
-
-
-def _qlora(model: nn.Module) -> nn.Module:
-    from minillm.peft.qlora import apply_qlora
-
-    return apply_qlora(model, _lora_cfg(model))
 
 
 def _full(model: nn.Module) -> nn.Module:
@@ -108,83 +112,74 @@ def register(method: Method) -> Method:
 
 register(Method("full fine-tuning", _full, lr=1e-3, lr_grid=(3e-4, 1e-3, 3e-3), expected=_n_params,
                 note="every weight, the chat tokens' embedding rows included"))
-register(Method("LoRA", lambda m: apply_lora(m, _lora_cfg(m)), lr=1e-2, lr_grid=(3e-3, 1e-2, 3e-2),
-                expected=lambda m: lora_param_count(_lora_cfg(m), m), note="r = 8, alpha = 16, q and v"))
-register(Method("QLoRA", _qlora, lr=1e-2, lr_grid=(3e-3, 1e-2, 3e-2),
-                expected=lambda m: lora_param_count(_lora_cfg(m), m),
+register(Method("LoRA", lambda m: apply_lora(m, _lora_cfg()), lr=1e-2, lr_grid=(3e-3, 1e-2, 3e-2),
+                expected=lambda m: lora_param_count(_lora_cfg(), m), note="r = 8, alpha = 16, q and v"))
+register(Method("QLoRA", lambda m: apply_qlora(m, _lora_cfg()), lr=1e-2, lr_grid=(3e-3, 1e-2, 3e-2),
+                expected=lambda m: lora_param_count(_lora_cfg(), m),
                 note="NF4 base (blocks of 64, double quantisation), LoRA r = 8 on q and v"))
 
-# Methods built on other chapter-9 modules are registered by `register_optional()` when those modules exist.
-OPTIONAL: dict[str, str] = {}  # name -> why it is missing (an import error), filled by register_optional
 
-
-def register_optional() -> dict[str, str]:
-    """Register AdaLoRA, the adapters and the prompt / prefix methods if their modules import; returns
-    {method: reason} for those that could not be registered."""
-    for module, fn in (("minillm.peft.adalora", "_register_adalora"), ("minillm.peft.adapters", "_register_adapters"),
-                       ("minillm.peft.prompts", "_register_prompts")):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError as e:
-            OPTIONAL[module] = f"{module} is not available ({e})"
-            continue
-        globals()[fn](mod)
-    return dict(OPTIONAL)
-
-
-def _register_adalora(mod: Any) -> None:
+def _register_adalora() -> None:
     """AdaLoRA on q and v: 12 triplets per matrix at the start, an average of 8 kept at the end (the LoRA budget
-    once pruned; 1.5x it while training), the budget falling after the first tenth of the run and fixed for the
-    last fifth, orthogonality weight 0.5 (peft's defaults for the rest)."""
-    from minillm.peft.lora import linear_shapes
+    once pruned; 1.5x it while training), the budget falling after the first tenth of the run (and never before
+    the learning-rate warm-up is over: in a 16-step run a tenth is one step) and fixed for the last fifth,
+    orthogonality weight 0.5 (peft's defaults for the rest)."""
 
-    def config(steps: int):
-        tinit, tfinal = steps // 10, steps // 5
-        return mod.AdaLoraConfig(target_modules=("q_proj", "v_proj"), init_r=12, target_r=8, tinit=tinit,
-                                 tfinal=tfinal, total_step=max(steps, tinit + tfinal + 1), lora_alpha=16.0)
+    def config(steps: int, warmup: int = 0) -> adalora.AdaLoraConfig:
+        tinit, tfinal = max(steps // 10, warmup), steps // 5
+        return adalora.AdaLoraConfig(target_modules=("q_proj", "v_proj"), init_r=12, target_r=8, tinit=tinit,
+                                     tfinal=tfinal, total_step=max(steps, tinit + tfinal + 1), lora_alpha=16.0)
 
-    def hooks(model: nn.Module, steps: int) -> Hooks:
-        alloc = mod.RankAllocator(model, config(steps))
+    def hooks(model: nn.Module, steps: int, warmup: int) -> Hooks:
+        alloc = adalora.RankAllocator(model, config(steps, warmup))
         return {"regularizer": alloc.regularizer, "after_step": alloc.update_and_allocate, "allocator": alloc}
 
     def expected(model: nn.Module) -> int:  # r (in + out + 1) per adapted matrix: Q, P and the r lambdas
         return sum(12 * (i + o + 1) for n, (i, o) in linear_shapes(model).items()
                    if n.endswith((".q_proj", ".v_proj")))
 
-    register(Method("AdaLoRA", lambda m: mod.apply_adalora(m, config(10**6)), lr=1e-1,
+    register(Method("AdaLoRA", lambda m: adalora.apply_adalora(m, config(10**6)), lr=3e-2,
                     lr_grid=(1e-2, 3e-2, 1e-1, 3e-1),
                     expected=expected, hooks=hooks, note="q, v: rank 12 -> 8 on average (SVD form, pruned)"))
 
 
-def _register_adapters(mod: Any) -> None:
+def _register_adapters() -> None:
     """Houlsby (serial, after attention and MLP) at bottleneck 8, parallel (beside the MLP, He et al.) at 16."""
-    for name, cfg, note in (
-            ("Houlsby adapter", mod.AdapterConfig(kind="houlsby", bottleneck=8), "bottleneck 8, after attn and MLP"),
-            ("parallel adapter", mod.AdapterConfig(kind="parallel", bottleneck=16), "bottleneck 16, beside the MLP")):
-        register(Method(name, lambda m, cfg=cfg: mod.apply_adapters(m, cfg), lr=3e-2,
+    houlsby = adapters.AdapterConfig(kind="houlsby", bottleneck=8)
+    parallel = adapters.AdapterConfig(kind="parallel", bottleneck=16)
+    for name, cfg, lr, note in (("Houlsby adapter", houlsby, 1e-2, "bottleneck 8, after attn and MLP"),
+                                ("parallel adapter", parallel, 3e-2, "bottleneck 16, beside the MLP")):
+        register(Method(name, lambda m, cfg=cfg: adapters.apply_adapters(m, cfg), lr=lr,
                         lr_grid=(3e-3, 1e-2, 3e-2, 1e-1),
-                        expected=lambda m, cfg=cfg: mod.adapter_param_count(cfg, m), note=note))
+                        expected=lambda m, cfg=cfg: adapters.adapter_param_count(cfg, m), note=note))
 
 
-def _register_prompts(mod: Any) -> None:
+def _register_prompts() -> None:
     """Prompt tuning (128 virtual tokens: P d = the LoRA budget, but every sequence grows by 128), P-tuning v1
     (64 tokens from an MLP encoder of width 32), prefix tuning (16 tokens, MLP width 12) and P-tuning v2 (16)."""
     d = lambda m: m.cfg.d_model  # noqa: E731
-    prompt = mod.PromptTuningConfig(n_virtual=128)
-    p1 = mod.PTuningConfig(n_virtual=64, encoder="mlp", encoder_hidden=32)
-    prefix = mod.PrefixTuningConfig(n_virtual=16, projection=True, encoder_hidden=12)
-    p2 = mod.PrefixTuningConfig(n_virtual=16, projection=False)
-    register(Method("prompt tuning", lambda m: mod.apply_prompt_tuning(m, prompt), lr=3e-2,
-                    lr_grid=(1e-2, 3e-2, 1e-1, 3e-1), expected=lambda m: mod.prompt_param_count(prompt, d(m)),
+    prompt = prompts.PromptTuningConfig(n_virtual=128)
+    p1 = prompts.PTuningConfig(n_virtual=64, encoder="mlp", encoder_hidden=32)
+    prefix = prompts.PrefixTuningConfig(n_virtual=16, projection=True, encoder_hidden=12)
+    p2 = prompts.PrefixTuningConfig(n_virtual=16, projection=False)
+    register(Method("prompt tuning", lambda m: prompts.apply_prompt_tuning(m, prompt), lr=3e-2,
+                    lr_grid=(1e-2, 3e-2, 1e-1, 3e-1), expected=lambda m: prompts.prompt_param_count(prompt, d(m)),
                     note="128 virtual tokens, initialised from vocabulary rows"))
-    register(Method("P-tuning v1", lambda m: mod.apply_p_tuning(m, p1), lr=1e-2, lr_grid=(1e-3, 3e-3, 1e-2, 3e-2),
-                    expected=lambda m: mod.prompt_param_count(p1, d(m)),
+    register(Method("P-tuning v1", lambda m: prompts.apply_p_tuning(m, p1), lr=3e-2,
+                    lr_grid=(1e-3, 3e-3, 1e-2, 3e-2),
+                    expected=lambda m: prompts.prompt_param_count(p1, d(m)),
                     note="64 virtual tokens, MLP encoder width 32"))
-    register(Method("prefix tuning", lambda m: mod.apply_prefix_tuning(m, prefix), lr=1e-1,
-                    lr_grid=(1e-2, 3e-2, 1e-1, 3e-1), expected=lambda m: mod.prefix_param_count(prefix, m),
+    register(Method("prefix tuning", lambda m: prompts.apply_prefix_tuning(m, prefix), lr=1e-1,
+                    lr_grid=(1e-2, 3e-2, 1e-1, 3e-1), expected=lambda m: prompts.prefix_param_count(prefix, m),
                     note="16 prefix keys / values per layer from an MLP of width 12"))
-    register(Method("P-tuning v2", lambda m: mod.apply_prefix_tuning(m, p2), lr=3e-1, lr_grid=(3e-2, 1e-1, 3e-1, 1.0),
-                    expected=lambda m: mod.prefix_param_count(p2, m), note="16 prefix keys / values per layer, direct"))
+    register(Method("P-tuning v2", lambda m: prompts.apply_prefix_tuning(m, p2), lr=3e-1,
+                    lr_grid=(3e-2, 1e-1, 3e-1, 1.0), expected=lambda m: prompts.prefix_param_count(p2, m),
+                    note="16 prefix keys / values per layer, direct"))
+
+
+_register_adalora()
+_register_adapters()
+_register_prompts()
 
 
 # ---------------------------------------------------------------------------------------------- the data
@@ -310,7 +305,7 @@ def run_method(method: Method, s: Setup, steps: int, lr: float | None = None, se
     frozen = frozen_tensors(model) if method.name != "full fine-tuning" else {}
     cfg = _train_config(s, steps, lr, progress)
     val_start = evaluate(model, s.data, cfg)
-    hooks = method.hooks(model, steps) if method.hooks is not None else {}
+    hooks = method.hooks(model, steps, cfg.warmup) if method.hooks is not None else {}
     device = next(model.parameters()).device
     stamps: list[float] = []
 
@@ -343,8 +338,7 @@ def compare_methods(names: Sequence[str], steps: int, s: Setup, lrs: dict[str, f
     """One row per method (see `run_method`), each at `lrs[name]` or its default learning rate."""
     unknown = [n for n in names if n not in METHODS]
     if unknown:
-        raise ValueError(f"unknown method {unknown[0]!r}; registered: {list(METHODS)} "
-                         "(call register_optional() to add the methods of the other chapter-9 modules)")
+        raise ValueError(f"unknown method {unknown[0]!r}; registered: {list(METHODS)}")
     rows = []
     for n in names:
         rows.append(run_method(METHODS[n], s, steps, (lrs or {}).get(n), memory=memory, progress=progress)[0])
@@ -402,11 +396,13 @@ def section_peft(quick: bool = False) -> str:
     from minillm.utils import by_device, get_device
 
     device = get_device()
-    skipped = register_optional()
-    s = sft_setup(device, batch_size=2 if quick else by_device(8, 32, device), seq_len=48 if quick else 128,
-                  eval_batches=1 if quick else 4)
+    rec = RECORDED_SWEEP
+    s = sft_setup(device, batch_size=2 if quick else by_device(rec["batch_size"], 32, device),
+                  seq_len=48 if quick else rec["seq_len"],
+                  eval_batches=1 if quick else rec["eval_examples"] // rec["batch_size"])
     names = list(METHODS)
-    steps, sweep_steps = (3, 3) if quick else (by_device(100, 400, device), by_device(40, 150, device))
+    steps, sweep_steps = (3, 3) if quick else (by_device(rec["compare_steps"], 400, device),
+                                               by_device(rec["steps"], 150, device))
     if quick:
         names = names[:2]
     t0 = time.perf_counter()
@@ -415,7 +411,6 @@ def section_peft(quick: bool = False) -> str:
     lora_rows = lora_sweep(steps, s, ranks=(1, 8) if quick else (1, 2, 4, 8, 16, 32), lr=best.get("LoRA"),
                            targets=None if not quick else {"q, v": TARGET_SETS["q, v"]})
     seconds = time.perf_counter() - t0
-    missing = "".join(f"\n- not measured: {why}" for why in skipped.values())
     return (
         "## Chapter 9: fine-tuning methods compared\n\n"
         f"Every method fine-tunes the course's base model ({s.n_base:,} parameters with the chat tokens) on chapter "
@@ -424,10 +419,11 @@ def section_peft(quick: bool = False) -> str:
         f"method's grid by the loss on {s.eval_batches * s.batch_size} fixed training examples after a "
         f"{sweep_steps}-step run (first table). "
         f"Validation loss: response tokens of {s.eval_batches * s.batch_size} held-out instructions after {steps} "
-        "steps. ms / step: median after 2 warm-up steps (a shared machine: differences under ~20% are noise). "
+        f"steps. ms / step: median after {s.timing_warmup} warm-up steps (one run each, on a machine that may be "
+        "shared: small differences can be noise; notebook 9.5 measures the spread of identical steps). "
         "Weights, grads and optimizer states are counted from tensors; activations (a forward with autograd) and "
         "the step peak (forward + backward + AdamW, above weights and optimizer states) are measured by the "
-        f"allocator; total = weights + optimizer + step peak. One seed. {seconds:.0f} s in all.{missing}\n\n"
+        f"allocator; total = weights + optimizer + step peak. One seed. {seconds:.0f} s in all.\n\n"
         "Learning-rate sweep:\n\n"
         + markdown_table(sweep, ["method", "lr", "train-split loss", "val loss"])
         + "\nComparison:\n\n" + markdown_table(rows, COLUMNS)
