@@ -182,7 +182,9 @@ class MixedPrecision:
     `step(loss_fn)`: loss = loss_fn(model) in low precision; backward of the (scaled) loss; grads cast to
     the fp32 master copy; unscale + inf check; optimizer step on the master (skipped on overflow); master
     rounded back into the model. `optimizer_factory(master_params)` builds the optimizer over the master.
-    Loss scaling defaults to on for fp16 and off for bf16."""
+    Loss scaling defaults to on for fp16 and off for bf16. `loss_fn` should return an fp32 loss (cast the
+    output up before the loss, as autocast does for losses): the gradient entering an fp16 loss would be S
+    itself, and 2^16 is already inf in fp16 (max 65504), so every step would overflow at first."""
 
     def __init__(self, model: nn.Module, dtype: torch.dtype, optimizer_factory,
                  scaler: DynamicLossScaler | None = None) -> None:
