@@ -25,7 +25,8 @@ a transposed q), is held once: storages are counted once, by `untyped_storage().
 reused by a later one and merge two storages. Parameters are not activations: a saved tensor whose storage is
 that of one of `params` (the weight itself, or W.t() that F.linear saves) is left out. A copy of a parameter
 (`weight.to(float32)` inside a norm run in bf16, the casts of autocast) is a new storage and does count: it is
-memory that lives until backward. This is the measurement the activation formulas of `minillm.train_memory`
+memory that lives until backward. Python numbers an op keeps (the `scale` of `scores * scale`) are stored
+as 0-dim float64 CPU tensors without passing through the hooks: 8 bytes each, not counted. This is the measurement the activation formulas of `minillm.train_memory`
 (Korthikanti et al. 2022, arXiv:2205.05198, sec. 4) are checked against, on any device.
 
 A component: it imports only torch. Chapter 5 measures attention with it (`minillm.flash.attention_peak_memory`);
