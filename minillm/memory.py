@@ -1,4 +1,4 @@
-"""Measuring memory: the peak bytes the allocator holds during one call, on CPU and on CUDA.
+"""Measuring memory: the peak bytes the allocator holds during one call (CPU, CUDA); the bytes autograd saves.
 
 - `peak_allocated_bytes(fn, device)` runs `fn()` and returns (peak bytes allocated during the call above what
   was allocated before it, fn's result).
@@ -14,8 +14,6 @@ own SDPA). tracemalloc does not see torch's allocations, and the process RSS hig
 between calls, so neither can measure one call. The profiler's C++ side prints two log lines per use to the
 stderr file descriptor; they are silenced for the duration.
 
-A component: it imports only torch. Chapter 5 measures attention with it (`minillm.flash.attention_peak_memory`);
-later chapters (activation checkpointing, mixed precision, ZeRO) measure training steps with it.
 Saved tensors. Every differentiable op stores what its backward needs (a matmul its two inputs, exp its
 output, masked_fill its mask); `torch.autograd.graph.saved_tensors_hooks(pack, unpack)` calls `pack` on each
 such tensor as it is saved. Autograd saves a tensor, not a copy, so the memory is that of the tensor's storage;
@@ -26,8 +24,9 @@ reused by a later one and merge two storages. Parameters are not activations: a 
 that of one of `params` (the weight itself, or W.t() that F.linear saves) is left out. A copy of a parameter
 (`weight.to(float32)` inside a norm run in bf16, the casts of autocast) is a new storage and does count: it is
 memory that lives until backward. Python numbers an op keeps (the `scale` of `scores * scale`) are stored
-as 0-dim float64 CPU tensors without passing through the hooks: 8 bytes each, not counted. This is the measurement the activation formulas of `minillm.train_memory`
-(Korthikanti et al. 2022, arXiv:2205.05198, sec. 4) are checked against, on any device.
+as 0-dim float64 CPU tensors without passing through the hooks: 8 bytes each, not counted. This is the
+measurement the activation formulas of `minillm.train_memory` (Korthikanti et al. 2022, arXiv:2205.05198,
+sec. 4) are checked against, on any device.
 
 A component: it imports only torch. Chapter 5 measures attention with it (`minillm.flash.attention_peak_memory`);
 later chapters (activation checkpointing, mixed precision, ZeRO) measure training steps with it.

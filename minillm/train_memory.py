@@ -32,14 +32,16 @@ op by op (per layer, what each backward needs):
 - the MLP: SwiGLU saves gate(x), sigmoid(gate(x)), silu(gate(x)), up(x) and the product before down:
   k_ffn = 5; exact GeLU (x / sqrt2, erf + 1, x / 2, and the output) 4; tanh-GeLU 5; GeGLU 6; ReLU 2.
 
-Against Korthikanti et al.'s GPT layer, 34 s b h + 5 a s^2 b bytes in fp16 without recomputation: (1) their
-softmax is fused and saves only its output (2 a s^2 b) plus a dropout mask (a s^2 b) and the dropout output
-(2 a s^2 b); ours is written out, has no dropout, and saves scores, exp and weights: 3 x 2 = 6 a s^2 b;
-(2) their LayerNorm saves only its input (2 s b h), ours saves input and normalised output in float32
-(16 s b h for the two); (3) their MLP is 4h GeLU (2 + 8 + 8 s b h, the GeLU input and output), SwiGLU saves
-5 tensors of f = 8h/3 (26.7 s b h in 16 bits); (4) no dropout: none of their 3 s b h of masks (two residual
-branches, attention output); (5) GQA changes nothing here (keys are repeated before they are saved), and RoPE
-adds 4 s d p. In fp16 with SwiGLU (f = 8h/3) ours is about 54.7 s b h + 6 a s^2 b.
+Against Korthikanti et al.'s GPT layer, 34 s b h + 5 a s^2 b bytes in fp16 without recomputation. The same in
+both: the inputs of the linear layers (QKV, output projection, MLP: 6 s b h) and q, k, v (6 s b h). Different:
+(1) their softmax is fused and saves only its output (2 a s^2 b), then a dropout mask (a s^2 b) and the dropout
+output (2 a s^2 b); ours is written out, has no dropout, and saves scores, exp and weights: 6 a s^2 b;
+(2) their LayerNorm saves only its input (2 s b h each, 4 for two); ours saves input and normalised output in
+float32 (8 s b h each, 16 for two) and RMSNorm saves the same as LayerNorm; (3) their MLP is a 4h GeLU (GeLU
+input and output, 8 + 8 s b h); SwiGLU saves 5 tensors of f = 8h/3 (26.7 s b h in 16 bits); (4) dropout 0:
+none of their two s b h residual-branch dropout masks; (5) GQA changes nothing here (keys and values are
+repeated before they are saved); RoPE adds 4 s d p. In fp16 with SwiGLU (f = 8h/3) ours is about
+54.7 s b h + 6 a s^2 b.
 
 Weights, gradients, optimizer states (bytes per parameter, ZeRO's accounting, Rajbhandari et al. 2020,
 arXiv:1910.02054, sec. 3.1; mixed precision as in Micikevicius et al. 2018, arXiv:1710.03740):
