@@ -1,7 +1,9 @@
-"""Measuring memory: the peak bytes the allocator holds during one call, on CPU and on CUDA.
+"""Measuring memory: the peak bytes the allocator holds during one call (CPU, CUDA); the bytes autograd saves.
 
 - `peak_allocated_bytes(fn, device)` runs `fn()` and returns (peak bytes allocated during the call above what
   was allocated before it, fn's result).
+- `saved_tensors(fn, params)` / `saved_activation_bytes(fn, params)`: what autograd keeps for backward while
+  `fn()` runs: the distinct storages it saves, and their bytes, parameters excluded.
 
 How. On CUDA, torch's own counter: `torch.cuda.reset_peak_memory_stats` before the call,
 `torch.cuda.max_memory_allocated` after. On CPU, which has no such counter, the call runs under
@@ -12,9 +14,25 @@ own SDPA). tracemalloc does not see torch's allocations, and the process RSS hig
 between calls, so neither can measure one call. The profiler's C++ side prints two log lines per use to the
 stderr file descriptor; they are silenced for the duration.
 
+Saved tensors. Every differentiable op stores what its backward needs (a matmul its two inputs, exp its
+output, masked_fill its mask); `torch.autograd.graph.saved_tensors_hooks(pack, unpack)` calls `pack` on each
+such tensor as it is saved. Autograd saves a tensor, not a copy, so the memory is that of the tensor's storage;
+one storage saved by several ops (a linear layer's input read by q, k and v), or saved through a view (W.t(),
+a transposed q), is held once: storages are counted once, by `untyped_storage().data_ptr()`, at their full
+`nbytes()`. The packed tensors are kept alive until the count is done, so a freed storage's address cannot be
+reused by a later one and merge two storages. Parameters are not activations: a saved tensor whose storage is
+that of one of `params` (the weight itself, or W.t() that F.linear saves) is left out. A copy of a parameter
+(`weight.to(float32)` inside a norm run in bf16, the casts of autocast) is a new storage and does count: it is
+memory that lives until backward. Python numbers an op keeps (the `scale` of `scores * scale`) are stored
+as 0-dim float64 CPU tensors without passing through the hooks: 8 bytes each, not counted. This is the
+measurement the activation formulas of `minillm.train_memory` (Korthikanti et al. 2022, arXiv:2205.05198,
+sec. 4) are checked against, on any device.
+
 A component: it imports only torch. Chapter 5 measures attention with it (`minillm.flash.attention_peak_memory`);
 later chapters (activation checkpointing, mixed precision, ZeRO) measure training steps with it.
-Leaves out: memory held by the CUDA caching allocator but not allocated (`memory_reserved`), other devices (MPS).
+Leaves out: memory held by the CUDA caching allocator but not allocated (`memory_reserved`), other devices
+(MPS), tensors saved by custom autograd Functions through `ctx.foo = t` instead of `save_for_backward` (hooks
+do not see them), and the transient peak of backward itself (use `peak_allocated_bytes` around it).
 """
 
 from __future__ import annotations
@@ -22,7 +40,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -70,3 +88,42 @@ def peak_allocated_bytes(fn: Callable[[], Any], device: torch.device | str = "cp
         running += nbytes
         peak = max(peak, running)
     return peak, out
+
+
+def _storage_ptrs(params: Iterable[torch.Tensor] | torch.nn.Module) -> set[int]:
+    """The data pointers of the storages of `params` (a module: its parameters)."""
+    if isinstance(params, torch.nn.Module):
+        params = params.parameters()
+    return {p.untyped_storage().data_ptr() for p in params}
+
+
+def saved_tensors(fn: Callable[[], Any], params: Iterable[torch.Tensor] | torch.nn.Module = ()
+                  ) -> tuple[list[tuple[tuple[int, ...], torch.dtype, int]], Any]:
+    """Run fn(); return ([(shape, dtype, storage bytes) of each distinct storage autograd saved for backward,
+    in the order first saved], fn's result). Storages of `params` (a module: its parameters) are left out.
+    The shape is that of the first tensor saved from that storage."""
+    skip = _storage_ptrs(params)
+    seen: dict[int, tuple[tuple[int, ...], torch.dtype, int]] = {}
+    alive: list[torch.Tensor] = []  # kept until counted: a freed storage's address could be reused
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in skip and ptr not in seen:
+            seen[ptr] = (tuple(t.shape), t.dtype, storage.nbytes())
+            alive.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    records = list(seen.values())
+    alive.clear()
+    return records, out
+
+
+def saved_activation_bytes(fn: Callable[[], Any], params: Iterable[torch.Tensor] | torch.nn.Module = ()
+                           ) -> tuple[int, Any]:
+    """Run fn(); return (bytes of the distinct storages autograd saved for backward, parameters excluded,
+    fn's result). Pass the model (or its parameters) as `params`, else weights saved by matmuls count too."""
+    records, out = saved_tensors(fn, params)
+    return sum(nbytes for _, _, nbytes in records), out

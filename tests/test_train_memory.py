@@ -1,0 +1,228 @@
+"""Chapter 10 (first part): where training memory goes.
+
+`minillm.memory.saved_activation_bytes` (autograd's saved-tensor hooks) is checked on a hand-worked MLP and
+against an independent count (walking the autograd graph's `_saved_*` attributes); the activation formula of
+`minillm.train_memory` is checked against that measurement, exactly, for several block shapes and dtypes, and
+the memory table against `count_params`, a model built on the meta device, and `minillm.peft.qlora`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from minillm.memory import saved_activation_bytes, saved_tensors
+from minillm.model import GPT, Block, GPTConfig, count_params
+from minillm.positional import RoPE
+from minillm.train_memory import (
+    activation_bytes_per_layer,
+    activation_terms,
+    inference_memory,
+    memory_table,
+    model_activation_bytes,
+    training_memory,
+)
+
+# ---------------------------------------------------------------------------------------------- the probe
+
+
+def test_saved_tensors_hand_worked_mlp():
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(3, 4), nn.GELU(), nn.Linear(4, 2))
+    x = torch.randn(5, 3)
+    records, y = saved_tensors(lambda: mlp(x), mlp)
+    # by hand: Linear 1 saves its input x (for W1's gradient; x needs none), GELU its input h = x W1^T + b1,
+    # Linear 2 its input GELU(h); the weights (saved as W^T views) are parameters and left out, biases unused
+    assert [(shape, dtype) for shape, dtype, _ in records] == [((5, 3), torch.float32), ((5, 4), torch.float32),
+                                                               ((5, 4), torch.float32)]
+    nbytes, _ = saved_activation_bytes(lambda: mlp(x), mlp)
+    assert nbytes == 4 * (5 * 3 + 5 * 4 + 5 * 4) == 220
+    assert saved_activation_bytes(lambda: mlp(x), list(mlp.parameters()))[0] == 220
+    # without excluding parameters W2 (2 x 4) counts too: Linear 2 needs it for GELU(h)'s gradient; W1 is not
+    # saved at all, x needs no gradient
+    assert saved_activation_bytes(lambda: mlp(x))[0] == 220 + 4 * 8
+    assert y.shape == (5, 2)
+    y.sum().backward()  # the graph is intact: the hooks hand the tensors back unchanged
+    assert mlp[0].weight.grad is not None
+
+
+def test_saved_storages_are_counted_once():
+    x = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+    assert saved_activation_bytes(lambda: x * x)[0] == 6 * 8 * 8  # x saved twice: one storage
+    assert saved_activation_bytes(lambda: x[:2] * x[2:4])[0] == 6 * 8 * 8  # two views: x's whole storage
+    assert saved_activation_bytes(lambda: x.exp() * 3.0)[0] == 6 * 8 * 8  # exp saves its output; * 3 nothing
+    assert saved_activation_bytes(lambda: (x + 1).sum())[0] == 0
+
+
+def _graph_saved_bytes(out: torch.Tensor, params: nn.Module) -> int:
+    """Independent count: walk out's autograd graph and collect the tensors each node exposes as `_saved_*`,
+    but not 0-dim ones: Python numbers an op saves (`scores * scale`) are 0-dim float64 tensors stored without
+    the hooks (8 bytes each, on the CPU), which the hooks therefore do not count."""
+    skip = {p.untyped_storage().data_ptr() for p in params.parameters()}
+    seen: dict[int, int] = {}
+    stack, visited = [out.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in visited:
+            continue
+        visited.add(node)
+        for name in dir(node):
+            if not name.startswith("_saved_"):
+                continue
+            value = getattr(node, name)
+            for t in value if isinstance(value, tuple | list) else (value,):
+                if isinstance(t, torch.Tensor) and t.ndim and t.untyped_storage().data_ptr() not in skip:
+                    seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        stack.extend(fn for fn, _ in node.next_functions)
+    return sum(seen.values())
+
+
+# ---------------------------------------------------------------------------------------------- one block
+
+CONFIGS = {
+    "base": GPTConfig.preset("base"),  # RMSNorm, SwiGLU, RoPE, MHA
+    "gqa": GPTConfig.preset("base", n_kv_head=2),
+    "layernorm-gelu": GPTConfig.preset("tiny"),  # LayerNorm with bias, exact GeLU, learned positions
+    "tanh-relu": GPTConfig.preset("tiny", ffn="gelu_tanh", norm="rmsnorm"),
+    "relu-nobias": GPTConfig.preset("tiny", ffn="relu", bias=False),
+    "geglu-postln": GPTConfig.preset("tiny-llama", ffn="geglu", norm_position="post"),
+}
+
+
+def _block_saved(cfg: GPTConfig, B: int, T: int, dtype: torch.dtype) -> tuple[int, torch.Tensor, Block]:
+    torch.manual_seed(0)
+    block = Block(cfg).to(dtype).train()
+    x = torch.randn(B, T, cfg.d_model, dtype=dtype, requires_grad=True)  # a layer's input carries a gradient
+    rotate = RoPE(cfg.rope_theta).rotate if cfg.pos == "rope" else None
+    records, y = saved_tensors(lambda: block(x, rotate=rotate, is_causal=True), block)
+    assert all(shape != () for shape, _, _ in records)  # a block saves no 0-dim tensor through the hooks
+    return sum(n for _, _, n in records), y, block
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("B,T", [(2, 16), (3, 7)])
+def test_block_formula_equals_measurement(name, dtype, B, T):
+    cfg = CONFIGS[name]
+    nbytes, y, block = _block_saved(cfg, B, T, dtype)
+    assert nbytes == activation_bytes_per_layer(cfg, B, T, dtype.itemsize)
+    assert nbytes == _graph_saved_bytes(y, block)
+
+
+def test_block_hand_worked_base():
+    # base preset, B=2, T=16, float32: s b h = 6144, s b f = 16384, a s^2 b = 3072, p = c = 4
+    hand = (6144 * (4 * 4 + 6 * 4)  # norms (x, x-hat) + linear inputs + q, k, v: 10 s b h elements
+            + 5 * 16384 * 4  # SwiGLU: gate, sigmoid, silu, up, product
+            + 3 * 3072 * 4  # scores, exp, weights
+            + 16 * 16  # the bool causal mask
+            + 6 * 16 * 2 * (2 * 4 + 2)  # row max and sum (float), two bool conditions
+            + 2 * 16 * 2 * 4  # the two norms' 1 / rms
+            + 4 * 16 * 32 * 4)  # RoPE's cos and sin for q and for k, (T, head_dim) each
+    assert hand == 620928 == activation_bytes_per_layer(CONFIGS["base"], 2, 16, 4)
+    assert _block_saved(CONFIGS["base"], 2, 16, torch.float32)[0] == hand
+    terms = activation_terms(CONFIGS["base"], 2, 16, 4)
+    assert terms["scores, exp, weights"] == 36864 and sum(terms.values()) == hand
+    # GQA leaves activations unchanged: the keys and values are saved after repeat_kv
+    assert activation_bytes_per_layer(CONFIGS["gqa"], 2, 16, 4) == hand
+
+
+# ---------------------------------------------------------------------------------------------- whole model
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("B,T", [(2, 12), (1, 33)])
+def test_model_is_layers_plus_embedding_and_head(dtype, B, T):
+    cfg = GPTConfig.preset("base")
+    torch.manual_seed(0)
+    model = GPT(cfg).to(dtype).train()
+    idx, targets = torch.randint(0, cfg.vocab_size, (2, B, T))
+    nbytes, (_, loss) = saved_activation_bytes(lambda: model(idx, targets), model)
+    p = dtype.itemsize
+    parts = model_activation_bytes(cfg, B, T, p)
+    assert parts["layers"] == cfg.n_layer * activation_bytes_per_layer(cfg, B, T, p)
+    # by hand: int64 ids (8 B T); final RMSNorm (2 B T d + B T elements), lm_head input (B T d), log-softmax
+    # (B T V), int64 targets (8 B T), the loss's total weight (one element)
+    d, V = cfg.d_model, cfg.vocab_size
+    assert parts["embedding"] == 8 * B * T
+    assert parts["head"] == p * (2 * B * T * d + B * T + B * T * d + B * T * V + 1) + 8 * B * T
+    # the loss's total weight is 0-dim: the graph walk leaves it out (see _graph_saved_bytes)
+    assert nbytes == parts["total"] == _graph_saved_bytes(loss, model) + p
+
+
+def test_unmodelled_configs_raise():
+    for cfg in (GPTConfig.preset("tiny", parallel_block=True), GPTConfig.preset("tiny", pos="alibi"),
+                GPTConfig.preset("small")):  # dropout 0.2
+        with pytest.raises(ValueError, match="sequential blocks"):
+            activation_bytes_per_layer(cfg, 1, 8)
+    with pytest.raises(ValueError, match="dtype_bytes"):
+        activation_bytes_per_layer(CONFIGS["base"], 1, 8, 3)
+    with pytest.raises(ValueError, match="precision"):
+        training_memory(CONFIGS["base"], 1, 8, precision="fp8")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_allocated_after_forward_is_saved_plus_output():
+    # what stays allocated after a forward is what autograd saved plus the output; the caching allocator
+    # rounds each block up to 512 bytes
+    cfg, B, T = CONFIGS["base"], 4, 64
+    torch.manual_seed(0)
+    block = Block(cfg).cuda().train()
+    x = torch.randn(B, T, cfg.d_model, device="cuda", requires_grad=True)
+    rotate = RoPE(cfg.rope_theta).rotate
+    block(x, rotate=rotate, is_causal=True).sum().backward()  # warm-up: cuBLAS workspaces
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    # x is saved too (by the float32 RMSNorm) but was allocated before the call: leave its storage out
+    records, y = saved_tensors(lambda: block(x, rotate=rotate, is_causal=True), [*block.parameters(), x])
+    torch.cuda.synchronize()
+    held = torch.cuda.memory_allocated() - before
+    new = [n for _, _, n in records]
+    assert sum(new) + x.nbytes == activation_bytes_per_layer(cfg, B, T, 4)
+    out = y.numel() * 4
+    rounded = sum(-(-n // 512) * 512 for n in new) + -(-out // 512) * 512
+    assert sum(new) + out <= held <= rounded
+
+
+# ---------------------------------------------------------------------------------------------- the table
+
+
+def test_training_memory_hand_worked_7b():
+    cfg = GPTConfig.preset("llama2-7b")
+    n = count_params(cfg)["total"]
+    assert n == 6_738_415_616  # Llama-2-7B's published count
+    mixed = training_memory(cfg, 1, 2048, "mixed")
+    # 2 (fp16 weights) + 2 (fp16 gradients) + 4 (fp32 master) + 4 + 4 (Adam m, v) = 16 bytes per parameter
+    assert mixed["weights"] + mixed["gradients"] + mixed["optimizer states"] == 16 * n == 107_814_649_856
+    assert training_memory(cfg, 1, 2048, "fp32")["optimizer states"] == 8 * n
+    assert training_memory(cfg, 1, 2048, "bf16", "sgd")["optimizer states"] == 0
+    # the activations at s = 2048, bf16: 32 layers, each with 6 a s^2 b = 805 MB of softmax terms alone
+    assert activation_terms(cfg, 1, 2048, 2)["scores, exp, weights"] == 6 * 32 * 2048**2
+    assert mixed["activations"] == model_activation_bytes(cfg, 1, 2048, 2)["total"]
+    # inference in bf16: 13.5 GB of weights; KV cache 2 (k, v) x 32 layers x 4096 (32 heads x 128) x 2 B
+    # = 0.5 MiB per token, 2 GiB for 4096 tokens
+    inf = inference_memory(cfg, 1, 4096, "bf16")
+    assert inf["weights"] == 2 * n and inf["kv cache"] == 2 * 32 * 4096 * 2 * 4096 == 2**31
+
+
+def test_mixed_matches_qlora_full_finetune_with_master_weights():
+    from minillm.peft.qlora import LLAMA_SHAPES, finetune_memory
+
+    ref = finetune_memory(LLAMA_SHAPES["7b"], "full", master_weights=True)["total"]  # GB, LLaMA-1 7B shape
+    ours = training_memory(GPTConfig.preset("llama2-7b"), 1, 1, "mixed")
+    assert ref * 1e9 == pytest.approx(ours["total"] - ours["activations"], rel=1e-12)
+
+
+def test_memory_table_counts_equal_built_models():
+    rows = memory_table()
+    assert [(r["model"], r["precision"]) for r in rows[:3]] == [("llama2-7b", p) for p in ("fp32", "mixed", "bf16")]
+    assert len(rows) == 9
+    for name in ("llama2-7b", "llama2-13b", "llama2-70b"):
+        cfg = GPTConfig.preset(name)
+        with torch.device("meta"):  # shapes only, no memory
+            built = GPT(cfg).num_params()
+        for row in (r for r in rows if r["model"] == name):
+            assert row["params"] == built == count_params(cfg)["total"]
+    big = {r["precision"]: r for r in rows if r["model"] == "llama2-70b"}
+    # GQA: 8 kv heads of 128 -> 2 x 80 x 1024 x 2 B = 320 KiB per token in bf16 (1.34 GB for 4096 tokens)
+    assert big["bf16"]["kv cache GB"] * 1e9 == 2 * 80 * 1024 * 2 * 4096
+    assert big["mixed"]["train GB"] > big["bf16"]["train GB"] > big["bf16"]["infer GB"]
