@@ -23,9 +23,11 @@ the final parameters against `torch.amp.GradScaler("cpu")` on a scripted overflo
 Which ops autocast keeps in fp32: `torch.autocast` runs matmul-like ops (linear, matmul, conv) in the low
 dtype, where tensor cores give the speed and the fp32 accumulation inside the kernel keeps the error small,
 and runs reductions whose result is sensitive to rounding (sums of many terms, exp / log: losses, softmax,
-norms) in fp32. The lists differ by device: on CUDA, softmax, log_softmax and layer_norm are fp32 ops;
-on the CPU with bf16 (torch 2.13), softmax / log_softmax / layer_norm stay bf16 and the losses run in fp32.
-`AUTOCAST_FP32_OPS` names the CPU ops the tests check; this module does not reimplement autocast.
+norms) in fp32. The lists differ by device and torch version: on CUDA, softmax, log_softmax and layer_norm
+are fp32 ops; on the CPU with bf16 (checked with torch 2.13 here; other releases may differ), the losses run
+in fp32 while softmax / log_softmax / layer_norm are not cast at all and run in their input's dtype (fp32 in,
+fp32 out). `AUTOCAST_FP32_OPS`, `AUTOCAST_LOW_OPS` and `AUTOCAST_PASSTHROUGH_OPS` name the CPU ops the tests
+check; this module does not reimplement autocast.
 
 Leaves out: autocast itself (per-op casting), fp8 training (per-tensor scaling, `minillm.formats` has the
 formats), optimizer-state precision (8-bit Adam), gradient clipping with a scaler (clip after `unscale_`),
@@ -44,11 +46,14 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-# ops that torch.autocast("cpu", dtype=torch.bfloat16) runs in float32 (checked by tests/test_amp.py);
-# on the CPU, softmax / log_softmax / layer_norm are NOT in this list (they stay bf16), unlike on CUDA
+# ops that torch.autocast("cpu", dtype=torch.bfloat16) runs in float32 (checked by tests/test_amp.py with
+# torch 2.13; the CPU lists change between releases)
 AUTOCAST_FP32_OPS = ("cross_entropy", "mse_loss", "nll_loss", "binary_cross_entropy_with_logits")
-# ops that run in the low dtype under the same autocast
-AUTOCAST_LOW_OPS = ("linear", "matmul", "softmax", "log_softmax", "layer_norm")
+# ops that run in the low dtype under the same autocast (fp32 inputs are cast down)
+AUTOCAST_LOW_OPS = ("linear", "matmul")
+# ops the CPU autocast does not cast: they run in their input's dtype (fp32 in -> fp32, bf16 in -> bf16);
+# on CUDA they are fp32 ops
+AUTOCAST_PASSTHROUGH_OPS = ("softmax", "log_softmax", "layer_norm")
 
 
 class DynamicLossScaler:
@@ -71,7 +76,7 @@ class DynamicLossScaler:
         # the scale lives in float32 as GradScaler's does, so growth / backoff round identically
         self._scale = torch.tensor(init_scale, dtype=torch.float32)
         self._growth_tracker = 0  # clean steps in a row since the last growth or overflow
-        self._per_opt: dict[int, dict[str, bool]] = {}  # id(optimizer) -> {"unscaled", "found_inf"}
+        self._per_opt: dict[int, dict[str, bool]] = {}  # id(optimizer) -> {"unscaled", "found_inf", "stepped"}
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
         """loss * S (a power of two with the defaults: exact in any float format)."""
@@ -83,17 +88,20 @@ class DynamicLossScaler:
         """Divide the optimizer's gradients by S in place; returns whether any is inf / NaN."""
         if not self.enabled:
             return False
-        state = self._per_opt.setdefault(id(optimizer), {"unscaled": False, "found_inf": False})
+        state = self._per_opt.setdefault(id(optimizer), {"unscaled": False, "found_inf": False, "stepped": False})
         if state["unscaled"]:
             raise RuntimeError("unscale_() was already called on this optimizer since the last update()")
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if any(g.dtype == torch.float16 for g in grads):
+            # as GradScaler: unscaling in fp16 would lose the small gradients the scaling was meant to save
+            raise ValueError("Attempting to unscale FP16 gradients: give the optimizer fp32 master parameters "
+                             "(copy_grads_to_master, or MixedPrecision does it for you)")
         inv = self._scale.double().reciprocal().float()  # 1/S computed once, as GradScaler does
         found = False
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                p.grad.mul_(inv.to(p.grad.device, p.grad.dtype))
-                found = found or not bool(torch.isfinite(p.grad).all())  # inf * inv stays inf, NaN stays NaN
+        for g in grads:
+            # checked BEFORE the multiply, as GradScaler does (a finite g * inv could overflow if S < 1)
+            found = found or not bool(torch.isfinite(g).all())
+            g.mul_(inv.to(g.device, g.dtype))
         state.update(unscaled=True, found_inf=found)
         return found
 
@@ -103,7 +111,11 @@ class DynamicLossScaler:
             optimizer.step()
             return True
         state = self._per_opt.get(id(optimizer))
+        if state and state["stepped"]:
+            raise RuntimeError("step() has already been called since the last update(): call update() after "
+                               "each step()")
         found = state["found_inf"] if state and state["unscaled"] else self.unscale_(optimizer)
+        self._per_opt[id(optimizer)]["stepped"] = True
         if found:
             return False  # skipped: the weights keep their values, the scale backs off in update()
         optimizer.step()
@@ -118,12 +130,13 @@ class DynamicLossScaler:
             raise RuntimeError("update() needs a step() or unscale_() since the last update()")
         found = any(s["found_inf"] for s in self._per_opt.values())
         if found:
-            self._scale = self._scale * self.backoff_factor
+            # in double, then rounded to float, as torch._amp_update_scale_ does (matters for factors like 0.3)
+            self._scale = (self._scale.double() * self.backoff_factor).float()
             self._growth_tracker = 0
         else:
             self._growth_tracker += 1
             if self._growth_tracker == self.growth_interval:
-                grown = self._scale * self.growth_factor
+                grown = (self._scale.double() * self.growth_factor).float()
                 if torch.isfinite(grown):
                     self._scale = grown
                 self._growth_tracker = 0
@@ -133,11 +146,17 @@ class DynamicLossScaler:
         return float(self._scale) if self.enabled else 1.0
 
     def state_dict(self) -> dict[str, float | int]:
+        """The scaler's state; {} when disabled (as GradScaler)."""
+        if not self.enabled:
+            return {}
         return {"scale": self.get_scale(), "growth_factor": self.growth_factor,
                 "backoff_factor": self.backoff_factor, "growth_interval": self.growth_interval,
                 "_growth_tracker": self._growth_tracker}
 
     def load_state_dict(self, state: dict[str, float | int]) -> None:
+        """Restore a state_dict(); a no-op when disabled or given {} (a disabled scaler's state)."""
+        if not self.enabled or not state:
+            return
         self._scale = torch.tensor(float(state["scale"]), dtype=torch.float32)
         self.growth_factor = float(state["growth_factor"])
         self.backoff_factor = float(state["backoff_factor"])

@@ -14,6 +14,7 @@ from torch import nn
 from minillm.amp import (
     AUTOCAST_FP32_OPS,
     AUTOCAST_LOW_OPS,
+    AUTOCAST_PASSTHROUGH_OPS,
     DynamicLossScaler,
     MixedPrecision,
     copy_grads_to_master,
@@ -25,6 +26,8 @@ TORCH_DTYPE = {FP32: torch.float32, FP16: torch.float16, BF16: torch.bfloat16,
                E4M3: torch.float8_e4m3fn, E5M2: torch.float8_e5m2}
 INT_VIEW = {32: torch.int32, 16: torch.int16, 8: torch.uint8}
 ALL = [FP32, FP16, BF16, E4M3, E5M2]
+# torch's float8_e4m3fn cast saturates on overflow / +-inf in recent releases (2.13 here); older ones give NaN
+E4M3_SATURATES = not math.isnan(torch.tensor(1e9).to(torch.float8_e4m3fn).float().item())
 
 
 def torch_bits(x: torch.Tensor, fmt: FloatFormat) -> list[int]:
@@ -121,7 +124,7 @@ def test_encode_matches_torch_cast(fmt):
     ref = torch_bits(x, fmt)
     bad = []
     for v, r in zip(x.double().tolist(), ref, strict=True):
-        mine = encode(v, fmt)
+        mine = encode(v, fmt, saturate=E4M3_SATURATES) if fmt is E4M3 else encode(v, fmt)
         if mine != r and not (math.isnan(decode(mine, fmt)) and math.isnan(decode(r, fmt))):
             bad.append((v, hex(mine), hex(r)))
     assert not bad, bad[:5]
@@ -177,17 +180,79 @@ def run_scaler(scaler, overflow_steps: set[int], n_steps: int, explicit_unscale:
     return scales, skipped, [p.detach().clone() for p in model.parameters()]
 
 
+FACTORS = {"pow2": (2.0**10, 2.0, 0.5), "odd": (3.0**7, 1.7, 0.3)}  # odd: the rounding of S * factor matters
+
+
+@pytest.mark.parametrize("factors", FACTORS.values(), ids=FACTORS.keys())
 @pytest.mark.parametrize("explicit_unscale", [False, True])
-def test_scaler_matches_torch_gradscaler_step_for_step(explicit_unscale):
+def test_scaler_matches_torch_gradscaler_step_for_step(explicit_unscale, factors):
     overflow = {0, 1, 4, 9, 10, 17}  # 4 and 17 come after 2 clean steps: the run must reset
-    kw = dict(init_scale=2.0**10, growth_factor=2.0, backoff_factor=0.5, growth_interval=3)
+    init, growth, backoff = factors
+    kw = dict(init_scale=init, growth_factor=growth, backoff_factor=backoff, growth_interval=3)
     mine = run_scaler(DynamicLossScaler(**kw), overflow, 26, explicit_unscale)
     ref = run_scaler(torch.amp.GradScaler("cpu", **kw), overflow, 26, explicit_unscale)
     assert mine[0] == ref[0]  # scale trajectory
     assert mine[1] == ref[1] == sorted(overflow)  # skipped steps
     assert all(torch.equal(a, b) for a, b in zip(mine[2], ref[2], strict=True))  # parameters, bit for bit
-    steps = list(itertools.pairwise([2.0**10] + mine[0]))
-    assert any(b == 2 * a for a, b in steps) and any(b == a / 2 for a, b in steps)  # growth and backoff
+    steps = list(itertools.pairwise([init] + mine[0]))
+    assert any(b > a for a, b in steps) and any(b < a for a, b in steps)  # growth and backoff both happen
+
+
+def test_scaler_odd_factor_rounds_in_double_then_float():
+    # 3^7 * 0.3 in float32 arithmetic differs from double arithmetic rounded to float32; GradScaler does the latter
+    s = DynamicLossScaler(init_scale=3.0**7, backoff_factor=0.3)
+    s.scale(torch.tensor(1.0, requires_grad=True) * math.inf).backward()
+    want = float(torch.tensor(3.0**7 * 0.3, dtype=torch.float64).float())
+    opt = torch.optim.SGD([nn.Parameter(torch.ones(1))], lr=1.0)
+    opt.param_groups[0]["params"][0].grad = torch.tensor([math.inf])
+    s.step(opt)
+    s.update()
+    assert s.get_scale() == want
+
+
+def test_scaler_errors_match_gradscaler():
+    p = nn.Parameter(torch.ones(2, dtype=torch.float16))
+    p.grad = torch.ones(2, dtype=torch.float16)
+    opt = torch.optim.SGD([p], lr=1.0)
+    with pytest.raises(ValueError, match="Attempting to unscale FP16 gradients.*copy_grads_to_master"):
+        DynamicLossScaler().unscale_(opt)
+    ref = torch.amp.GradScaler("cpu")
+    ref.scale(torch.ones(1))
+    with pytest.raises(ValueError, match="Attempting to unscale FP16 gradients"):
+        ref.unscale_(opt)  # the reference raises too
+    q = nn.Parameter(torch.ones(2))
+    q.grad = torch.ones(2)
+    opt = torch.optim.SGD([q], lr=1.0)
+    for scaler in (DynamicLossScaler(), torch.amp.GradScaler("cpu")):
+        scaler.scale(q.sum())
+        scaler.step(opt)
+        with pytest.raises(RuntimeError, match=r"step\(\) has already been called since the last update\(\)"):
+            scaler.step(opt)
+        scaler.update()
+        scaler.step(opt)  # fine again after update()
+
+
+def test_unscale_checks_finiteness_before_the_multiply():
+    # S = 2^-126 < 1: 1/S = 2^126 turns the finite grad 2^100 into inf; GradScaler checks the input, not the product
+    ref_found = []
+    for scaler in (DynamicLossScaler(init_scale=2.0**-126), torch.amp.GradScaler("cpu", init_scale=2.0**-126)):
+        q = nn.Parameter(torch.ones(1))
+        q.grad = torch.tensor([2.0**100])
+        opt = torch.optim.SGD([q], lr=1.0)
+        scaler.scale(torch.ones(1))  # GradScaler creates its scale tensor lazily here
+        scaler.unscale_(opt)
+        scaler.step(opt)
+        scaler.update()
+        ref_found.append(scaler.get_scale())
+    assert ref_found[0] == ref_found[1] == 2.0**-126  # not backed off: the input grad was finite
+
+
+def test_disabled_scaler_state_dict_is_empty():
+    off = DynamicLossScaler(enabled=False)
+    assert off.state_dict() == {} == torch.amp.GradScaler("cpu", enabled=False).state_dict()
+    off.load_state_dict({})  # no-op
+    off.load_state_dict(DynamicLossScaler().state_dict())  # no-op too: disabled stays disabled
+    assert off.get_scale() == 1.0 and off.state_dict() == {}
 
 
 def test_scaler_hand_worked_interval_two():
@@ -309,7 +374,13 @@ def test_autocast_cpu_bf16_op_dtypes():
         out = {"cross_entropy": F.cross_entropy(y, tgt), "mse_loss": F.mse_loss(y, y),
                "nll_loss": F.nll_loss(y, tgt), "binary_cross_entropy_with_logits":
                F.binary_cross_entropy_with_logits(y, torch.ones_like(x)),
-               "linear": F.linear(x, w), "matmul": torch.matmul(x, w), "softmax": F.softmax(y, -1),
-               "log_softmax": F.log_softmax(y, -1), "layer_norm": F.layer_norm(y, (8,))}
-    assert {k for k, v in out.items() if v.dtype == torch.float32} == set(AUTOCAST_FP32_OPS)
+               "linear": F.linear(x, w), "matmul": torch.matmul(x, w), "softmax": F.softmax(x, -1),
+               "log_softmax": F.log_softmax(x, -1), "layer_norm": F.layer_norm(x, (8,))}  # fp32 x
+        yb = y.detach()  # bf16 (the matmul's output)
+        passthrough_bf16 = {"softmax": F.softmax(yb, -1), "log_softmax": F.log_softmax(yb, -1),
+                            "layer_norm": F.layer_norm(yb, (8,))}
+    assert y.dtype == torch.bfloat16
+    fp32 = {k for k, v in out.items() if v.dtype == torch.float32}
+    assert fp32 == set(AUTOCAST_FP32_OPS) | set(AUTOCAST_PASSTHROUGH_OPS)  # passthrough: fp32 in -> fp32 out
     assert {k for k, v in out.items() if v.dtype == torch.bfloat16} == set(AUTOCAST_LOW_OPS)
+    assert {k for k, v in passthrough_bf16.items() if v.dtype == torch.bfloat16} == set(AUTOCAST_PASSTHROUGH_OPS)
