@@ -129,22 +129,28 @@ def test_block_hand_worked_base():
 # ---------------------------------------------------------------------------------------------- whole model
 
 
+WHOLE = {"base": GPTConfig.preset("base"),  # RoPE, RMSNorm, SwiGLU, Pre-LN
+         "tiny": GPTConfig.preset("tiny"),  # learned positions, LayerNorm, GeLU, biases
+         "post-norm": GPTConfig.preset("base", norm_position="post")}  # no final norm
+
+
+@pytest.mark.parametrize("name", WHOLE)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("B,T", [(2, 12), (1, 33)])
-def test_model_is_layers_plus_embedding_and_head(dtype, B, T):
-    cfg = GPTConfig.preset("base")
+def test_model_is_layers_plus_embedding_and_head(name, dtype, B, T):
+    cfg = WHOLE[name]
     torch.manual_seed(0)
     model = GPT(cfg).to(dtype).train()
     idx, targets = torch.randint(0, cfg.vocab_size, (2, B, T))
     nbytes, (_, loss) = saved_activation_bytes(lambda: model(idx, targets), model)
     p = dtype.itemsize
     parts = model_activation_bytes(cfg, B, T, p)
-    assert parts["layers"] == cfg.n_layer * activation_bytes_per_layer(cfg, B, T, p)
-    # by hand: int64 ids (8 B T); final RMSNorm (2 B T d + B T elements), lm_head input (B T d), log-softmax
-    # (B T V), int64 targets (8 B T), the loss's total weight (one element)
+    # by hand: int64 ids (8 B T) and, if learned, int64 positions (8 T); the final norm if Pre-LN (2 B T d +
+    # B T elements), lm_head input (B T d), log-softmax (B T V), int64 targets (8 B T), the loss's total weight
     d, V = cfg.d_model, cfg.vocab_size
-    assert parts["embedding"] == 8 * B * T
-    assert parts["head"] == p * (2 * B * T * d + B * T + B * T * d + B * T * V + 1) + 8 * B * T
+    assert parts["embedding"] == 8 * B * T + (8 * T if cfg.pos == "learned" else 0)
+    final = 2 * B * T * d + B * T if cfg.norm_position == "pre" else 0
+    assert parts["head"] == p * (final + B * T * d + B * T * V + 1) + 8 * B * T
     # the loss's total weight is 0-dim: the graph walk leaves it out (see _graph_saved_bytes)
     assert nbytes == parts["total"] == _graph_saved_bytes(loss, model) + p
 
@@ -195,9 +201,21 @@ def test_training_memory_hand_worked_7b():
     assert mixed["weights"] + mixed["gradients"] + mixed["optimizer states"] == 16 * n == 107_814_649_856
     assert training_memory(cfg, 1, 2048, "fp32")["optimizer states"] == 8 * n
     assert training_memory(cfg, 1, 2048, "bf16", "sgd")["optimizer states"] == 0
-    # the activations at s = 2048, bf16: 32 layers, each with 6 a s^2 b = 805 MB of softmax terms alone
-    assert activation_terms(cfg, 1, 2048, 2)["scores, exp, weights"] == 6 * 32 * 2048**2
-    assert mixed["activations"] == model_activation_bytes(cfg, 1, 2048, 2)["total"]
+    # the activations at s = 2048, bf16 (h 4096, a 32, f 11008, d 128, V 32000), per layer by hand:
+    # norms 2 (2 s h 4 + s 4 + h 4) = 134,266,880; linear inputs and q, k, v 6 s h 2 = 100,663,296;
+    # RoPE 4 s d 2 = 2,097,152; softmax terms 3 a s^2 2 = 805,306,368; mask s^2 = 4,194,304;
+    # row max / sum a s 6 = 393,216; SwiGLU 5 s f 2 = 225,443,840
+    per_layer = 134_266_880 + 100_663_296 + 2_097_152 + 805_306_368 + 4_194_304 + 393_216 + 225_443_840
+    assert activation_bytes_per_layer(cfg, 1, 2048, 2) == per_layer == 1_272_365_056
+    assert activation_terms(cfg, 1, 2048, 2)["scores, exp, weights"] == 805_306_368
+    # head: final norm 67,133,440 + lm_head input s h 2 + log-softmax s V 2 + int64 targets 8 s + 2; ids 8 s
+    parts = model_activation_bytes(cfg, 1, 2048, 2)
+    assert parts["head"] == 67_133_440 + 16_777_216 + 131_072_000 + 16_384 + 2 == 214_999_042
+    assert parts["embedding"] == 16_384
+    assert mixed["activations"] == 32 * 1_272_365_056 + 214_999_042 + 16_384 == 40_930_697_218
+    assert mixed["total"] == 16 * 6_738_415_616 + 40_930_697_218
+    row = next(r for r in memory_table(("llama2-7b",)) if r["precision"] == "mixed")
+    assert row["train GB"] == (16 * 6_738_415_616 + 40_930_697_218) / 1e9
     # inference in bf16: 13.5 GB of weights; KV cache 2 (k, v) x 32 layers x 4096 (32 heads x 128) x 2 B
     # = 0.5 MiB per token, 2 GiB for 4096 tokens
     inf = inference_memory(cfg, 1, 4096, "bf16")
