@@ -8,10 +8,11 @@ sign | exponent field E | mantissa field M, and (IEEE 754 binary formats, sectio
 
 `FloatFormat` holds the layout and derives everything else from it, nothing is copied from a table:
 
-- `max`: the largest finite value. IEEE-like formats reserve the all-ones exponent for inf / NaN, so the
-  largest exponent field is 2^e - 2 with an all-ones mantissa. fp8 e4m3 as OCP E4M3 (torch's `float8_e4m3fn`:
-  finite, one NaN pattern per sign; Micikevicius et al. 2022, table 1) has no inf and gives the all-ones exponent back to finite numbers, keeping only
-  S.1111.111 as NaN: largest field 2^4 - 1 = 15 with mantissa 110, i.e. 2^(15-7) * 1.75 = 448.
+- `max`: the largest finite value. IEEE-like formats reserve the all-ones exponent for inf / NaN, so the largest
+  exponent field is 2^e - 2 with an all-ones mantissa. fp8 e4m3 as OCP E4M3 (torch's `float8_e4m3fn`: finite, one
+  NaN pattern per sign; Micikevicius et al. 2022, table 1) has no inf and gives the all-ones exponent back to
+  finite numbers, keeping only S.1111.111 as NaN: largest field 2^4 - 1 = 15 with mantissa 110, i.e. 2^(15-7) *
+  1.75 = 448.
 - `min_normal` = 2^(1 - bias), `min_subnormal` = 2^(1 - bias - man_bits), `eps` = 2^-man_bits (the gap
   between 1 and the next float; `torch.finfo(...).eps`).
 
@@ -21,18 +22,17 @@ casts do (checked in tests/test_amp.py against `torch.Tensor.to` for every forma
 
 - fp32, fp16, bf16, fp8 e5m2 overflow to inf: a value rounds to inf once it reaches max + half an ulp
   (the tie goes to inf, whose "mantissa" is even).
-- fp8 e4m3fn has no inf; torch's cast (2.13 here) saturates: everything beyond 448, +-inf included, becomes
-  +-448, and only NaN gives NaN. Older releases give NaN for |x| >= 480 and +-inf (and for 464 < |x| < 480,
-  which rounds to 480); that is `saturate=False`, the non-saturating mode of the OCP spec. The tests detect
-  which behaviour the installed torch has.
+- fp8 e4m3fn has no inf; torch's cast (2.13 here) saturates: everything beyond 448, +-inf included, becomes +-448,
+  and only NaN gives NaN. Older releases give NaN for |x| >= 480 and +-inf (and for 464 < |x| < 480, which rounds
+  to 480); that is `saturate=False`, the non-saturating mode of the OCP spec. The tests detect which behaviour the
+  installed torch has.
 
-Why the formats look the way they do (Kalamkar et al. 2019, "A Study of BFLOAT16 for Deep Learning
-Training"): bf16 has fp32's 8-bit exponent, hence about the same range (normals 2^-126 ... 3.39e38; fp32
-values beyond bf16's max + half an ulp round to inf, fp32 subnormals up to 2^-134, half of bf16's smallest
-subnormal 2^-133, round to 0), at about 2-3 significant
-decimal digits, so no loss scaling is needed; fp16 trades range (max 65504, smallest subnormal 2^-24 ~ 6e-8) for
-precision, which is why fp16 training needs loss scaling (`minillm.amp`). fp8 e4m3 is the forward-pass format
-(precision), e5m2 the gradient format (range).
+Why the formats look the way they do (Kalamkar et al. 2019, "A Study of BFLOAT16 for Deep Learning Training"): bf16
+has fp32's 8-bit exponent, hence about the same range (normals 2^-126 ... 3.39e38; fp32 values beyond bf16's max +
+half an ulp round to inf, fp32 subnormals up to 2^-134, half of bf16's smallest subnormal 2^-133, round to 0), at
+about 2-3 significant decimal digits, so no loss scaling is needed; fp16 trades range (max 65504, smallest
+subnormal 2^-24 ~ 6e-8) for precision, which is why fp16 training needs loss scaling (`minillm.amp`). fp8 e4m3 is
+the forward-pass format (precision), e5m2 the gradient format (range).
 
 Leaves out: signalling vs quiet NaN payloads (encode writes one canonical NaN), rounding modes other than
 nearest-even (stochastic rounding), fp8 scaling factors per tensor, fp4 / MX block formats.

@@ -7,26 +7,25 @@
 
 How. On CUDA, torch's own counter: `torch.cuda.reset_peak_memory_stats` before the call,
 `torch.cuda.max_memory_allocated` after. On CPU, which has no such counter, the call runs under
-`torch.profiler.profile(profile_memory=True)`, which records every allocation and free of the CPU allocator
-with its size and time; the running sum of those events, maximised over time, is the peak of bytes allocated
-during the call (outputs included, inputs excluded). It sees allocations made inside C++ kernels too (torch's
-own SDPA). tracemalloc does not see torch's allocations, and the process RSS high-water mark cannot be reset
-between calls, so neither can measure one call. The profiler's C++ side prints two log lines per use to the
-stderr file descriptor; they are silenced for the duration.
+`torch.profiler.profile(profile_memory=True)`, which records every allocation and free of the CPU allocator with
+its size and time; the running sum of those events, maximised over time, is the peak of bytes allocated during the
+call (outputs included, inputs excluded). It sees allocations made inside C++ kernels too (torch's own SDPA).
+tracemalloc does not see torch's allocations, and the process RSS high-water mark cannot be reset between calls, so
+neither can measure one call. The profiler's C++ side prints a log line to the stderr file descriptor when it
+starts and one when it stops; only those two calls are silenced, so what `fn` itself writes to stderr still shows.
 
-Saved tensors. Every differentiable op stores what its backward needs (a matmul its two inputs, exp its
-output, masked_fill its mask); `torch.autograd.graph.saved_tensors_hooks(pack, unpack)` calls `pack` on each
-such tensor as it is saved. Autograd saves a tensor, not a copy, so the memory is that of the tensor's storage;
-one storage saved by several ops (a linear layer's input read by q, k and v), or saved through a view (W.t(),
-a transposed q), is held once: storages are counted once, by `untyped_storage().data_ptr()`, at their full
-`nbytes()`. The packed tensors are kept alive until the count is done, so a freed storage's address cannot be
-reused by a later one and merge two storages. Parameters are not activations: a saved tensor whose storage is
-that of one of `params` (the weight itself, or W.t() that F.linear saves) is left out. A copy of a parameter
-(`weight.to(float32)` inside a norm run in bf16, the casts of autocast) is a new storage and does count: it is
-memory that lives until backward. Python numbers an op keeps (the `scale` of `scores * scale`) are stored
-as 0-dim float64 CPU tensors without passing through the hooks: 8 bytes each, not counted. This is the
-measurement the activation formulas of `minillm.train_memory` (Korthikanti et al. 2022, arXiv:2205.05198,
-sec. 4) are checked against, on any device.
+Saved tensors. Every differentiable op stores what its backward needs (a matmul its two inputs, exp its output,
+masked_fill its mask); `torch.autograd.graph.saved_tensors_hooks(pack, unpack)` calls `pack` on each such tensor as
+it is saved. Autograd saves a tensor, not a copy, so the memory is that of the tensor's storage; one storage saved
+by several ops (a linear layer's input read by q, k and v), or saved through a view (W.t(), a transposed q), is
+held once: storages are counted once, keyed by (device, `untyped_storage().data_ptr()`), at their full `nbytes()`.
+The packed tensors are kept alive until the count is done, so a freed storage's address cannot be reused by a later
+one and merge two storages. Parameters are not activations: a saved tensor whose storage is that of one of `params`
+(the weight itself, or W.t() that F.linear saves) is left out. A copy of a parameter (`weight.to(float32)` inside a
+norm run in bf16, the casts of autocast) is a new storage and does count: it is memory that lives until backward.
+Python numbers an op keeps (the `scale` of `scores * scale`) are stored as 0-dim float64 CPU tensors without
+passing through the hooks: 8 bytes each, not counted. This is the measurement the activation formulas of
+`minillm.train_memory` (Korthikanti et al. 2022, arXiv:2205.05198, sec. 4) are checked against, on any device.
 
 A component: it imports only torch. Chapter 5 measures attention with it (`minillm.flash.attention_peak_memory`);
 later chapters (activation checkpointing, mixed precision, ZeRO) measure training steps with it.
@@ -79,8 +78,16 @@ def peak_allocated_bytes(fn: Callable[[], Any], device: torch.device | str = "cp
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    with _silence_fd2(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    # kineto prints one line to fd 2 on start and one on stop: silence those two calls only, so that fn's own
+    # stderr (warnings, C++ errors) still shows
+    with _silence_fd2():
+        prof.__enter__()
+    try:
         out = fn()
+    finally:
+        with _silence_fd2():
+            prof.__exit__(None, None, None)
     events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
                     if e.name() == "[memory]" and e.device_type() == DeviceType.CPU)
     running = peak = 0
@@ -90,11 +97,16 @@ def peak_allocated_bytes(fn: Callable[[], Any], device: torch.device | str = "cp
     return peak, out
 
 
-def _storage_ptrs(params: Iterable[torch.Tensor] | torch.nn.Module) -> set[int]:
-    """The data pointers of the storages of `params` (a module: its parameters)."""
+def _storage_key(t: torch.Tensor) -> tuple[str, int]:
+    """(device, data pointer) of t's storage: addresses on different devices may coincide."""
+    return str(t.device), t.untyped_storage().data_ptr()
+
+
+def _storage_ptrs(params: Iterable[torch.Tensor] | torch.nn.Module) -> set[tuple[str, int]]:
+    """The (device, data pointer) keys of the storages of `params` (a module: its parameters)."""
     if isinstance(params, torch.nn.Module):
         params = params.parameters()
-    return {p.untyped_storage().data_ptr() for p in params}
+    return {_storage_key(p) for p in params}
 
 
 def saved_tensors(fn: Callable[[], Any], params: Iterable[torch.Tensor] | torch.nn.Module = ()
@@ -103,14 +115,13 @@ def saved_tensors(fn: Callable[[], Any], params: Iterable[torch.Tensor] | torch.
     in the order first saved], fn's result). Storages of `params` (a module: its parameters) are left out.
     The shape is that of the first tensor saved from that storage."""
     skip = _storage_ptrs(params)
-    seen: dict[int, tuple[tuple[int, ...], torch.dtype, int]] = {}
+    seen: dict[tuple[str, int], tuple[tuple[int, ...], torch.dtype, int]] = {}  # (device, data_ptr) -> record
     alive: list[torch.Tensor] = []  # kept until counted: a freed storage's address could be reused
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        ptr = storage.data_ptr()
-        if ptr not in skip and ptr not in seen:
-            seen[ptr] = (tuple(t.shape), t.dtype, storage.nbytes())
+        key = _storage_key(t)
+        if key not in skip and key not in seen:
+            seen[key] = (tuple(t.shape), t.dtype, t.untyped_storage().nbytes())
             alive.append(t)
         return t
 

@@ -32,23 +32,24 @@ op by op (per layer, what each backward needs):
 - the MLP: SwiGLU saves gate(x), sigmoid(gate(x)), silu(gate(x)), up(x) and the product before down:
   k_ffn = 5; exact GeLU (x / sqrt2, erf + 1, x / 2, and the output) 4; tanh-GeLU 5; GeGLU 6; ReLU 2.
 
-Against Korthikanti et al.'s GPT layer, 34 s b h + 5 a s^2 b bytes in fp16 without recomputation. The same in
-both: the inputs of the linear layers (QKV, output projection, MLP: 6 s b h) and q, k, v (6 s b h). Different:
-(1) their softmax is fused and saves only its output (2 a s^2 b), then a dropout mask (a s^2 b) and the dropout
-output (2 a s^2 b); ours is written out, has no dropout, and saves scores, exp and weights: 6 a s^2 b;
-(2) their LayerNorm saves only its input (2 s b h each, 4 for two); ours saves input and normalised output in
-float32 (8 s b h each, 16 for two) and RMSNorm saves the same as LayerNorm; (3) their MLP is a 4h GeLU (GeLU
-input and output, 8 + 8 s b h); SwiGLU saves 5 tensors of f = 8h/3 (26.7 s b h in 16 bits); (4) dropout 0:
-none of their two s b h residual-branch dropout masks; (5) GQA changes nothing here (keys and values are
-repeated before they are saved); RoPE adds 4 s d p. In fp16 with SwiGLU (f = 8h/3) ours is about
-54.7 s b h + 6 a s^2 b.
+Against Korthikanti et al.'s GPT layer, 34 s b h + 5 a s^2 b bytes without recomputation (their assumptions: 2-byte
+activations, 1-byte dropout masks, a 4h GeLU MLP, LayerNorm statistics ignored, no tensor / sequence parallelism or
+recomputation). The same in both: the inputs of the linear layers (QKV, output projection, MLP: 6 s b h) and q, k,
+v (6 s b h). Different: (1) their softmax saves only its output (2 a s^2 b), then a dropout mask (a s^2 b) and the
+dropout output (2 a s^2 b); ours is written out, has no dropout, and saves scores, exp and weights: 6 a s^2 b; (2)
+their LayerNorm saves only its input (2 s b h each, 4 for two); ours saves input and normalised output in float32
+(8 s b h each, 16 for two) and RMSNorm saves the same as LayerNorm; (3) their MLP is a 4h GeLU (GeLU input and
+output, 8 + 8 s b h); SwiGLU saves 5 tensors of f = 8h/3 (26.7 s b h in 16 bits); (4) dropout 0: none of their two
+s b h residual-branch dropout masks; (5) GQA changes nothing here (keys and values are repeated before they are
+saved); RoPE adds 4 s d p. In fp16 with SwiGLU (f = 8h/3) ours is about 54.7 s b h + 6 a s^2 b.
 
 Weights, gradients, optimizer states (bytes per parameter, ZeRO's accounting, Rajbhandari et al. 2020,
 arXiv:1910.02054, sec. 3.1; mixed precision as in Micikevicius et al. 2018, arXiv:1710.03740):
 - "fp32": weights 4 + gradients 4 + Adam m, v 4 + 4 = 16; activations at p = 4;
 - "mixed": fp16/bf16 weights 2 + fp16/bf16 gradients 2 + fp32 master weights 4 + Adam m, v 4 + 4 = 16;
   activations at p = 2 (norms in float32, as ours run);
-- "bf16": everything in bf16, Adam's m and v too: 2 + 2 + 2 + 2 = 8; activations at p = 2.
+- "bf16": everything in bf16, Adam's m and v too: 2 + 2 + 2 + 2 = 8; activations at p = 2 (lossy without
+  stochastic rounding or Kahan summation: updates below half a bf16 ulp of the weight are lost).
 `minillm.peft.qlora.finetune_memory` counts 12 B per parameter for full fine-tuning (no master weights) and
 16 with master_weights=True, the "mixed" row here. Inference: weights + the KV cache of `batch` sequences of
 `context` tokens (`minillm.attention.kv_cache_bytes_per_token`).
@@ -71,7 +72,7 @@ FFN_SAVED = {"swiglu": 5, "geglu": 6, "gelu": 4, "gelu_tanh": 5, "relu": 2}  # t
 PRECISIONS = {  # bytes per parameter: weights, gradients, master copy, one optimizer state; activation dtype
     "fp32": dict(weights=4, grads=4, master=0, state=4, act=4),
     "mixed": dict(weights=2, grads=2, master=4, state=4, act=2),
-    "bf16": dict(weights=2, grads=2, master=0, state=2, act=2),
+    "bf16": dict(weights=2, grads=2, master=0, state=2, act=2),  # lossy without stochastic rounding or Kahan summation
 }
 OPTIMIZER_STATES = {"adamw": 2, "sgd_momentum": 1, "sgd": 0}  # states per parameter (Adam: m and v)
 TABLE_MODELS = ("llama2-7b", "llama2-13b", "llama2-70b")

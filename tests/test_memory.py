@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -22,3 +24,14 @@ def test_peak_allocated_bytes_hand_worked():
     assert peak_allocated_bytes(lambda: torch.empty(1000, dtype=torch.float64))[0] == 8000
     with pytest.raises(ValueError, match="cpu"):
         peak_allocated_bytes(lambda: None, "meta")
+
+
+def test_only_the_profilers_own_log_lines_are_silenced(capfd):
+    def fn():
+        os.write(2, b"from fn\n")  # fd 2 directly, as C++ code writes
+        return torch.ones(4)
+
+    peak_allocated_bytes(fn)
+    err = capfd.readouterr().err
+    assert "from fn" in err  # fn's stderr is not hidden
+    assert "profiler_start" not in err and "profiler_stop" not in err
