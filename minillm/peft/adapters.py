@@ -40,6 +40,7 @@ from torch import nn
 
 from minillm.ffn import ACTIVATIONS, get_activation
 from minillm.model import GPTConfig
+from minillm.peft.lora import copy_matching_
 
 KINDS = ("houlsby", "parallel")
 WHERE = ("attn", "mlp")
@@ -175,17 +176,9 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def load_adapter_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Copy adapter tensors (from `adapter_state_dict`) into a model built with the same AdapterConfig."""
-    own = adapter_state_dict(model)
-    missing, unknown = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
-    wrong = [k for k in own.keys() & state.keys() if tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unknown or wrong:
-        what = (f"missing {missing[0]!r}" if missing else f"unexpected {unknown[0]!r}" if unknown else
-                f"{wrong[0]!r} is {tuple(state[wrong[0]].shape)} in the file, {tuple(own[wrong[0]].shape)} here")
-        raise ValueError(f"the adapters do not fit this model ({what}): apply_adapters with the AdapterConfig they "
-                         "were trained with (same kind, bottleneck, where and layers)")
-    with torch.no_grad():
-        for k, v in state.items():
-            own[k].copy_(v)
+    copy_matching_(adapter_state_dict(model), state, "the adapters do not fit this model",
+                   "apply_adapters with the AdapterConfig they were trained with "
+                   "(same kind, bottleneck, where and layers)")
 
 
 def adapter_param_count(cfg: AdapterConfig, model: nn.Module | GPTConfig | str) -> int:

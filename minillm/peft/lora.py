@@ -254,22 +254,27 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_lora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Copy adapter tensors (from `lora_state_dict`) into a model with the same adapters; every one must fit."""
-    own = lora_state_dict(model)
-    missing = sorted(own.keys() - state.keys())
-    unknown = sorted(state.keys() - own.keys())
-    wrong = [k for k in own.keys() & state.keys() if tuple(own[k].shape) != tuple(state[k].shape)]
+def copy_matching_(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], what: str, advice: str) -> None:
+    """Copy `state` into the tensors `own` in place, or raise (copying nothing) if a name is missing or unexpected
+    or a shape differs. `what` says what does not fit ("the adapter does not fit this model"), `advice` how to build
+    a model it fits. Shared by every adapter-only loader of minillm.peft (LoRA, adapters, prompts, prefixes)."""
+    missing, unknown = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+    wrong = [k for k in sorted(own.keys() & state.keys()) if tuple(own[k].shape) != tuple(state[k].shape)]
     if missing or unknown or wrong:
-        what = (f"missing {missing[0]!r}" if missing else f"unexpected {unknown[0]!r}" if unknown else
-                f"{wrong[0]!r} is {tuple(state[wrong[0]].shape)} in the file, {tuple(own[wrong[0]].shape)} here")
-        raise ValueError(f"the adapter does not fit this model ({what}): apply_lora with the LoraConfig it was "
-                         "trained with (same r and target_modules)")
-    if any(m.merged for m in lora_layers(model).values()):
-        raise ValueError("unmerge_lora(model) before loading adapters: the merged weights hold the old ones")
+        why = (f"missing {missing[0]!r}" if missing else f"unexpected {unknown[0]!r}" if unknown else
+               f"{wrong[0]!r} is {tuple(state[wrong[0]].shape)} in the file, {tuple(own[wrong[0]].shape)} here")
+        raise ValueError(f"{what} ({why}): {advice}")
     with torch.no_grad():
         for k, v in state.items():
             own[k].copy_(v)
+
+
+def load_lora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy adapter tensors (from `lora_state_dict`) into a model with the same adapters; every one must fit."""
+    if any(m.merged for m in lora_layers(model).values()):
+        raise ValueError("unmerge_lora(model) before loading adapters: the merged weights hold the old ones")
+    copy_matching_(lora_state_dict(model), state, "the adapter does not fit this model",
+                   "apply_lora with the LoraConfig it was trained with (same r and target_modules)")
 
 
 # ---------------------------------------------------------------------------------------------- sizes

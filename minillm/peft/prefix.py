@@ -43,6 +43,7 @@ from torch import nn
 from minillm.attention import KVCache
 from minillm.model import GPTConfig
 from minillm.peft.adapters import AdapterConfig, apply_adapters
+from minillm.peft.lora import copy_matching_
 
 
 @dataclass
@@ -198,22 +199,10 @@ def prefix_state_dict(model: PrefixModel) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in model.prefix_encoder.state_dict().items()}
 
 
-def _copy_matching(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], what: str, fields: str) -> None:
-    """Copy `state` into the tensors `own` in place, or raise if a name or a shape differs (nothing copied then).
-    `what` names the trained part ("prefix"), `fields` the config fields that decide its names and shapes; shared
-    with minillm/peft/prompts.py's load_prompt_state_dict."""
-    bad = sorted(own.keys() ^ state.keys()) or [k for k in own if tuple(own[k].shape) != tuple(state[k].shape)]
-    if bad:
-        raise ValueError(f"the {what} does not fit this model ({bad[0]!r} differs): build it with the config it was "
-                         f"trained with (same {fields})")
-    with torch.no_grad():
-        for k, v in state.items():
-            own[k].copy_(v)
-
-
 def load_prefix_state_dict(model: PrefixModel, state: dict[str, torch.Tensor]) -> None:
     """Copy tensors from `prefix_state_dict` into a model built with the same config."""
-    _copy_matching(prefix_state_dict(model), state, "prefix", "n_virtual, projection and encoder_hidden")
+    copy_matching_(prefix_state_dict(model), state, "the prefix does not fit this model",
+                   "build it with the config it was trained with (same n_virtual, projection and encoder_hidden)")
 
 
 def prefix_param_count(cfg: PrefixTuningConfig, model: nn.Module | GPTConfig | str) -> int:

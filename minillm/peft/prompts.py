@@ -41,6 +41,7 @@ from torch import nn
 
 from minillm.attention import causal_mask
 from minillm.model import GPTConfig
+from minillm.peft.lora import copy_matching_
 
 ENCODERS = ("mlp", "lstm")
 INITS = ("vocab", "random")
@@ -264,7 +265,8 @@ def prompt_state_dict(model: PromptModel) -> dict[str, torch.Tensor]:
 
 def load_prompt_state_dict(model: PromptModel, state: dict[str, torch.Tensor]) -> None:
     """Copy tensors from `prompt_state_dict` into a model built with the same config."""
-    _copy_matching(prompt_state_dict(model), state, "prompt", "n_virtual, encoder and encoder_hidden")
+    copy_matching_(prompt_state_dict(model), state, "the prompt does not fit this model",
+                   "build it with the config it was trained with (same n_virtual, encoder and encoder_hidden)")
 
 
 def prompt_param_count(cfg: PromptTuningConfig, d_model: int) -> int:
@@ -286,7 +288,6 @@ from minillm.peft.prefix import (  # noqa: E402
     PrefixEncoder,
     PrefixModel,
     PrefixTuningConfig,
-    _copy_matching,
     apply_mam,
     apply_prefix_tuning,
     load_prefix_state_dict,
