@@ -1,0 +1,190 @@
+"""Worker functions for `minillm.distributed.launch` (tests and notebook 11.3): DDP against torch's and one process.
+
+Spawned processes import these by name (a notebook cell cannot be pickled), so they live in the package. Each runs
+on every rank with `torch.distributed` already initialised and returns plain tensors / numbers (rank 0's result is
+what the caller usually reads; tests compare all ranks).
+
+- `tiny_gpt(seed)` and `global_batches(...)`: the float64 model and the data every rank draws identically;
+  `shard(x, rank, world)` is rank r's rows r*B/N .. (r+1)*B/N.
+- `single_process_run(...)`: the reference, one process on the whole batch (run it in the caller's process).
+- `equivalence_worker`: minillm's DDP and torch's DDP side by side (gradients of each step, parameters after
+  AdamW steps), the broadcast of differently initialised replicas, `no_sync` accumulation, unused parameters.
+- `overlap_worker`: the recorded event timeline of one backward (gradient ready / all-reduce start and done).
+- `timing_worker`: seconds per step with and without gradient synchronisation, for the 1-vs-N table.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from minillm.distributed.ddp import DDP, bucket_summary
+from minillm.model import GPT, GPTConfig
+
+
+def tiny_gpt(seed: int, dtype: torch.dtype = torch.float64, **overrides: Any) -> GPT:
+    """A 2-layer GPT (d 16, vocab 32, tied embeddings) initialised from `seed`, in `dtype`."""
+    torch.manual_seed(seed)
+    cfg = GPTConfig(**{"vocab_size": 32, "block_size": 16, "n_layer": 2, "n_head": 2, "d_model": 16, **overrides})
+    return GPT(cfg).to(dtype)
+
+
+def global_batches(steps: int, batch: int, seq: int, vocab: int = 32, seed: int = 0) -> list[torch.Tensor]:
+    """`steps` token batches [batch, seq + 1], the same on every rank (one generator, one seed)."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, vocab, (batch, seq + 1), generator=gen) for _ in range(steps)]
+
+
+def shard(x: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """Rank `rank`'s rows of a global batch: rows rank*B/N .. (rank+1)*B/N."""
+    if x.shape[0] % world:
+        raise ValueError(f"batch of {x.shape[0]} rows does not split over {world} ranks: use a multiple of {world}")
+    n = x.shape[0] // world
+    return x[rank * n:(rank + 1) * n]
+
+
+def _loss(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    return model(tokens[:, :-1], tokens[:, 1:])[1]  # mean cross-entropy over the rows given
+
+
+def _grads(model: nn.Module) -> list[torch.Tensor]:
+    return [p.grad.detach().clone() for p in model.parameters()]
+
+
+def _params(model: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def _run(model: nn.Module, batches: list[torch.Tensor], lr: float) -> tuple[list[list[torch.Tensor]], list[float]]:
+    """AdamW steps on `batches`: the gradients of every step and the losses (of this process's rows)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    grads, losses = [], []
+    for tokens in batches:
+        opt.zero_grad(set_to_none=True)
+        loss = _loss(model, tokens)
+        loss.backward()
+        grads.append(_grads(model))
+        losses.append(loss.item())
+        opt.step()
+    return grads, losses
+
+
+def single_process_run(steps: int, batch: int, seq: int, lr: float = 1e-2) -> dict[str, Any]:
+    """The reference: one process, the whole global batch, the same model, data and AdamW steps."""
+    model = tiny_gpt(0)
+    batches = global_batches(steps, batch, seq)
+    grads, losses = _run(model, batches, lr)
+    return {"grads": grads, "params": _params(model), "losses": losses}
+
+
+class PartlyUsed(nn.Module):
+    """Three linear layers; `b` is used only when asked, `c` never: for the unused-parameter case."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, use_b: bool) -> torch.Tensor:
+        h = self.a(x)
+        return (self.b(h) if use_b else h).pow(2).mean()
+
+
+def equivalence_worker(rank: int, world: int, steps: int = 3, batch: int = 18, seq: int = 8, lr: float = 1e-2,
+                       bucket_cap_mb: float = 0.002, micro: int = 3) -> dict[str, Any]:
+    """minillm's DDP vs torch's on the same shards; broadcast; no_sync; unused parameters; the overlap timeline
+    (`overlap_worker`), all in one launch. `batch` rows split over the ranks, then into `micro` micro-batches."""
+    if batch % world or (batch // world) % micro:
+        raise ValueError(f"batch={batch} must split into {world} ranks x {micro} equal micro-batches")
+    batches = global_batches(steps, batch, seq)
+    local = [shard(x, rank, world) for x in batches]
+    out: dict[str, Any] = {}
+
+    # broadcast: each rank starts from its own seed; after DDP(...) all hold rank 0's (seed 0) parameters
+    model = tiny_gpt(seed=rank)
+    out["before"] = _params(model)
+    ddp = DDP(model, bucket_cap_mb=bucket_cap_mb)
+    out["after_broadcast"] = _params(model)
+    out["buckets"] = bucket_summary(ddp)
+    out["grads"], out["losses"] = _run(ddp, local, lr)
+    out["params"] = _params(model)
+
+    ref = nn.parallel.DistributedDataParallel(tiny_gpt(seed=0), bucket_cap_mb=bucket_cap_mb)
+    out["torch_grads"], _ = _run(ref, local, lr)
+    out["torch_params"] = _params(ref.module)
+
+    # no_sync: the local shard as `micro` micro-batches, communication only on the last; loss / micro each
+    model = DDP(tiny_gpt(seed=0), bucket_cap_mb=bucket_cap_mb)
+    parts = local[0].chunk(micro)
+    for i, part in enumerate(parts):
+        if i < micro - 1:
+            with model.no_sync():
+                (_loss(model, part) / micro).backward()
+            if i == 0:  # still local: this rank's own micro-batch gradient, not averaged
+                out["no_sync_local"] = _grads(model.module)
+        else:
+            (_loss(model, part) / micro).backward()
+    out["no_sync_grads"] = _grads(model.module)
+
+    # unused parameters: b used on rank 0 only, c nowhere; compare with torch's find_unused_parameters=True
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(rank))
+    results = []
+    for wrap in (lambda m: DDP(m), lambda m: nn.parallel.DistributedDataParallel(m, find_unused_parameters=True)):
+        torch.manual_seed(0)
+        m = wrap(PartlyUsed())
+        m(x, use_b=rank == 0).backward()
+        results.append({n: None if p.grad is None else p.grad.clone() for n, p in m.module.named_parameters()})
+    out["unused"], out["torch_unused"] = results
+    out["overlap"] = overlap_worker(rank, world)
+    return out
+
+
+def overlap_worker(rank: int, world: int, bucket_cap_mb: float = 0.01, batch: int = 8, seq: int = 16,
+                   repeats: int = 3, **overrides: Any) -> dict[str, Any]:
+    """Events of the last of `repeats` recorded backwards (times relative to its start), buckets and sizes."""
+    model = tiny_gpt(0, torch.float32, **overrides)
+    ddp = DDP(model, bucket_cap_mb=bucket_cap_mb, record=True)
+    x = shard(global_batches(1, batch * world, seq, model.cfg.vocab_size)[0], rank, world)
+    for _ in range(repeats):  # the first backward pays one-off costs; keep the last
+        ddp.events.clear()
+        loss = _loss(ddp, x)
+        t0 = time.perf_counter()
+        loss.backward()
+    # "done" callbacks run in the communication thread: give a late one a moment before reading the list
+    time.sleep(0.01)
+    events = [(t - t0, kind, i) for t, kind, i in sorted(ddp.events)]
+    return {"events": events, "buckets": bucket_summary(ddp), "n_params": len(ddp.param_index)}
+
+
+def timing_worker(rank: int, world: int, steps: int = 8, batch: int = 16, seq: int = 64, bucket_cap_mb: float = 1.0,
+                  which: str = "minillm", **overrides: Any) -> dict[str, float]:
+    """Median seconds per training step (forward, backward, AdamW) on this rank's batch / world rows, with
+    gradient synchronisation and without it (`no_sync`: the same compute, no communication)."""
+    model = tiny_gpt(0, torch.float32, **overrides)
+    vocab = model.cfg.vocab_size
+    if world > 1:
+        model = DDP(model, bucket_cap_mb) if which == "minillm" else nn.parallel.DistributedDataParallel(
+            model, bucket_cap_mb=bucket_cap_mb)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = shard(global_batches(1, batch, seq, vocab)[0], rank, world)
+    times: dict[str, list[float]] = {"synced": [], "local": []}
+    for i in range(2 * steps + 2):
+        mode = "synced" if i % 2 == 0 else "local"
+        ctx = model.no_sync() if (mode == "local" and world > 1) else nullcontext()
+        if world > 1:
+            dist.barrier()  # start together, so one rank's wait for another is not counted as communication
+        t0 = time.perf_counter()
+        with ctx:
+            opt.zero_grad(set_to_none=True)
+            _loss(model, x).backward()
+        opt.step()
+        if i >= 2:  # two warm-up steps
+            times[mode].append(time.perf_counter() - t0)
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    return {"step_s": med["synced"], "compute_s": med["local"],
+            "comm_share": max(0.0, 1 - med["local"] / med["synced"])}
+
