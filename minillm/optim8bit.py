@@ -13,8 +13,10 @@ in 1 byte per element plus one fp32 scale per block, and lose no accuracy in the
    more fractions in the larger decades (1, 2, 4, ..., 64 per sign and decade). The codes span 1e-7..1, so
    the small entries of v (which spreads over many decades) keep a few significant digits instead of all
    rounding to 0 as on a linear grid. v >= 0 uses the unsigned map (no sign bit: twice the fractions per
-   decade). `dynamic_map` builds both; `linear_map` is the plain int8 grid (absmax quantisation) to compare.
-   quantise: index of the nearest code to x / N_b; dequantise: code[index] * N_b (nearest = round).
+   decade). `dynamic_map` builds both (the signed one is `minillm.peft.nf4.dynamic_code_values`, which QLoRA's
+   double quantisation uses); `linear_map` is the plain int8 grid (absmax quantisation) to compare.
+   quantise: index of the nearest code to x / N_b; dequantise: code[index] * N_b (nearest = round). The
+   quantiser itself is chapter 9's `minillm.peft.nf4.quantize_blockwise`, generic in its code table.
 3. The update (section 2.3): dequantise m and v to fp32, do the ordinary Adam(W) step in fp32, quantise
    the new m and v back. Only the stored state is 8-bit; the arithmetic is fp32. Tensors with fewer than
    `min_8bit_size` elements (norm gains, biases) keep fp32 states, as bitsandbytes does (they cost little
@@ -41,6 +43,8 @@ from collections.abc import Iterable
 
 import torch
 
+from minillm.peft import nf4
+
 BLOCK = 256  # elements per absmax block (bitsandbytes' optimizers; the paper's experiments use 2048)
 MIN_8BIT_SIZE = 4096  # smaller tensors keep fp32 states (bitsandbytes' default)
 
@@ -48,16 +52,18 @@ MIN_8BIT_SIZE = 4096  # smaller tensors keep fp32 states (bitsandbytes' default)
 def dynamic_map(signed: bool = True) -> torch.Tensor:
     """The 256 codes of the dynamic tree map (Dettmers et al. 2022, sec. 2.2), sorted ascending, fp32.
 
-    Decade d = 0..6 has scale 10^(d-6) and 2^d (signed) or 2^(d+1) (unsigned) fractions: the midpoints of
-    that many equal intervals of [0.1, 1]. Signed: 2 * 127 codes + 0 + 1.0; unsigned: 254 codes + 0 + 1.0."""
-    codes = [0.0, 1.0]
-    for d in range(7):
-        n = 2**d if signed else 2 ** (d + 1)  # fractions in this decade
-        edges = torch.linspace(0.1, 1.0, n + 1, dtype=torch.float64)
-        mids = ((edges[:-1] + edges[1:]) / 2 * 10.0 ** (d - 6)).tolist()
-        codes += mids + ([-m for m in mids] if signed else [])
-    assert len(codes) == 256
-    return torch.tensor(sorted(codes), dtype=torch.float32)
+    Signed: `minillm.peft.nf4.dynamic_code_values()`, 2 * 127 codes + 0 + 1.0 (decade 10^-e, e = 6..0, has
+    2^(6-e) fractions per sign). Unsigned (no sign bit, one more fraction bit): 2^(7-e) fractions per decade,
+    254 codes + 0 + 1.0. The fractions are the midpoints of equal intervals of [0.1, 1], in float32 as the
+    published table (and bitsandbytes' `create_dynamic_map`) computes them."""
+    if signed:
+        return nf4.dynamic_code_values()
+    values = [0.0, 1.0]
+    for e in range(6, -1, -1):
+        edges = torch.linspace(0.1, 1, 2 ** (7 - e) + 1)  # (n + 1,) float32
+        mids = (edges[:-1] + edges[1:]) / 2  # (n,) each code at the middle of its interval
+        values += (10.0**-e * mids).tolist()
+    return torch.tensor(sorted(values), dtype=torch.float32)
 
 
 def linear_map(signed: bool = True) -> torch.Tensor:
@@ -70,27 +76,17 @@ def quantize_blockwise(x: torch.Tensor, code: torch.Tensor, block: int = BLOCK) 
     """(indices uint8 of shape (numel,), absmax fp32 of shape (ceil(numel / block),)) for tensor `x`.
 
     Each block of the flattened `x` is divided by its absmax and each value replaced by the index of the
-    nearest code (`code` sorted ascending, 256 entries). An all-zero block gets absmax 0 and code 0's index."""
+    nearest code (`code` sorted ascending, 256 entries). The quantiser is chapter 9's (`minillm.peft.nf4`, there
+    with NF4's 16 codes); an all-zero block gets absmax 0 and the index of code 0."""
     if code.numel() != 256:
         raise ValueError(f"an 8-bit code table has 256 entries, got {code.numel()}")
-    flat = x.detach().reshape(-1).float()
-    n = flat.numel()
-    nb = -(-n // block)  # ceil
-    blocks = torch.nn.functional.pad(flat, (0, nb * block - n)).view(nb, block)  # (nb, block), zero padded
-    absmax = blocks.abs().amax(dim=1)  # (nb,)
-    normed = blocks / torch.where(absmax > 0, absmax, 1.0)[:, None]  # in [-1, 1]
-    code = code.to(flat.device)
-    mids = (code[1:] + code[:-1]) / 2  # (255,) decision boundaries between neighbouring codes
-    idx = torch.searchsorted(mids, normed.reshape(-1))  # nearest code: how many boundaries lie below
-    return idx[:n].to(torch.uint8), absmax
+    return nf4.quantize_blockwise(x, code, block)
 
 
 def dequantize_blockwise(q: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor, shape: torch.Size | tuple,
                          block: int = BLOCK) -> torch.Tensor:
     """Inverse of `quantize_blockwise`: code[q] * absmax of its block, reshaped to `shape` (fp32)."""
-    vals = code.to(q.device)[q.long()]  # (numel,)
-    scale = absmax.repeat_interleave(block)[: vals.numel()]  # each element's block absmax
-    return (vals * scale).view(shape)
+    return nf4.dequantize_blockwise(q, absmax, code, block).view(shape)
 
 
 class Adam8bit(torch.optim.Optimizer):

@@ -120,13 +120,18 @@ class History:
         return self.tokens / self.seconds if self.seconds > 0 else float("nan")
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on parameters of 2 or more dimensions (matrices, embeddings) only."""
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Two groups of the trainable parameters: 2+ dimensions (matrices, embeddings) with cfg.weight_decay,
+    the rest (norm gains, biases) without."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on parameters of 2 or more dimensions (matrices, embeddings) only."""
+    return torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas)
 
 
 def unpack_batch(batch: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
@@ -202,7 +207,8 @@ def evaluate(model: nn.Module, data, cfg: TrainConfig, split: str = "val") -> fl
 
 def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until: int | None = None, *,
           regularizer: Callable[[], torch.Tensor] | None = None,
-          after_step: Callable[[int], None] | None = None) -> History:
+          after_step: Callable[[int], None] | None = None,
+          optimizer: Callable[[nn.Module, TrainConfig], torch.optim.Optimizer] = make_optimizer) -> History:
     """Train `model` on `data` for `cfg.steps` steps (in total, counting the resumed ones).
 
     `until` stops early after that step (the schedule still runs to cfg.steps), as an interrupted run would.
@@ -210,9 +216,11 @@ def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until:
     `regularizer()` returns a scalar added to the loss before backward (the logged loss stays the model's);
     `after_step(step)` runs after each optimizer step, with step = 1, 2, ... and the gradients still in place.
     With `cfg.grad_accum` > 1, `regularizer()` is called once per micro-batch and divided like the loss.
+    `optimizer(model, cfg)` builds the optimizer (default AdamW, `make_optimizer`; e.g. 8-bit Adam from
+    `param_groups(model, cfg)`); the training loop sets each group's "lr" before every step.
     """
     device = next(model.parameters()).device
-    opt = make_optimizer(model, cfg)
+    opt = optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
     history, start = History(), 0
     data_gen = torch.Generator().manual_seed(cfg.seed)

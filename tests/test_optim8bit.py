@@ -14,6 +14,7 @@ from minillm.optim8bit import (
     quantize_blockwise,
     state_bytes,
 )
+from minillm.peft.nf4 import dynamic_code_values
 
 
 def round_trip(x: torch.Tensor, code: torch.Tensor, block: int) -> torch.Tensor:
@@ -35,6 +36,7 @@ def test_dynamic_map_by_hand():
     # unsigned: 2 fractions in the lowest decade (midpoints 0.325e-6, 0.775e-6), 128 in the top one
     assert unsigned.min() == 0 and unsigned[1].item() == pytest.approx(0.325e-6) and (unsigned > 0.1).sum() == 129
     assert linear_map(True)[128] == 0 and linear_map(True)[-1] == 1 and linear_map(False)[255] == 1
+    assert torch.equal(signed, dynamic_code_values())  # the table chapter 9's double quantisation uses
 
 
 def test_quantise_dequantise_by_hand():
@@ -55,7 +57,7 @@ def test_each_value_gets_the_nearest_code():
     x = torch.randn(3000) * torch.logspace(-7, 0, 3000)
     for code in (dynamic_map(True), linear_map(True)):
         q, absmax = quantize_blockwise(x, code, 256)
-        normed = x / absmax.repeat_interleave(256)[:3000]
+        normed = x * (1 / absmax).repeat_interleave(256)[:3000]  # times the reciprocal, as the quantiser does
         brute = (normed[:, None] - code[None, :]).abs().argmin(dim=1)  # (3000,): an independent nearest search
         assert torch.equal(q.long(), brute)
 
@@ -166,7 +168,7 @@ def test_against_bitsandbytes():
     import bitsandbytes as bnb
 
     for signed in (True, False):
-        torch.testing.assert_close(dynamic_map(signed), bnbf.create_dynamic_map(signed=signed), rtol=0, atol=1e-7)
+        assert torch.equal(dynamic_map(signed), bnbf.create_dynamic_map(signed=signed))  # bit for bit
     torch.manual_seed(0)
     x = torch.randn(10_000) * torch.logspace(-6, 0, 10_000)
     code = dynamic_map(True)

@@ -12,7 +12,7 @@ import torch
 from minillm.checkpoint import load_checkpoint
 from minillm.data import CharTokenizer, TokenData, build_tokenizer, load_corpus, tokenizer_from_state, tokenizer_state
 from minillm.model import GPT, GPTConfig
-from minillm.train import History, TrainConfig, evaluate, lr_at, make_optimizer, split_batch, train
+from minillm.train import History, TrainConfig, evaluate, lr_at, make_optimizer, param_groups, split_batch, train
 
 TEXT = load_corpus("shakespeare", max_chars=20_000)
 
@@ -283,3 +283,12 @@ def test_fp16_skips_overflowing_steps_and_resumes_with_the_scaler(data, tmp_path
 def test_bad_accumulation_or_precision(kw, msg):
     with pytest.raises(ValueError, match=msg):
         cfg(**kw)
+
+
+def test_the_optimizer_seam(data):
+    h_default = train(toy(data.vocab_size), data, cfg(steps=5))
+    same = train(toy(data.vocab_size), data, cfg(steps=5),
+                 optimizer=lambda m, c: torch.optim.AdamW(param_groups(m, c), lr=c.lr, betas=c.betas))
+    assert same.train_loss == h_default.train_loss
+    sgd = train(toy(data.vocab_size), data, cfg(steps=5), optimizer=lambda m, c: torch.optim.SGD(m.parameters(), 1.0))
+    assert sgd.train_loss[0] == h_default.train_loss[0] and sgd.train_loss[1:] != h_default.train_loss[1:]
