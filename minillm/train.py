@@ -29,10 +29,22 @@ Saving memory (chapter 10):
   before clipping, and the steps it skips (inf / NaN gradients) are listed in `History.skipped_steps`. Its
   state is saved in the checkpoint (`grad_scaler`), so an fp16 run resumes bit for bit. Validation runs in fp32.
 
+Data parallel (chapter 11): when `torch.distributed` is initialised (torchrun, `minillm.distributed.launch`)
+and the model is wrapped in a DDP (torch's or `minillm.distributed.ddp`'s), every rank draws the same global
+batch of `batch_size` rows from the same generator and keeps rows r*B/N .. (r+1)*B/N (then splits those into
+`grad_accum` micro-batches), so N ranks x B/N rows take exactly the step one process takes on B rows; the logged
+loss is the mean over ranks (an all-reduce). Every rank evaluates, identically (the same fixed windows, on the
+unwrapped model, no communication): the number is the same everywhere, and no rank waits for rank 0 to finish
+evaluating before the next collective. Only rank 0 shows the progress bar and writes checkpoints, of the
+unwrapped model (`.module`), so a data-parallel checkpoint loads into a plain GPT and resumes on any world size
+that divides the batch. With dropout the ranks draw their masks from the same seed, so a DDP run with dropout
+is not bit-equal to the single-process one (the masks fall on different rows).
+
 The command line (`minillm train`) is `minillm.commands.train`; this module takes Python arguments and
 prints nothing but an optional progress bar.
 
-Leaves out: distributed training (chapters 11-13), fp8, 8-bit optimizer states (`minillm.optim8bit`).
+Leaves out: tensor / pipeline / ZeRO parallelism (chapters 12-13), fp8, 8-bit optimizer states
+(`minillm.optim8bit`).
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from minillm.checkpoint import load_checkpoint, restore_model, restore_rng, save_checkpoint
@@ -190,6 +203,19 @@ def backward_micro_batches(model: nn.Module, micro: list, cfg: TrainConfig, step
     return total / n
 
 
+def data_parallel_rank() -> tuple[int, int]:
+    """(rank, world size) of the default process group, (0, 1) when torch.distributed is not initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a data-parallel wrapper (anything with `.module` and `no_sync`), else the model."""
+    inner = getattr(model, "module", None)
+    return inner if isinstance(inner, nn.Module) and hasattr(model, "no_sync") else model
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data, cfg: TrainConfig, split: str = "val") -> float:
     """Mean cross-entropy over `cfg.eval_batches` windows, always the same ones (a fixed generator)."""
@@ -220,6 +246,11 @@ def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until:
     `param_groups(model, cfg)`); the training loop sets each group's "lr" before every step.
     """
     device = next(model.parameters()).device
+    rank, world = data_parallel_rank()
+    if cfg.batch_size % (world * cfg.grad_accum):
+        raise ValueError(f"batch_size={cfg.batch_size} must split into {world} ranks x grad_accum={cfg.grad_accum} "
+                         f"equal micro-batches: use a multiple of {world * cfg.grad_accum}")
+    plain = unwrap(model)  # what is saved, restored and evaluated: the model without its DDP wrapper
     opt = optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
     history, start = History(), 0
@@ -229,7 +260,7 @@ def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until:
         if ckpt is None:
             raise ValueError("resume=True needs cfg.out_dir, the directory holding ckpt.pt")
         state = load_checkpoint(ckpt, device)
-        restore_model(model, state)  # one-line error when the saved run used another model
+        restore_model(plain, state)  # one-line error when the saved run used another model
         opt.load_state_dict(state["optimizer"])
         start, history = state["step"], History(**state["history"])
         restore_rng(state, data_gen)
@@ -239,7 +270,7 @@ def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until:
         torch.manual_seed(cfg.seed)  # dropout draws the same masks in every run with this seed
     stop = cfg.steps if until is None else min(until, cfg.steps)
     steps = range(start, stop)
-    if cfg.progress:
+    if cfg.progress and rank == 0:
         from tqdm.auto import tqdm
 
         # leave=True: a closed (leave=False) notebook bar is saved as a hidden widget, an empty box in the book
@@ -251,9 +282,15 @@ def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
         x, y, kwargs = unpack_batch(data.batch("train", cfg.batch_size, cfg.seq_len, data_gen), device)
+        if world > 1:  # the same global batch on every rank (same generator): keep this rank's rows
+            x, y, kwargs = split_batch(x, y, kwargs, world)[rank]
         opt.zero_grad(set_to_none=True)
         loss = backward_micro_batches(model, split_batch(x, y, kwargs, cfg.grad_accum), cfg, step + 1, scaler,
                                       regularizer)
+        if world > 1:  # the mean over ranks of the shards' mean losses = the global batch's mean loss
+            mean = torch.tensor(loss, dtype=torch.float64, device=device)
+            dist.all_reduce(mean)
+            loss = mean.item() / world
         if scaler is not None:
             scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
         if cfg.grad_clip:
@@ -270,18 +307,21 @@ def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until:
             after_step(step + 1)
         history.step.append(step + 1)
         history.train_loss.append(loss)
-        history.tokens += x.numel()
+        history.tokens += x.numel() * world  # tokens of the global batch
         history.seconds += time.perf_counter() - t0
         done = step + 1 == cfg.steps
         if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or done:
             history.val_step.append(step + 1)
-            history.val_loss.append(evaluate(model, data, cfg))
-            if cfg.progress:
+            history.val_loss.append(evaluate(plain, data, cfg))  # on every rank, the same number
+            if cfg.progress and rank == 0:
                 steps.set_postfix(train=f"{loss:.3f}", val=f"{history.val_loss[-1]:.3f}")
         if ckpt is not None and ((cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0) or done or step + 1 == stop):
-            save_checkpoint(ckpt, model, opt, step + 1, train_config=cfg, history=history, data_generator=data_gen,
-                            tokenizer=tokenizer,
-                            extra={"grad_scaler": scaler.state_dict()} if scaler is not None else None)
+            if rank == 0:
+                save_checkpoint(ckpt, plain, opt, step + 1, train_config=cfg, history=history,
+                                data_generator=data_gen, tokenizer=tokenizer,
+                                extra={"grad_scaler": scaler.state_dict()} if scaler is not None else None)
+            if world > 1:
+                dist.barrier()  # the file is complete before any rank goes on (and, say, resumes from it)
     return history
 
 

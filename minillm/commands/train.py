@@ -3,6 +3,14 @@
     minillm train --preset tiny --corpus tang300 --steps 300 --out runs/tang
     minillm train --config my.yaml --out runs/exp1 [--resume]
     minillm train --batch-size 32 --grad-accum 4 --precision bf16 --out runs/small-steps
+    torchrun --nproc-per-node 2 -m minillm.cli train --steps 100 --out runs/dp [--ddp minillm]
+
+Under torchrun (the environment has WORLD_SIZE, RANK, LOCAL_RANK) the command trains data-parallel: it joins
+the process group (gloo on CPU; NCCL on CUDA, rank r on cuda:LOCAL_RANK), wraps the model in torch's
+DistributedDataParallel (`--ddp torch`, the default) or minillm's from-scratch one (`--ddp minillm`), and
+`minillm.train.train` gives each rank its rows of every batch; rank 0 prints, plots and writes the checkpoint
+(of the plain model: it loads into a single-process run). The loss curve equals the single-process run's with
+the same --batch-size (which must be a multiple of the number of processes).
 
 A config file (YAML or JSON) has up to three sections: `model:` (fields of `minillm.model.GPTConfig`,
 on top of --preset), `train:` (fields of `minillm.train.TrainConfig`) and `data:` (corpus, tokenizer,
@@ -49,6 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                              "(less activation memory, same gradients)") if name == "grad_accum" else None)
     p.add_argument("--lr", type=float, help="peak learning rate (a finite number > 0)")
     p.add_argument("--precision", help="fp32 (default) | bf16 | fp16: autocast forward; fp16 with loss scaling")
+    p.add_argument("--ddp", choices=["torch", "minillm"], default="torch",
+                   help="under torchrun: torch's DistributedDataParallel (default) or minillm's from-scratch DDP")
     p.add_argument("--no-fast", action="store_true",
                    help="train with the teaching ops instead of minillm.fast.to_fast (same numbers, slower)")
 
@@ -151,6 +161,48 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
     return model_cfg, cfg, data, data_cfg
 
 
+def torchrun_env() -> tuple[int, int, int] | None:
+    """(rank, world size, local rank) from the variables torchrun sets, or None outside torchrun."""
+    import os
+
+    if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
+        return None
+    try:
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        local = int(os.environ.get("LOCAL_RANK", rank))
+    except ValueError:
+        raise InputError("RANK / WORLD_SIZE / LOCAL_RANK must be integers (set by torchrun)") from None
+    return rank, world, local
+
+
+def start_data_parallel(env: tuple[int, int, int]):
+    """Join the process group torchrun prepared (env:// rendezvous); returns this rank's device."""
+    import torch
+    import torch.distributed as dist
+
+    rank, world, local = env
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)  # before the group: NCCL binds this rank to its GPU
+        device, backend = torch.device("cuda", local), "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend, rank=rank, world_size=world)  # MASTER_ADDR / MASTER_PORT from torchrun
+    return device
+
+
+def wrap_data_parallel(model, kind: str, device):
+    """torch's DistributedDataParallel or minillm's DDP around `model` (already on `device`)."""
+    import torch
+
+    if kind == "minillm":
+        from minillm.distributed.ddp import DDP
+
+        return DDP(model)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                     else None)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -159,19 +211,39 @@ def run(args: argparse.Namespace) -> int:
     from minillm.train import plot_history, train
     from minillm.utils import get_device
 
+    env, rank = None, 0
     try:
+        env = torchrun_env()
+        rank = env[0] if env else 0
+        device = start_data_parallel(env) if env else get_device()
         model_cfg, cfg, data, data_cfg = build(args)
-        torch.manual_seed(cfg.seed)
-        model = GPT(model_cfg).to(get_device())
+        if env and cfg.batch_size % (env[1] * cfg.grad_accum):
+            raise InputError(f"--batch-size {cfg.batch_size} must split into {env[1]} processes x grad-accum "
+                             f"{cfg.grad_accum}: use a multiple of {env[1] * cfg.grad_accum}")
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+        model = GPT(model_cfg).to(device)
         if not getattr(args, "no_fast", False):  # fused norms, activations, projections, attention: same numbers
             model = to_fast(model)  # checkpoints are the same either way, so a run resumes with or without it
-        print(f"model {args.preset}: {model.num_params():,} parameters; {data_cfg['corpus']}: "
-              f"{len(data.train):,} train / {len(data.val):,} val tokens ({data_cfg['tokenizer']}, "
-              f"vocab {data.vocab_size})")
+        if rank == 0:
+            print(f"model {args.preset}: {model.num_params():,} parameters; {data_cfg['corpus']}: "
+                  f"{len(data.train):,} train / {len(data.val):,} val tokens ({data_cfg['tokenizer']}, "
+                  f"vocab {data.vocab_size})" + (f"; data parallel: {env[1]} processes, {args.ddp} DDP, "
+                                                 f"{device.type}" if env else ""))
+        if env:
+            model = wrap_data_parallel(model, args.ddp, device)
         hist = train(model, data, cfg, resume=args.resume)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:  # InputError is a ValueError
-        print(f"{PROG}: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
+        where = f" (rank {rank})" if env else ""
+        print(f"{PROG}: error{where}: {' '.join(str(e).splitlines())}", file=sys.stderr)
         return 1
+    finally:
+        if env:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+    if rank != 0:  # rank 0 plots, prints the summary and (in train) wrote the checkpoint
+        return 0
     import matplotlib
 
     matplotlib.use("Agg")
