@@ -95,9 +95,11 @@ class PartlyUsed(nn.Module):
 
 
 def equivalence_worker(rank: int, world: int, steps: int = 3, batch: int = 18, seq: int = 8, lr: float = 1e-2,
-                       bucket_cap_mb: float = 0.002, micro: int = 3) -> dict[str, Any]:
+                       bucket_cap_mb: float = 0.002, micro: int = 3,
+                       overlap: dict[str, Any] | None = None) -> dict[str, Any]:
     """minillm's DDP vs torch's on the same shards; broadcast; no_sync; unused parameters; the overlap timeline
-    (`overlap_worker`), all in one launch. `batch` rows split over the ranks, then into `micro` micro-batches."""
+    (`overlap_worker(**overlap)`), all in one launch. `batch` rows are split over the ranks, then into `micro`
+    micro-batches."""
     if batch % world or (batch // world) % micro:
         raise ValueError(f"batch={batch} must split into {world} ranks x {micro} equal micro-batches")
     batches = global_batches(steps, batch, seq)
@@ -139,16 +141,17 @@ def equivalence_worker(rank: int, world: int, steps: int = 3, batch: int = 18, s
         m(x, use_b=rank == 0).backward()
         results.append({n: None if p.grad is None else p.grad.clone() for n, p in m.module.named_parameters()})
     out["unused"], out["torch_unused"] = results
-    out["overlap"] = overlap_worker(rank, world)
+    out["overlap"] = overlap_worker(rank, world, **(overlap or {}))
     return out
 
 
 def overlap_worker(rank: int, world: int, bucket_cap_mb: float = 0.01, batch: int = 8, seq: int = 16,
-                   repeats: int = 3, **overrides: Any) -> dict[str, Any]:
-    """Events of the last of `repeats` recorded backwards (times relative to its start), buckets and sizes."""
-    model = tiny_gpt(0, torch.float32, **overrides)
-    ddp = DDP(model, bucket_cap_mb=bucket_cap_mb, record=True)
-    x = shard(global_batches(1, batch * world, seq, model.cfg.vocab_size)[0], rank, world)
+                   repeats: int = 3, model: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Events of the last of `repeats` recorded backwards (times relative to its start), buckets and sizes.
+    `model`: GPTConfig fields on top of `tiny_gpt`'s; `batch` rows per rank."""
+    net = tiny_gpt(0, torch.float32, **(model or {}))
+    ddp = DDP(net, bucket_cap_mb=bucket_cap_mb, record=True)
+    x = shard(global_batches(1, batch * world, seq, net.cfg.vocab_size)[0], rank, world)
     for _ in range(repeats):  # the first backward pays one-off costs; keep the last
         ddp.events.clear()
         loss = _loss(ddp, x)
@@ -161,30 +164,33 @@ def overlap_worker(rank: int, world: int, bucket_cap_mb: float = 0.01, batch: in
 
 
 def timing_worker(rank: int, world: int, steps: int = 8, batch: int = 16, seq: int = 64, bucket_cap_mb: float = 1.0,
-                  which: str = "minillm", **overrides: Any) -> dict[str, float]:
+                  wrappers: tuple[str, ...] = ("minillm", "torch"), model: dict[str, Any] | None = None
+                  ) -> dict[str, dict[str, float]]:
     """Median seconds per training step (forward, backward, AdamW) on this rank's batch / world rows, with
-    gradient synchronisation and without it (`no_sync`: the same compute, no communication)."""
-    model = tiny_gpt(0, torch.float32, **overrides)
-    vocab = model.cfg.vocab_size
-    if world > 1:
-        model = DDP(model, bucket_cap_mb) if which == "minillm" else nn.parallel.DistributedDataParallel(
-            model, bucket_cap_mb=bucket_cap_mb)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = shard(global_batches(1, batch, seq, vocab)[0], rank, world)
-    times: dict[str, list[float]] = {"synced": [], "local": []}
-    for i in range(2 * steps + 2):
-        mode = "synced" if i % 2 == 0 else "local"
-        ctx = model.no_sync() if (mode == "local" and world > 1) else nullcontext()
-        if world > 1:
-            dist.barrier()  # start together, so one rank's wait for another is not counted as communication
-        t0 = time.perf_counter()
-        with ctx:
-            opt.zero_grad(set_to_none=True)
-            _loss(model, x).backward()
-        opt.step()
-        if i >= 2:  # two warm-up steps
-            times[mode].append(time.perf_counter() - t0)
-    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-    return {"step_s": med["synced"], "compute_s": med["local"],
-            "comm_share": max(0.0, 1 - med["local"] / med["synced"])}
-
+    gradient synchronisation ("step_s") and under `no_sync` ("compute_s": the same work, no communication),
+    for each DDP in `wrappers` (world 1: the plain model, once, as "none"). `model`: GPTConfig fields."""
+    out = {}
+    for which in wrappers if world > 1 else ("none",):
+        net = tiny_gpt(0, torch.float32, **(model or {}))
+        x = shard(global_batches(1, batch, seq, net.cfg.vocab_size)[0], rank, world)
+        if which == "minillm":
+            net = DDP(net, bucket_cap_mb)
+        elif which == "torch":
+            net = nn.parallel.DistributedDataParallel(net, bucket_cap_mb=bucket_cap_mb)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        times: dict[str, list[float]] = {"synced": [], "local": []}
+        for i in range(2 * steps + 2):
+            mode = "synced" if i % 2 == 0 else "local"
+            if world > 1:
+                dist.barrier()  # start together, so waiting for a slower rank is not counted in the step
+            t0 = time.perf_counter()
+            with net.no_sync() if (mode == "local" and world > 1) else nullcontext():
+                opt.zero_grad(set_to_none=True)
+                _loss(net, x).backward()
+            opt.step()
+            if i >= 2:  # two warm-up steps
+                times[mode].append(time.perf_counter() - t0)
+        med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+        out[which] = {"step_s": med["synced"], "compute_s": med["local"],
+                      "comm_share": max(0.0, 1 - med["local"] / med["synced"])}
+    return out
