@@ -66,7 +66,7 @@ def assign_buckets(sizes: Sequence[int], cap_bytes: int, keys: Sequence[Any] | N
     bucket of its key (dtype and device: one flat buffer holds one dtype), and that bucket is closed as soon as
     its size reaches `cap_bytes`, so a bucket may pass the cap by its last parameter (torch's rule,
     `dist._compute_bucket_assignment_by_size`). Buckets are listed in the order they were closed, then the
-    open ones: the order backward fills them. E.g. sizes [12, 12, 12, 4, 20], cap 20 -> [[4], [3, 2], [1, 0]].
+    open ones: the order backward fills them. E.g. sizes [12, 12, 12, 4, 20], cap 20 -> [[4], [3, 2, 1], [0]].
     """
     if cap_bytes < 1:
         raise ValueError(f"cap_bytes must be >= 1, got {cap_bytes}: use a positive bucket_cap_mb")
