@@ -124,6 +124,12 @@ def bf16_saturate(bits):
     return out
 
 
+def bf16_flush_subnormals(bits):
+    if (bits >> 23) & 0xFF == 0:  # exponent field 0: zero or subnormal, flushed to a signed zero
+        return (bits >> 16) & 0x8000
+    return _bf16_reference(bits)
+
+
 def bf16_drop_sign(bits):
     return _bf16_reference(bits) & 0x7FFF
 
@@ -139,6 +145,8 @@ BF16_MISTAKES = [
                       "gives the pattern of inf; return a NaN (e.g. 0x7FC0 with the sign) for every NaN input"),
     (bf16_saturate, "a finite value that rounds past bf16's largest finite number becomes inf (as torch's cast), "
                     "not the largest finite value"),
+    (bf16_flush_subnormals, "subnormals (exponent field 0) are numbers too: they round like any other value "
+                            "(bf16 has subnormals, with fp32's exponent), not to zero"),
     (bf16_drop_sign, "keep the sign: bit 31 of the input is bit 15 of the answer"),
 ]
 
