@@ -32,10 +32,9 @@ arXiv:2205.05198, sec. 5):
   `sdpa` or a fused one set by `minillm.fast.use_kernel` (which already saves no s^2 term: then selective
   saves nothing more).
 
-impl="torch" uses `torch.utils.checkpoint.checkpoint(..., use_reentrant=False)` instead of ours: same
-gradients, and the tests check that. Its non-reentrant form keeps the inputs through its own
-saved-tensor hooks, which `minillm.memory.saved_activation_bytes` (an outer hook) does not see: measure it with
-`peak_allocated_bytes` instead.
+impl="torch" uses `torch.utils.checkpoint.checkpoint(..., use_reentrant=False)` instead of ours: the same
+gradients and the same saved bytes (its non-reentrant form also saves the inputs with `save_for_backward`, through
+an internal no-op Function, and keeps everything else out of the graph); the tests check both.
 
 RNG: dropout inside a checkpoint draws its mask twice (forward, recomputation). Like torch's, our Function
 saves the CPU generator state (and the CUDA one of each device the inputs live on) before the forward and

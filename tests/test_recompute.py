@@ -149,11 +149,12 @@ def test_dropout_masks_equal_plain(mode, every):
 @pytest.mark.parametrize("name", list(CFGS))
 @pytest.mark.parametrize("mode,every", [(None, 1), *SETTINGS])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_saved_bytes_equal_formula(name, mode, every, dtype):
+@pytest.mark.parametrize("impl", ["minillm", "torch"])
+def test_saved_bytes_equal_formula(name, mode, every, dtype, impl):
     cfg, B, T = CFGS[name], 3, 13
     model = _model(cfg, dtype)
     if mode is not None:
-        apply_activation_checkpointing(model, mode, every)
+        apply_activation_checkpointing(model, mode, every, impl)
     idx, targets = _batch(cfg, B, T)
     measured, _ = saved_activation_bytes(lambda: model(idx, targets), model)
     p = dtype.itemsize
