@@ -284,7 +284,7 @@ def test_flops_per_token_equals_torch_flop_counter(tied):
 
 
 def test_mfu_and_training_time_hand_worked():
-    from minillm.flops import GPUS, flops_per_token, mfu, training_time
+    from minillm.flops import GPUS, mfu, training_time
 
     cfg = GPTConfig(vocab_size=100, n_layer=2, n_head=4, d_model=64)
     # 1,000 tokens/s x 684,288 FLOPs per token on a 684,288,000 FLOP/s machine: all of it; at 10x the peak, 10 %
