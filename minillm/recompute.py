@@ -94,7 +94,9 @@ class _Checkpoint(torch.autograd.Function):
                     torch.cuda.set_rng_state(state, d)
             dev, enabled, dtype = ctx.autocast
             with torch.enable_grad(), torch.autocast(dev, dtype=dtype, enabled=enabled):
-                out = ctx.fn(*inputs)  # the recomputed forward: a graph of this block only
+                # through a view: hooks that a module tracker (FlopCounterMode) puts on fn's inputs then sit on
+                # a non-leaf, which torch.autograd.grad allows
+                out = ctx.fn(*(x.view_as(x) if x.requires_grad else x for x in inputs))  # the recomputed forward
         wrt = [t for t in (*inputs, *ctx.params) if t.requires_grad]
         grads = iter(torch.autograd.grad(out, wrt, grad_out, allow_unused=True) if wrt else ())
         per_arg = [next(grads) if t.requires_grad else None for t in (*inputs, *ctx.params)]

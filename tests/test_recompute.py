@@ -212,3 +212,22 @@ def test_bad_arguments():
         apply_activation_checkpointing(model, "selective", every=2)
     with pytest.raises(ValueError, match="no minillm.model.Block"):
         apply_activation_checkpointing(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("mode", ["full", "selective"])
+def test_recomputed_flops_counted(mode):
+    # FlopCounterMode (which hooks module inputs) works through our backward, and counts the recomputation:
+    # full adds one forward of the blocks, 2 N_blocks + 4 L T d per token; selective only q k^T and weights @ v, 4 L T d
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from minillm.flops import flops_per_token
+
+    cfg, T = CFGS["llama-mha"], 16
+    model = apply_activation_checkpointing(_model(cfg, torch.float32), mode)
+    idx = torch.randint(0, cfg.vocab_size, (2, T))
+    with FlopCounterMode(display=False) as counter:
+        model(idx, idx)[1].backward()
+    d, L, f = cfg.d_model, cfg.n_layer, cfg.ffn_hidden
+    n_blocks = L * (4 * d * d + 3 * d * f)
+    extra = 2 * n_blocks + 4 * L * T * d if mode == "full" else 4 * L * T * d
+    assert counter.get_total_flops() == 2 * T * (flops_per_token(cfg, T) + extra)
