@@ -231,3 +231,31 @@ def test_recomputed_flops_counted(mode):
     n_blocks = L * (4 * d * d + 3 * d * f)
     extra = 2 * n_blocks + 4 * L * T * d if mode == "full" else 4 * L * T * d
     assert counter.get_total_flops() == 2 * T * (flops_per_token(cfg, T) + extra)
+
+
+@pytest.mark.parametrize("impl", ["minillm", "torch"])
+def test_autocast_state_is_reentered_for_the_recomputation(impl):
+    # under CPU bf16 autocast the recomputed forward must run in bf16 too, else the saved-for-backward tensors
+    # (recomputed in float32) would give different gradients from the plain bf16 run
+    cfg = CFGS["llama-mha"]
+    idx, targets = _batch(cfg)
+
+    def grads(model):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(idx, targets)[1]
+        return [loss.detach(), *torch.autograd.grad(loss, list(model.parameters()))]
+
+    ref = grads(_model(cfg, torch.float32))
+    ours = grads(apply_activation_checkpointing(_model(cfg, torch.float32), "full", impl=impl))
+    _assert_all_close(ours, ref, tol=0.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["full", "selective"])
+def test_cuda_dropout_rng_restored(mode):
+    cfg = GPTConfig(vocab_size=37, n_layer=3, n_head=4, d_model=32, pos="rope", norm="rmsnorm", ffn="swiglu",
+                    dropout=0.3)
+    idx, targets = (t.cuda() for t in _batch(cfg))
+    ref = _grads(_model(cfg).cuda(), idx, targets)
+    ours = _grads(apply_activation_checkpointing(_model(cfg).cuda(), mode), idx, targets)
+    _assert_all_close(ours, ref)
