@@ -18,10 +18,13 @@ arXiv:2205.05198, sec. 5):
   of every block, about 2N FLOPs per token on top of 6N (+33 %). `every=k` (Megatron's "uniform" method):
   groups of k consecutive blocks are one checkpoint that keeps the group's input; while one group is
   recomputed its k blocks' activations are all alive. Chen et al. 2016 ("Training Deep Nets with Sublinear
-  Memory Cost", arXiv:1604.06174): n/k kept inputs + k live blocks is smallest at k = sqrt(n), so memory
-  O(sqrt n) for one extra forward. Implemented by letting a group's first block run the whole group inside one
-  checkpoint while the others pass their input through (only in a training forward: grad enabled, no KV cache;
-  otherwise every block runs as usual). Call the GPT, not single blocks, when every > 1.
+  Memory Cost", arXiv:1604.06174): n/k kept inputs of x bytes + k live layers of A bytes is smallest at
+  k = sqrt(n x / A), i.e. sqrt(n) for a chain of layers that save about their input (memory O(sqrt n) for one
+  extra forward). A transformer block saves tens of times its input (A / x = 34 + 5 a s / h in Korthikanti's
+  count), so for blocks k = 1 is the memory optimum and larger k only recomputes less often. Implemented by
+  letting a group's first block run the whole group inside one checkpoint while the others pass their input
+  through (only in a training forward: grad enabled, no KV cache; otherwise every block runs as usual).
+  Call the GPT, not single blocks, when every > 1.
 - "selective": recompute only the attention core, softmax(q k^T / sqrt(d) + mask) v, i.e. the `kernel` of
   each `minillm.attention.Attention`. Its saved tensors are the ones that grow with s^2 (scores, exp,
   weights: 3 p a s^2 b, the causal mask s^2, the row max and sum (2p + 2) a s b) and it has no weights, so
@@ -34,7 +37,9 @@ arXiv:2205.05198, sec. 5):
 
 impl="torch" uses `torch.utils.checkpoint.checkpoint(..., use_reentrant=False)` instead of ours: the same
 gradients and the same saved bytes (its non-reentrant form also saves the inputs with `save_for_backward`, through
-an internal no-op Function, and keeps everything else out of the graph); the tests check both.
+an internal no-op Function, and keeps everything else out of the graph); the tests check both. It recomputes a
+little less: it stops as soon as the last tensor backward needs is back, skipping the block's final matmul, where
+ours reruns the whole fn.
 
 RNG: dropout inside a checkpoint draws its mask twice (forward, recomputation). Like torch's, our Function
 saves the CPU generator state (and the CUDA one of each device the inputs live on) before the forward and
