@@ -1,4 +1,4 @@
-"""Chapter 10's saving-memory exercises (10.51 block-wise absmax int8, 10.52 gradient accumulation): the solution
+"""Chapter 10's saving-memory exercises (10.5 block-wise absmax int8, 10.6 gradient accumulation): the solution
 passes and valid variants pass (loops, float64, other integer dtypes, autograd.grad, strided or reversed
 splits), the stub is "not attempted" and says what, not how, each simulated mistake gets its own hint on
 several draws, junk never makes a check raise, answers of the wrong form get their own hints, the
@@ -29,24 +29,18 @@ from minillm.grading.ch10_save import (
 )
 from minillm.optim8bit import dequantize_blockwise, linear_map, quantize_blockwise
 
-CELLS_SRC = kit.ROOT / "exercises" / "src" / "10_save_cells.py"
-IDS = {"10.51": "absmax_quantize", "10.52": "accumulated_grad"}
+IDS = {"10.5": "absmax_quantize", "10.6": "accumulated_grad"}
 STUB_RE = re.compile(r'raise NotImplementedError\("Exercise (\d\d\.\d+): ([^"]*)"\)')
 RECIPE = re.compile(r"[=@*/^\[\]]|\b(round|floor|abs|amax|max|backward|grad|reshape|view|pad|sum|mean)\b")
 
 
 def _source():
-    merged = [s for s in kit.SOURCES if s.name.startswith("10_") and s != CELLS_SRC]
-    for s in merged:  # after the merge: the chapter's own source, once it holds the cells
-        if "def absmax_quantize" in s.read_text(encoding="utf-8"):
-            return s
-    return CELLS_SRC
+    return kit.source("10")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def registered():
     core.load_chapter("10")
-    core.register(*[e for e in SAVE_EXERCISES if e.id not in core.REGISTRY])
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +103,7 @@ def test_check_never_raises_on_junk(ex_id):
 
 
 # ---------------------------------------------------------------------------------------------------
-# 10.51: valid variants, answers of the wrong form, the worked example
+# 10.5: valid variants, answers of the wrong form, the worked example
 
 
 def quant_loop(x, block):
@@ -137,7 +131,7 @@ def quant_float_codes(x, block):
                                     *quantize_blockwise(x, linear_map(signed=True), b))])
 def test_quantise_valid_variants_pass(fn):
     for _ in range(3):
-        res = check("10.51", fn)
+        res = check("10.5", fn)
         assert res.passed, res.hint
 
 
@@ -152,7 +146,7 @@ def test_quantise_wrong_forms_get_hints(sol):
          "all-zero block"),
     ]
     for fn, fragment in cases:
-        res = check("10.51", fn)
+        res = check("10.5", fn)
         assert not res.passed and fragment in res.hint, (fragment, res.hint)
 
 
@@ -170,7 +164,7 @@ def test_quantise_worked_example_is_what_minillm_computes():
 
 
 # ---------------------------------------------------------------------------------------------------
-# 10.52: valid variants, the accumulation check, the worked example
+# 10.6: valid variants, the accumulation check, the worked example
 
 
 def accum_autograd(loss_fn, w, x, y, k):
@@ -195,7 +189,7 @@ def accum_strided(loss_fn, w, x, y, k):
 @pytest.mark.parametrize("fn", [accum_autograd, accum_strided])
 def test_accumulation_valid_variants_pass(fn):
     for _ in range(3):
-        res = check("10.52", fn)
+        res = check("10.6", fn)
         assert res.passed, res.hint
 
 
@@ -218,12 +212,12 @@ def with_logging_call(loss_fn, w, x, y, k):
                                               (with_logging_call, "call loss_fn once per micro-batch"),
                                               (summed_then_backward, "before the next forward")])
 def test_accumulation_check_catches_equal_values_computed_wrongly(fn, fragment):
-    res = check("10.52", fn)  # the values are right: only the instrumented loss_fn can tell
+    res = check("10.6", fn)  # the values are right: only the instrumented loss_fn can tell
     assert not res.passed and fragment in res.hint, res.hint
 
 
 def test_accumulation_wrong_shape_gets_a_hint():
-    res = check("10.52", lambda loss_fn, w, x, y, k: accum_autograd(loss_fn, w, x, y, k).reshape(-1))
+    res = check("10.6", lambda loss_fn, w, x, y, k: accum_autograd(loss_fn, w, x, y, k).reshape(-1))
     assert not res.passed and "expected w's shape" in res.hint
 
 
