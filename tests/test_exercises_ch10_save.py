@@ -23,7 +23,6 @@ from minillm.grading.ch10_save import (
     HAND_W,
     HAND_X,
     HAND_XS,
-    SAVE_EXERCISES,
     _reference,
     mse,
 )

@@ -2,18 +2,18 @@
 
 | id | the learner writes | compared with |
 |---|---|---|
-| 10.6 | `round_to_bf16(bits)`: fp32 bit pattern (int) -> bf16 bit pattern (int), nearest, ties to even | |
+| 10.3 | `round_to_bf16(bits)`: fp32 bit pattern (int) -> bf16 bit pattern (int), nearest, ties to even | |
 |      | | `minillm.formats.encode(decode(bits, FP32), BF16)` |
-| 10.7 | `loss_scale_trajectory(found_inf, init_scale, growth_factor, backoff_factor, growth_interval)` | |
+| 10.4 | `loss_scale_trajectory(found_inf, init_scale, growth_factor, backoff_factor, growth_interval)` | |
 |      | -> `(scales, skipped)`: the scale after each step's update, the steps skipped | `DynamicLossScaler` |
 
-10.6 cases: the worked bit patterns of the exercise (1.0, the ties 1 + 2^-8 and 1 + 3 * 2^-8, just above a tie,
+10.3 cases: the worked bit patterns of the exercise (1.0, the ties 1 + 2^-8 and 1 + 3 * 2^-8, just above a tie,
 the largest float32, -0.0, subnormals and a subnormal tie, inf, -inf and two NaNs, one whose set mantissa bits all
 lie in the low half that bf16 drops), then random 32-bit patterns and random ties (low half exactly 0x8000). The
 answer is an int (a Python or numpy int, or a one-element integer tensor) in [0, 2^16); for a NaN input any bf16 NaN
 (exponent all ones, mantissa not 0) passes, otherwise the bits must be equal.
 
-10.7 cases: two hand-worked flag sequences (interval 2, scale 8; the second shows that an overflow resets the count
+10.4 cases: two hand-worked flag sequences (interval 2, scale 8; the second shows that an overflow resets the count
 of clean steps), an all-clean run whose growth would pass the largest float32 (the scale stays), then random
 sequences with random factors and intervals. The reference drives `DynamicLossScaler` (== torch.amp.GradScaler, see
 tests/test_amp.py) with a gradient of inf on the flagged steps. Scales may be computed in float64: they are compared
@@ -34,7 +34,7 @@ from minillm.grading.core import Exercise, Wrong, short
 FLOAT32_MAX = 3.4028234663852886e38
 
 # ---------------------------------------------------------------------------------------------------
-# 10.6 round an fp32 bit pattern to bf16
+# 10.3 round an fp32 bit pattern to bf16
 
 
 def _bf16_reference(bits: int) -> int:
@@ -151,7 +151,7 @@ BF16_MISTAKES = [
 ]
 
 # ---------------------------------------------------------------------------------------------------
-# 10.7 dynamic loss scaling over a sequence of overflow flags
+# 10.4 dynamic loss scaling over a sequence of overflow flags
 
 
 def _trajectory_reference(found_inf, init_scale, growth_factor, backoff_factor, growth_interval):
@@ -268,8 +268,8 @@ TRAJECTORY_MISTAKES = [
 
 
 AMP_EXERCISES = (
-    Exercise("10.6", "Round fp32 bits to bf16, ties to even", 2, cases=_bf16_cases, name="round_to_bf16",
+    Exercise("10.3", "Round fp32 bits to bf16, ties to even", 2, cases=_bf16_cases, name="round_to_bf16",
              normalize=_bits_out, same=_same_bits, mistakes=BF16_MISTAKES),
-    Exercise("10.7", "The dynamic loss scale over a run", 2, cases=_trajectory_cases, name="loss_scale_trajectory",
+    Exercise("10.4", "The dynamic loss scale over a run", 2, cases=_trajectory_cases, name="loss_scale_trajectory",
              normalize=_trajectory_out, same=_same_trajectory, mistakes=TRAJECTORY_MISTAKES),
 )

@@ -2,18 +2,18 @@
 
 | id | the learner writes | compared with |
 |---|---|---|
-| 10.51 | `absmax_quantize(x, block)` -> (q, absmax): int8 codes round(127 x / absmax) of | |
+| 10.5 | `absmax_quantize(x, block)` -> (q, absmax): int8 codes round(127 x / absmax) of | |
 |       | each block of the flattened x, one absmax per block (zero block: absmax 0, codes 0) | |
 |       | | `minillm.optim8bit.quantize_blockwise` with `linear_map()` (index - 128) |
-| 10.52 | `accumulated_grad(loss_fn, w, x, y, k)` -> the gradient of `loss_fn(w, x, y)` | |
+| 10.6 | `accumulated_grad(loss_fn, w, x, y, k)` -> the gradient of `loss_fn(w, x, y)` | |
 |       | by k micro-batches (one forward + backward each, each loss divided by k) | the full batch's autograd.grad |
 
-10.51 cases: the notebook's worked example, an all-zero block, 2-D inputs whose blocks cross rows, then random
+10.5 cases: the notebook's worked example, an all-zero block, 2-D inputs whose blocks cross rows, then random
 inputs (1-D and 2-D, blocks that do not divide the length, values over several orders of magnitude); random
 values lie at least 1e-4 away from a rounding tie of 127 x / absmax, so float32 arithmetic rounds the same way.
 The codes must be equal, the absmax within 1e-6 (relative). Any integer or integral float dtype passes for q.
 
-10.52 cases: the worked example (w = 2, x = 1..4, y = 0: the batch gradient 30), then random linear models
+10.6 cases: the worked example (w = 2, x = 1..4, y = 0: the batch gradient 30), then random linear models
 under a mean-squared-error or cross-entropy loss, with k from 1 to the batch size; w arrives with an old
 gradient in w.grad that must not leak into the answer. The gradient must match within 1e-6. After the values
 pass, an instrumented loss_fn checks the accumulation itself: exactly k calls of B / k rows, each row of x in
@@ -34,7 +34,7 @@ from minillm.grading.answers import canonical, float_tensor, generator, randn64
 from minillm.grading.core import Exercise, Wrong, call, run_cases, short
 
 # ---------------------------------------------------------------------------------------------------
-# 10.51 block-wise absmax int8
+# 10.5 block-wise absmax int8
 
 HAND_X = [0.5, -2.0, 0.0, 2.0, 3.0, -0.3]  # blocks of 4: [0.5, -2, 0, 2] (absmax 2), [3, -0.3] (absmax 3)
 HAND_Q = [32, -127, 0, 127, 127, -13]  # 127 * 0.25 = 31.75 -> 32; 127 * -0.1 = -12.7 -> -13
@@ -132,7 +132,7 @@ def _cases_quant() -> list:
 
 
 # ---------------------------------------------------------------------------------------------------
-# 10.52 gradient accumulation
+# 10.6 gradient accumulation
 
 HAND_W, HAND_XS, HAND_GRAD = 2.0, [1.0, 2.0, 3.0, 4.0], 30.0  # micro-batch gradients 10 and 50, mean 30
 
@@ -271,8 +271,8 @@ def _check_accum(ex: Exercise, fn: Callable) -> tuple[bool, str]:
 
 
 SAVE_EXERCISES = (
-    Exercise("10.51", "Block-wise absmax int8 quantisation", 2, cases=_cases_quant, name="absmax_quantize",
+    Exercise("10.5", "Block-wise absmax int8 quantisation", 2, cases=_cases_quant, name="absmax_quantize",
              normalize=_quant_out, same=_quant_same, mistakes=QUANT_MISTAKES),
-    Exercise("10.52", "Gradient accumulation over micro-batches", 2, cases=_cases_accum, name="accumulated_grad",
+    Exercise("10.6", "Gradient accumulation over micro-batches", 2, cases=_cases_accum, name="accumulated_grad",
              normalize=_grad_out, same=_grad_same, mistakes=ACCUM_MISTAKES, check=_check_accum),
 )
