@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 from minillm.distributed import launch
-from minillm.distributed.ddp import DDP, assign_buckets, unwrap
+from minillm.distributed.ddp import DDP, assign_buckets
 from minillm.distributed.ddp_workers import (
     equivalence_worker,
     global_batches,
@@ -21,6 +21,7 @@ from minillm.distributed.ddp_workers import (
     single_process_run,
     tiny_gpt,
 )
+from minillm.train import unwrap
 
 STEPS, BATCH, SEQ, MICRO, CAP_MB = 3, 18, 8, 3, 0.002
 TOL = {"atol": 1e-10, "rtol": 0}
@@ -110,6 +111,7 @@ def test_shard_rows_and_error():
 # -- launched: 2 and 3 processes ------------------------------------------------------------------------------
 def test_broadcast_makes_different_replicas_equal(run):
     world, results = run
+    assert all(r["unwrap"] == [True, True] for r in results)  # minillm.train.unwrap finds both wrappers' model
     start = [p.detach() for p in tiny_gpt(0).parameters()]
     for rank, r in enumerate(results):
         if rank:  # each rank was initialised from its own seed: different before the broadcast

@@ -114,7 +114,8 @@ class DDP(nn.Module):
     matters for BatchNorm's running statistics, not for a GPT). `record`: append (time, event, index) to
     `self.events`: ("grad", parameter index) when a gradient is ready, ("start"/"done", bucket) around each
     all-reduce, ("backward_end", -1) and ("synced", -1) around the final wait; for timelines and tests.
-    The model is reachable as `.module` (save `ddp.module.state_dict()` to load it into a plain model).
+    The model is reachable as `.module` (save `ddp.module.state_dict()` to load it into a plain model;
+    `minillm.train.unwrap(model)` finds it in either wrapper).
     """
 
     def __init__(self, module: nn.Module, bucket_cap_mb: float = 25.0, process_group=None, *,
@@ -232,11 +233,6 @@ class DDP(nn.Module):
             h.remove()
         self._handles = []
         return self.module
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DDP wrapper (minillm's or torch's), or the model itself."""
-    return model.module if isinstance(model, (DDP, nn.parallel.DistributedDataParallel)) else model
 
 
 def bucket_summary(ddp: DDP) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from torch import nn
 
 from minillm.distributed.ddp import DDP, bucket_summary
 from minillm.model import GPT, GPTConfig
+from minillm.train import unwrap
 
 
 def tiny_gpt(seed: int, dtype: torch.dtype = torch.float64, **overrides: Any) -> GPT:
@@ -113,9 +114,10 @@ def equivalence_worker(rank: int, world: int, steps: int = 3, batch: int = 18, s
     out["after_broadcast"] = _params(model)
     out["buckets"] = bucket_summary(ddp)
     out["grads"], out["losses"] = _run(ddp, local, lr)
+    ref = nn.parallel.DistributedDataParallel(tiny_gpt(seed=0), bucket_cap_mb=bucket_cap_mb)
+    out["unwrap"] = [unwrap(ddp) is model, unwrap(ref) is ref.module]
     out["params"] = _params(model)
 
-    ref = nn.parallel.DistributedDataParallel(tiny_gpt(seed=0), bucket_cap_mb=bucket_cap_mb)
     out["torch_grads"], _ = _run(ref, local, lr)
     out["torch_params"] = _params(ref.module)
 
