@@ -117,6 +117,7 @@ def test_broadcast_makes_different_replicas_equal(run):
         if rank:  # each rank was initialised from its own seed: different before the broadcast
             assert max((a - b).abs().max().item() for a, b in zip(r["before"], start, strict=True)) > 1e-3
         _close(r["after_broadcast"], start)  # rank 0's, bit for bit
+        assert r["buffer_after_broadcast"].tolist() == [0.0, 0.0, 0.0]  # buffers too (rank r had filled in r)
 
 
 def test_gradients_equal_torch_ddp_and_single_process(run, single):

@@ -99,11 +99,16 @@ class Bucket:
         self.numel = sum(p.numel() for p in self.params)
 
 
+def _global(group, rank: int) -> int:
+    """The global rank of `rank` in `group` (broadcast's src is a global rank)."""
+    return dist.get_global_rank(group, rank) if group is not None else rank
+
+
 def sync_module_states(module: nn.Module, group=None, src: int = 0) -> None:
     """Copy rank `src`'s parameters and buffers to every rank of `group`, in place (one broadcast per tensor)."""
     with torch.no_grad():
         for t in [*module.parameters(), *module.buffers()]:
-            dist.broadcast(t.data, src=dist.get_global_rank(group, src) if group is not None else src, group=group)
+            dist.broadcast(t.data, src=_global(group, src), group=group)
 
 
 class DDP(nn.Module):
@@ -153,7 +158,7 @@ class DDP(nn.Module):
             self._synced = False
         if self.broadcast_buffers and self.require_sync and torch.is_grad_enabled():
             for buf in self.module.buffers():
-                dist.broadcast(buf.data, src=0, group=self.process_group)
+                dist.broadcast(buf.data, src=_global(self.process_group, 0), group=self.process_group)
         return self.module(*args, **kwargs)
 
     @contextmanager

@@ -116,6 +116,10 @@ def equivalence_worker(rank: int, world: int, steps: int = 3, batch: int = 18, s
     out["grads"], out["losses"] = _run(ddp, local, lr)
     ref = nn.parallel.DistributedDataParallel(tiny_gpt(seed=0), bucket_cap_mb=bucket_cap_mb)
     out["unwrap"] = [unwrap(ddp) is model, unwrap(ref) is ref.module]
+    bn = nn.BatchNorm1d(3)  # buffers are broadcast too: each rank starts with running_mean = its rank
+    bn.running_mean.fill_(float(rank))
+    DDP(bn)
+    out["buffer_after_broadcast"] = bn.running_mean.clone()
     out["params"] = _params(model)
 
     out["torch_grads"], _ = _run(ref, local, lr)
