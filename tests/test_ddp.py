@@ -120,6 +120,11 @@ def test_broadcast_makes_different_replicas_equal(run):
         assert r["buffer_after_broadcast"].tolist() == [0.0, 0.0, 0.0]  # buffers too (rank r had filled in r)
 
 
+def test_train_refuses_a_batch_that_does_not_split_over_the_ranks(run):
+    world, results = run
+    assert all(f"use a multiple of {world}" in r["batch_error"] for r in results)  # batch_size = world + 1
+
+
 def test_gradients_equal_torch_ddp_and_single_process(run, single):
     world, results = run
     for r in results:

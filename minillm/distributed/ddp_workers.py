@@ -25,7 +25,7 @@ from torch import nn
 
 from minillm.distributed.ddp import DDP, bucket_summary
 from minillm.model import GPT, GPTConfig
-from minillm.train import unwrap
+from minillm.train import TrainConfig, train, unwrap
 
 
 def tiny_gpt(seed: int, dtype: torch.dtype = torch.float64, **overrides: Any) -> GPT:
@@ -116,6 +116,11 @@ def equivalence_worker(rank: int, world: int, steps: int = 3, batch: int = 18, s
     out["grads"], out["losses"] = _run(ddp, local, lr)
     ref = nn.parallel.DistributedDataParallel(tiny_gpt(seed=0), bucket_cap_mb=bucket_cap_mb)
     out["unwrap"] = [unwrap(ddp) is model, unwrap(ref) is ref.module]
+    try:  # minillm.train.train refuses a batch that does not split over the ranks (before touching the data)
+        train(ddp, None, TrainConfig(steps=1, batch_size=world + 1, progress=False))
+        out["batch_error"] = ""
+    except ValueError as e:
+        out["batch_error"] = str(e)
     bn = nn.BatchNorm1d(3)  # buffers are broadcast too: each rank starts with running_mean = its rank
     bn.running_mean.fill_(float(rank))
     DDP(bn)
