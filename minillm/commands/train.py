@@ -176,12 +176,18 @@ def torchrun_env() -> tuple[int, int, int] | None:
 
 
 def start_data_parallel(env: tuple[int, int, int]):
-    """Join the process group torchrun prepared (env:// rendezvous); returns this rank's device."""
+    """Join the process group torchrun prepared (env:// rendezvous); returns this rank's device: cuda:LOCAL_RANK with
+    NCCL when the run would use CUDA (`minillm.utils.get_device`, so MINILLM_DEVICE=cpu forces gloo), else the CPU."""
     import torch
     import torch.distributed as dist
 
+    from minillm.utils import get_device
+
     rank, world, local = env
-    if torch.cuda.is_available():
+    if get_device().type == "cuda":  # CUDA present and not overridden by MINILLM_DEVICE=cpu
+        if local >= torch.cuda.device_count():
+            raise InputError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPU(s): use "
+                             f"--nproc-per-node {torch.cuda.device_count()} or fewer, or MINILLM_DEVICE=cpu")
         torch.cuda.set_device(local)  # before the group: NCCL binds this rank to its GPU
         device, backend = torch.device("cuda", local), "nccl"
     else:
