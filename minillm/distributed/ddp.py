@@ -36,8 +36,8 @@ finalize callback: call `finish_gradient_synchronization()` yourself then.)
 
 Leaves out (torch's DDP has them): the small first bucket (1 MB) and re-bucketing in the order gradients actually
 arrived after the first iteration, gradients as views into the buckets (saves one copy), communication hooks
-(fp16 compression, PowerSGD), static graphs, sparse gradients, per-forward buffer broadcasts are optional
-(`broadcast_buffers`), mixed devices within one model.
+(fp16 compression, PowerSGD), static graphs, sparse gradients, SyncBatchNorm, reducing in a lower precision.
+(Buffers are re-broadcast before each synchronised forward, as torch does, unless `broadcast_buffers=False`.)
 
 References: Li et al. 2020, "PyTorch Distributed: Experiences on Accelerating Data Parallel Training" (VLDB),
 section 3 (bucketing, overlap, no_sync, unused parameters); Goyal et al. 2017, "Accurate, Large Minibatch SGD"
