@@ -29,7 +29,7 @@ from minillm.grading import check
 # %%
 def ring_reduce_scatter_sim(buffers: list[torch.Tensor]) -> list[torch.Tensor]:
     """Each rank's buffer after the ring reduce-scatter (new tensors; the inputs are left as they were)."""
-    # BEGIN SOLUTION 11.1: return every rank's buffer after the ring reduce-scatter
+    # BEGIN SOLUTION 11.1: return every rank's buffer after the first phase of ring all-reduce
     n = len(buffers)
     bufs = [b.clone() for b in buffers]
     chunks = [torch.tensor_split(b, n) for b in bufs]  # views into bufs: chunks[r][c] is rank r's chunk c
