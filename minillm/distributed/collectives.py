@@ -14,7 +14,7 @@ elementwise sum (or mean) of the N ranks' tensors. They differ in who sends what
   (r − s − 1) mod N it gets from rank r − 1 to its own; after N − 1 steps rank r holds the full sum of chunk
   (r + 1) mod N. In the all-gather, at step s rank r sends chunk (r + 1 − s) mod N and overwrites chunk
   (r − s) mod N with what it receives. Each rank sends 2(N−1) messages of ~S/N bytes: 2(N−1)/N·S in all,
-  which Patarasuk & Yuan prove is the least any all-reduce can send per rank.
+  a bandwidth term that Patarasuk & Yuan prove no all-reduce can beat.
 
 Deadlock: in a ring every rank sends and receives at each step. If all N ranks called the blocking
 `dist.send` first, each would wait for its neighbour to post the matching receive, and none would (a cycle).
