@@ -203,10 +203,14 @@ class MixedPrecision:
     rounded back into the model. `optimizer_factory(master_params)` builds the optimizer over the master.
     Loss scaling defaults to on for fp16 and off for bf16. `loss_fn` should return an fp32 loss (cast the
     output up before the loss, as autocast does for losses): the gradient entering an fp16 loss would be S
-    itself, and 2^16 is already inf in fp16 (max 65504), so every step would overflow at first."""
+    itself, and 2^16 is already inf in fp16 (max 65504), so every step would overflow at first.
+
+    `scaler` may also be a `torch.amp.GradScaler` (same interface; tests/test_amp.py runs both on the same
+    fp16 training and gets the same numbers). GradScaler.step returns no flag, so for it a step counts as
+    skipped when update() lowered the scale, which it does exactly when it found an inf / NaN."""
 
     def __init__(self, model: nn.Module, dtype: torch.dtype, optimizer_factory,
-                 scaler: DynamicLossScaler | None = None) -> None:
+                 scaler: DynamicLossScaler | torch.amp.GradScaler | None = None) -> None:
         if dtype not in (torch.float16, torch.bfloat16, torch.float32):
             raise ValueError(f"dtype must be torch.float16, torch.bfloat16 or torch.float32, got {dtype}")
         self.master = master_params(model)  # copied before the cast: the master keeps the fp32 values
@@ -219,8 +223,11 @@ class MixedPrecision:
         loss = loss_fn(self.model)
         self.scaler.scale(loss).backward()
         copy_grads_to_master(self.model, self.master)
+        before = self.scaler.get_scale()
         taken = self.scaler.step(self.optimizer)
         self.scaler.update()
+        if not isinstance(taken, bool):  # a GradScaler: skipped <=> the scale backed off
+            taken = not self.scaler.get_scale() < before
         copy_master_to_model(self.master, self.model)
         self.optimizer.zero_grad(set_to_none=True)
         return float(loss.detach()), taken

@@ -12,6 +12,7 @@
 | `train_config`, `history` | the training loop's config and loss history, as dicts |
 | `rng_torch`, `rng_cuda`, `rng_data` | RNG states: torch's CPU one (dropout), each CUDA device's, the batch sampler's |
 | `tokenizer` | `minillm.data.tokenizer_state(tokenizer)`, a dict of strings and ints |
+| `grad_scaler` | fp16 runs of `minillm.train` (via `extra=`): the GradScaler's `state_dict()` (scale, clean steps) |
 
 `load_checkpoint(path, map_location)` reads it back with `torch.load(..., weights_only=True)` only: the
 unpickler then accepts tensors, numbers, strings and containers and refuses every other object, so a

@@ -16,9 +16,9 @@ sign | exponent field E | mantissa field M, and (IEEE 754 binary formats, sectio
 - `min_normal` = 2^(1 - bias), `min_subnormal` = 2^(1 - bias - man_bits), `eps` = 2^-man_bits (the gap
   between 1 and the next float; `torch.finfo(...).eps`).
 
-`decode(bits, fmt)` reads a bit pattern; `encode(x, fmt)` rounds a Python float to the nearest
-representable value, ties to the even mantissa (IEEE's default rounding), and handles overflow as PyTorch's
-casts do (checked in tests/test_amp.py against `torch.Tensor.to` for every format):
+`decode(bits, fmt)` reads a bit pattern (`bit_string` writes it out field by field); `encode(x, fmt)` rounds a
+Python float to the nearest representable value, ties to the even mantissa (IEEE's default rounding), and
+handles overflow as PyTorch's casts do (checked in tests/test_amp.py against `torch.Tensor.to` for every format):
 
 - fp32, fp16, bf16, fp8 e5m2 overflow to inf: a value rounds to inf once it reaches max + half an ulp
   (the tie goes to inf, whose "mantissa" is even).
@@ -128,6 +128,12 @@ def fields(bits: int, fmt: FloatFormat) -> tuple[int, int, int]:
     exp = (bits >> fmt.man_bits) & (2**fmt.exp_bits - 1)
     man = bits & (2**fmt.man_bits - 1)
     return sign, exp, man
+
+
+def bit_string(bits: int, fmt: FloatFormat, sep: str = " ") -> str:
+    """The bit pattern as text, sign / exponent / mantissa fields apart: 1.0 in fp16 is '0 01111 0000000000'."""
+    sign, exp, man = fields(bits, fmt)
+    return sep.join((str(sign), f"{exp:0{fmt.exp_bits}b}", f"{man:0{fmt.man_bits}b}"))
 
 
 def decode(bits: int, fmt: FloatFormat) -> float:

@@ -15,10 +15,24 @@ Choices (and where they come from):
 - linear warm-up, then cosine decay to 10% of the peak learning rate (GPT-3, Llama);
 - the gradient's global norm clipped to 1.0.
 
+Saving memory (chapter 10):
+- `grad_accum` > 1 splits each batch of `batch_size` rows into `grad_accum` micro-batches of
+  `batch_size // grad_accum` rows, runs forward + backward on each in turn and steps once. Each micro-batch's
+  loss is divided by `grad_accum`, so the summed gradients are the full batch's (the mean of equal-sized
+  micro-batch means is the batch mean; with masked targets of unequal counts it is the mean of the means).
+  Activations are held for one micro-batch at a time. The batch is drawn once and split, so the data stream
+  does not depend on `grad_accum`. Every micro-batch but the last runs inside `model.no_sync()` when the model
+  has one (DistributedDataParallel: no all-reduce until the last backward); a plain module has none.
+- `precision` "bf16" / "fp16" runs forward and loss under `torch.autocast(device_type, dtype)` (weights,
+  gradients and AdamW states stay fp32: Micikevicius et al. 2018); backward runs outside autocast. fp16 adds
+  `torch.amp.GradScaler` (dynamic loss scaling, `minillm.amp` builds it from scratch): gradients are unscaled
+  before clipping, and the steps it skips (inf / NaN gradients) are listed in `History.skipped_steps`. Its
+  state is saved in the checkpoint (`grad_scaler`), so an fp16 run resumes bit for bit. Validation runs in fp32.
+
 The command line (`minillm train`) is `minillm.commands.train`; this module takes Python arguments and
 prints nothing but an optional progress bar.
 
-Leaves out: gradient accumulation, mixed precision (chapter 10), distributed training (chapters 11-13).
+Leaves out: distributed training (chapters 11-13), fp8, 8-bit optimizer states (`minillm.optim8bit`).
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +56,10 @@ def lr_at(step: int, lr: float, warmup: int, total: int, min_ratio: float = 0.1)
         return lr * (step + 1) / warmup
     progress = min((step - warmup) / max(total - warmup, 1), 1.0)
     return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# precision -> the autocast dtype (None: no autocast, plain fp32)
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -60,9 +79,11 @@ class TrainConfig:
     out_dir: str | None = None
     ckpt_every: int = 0  # 0: only at the end
     progress: bool = True
+    grad_accum: int = 1  # micro-batches per optimizer step; batch_size stays the rows of one step
+    precision: str = "fp32"  # "fp32" | "bf16" | "fp16" (autocast; fp16 with a GradScaler)
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "seq_len", "eval_batches"):
+        for name in ("steps", "batch_size", "seq_len", "eval_batches", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup is None:
@@ -76,6 +97,12 @@ class TrainConfig:
         if self.eval_every < 0 or self.ckpt_every < 0:
             raise ValueError("eval_every and ckpt_every must be >= 0 (0 = only at the end)")
         self.betas = tuple(self.betas)
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size={self.batch_size} is not divisible by grad_accum={self.grad_accum}: "
+                             "choose a grad_accum that divides batch_size (each micro-batch has "
+                             "batch_size // grad_accum rows)")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
 
 
 @dataclass
@@ -84,6 +111,7 @@ class History:
     train_loss: list[float] = field(default_factory=list)
     val_step: list[int] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
+    skipped_steps: list[int] = field(default_factory=list)  # fp16: steps the GradScaler skipped (inf/NaN grads)
     tokens: int = 0
     seconds: float = 0.0
 
@@ -92,13 +120,18 @@ class History:
         return self.tokens / self.seconds if self.seconds > 0 else float("nan")
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on parameters of 2 or more dimensions (matrices, embeddings) only."""
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Two groups of the trainable parameters: 2+ dimensions (matrices, embeddings) with cfg.weight_decay,
+    the rest (norm gains, biases) without."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on parameters of 2 or more dimensions (matrices, embeddings) only."""
+    return torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas)
 
 
 def unpack_batch(batch: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
@@ -109,6 +142,52 @@ def unpack_batch(batch: tuple, device: torch.device) -> tuple[torch.Tensor, torc
     x, y, *rest = batch
     kwargs = rest[0] if rest else {}
     return x.to(device), y.to(device), {k: v.to(device) for k, v in kwargs.items()}
+
+
+def split_batch(x: torch.Tensor, y: torch.Tensor, kwargs: dict[str, torch.Tensor], n: int
+                ) -> list[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]:
+    """`n` micro-batches of `len(x) // n` rows each (views, no copy); kwargs are split along their rows too."""
+    rows = x.shape[0] // n
+    if rows * n != x.shape[0]:
+        raise ValueError(f"a batch of {x.shape[0]} rows cannot be split into {n} equal micro-batches")
+    for k, v in kwargs.items():
+        if v.shape[0] != x.shape[0]:
+            raise ValueError(f"batch argument {k!r} has {v.shape[0]} rows, the tokens {x.shape[0]}: "
+                             "gradient accumulation splits every batch tensor along its first dimension")
+    return [(x[i * rows:(i + 1) * rows], y[i * rows:(i + 1) * rows],
+             {k: v[i * rows:(i + 1) * rows] for k, v in kwargs.items()}) for i in range(n)]
+
+
+def autocast_context(device: torch.device, precision: str) -> AbstractContextManager:
+    """`torch.autocast(device.type, dtype)` for "bf16" / "fp16", a no-op context for "fp32"."""
+    dtype = PRECISIONS[precision]
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def backward_micro_batches(model: nn.Module, micro: list, cfg: TrainConfig, step: int,
+                           scaler: torch.amp.GradScaler | None = None,
+                           regularizer: Callable[[], torch.Tensor] | None = None) -> float:
+    """Forward + backward over the micro-batches of one optimizer step; gradients add up in `.grad`.
+
+    Each micro-batch's loss (plus the regulariser) is divided by the number of micro-batches, so the
+    accumulated gradient is that of the mean loss. All but the last backward run under `model.no_sync()`
+    when the model has it (DDP: one all-reduce per step). Returns the mean loss (the model's own)."""
+    device = micro[0][0].device
+    no_sync = getattr(model, "no_sync", nullcontext)
+    n, total = len(micro), 0.0
+    for i, (x, y, kwargs) in enumerate(micro):
+        with nullcontext() if i == n - 1 else no_sync():
+            with autocast_context(device, cfg.precision):
+                _, loss = model(x, y, **kwargs)  # the loss is fp32 under autocast (cross_entropy is an fp32 op)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss.item()} at step {step}: lower lr "
+                                         f"(now {cfg.lr}) or raise warmup (now {cfg.warmup})")
+            obj = loss if regularizer is None else loss + regularizer()
+            if n > 1:
+                obj = obj / n
+            (obj if scaler is None else scaler.scale(obj)).backward()
+        total += loss.item()  # .item() waits for the device, so the step's clock is honest
+    return total / n
 
 
 @torch.no_grad()
@@ -128,16 +207,21 @@ def evaluate(model: nn.Module, data, cfg: TrainConfig, split: str = "val") -> fl
 
 def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until: int | None = None, *,
           regularizer: Callable[[], torch.Tensor] | None = None,
-          after_step: Callable[[int], None] | None = None) -> History:
+          after_step: Callable[[int], None] | None = None,
+          optimizer: Callable[[nn.Module, TrainConfig], torch.optim.Optimizer] = make_optimizer) -> History:
     """Train `model` on `data` for `cfg.steps` steps (in total, counting the resumed ones).
 
     `until` stops early after that step (the schedule still runs to cfg.steps), as an interrupted run would.
     Two seams for methods that change the update without changing the model (e.g. AdaLoRA, chapter 9):
     `regularizer()` returns a scalar added to the loss before backward (the logged loss stays the model's);
     `after_step(step)` runs after each optimizer step, with step = 1, 2, ... and the gradients still in place.
+    With `cfg.grad_accum` > 1, `regularizer()` is called once per micro-batch and divided like the loss.
+    `optimizer(model, cfg)` builds the optimizer (default AdamW, `make_optimizer`; e.g. 8-bit Adam from
+    `param_groups(model, cfg)`); the training loop sets each group's "lr" before every step.
     """
     device = next(model.parameters()).device
-    opt = make_optimizer(model, cfg)
+    opt = optimizer(model, cfg)
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
     history, start = History(), 0
     data_gen = torch.Generator().manual_seed(cfg.seed)
     ckpt = Path(cfg.out_dir) / "ckpt.pt" if cfg.out_dir else None
@@ -149,6 +233,8 @@ def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until:
         opt.load_state_dict(state["optimizer"])
         start, history = state["step"], History(**state["history"])
         restore_rng(state, data_gen)
+        if scaler is not None and state.get("grad_scaler") is not None:  # absent: the saved run was not fp16
+            scaler.load_state_dict(state["grad_scaler"])
     else:
         torch.manual_seed(cfg.seed)  # dropout draws the same masks in every run with this seed
     stop = cfg.steps if until is None else min(until, cfg.steps)
@@ -165,19 +251,25 @@ def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
         x, y, kwargs = unpack_batch(data.batch("train", cfg.batch_size, cfg.seq_len, data_gen), device)
-        _, loss = model(x, y, **kwargs)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the loss became {loss.item()} at step {step + 1}: lower lr "
-                                     f"(now {cfg.lr}) or raise warmup (now {cfg.warmup})")
         opt.zero_grad(set_to_none=True)
-        (loss if regularizer is None else loss + regularizer()).backward()
+        loss = backward_micro_batches(model, split_batch(x, y, kwargs, cfg.grad_accum), cfg, step + 1, scaler,
+                                      regularizer)
+        if scaler is not None:
+            scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
         if cfg.grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        if scaler is None:
+            opt.step()
+        else:
+            scale = scaler.get_scale()
+            scaler.step(opt)  # skipped when a gradient is inf / NaN
+            scaler.update()
+            if scaler.get_scale() < scale:  # the scale backs off exactly when the step was skipped
+                history.skipped_steps.append(step + 1)
         if after_step is not None:
             after_step(step + 1)
         history.step.append(step + 1)
-        history.train_loss.append(loss.item())  # .item() waits for the GPU, so the clock below is honest
+        history.train_loss.append(loss)
         history.tokens += x.numel()
         history.seconds += time.perf_counter() - t0
         done = step + 1 == cfg.steps
@@ -185,10 +277,11 @@ def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until:
             history.val_step.append(step + 1)
             history.val_loss.append(evaluate(model, data, cfg))
             if cfg.progress:
-                steps.set_postfix(train=f"{loss.item():.3f}", val=f"{history.val_loss[-1]:.3f}")
+                steps.set_postfix(train=f"{loss:.3f}", val=f"{history.val_loss[-1]:.3f}")
         if ckpt is not None and ((cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0) or done or step + 1 == stop):
             save_checkpoint(ckpt, model, opt, step + 1, train_config=cfg, history=history, data_generator=data_gen,
-                            tokenizer=tokenizer)
+                            tokenizer=tokenizer,
+                            extra={"grad_scaler": scaler.state_dict()} if scaler is not None else None)
     return history
 
 

@@ -56,9 +56,10 @@ arXiv:1910.02054, sec. 3.1; mixed precision as in Micikevicius et al. 2018, arXi
 
 Leaves out: the parallel block, T5 / ALiBi biases, custom masks, dropout > 0 (the functions raise), the
 saved tensors of a fused kernel (`minillm.fast.use_kernel`: torch's SDPA saves no s^2 term), autocast (it
-casts weights per matmul and saves those copies), activation checkpointing and sequence / tensor parallelism
-(Korthikanti et al.'s subject: later chapters), the CUDA context, allocator fragmentation, temporary buffers
-of backward, and the logits' float32 upcast some trainers do.
+casts weights per matmul and saves those copies), activation checkpointing (`minillm.recompute`, with its own
+`checkpointed_activation_bytes`) and sequence / tensor parallelism (Korthikanti et al.'s subject: later chapters),
+the CUDA context, allocator fragmentation, temporary buffers of backward, and the logits' float32 upcast some
+trainers do. FLOPs, MFU, training time and GPUs needed: `minillm.flops`.
 """
 
 from __future__ import annotations

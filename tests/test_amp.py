@@ -384,3 +384,41 @@ def test_autocast_cpu_bf16_op_dtypes():
     assert fp32 == set(AUTOCAST_FP32_OPS) | set(AUTOCAST_PASSTHROUGH_OPS)  # passthrough: fp32 in -> fp32 out
     assert {k for k, v in out.items() if v.dtype == torch.bfloat16} == set(AUTOCAST_LOW_OPS)
     assert {k for k, v in passthrough_bf16.items() if v.dtype == torch.bfloat16} == set(AUTOCAST_PASSTHROUGH_OPS)
+
+
+def test_mixed_precision_with_gradscaler_equals_dynamic_loss_scaler_on_real_overflows():
+    """The same fp16 training driven by minillm's scaler and by torch.amp.GradScaler: no scripted overflow, the
+    scale starts high (2^24) and grows every 2 clean steps, so real fp16 gradients overflow, back it off and
+    let it grow again. Losses, scales, skipped steps (from step()'s flag and from an optimizer that counts its
+    steps) and the final master weights must be identical."""
+
+    class CountingAdam(torch.optim.Adam):
+        def __init__(self, params, **kw):
+            super().__init__(params, **kw)
+            self.taken = 0
+
+        def step(self, closure=None):
+            self.taken += 1
+            return super().step(closure)
+
+    g = torch.Generator().manual_seed(6)
+    x, y = torch.randn(32, 8, generator=g), 10 * torch.randn(32, 1, generator=g)
+    runs = []
+    for scaler in (DynamicLossScaler(init_scale=2.0**24, growth_interval=2),
+                   torch.amp.GradScaler("cpu", init_scale=2.0**24, growth_interval=2)):
+        mp = MixedPrecision(tiny_model(), torch.float16, lambda ps: CountingAdam(ps, lr=1e-2), scaler=scaler)
+        losses, scales, flags, counted = [], [], [], []
+        for t in range(30):
+            before = mp.optimizer.taken
+            loss, taken = mp.step(lambda m: F.mse_loss(m(x.half()).float(), y))
+            losses.append(loss)
+            scales.append(mp.scaler.get_scale())
+            flags.append(taken)
+            counted.append(mp.optimizer.taken > before)
+            assert isinstance(taken, bool), t
+        assert flags == counted  # the flag is right for both scalers
+        runs.append((losses, scales, flags, [m.detach().clone() for m in mp.master]))
+    (l1, s1, f1, m1), (l2, s2, f2, m2) = runs
+    assert l1 == l2 and s1 == s2 and f1 == f2
+    assert all(torch.equal(a, b) for a, b in zip(m1, m2, strict=True))
+    assert not all(f1) and any(b > a for a, b in itertools.pairwise(s1))  # real overflows, and growth after them

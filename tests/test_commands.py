@@ -71,10 +71,24 @@ def test_bad_config_files(tmp_path, capsys, name, text, fragments):
     (["--preset", "nope"], ["unknown preset"]),
     (["--corpus", "tang"], ["unknown corpus"]),
     (["--seq-len", "1000"], ["exceeds the model's block_size"]),
+    (["--grad-accum", "3"], ["batch_size=4 is not divisible by grad_accum=3", "choose a grad_accum"]),
+    (["--grad-accum", "0"], ["grad_accum must be >= 1"]),
+    (["--precision", "fp8"], ["unknown precision 'fp8'", "fp32, bf16, fp16"]),
 ])
 def test_bad_train_flags(tmp_path, capsys, flags, fragments):
     assert cli(["train", *FAST, "--steps", "3", *flags, "--out", str(tmp_path / "run")]) == 1
     one_error(capsys, "train", *fragments)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_train_with_accumulation_and_low_precision(tmp_path, capsys, precision):
+    out = tmp_path / "run"
+    assert cli(["train", *FAST, "--steps", "3", "--grad-accum", "2", "--precision", precision, "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-2])
+    assert summary["steps"] == 3 and (summary.get("skipped_steps") == 0) == (precision == "fp16")
+    state = load_checkpoint(out)
+    assert state["train_config"]["grad_accum"] == 2 and state["train_config"]["precision"] == precision
+    assert (state.get("grad_scaler") is not None) == (precision == "fp16")
 
 
 def test_out_is_checked_before_training(tmp_path, capsys):

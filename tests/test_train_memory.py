@@ -244,3 +244,80 @@ def test_memory_table_counts_equal_built_models():
     # GQA: 8 kv heads of 128 -> 2 x 80 x 1024 x 2 B = 320 KiB per token in bf16 (1.34 GB for 4096 tokens)
     assert big["bf16"]["kv cache GB"] * 1e9 == 2 * 80 * 1024 * 2 * 4096
     assert big["mixed"]["train GB"] > big["bf16"]["train GB"] > big["bf16"]["infer GB"]
+
+
+# ---------------------------------------------------------------------------------------------- FLOPs, MFU, GPUs
+
+
+def test_flops_per_token_hand_worked():
+    from minillm.flops import flops_per_token, matmul_params
+
+    # GPT-2 shape, L 2, d 64, 4 heads, GeLU 4d, biases, learned positions, tied head, V 100:
+    # per layer q, k, v, o 4 (64 x 64 + 64) = 16,640, MLP 2 x 64 x 256 + 256 + 64 = 33,088 (norms left out);
+    # the tied head's 100 x 64 = 6,400 counts (a matmul per token), the embedding tables do not
+    cfg = GPTConfig(vocab_size=100, n_layer=2, n_head=4, d_model=64)
+    assert matmul_params(cfg) == 2 * (16_640 + 33_088) + 6_400 == 105_856
+    # at T = 32: 6N = 635,136; attention 12 L T d = 49,152 (PaLM) or 6 L T d = 24,576 (Kaplan's causal half)
+    assert flops_per_token(cfg, 32) == 635_136 + 49_152 == 684_288
+    assert flops_per_token(cfg, 32, "kaplan") == 659_712
+    with pytest.raises(ValueError, match="form"):
+        flops_per_token(cfg, 32, "chinchilla")
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_flops_per_token_equals_torch_flop_counter(tied):
+    # independent reference: torch's FlopCounterMode counts every mm / bmm of forward and backward; without biases
+    # or a fused kernel the matmuls are exactly 6N + the full T x T square of q k^T and weights @ v
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from minillm.flops import flops_per_token
+
+    cfg = GPTConfig(vocab_size=37, n_layer=2, n_head=4, n_kv_head=2, d_model=32, pos="rope", norm="rmsnorm",
+                    ffn="swiglu", bias=False, tie_embeddings=tied)
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    B, T = 3, 16
+    idx = torch.randint(0, cfg.vocab_size, (B, T))
+    with FlopCounterMode(display=False) as counter:
+        model(idx, idx)[1].backward()
+    assert counter.get_total_flops() == B * T * flops_per_token(cfg, T)
+
+
+def test_mfu_and_training_time_hand_worked():
+    from minillm.flops import GPUS, mfu, training_time
+
+    cfg = GPTConfig(vocab_size=100, n_layer=2, n_head=4, d_model=64)
+    # 1,000 tokens/s x 684,288 FLOPs per token on a 684,288,000 FLOP/s machine: all of it; at 10x the peak, 10 %
+    assert mfu(1000, cfg, 32, 684_288_000) == pytest.approx(1.0, rel=1e-15)
+    assert mfu(1000, cfg, 32, 6_842_880_000) == pytest.approx(0.1, rel=1e-15)
+    # 7B on 1T tokens: 6 x 7e9 x 1e12 = 4.2e22 FLOPs; 1,024 A100s at 312 TFLOPS and 40 % MFU: 328,651 s (3.8 days)
+    a100 = GPUS["A100 80GB"]["bf16 flops"]
+    assert a100 == 312e12
+    t = training_time(7e9, 1e12, 1024, a100, 0.4)
+    assert t == pytest.approx(4.2e22 / (1024 * 312e12 * 0.4), rel=1e-15)
+    assert t == pytest.approx(328_651, rel=1e-6)
+    # one GPU takes 1,024 times as long; twice the MFU half as long
+    assert training_time(7e9, 1e12, 1, a100, 0.4) == pytest.approx(1024 * t, rel=1e-12)
+    assert training_time(7e9, 1e12, 1024, a100, 0.8) == pytest.approx(t / 2, rel=1e-12)
+    with pytest.raises(ValueError, match="mfu"):
+        training_time(7e9, 1e12, 8, a100, 40)
+
+
+def test_gpus_needed_hand_worked():
+    from minillm.flops import GPUS, gpu_peak_flops, gpu_table, gpus_needed
+
+    assert set(GPUS) == {"V100 32GB", "A100 40GB", "A100 80GB", "H100 80GB", "H200 141GB", "RTX 4090 24GB"}
+    # 7B, mixed precision + Adam, batch 1 x 2048: 16 B x 6,738,415,616 + 40.93 GB activations = 148.7 GB;
+    # 90 % of an 80 GB card is 72 GB: 3 cards (2.07 -> 3); of a 24 GB card 21.6 GB: 7 cards (6.9 -> 7)
+    total = 16 * 6_738_415_616 + 40_930_697_218
+    assert gpus_needed(total, "A100 80GB") == 3 and gpus_needed(total, "RTX 4090 24GB") == 7
+    assert gpus_needed(72e9, "A100 80GB") == 1 and gpus_needed(72e9 + 1, "A100 80GB") == 2
+    rows = {(r["model"], r["setting"]): r for r in gpu_table()}
+    assert rows["llama2-7b", "train mixed+Adam"]["A100 80GB"] == 3
+    assert rows["llama2-7b", "train mixed+Adam"]["GB"] == total / 1e9
+    # 70B bf16 inference: 2 x 68.98e9 weights + 1.34 GB of GQA KV cache = 139.3 GB: 2 x 80 GB cards
+    assert rows["llama2-70b", "infer bf16"]["H100 80GB"] == 2
+    assert gpu_peak_flops("NVIDIA H200") == 989e12 and gpu_peak_flops("NVIDIA GeForce RTX 4090") == 165.2e12
+    assert gpu_peak_flops("Tesla T4") is None
+    with pytest.raises(ValueError, match="unknown gpu"):
+        gpus_needed(1e9, "B200")

@@ -2,6 +2,7 @@
 
     minillm train --preset tiny --corpus tang300 --steps 300 --out runs/tang
     minillm train --config my.yaml --out runs/exp1 [--resume]
+    minillm train --batch-size 32 --grad-accum 4 --precision bf16 --out runs/small-steps
 
 A config file (YAML or JSON) has up to three sections: `model:` (fields of `minillm.model.GPTConfig`,
 on top of --preset), `train:` (fields of `minillm.train.TrainConfig`) and `data:` (corpus, tokenizer,
@@ -24,7 +25,9 @@ from typing import Any
 PROG = "minillm train"
 SECTIONS = ("model", "train", "data")
 DATA_KEYS = ("corpus", "tokenizer", "vocab_size")
-TRAIN_FLAGS = ("steps", "batch_size", "seq_len", "warmup", "eval_every", "ckpt_every", "seed", "lr")
+TRAIN_FLAGS = ("steps", "batch_size", "seq_len", "warmup", "eval_every", "ckpt_every", "seed", "grad_accum", "lr",
+               "precision")
+INT_FLAGS = TRAIN_FLAGS[:-2]
 
 
 class InputError(ValueError):
@@ -40,9 +43,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a YAML or JSON file with sections model: {...}, train: {...}, data: {...}")
     p.add_argument("--out", default="runs/minillm", help="directory for ckpt.pt and loss.png (default runs/minillm)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    for name in TRAIN_FLAGS[:-1]:
-        p.add_argument(f"--{name.replace('_', '-')}", type=int)
+    for name in INT_FLAGS:
+        p.add_argument(f"--{name.replace('_', '-')}", type=int,
+                       help=("micro-batches per step: --batch-size rows are split into grad-accum pieces "
+                             "(less activation memory, same gradients)") if name == "grad_accum" else None)
     p.add_argument("--lr", type=float, help="peak learning rate (a finite number > 0)")
+    p.add_argument("--precision", help="fp32 (default) | bf16 | fp16: autocast forward; fp16 with loss scaling")
     p.add_argument("--no-fast", action="store_true",
                    help="train with the teaching ops instead of minillm.fast.to_fast (same numbers, slower)")
 
@@ -177,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
                "train_loss": hist.train_loss[-1] if hist.train_loss else None,
                "val_loss": hist.val_loss[-1] if hist.val_loss else None,
                "tokens_per_s": round(hist.tokens_per_s, 1)}
+    if cfg.precision == "fp16":
+        summary["skipped_steps"] = len(hist.skipped_steps)  # steps the loss scaler skipped (inf/NaN gradients)
     print(json.dumps(summary))
     print(f"checkpoint: {out / 'ckpt.pt'}; loss curve: {out / 'loss.png'}")
     return 0
