@@ -4,8 +4,10 @@ gets its own hint on several draws of the random cases, valid variants pass (loo
 tracking the chunks; Fraction, numpy and tensor answers), junk gets a hint, the worked examples of the markdown
 are what minillm computes, and the cases cover what the task allows (uneven and empty chunks, N = 1).
 
-The cells file is read directly (not through kit.source("11")) because chapter 11's exercise source is joined
-from several parts; the exercises are registered here the way minillm/grading/ch11.py will join them.
+The cells are read from whichever exercises/src/11_*.py holds them (11_coll_cells.py until they are pasted into
+the chapter's joined source); the exercises are registered here as minillm/grading/ch11.py joins them (the same
+objects, so registering twice is harmless), and their ids are read from COLL_EXERCISES, so a renumbering there and
+in the check cells needs no change here.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from minillm.distributed.collectives import ring_time, simulate_ring_all_reduce
 from minillm.grading import check, core
 from minillm.grading.ch11_coll import COLL_EXERCISES, HAND_AFTER, HAND_BUFFERS, HAND_TIME, _rs_cases, _time_cases
 
-SRC = kit.ROOT / "exercises" / "src" / "11_coll_cells.py"
+SRC = next(p for p in sorted((kit.ROOT / "exercises" / "src").glob("11_*.py"))
+           if "def ring_reduce_scatter_sim" in p.read_text(encoding="utf-8"))
 RS, TIME = COLL_EXERCISES
 core.register(*COLL_EXERCISES)
 
@@ -46,7 +49,8 @@ def stubs() -> dict:
 
 
 def test_check_cells_grade_these_exercises():
-    assert kit.checked_functions(SRC) == {RS.id: RS.name, TIME.id: TIME.name}
+    checked = kit.checked_functions(SRC)
+    assert {k: v for k, v in checked.items() if k in (RS.id, TIME.id)} == {RS.id: RS.name, TIME.id: TIME.name}
 
 
 @pytest.mark.parametrize("ex", COLL_EXERCISES, ids=lambda e: e.id)
@@ -196,6 +200,6 @@ def test_worked_examples_are_what_minillm_computes():
     assert "`[[1, 111, 101], [11, 10, 111], [111, 110, 100]]`" in MARKDOWN
     after = simulate_ring_all_reduce([torch.tensor(b) for b in HAND_BUFFERS], "reduce_scatter")
     assert tuple(tuple(b.tolist()) for b in after) == HAND_AFTER == ((1, 111, 101), (11, 10, 111), (111, 110, 100))
-    assert "rank 1's chunk\n# 0 is 11" in SRC.read_text() or "rank 1's chunk 0 is 11" in MARKDOWN.replace("\n", " ")
+    assert "after step 0 rank 1's chunk 0 is 11" in " ".join(MARKDOWN.split())
     assert "`nbytes = 4e6`, `n = 4`, `alpha = 1e-5`, `beta = 1e-9` gives `0.00606` seconds" in MARKDOWN
     assert ring_time(*HAND_TIME[0]) == pytest.approx(HAND_TIME[1], rel=1e-12)
