@@ -38,8 +38,9 @@ arXiv:2205.05198, sec. 5):
   saves nothing more).
 
 impl="torch" uses `torch.utils.checkpoint.checkpoint(..., use_reentrant=False)` instead of ours: the same
-gradients and the same saved bytes (its non-reentrant form also saves the inputs with `save_for_backward`, through
-an internal no-op Function, and keeps everything else out of the graph); the tests check both. It recomputes a
+gradients and the same saved bytes (its non-reentrant form, in torch 2.13, saves the inputs as autograd saved tensors,
+`torch._C._autograd._make_saved_tensor` in `_CheckpointFrame.save_inputs`, which pass through saved_tensors_hooks
+like ours, and keeps everything else out of the graph); the tests check both. It recomputes a
 little less: it stops as soon as the last tensor backward needs is back, skipping the block's final matmul, where
 ours reruns the whole fn.
 
