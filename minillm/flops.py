@@ -11,8 +11,10 @@ Implements:
   weights: q k^T and weights @ v are 2 T d FLOPs each per token and layer forward, so 12 L T d for training
   if the whole T x T square is computed: PaLM's form 6N + 12 L H Q T (Chowdhery et al. 2022,
   arXiv:2204.02311, appendix B; H heads of size Q, H Q = d). Kaplan's Table 1 writes the forward attention
-  as 2 L T d, i.e. 6 L T d for training: the causal half of the square (a query attends to T/2 keys on
-  average). `form="palm"` (the default, what a dense kernel computes) or `"kaplan"`;
+  ("Attention: Mask") as 2 n_layer n_ctx d_attn, 2 L T d, i.e. 6 L T d for training: half of the full square,
+  what a causal kernel that skips the masked half would do (a query attends to T/2 keys on average); the paper
+  does not say why. `form="palm"` (the default, what a dense kernel computes) or `"kaplan"`. N includes the
+  lm_head in both forms (Kaplan's C_forward = 2N + 2 n_layer n_ctx d_attn leaves the de-embedding out of N);
 - `mfu(tokens_per_s, cfg, seq, peak_flops)`: model FLOPs per second achieved / peak (PaLM, appendix B).
   Model FLOPs exclude recomputation: activation checkpointing (`minillm.recompute`) re-runs the forward
   (another 2N per token) which MFU does not credit; "hardware FLOPs utilisation" would;
@@ -21,7 +23,10 @@ Implements:
   data sheets: V100 SXM2 (no bf16: its fp16 tensor cores, 125 TFLOPS), A100 SXM 40 GB / 80 GB (bf16
   312 TFLOPS, "A100 Tensor Core GPU" data sheet), H100 SXM (989 TFLOPS, half of the 1,979 "with sparsity"
   of the H100 data sheet), H200 SXM (989 TFLOPS, 141 GB, H200 data sheet), RTX 4090 (165.2 TFLOPS bf16 with
-  float32 accumulation, Ada Lovelace architecture whitepaper, appendix A);
+  float32 accumulation, Ada Lovelace architecture whitepaper, appendix A; 330.3 with fp16 accumulation).
+  Units: a data sheet's "80 GB" of GPU memory is binary, 80 GiB = 85.9e9 bytes (nvidia-smi reports an A100
+  80GB as 81,920 MiB), so `GPUS` keeps "memory GiB" and `gpus_needed` multiplies by GiB = 2**30, while model
+  and training sizes are decimal GB (1e9 bytes, `minillm.train_memory.GB`);
 - `gpus_needed(bytes_, gpu, usable)` and `gpu_table(...)`: GPUs whose memory holds the bytes of
   `minillm.train_memory.training_memory` / `inference_memory`, for Llama-2 7B / 13B / 70B.
 
@@ -39,14 +44,15 @@ from typing import Any
 from minillm.model import GPTConfig, count_params
 from minillm.train_memory import GB, TABLE_MODELS, inference_memory, training_memory
 
-# peak dense 16-bit tensor-core FLOP/s (no sparsity) and memory in GB, from the vendor data sheets (module docstring)
+GiB = 2**30  # GPU memory sizes are binary: an "80 GB" card holds 80 GiB (module docstring)
+# peak dense 16-bit tensor-core FLOP/s (no sparsity) and memory in GiB, from the vendor data sheets (module docstring)
 GPUS: dict[str, dict[str, float]] = {
-    "V100 32GB": {"bf16 flops": 125e12, "memory GB": 32},  # fp16: the V100 has no bf16
-    "A100 40GB": {"bf16 flops": 312e12, "memory GB": 40},
-    "A100 80GB": {"bf16 flops": 312e12, "memory GB": 80},
-    "H100 80GB": {"bf16 flops": 989e12, "memory GB": 80},
-    "H200 141GB": {"bf16 flops": 989e12, "memory GB": 141},
-    "RTX 4090 24GB": {"bf16 flops": 165.2e12, "memory GB": 24},
+    "V100 32GB": {"bf16 flops": 125e12, "memory GiB": 32},  # fp16: the V100 has no bf16
+    "A100 40GB": {"bf16 flops": 312e12, "memory GiB": 40},
+    "A100 80GB": {"bf16 flops": 312e12, "memory GiB": 80},
+    "H100 80GB": {"bf16 flops": 989e12, "memory GiB": 80},
+    "H200 141GB": {"bf16 flops": 989e12, "memory GiB": 141},
+    "RTX 4090 24GB": {"bf16 flops": 165.2e12, "memory GiB": 24},
 }
 FORMS = ("palm", "kaplan")
 
@@ -95,20 +101,20 @@ def gpu_peak_flops(name: str) -> float | None:
 
 
 def gpus_needed(bytes_: float, gpu: str, usable: float = 0.9) -> int:
-    """GPUs of kind `gpu` (a key of GPUS) whose memory holds bytes_, using `usable` of each (the rest:
+    """GPUs of kind `gpu` (a key of GPUS) whose memory (GiB) holds bytes_, using `usable` of each (the rest:
     CUDA context, allocator fragmentation, buffers). A floor: it assumes a perfect shard of every byte."""
     if gpu not in GPUS:
         raise ValueError(f"unknown gpu {gpu!r}; choose one of {list(GPUS)}")
     if not 0 < usable <= 1:
         raise ValueError(f"usable must be in (0, 1], got {usable}")
-    return max(1, math.ceil(bytes_ / (GPUS[gpu]["memory GB"] * GB * usable)))
+    return max(1, math.ceil(bytes_ / (GPUS[gpu]["memory GiB"] * GiB * usable)))
 
 
 def gpu_table(names: tuple[str, ...] = TABLE_MODELS, gpus: tuple[str, ...] = ("A100 80GB", "H100 80GB",
               "RTX 4090 24GB"), batch: int = 1, seq: int = 2048, context: int = 4096,
               usable: float = 0.9) -> list[dict[str, Any]]:
     """Per preset and setting (mixed-precision Adam training at batch x seq; bf16 inference with a KV cache of
-    batch x context): the GB needed and the GPUs of each kind whose memory holds them."""
+    batch x context): the GB (1e9 bytes) needed and the GPUs of each kind whose memory holds them."""
     rows = []
     for name in names:
         cfg = GPTConfig.preset(name)

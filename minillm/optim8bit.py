@@ -5,10 +5,12 @@ the fp32 weights. Dettmers et al. 2022, "8-bit Optimizers via Block-wise Quantiz
 in 1 byte per element plus one fp32 scale per block, and lose no accuracy in their experiments:
 
 1. Block-wise absmax (section 2.1): the flat state is cut into blocks of `block` elements (the paper uses
-   2048; bitsandbytes' optimizers 256, the default here). Each block is divided by its own absmax
+   2048; bitsandbytes' current optimizers 256, the default here). Each block is divided by its own absmax
    N_b = max|x| over the block, so every normalised value lies in [-1, 1] and an outlier spoils only the
    precision of its own block, not of the whole tensor. Overhead: 4 bytes / block = 1/64 byte per element.
-2. Dynamic quantisation map (section 2.2, "dynamic tree quantisation"): the 256 codes are not evenly spaced.
+2. Dynamic quantisation map (the background section's "dynamic tree quantisation", from Dettmers 2016, "8-Bit
+   Approximations for Parallelism in Deep Learning"; section 2.2 extends it to unsigned tensors): the 256 codes
+   are not evenly spaced.
    A code is sign * 10^-E * f: E (0..6) picks a decade and f a linearly spaced fraction in (0.1, 1), with
    more fractions in the larger decades (1, 2, 4, ..., 64 per sign and decade). The codes span 1e-7..1, so
    the small entries of v (which spreads over many decades) keep a few significant digits instead of all
@@ -17,7 +19,7 @@ in 1 byte per element plus one fp32 scale per block, and lose no accuracy in the
    double quantisation uses); `linear_map` is the plain int8 grid (absmax quantisation) to compare.
    quantise: index of the nearest code to x / N_b; dequantise: code[index] * N_b (nearest = round). The
    quantiser itself is chapter 9's `minillm.peft.nf4.quantize_blockwise`, generic in its code table.
-3. The update (section 2.3): dequantise m and v to fp32, do the ordinary Adam(W) step in fp32, quantise
+3. The update (figure 1): dequantise m and v to fp32, do the ordinary Adam(W) step in fp32, quantise
    the new m and v back. Only the stored state is 8-bit; the arithmetic is fp32. Tensors with fewer than
    `min_8bit_size` elements (norm gains, biases) keep fp32 states, as bitsandbytes does (they cost little
    and are the most sensitive).
@@ -34,7 +36,7 @@ crashing it with out-of-memory. It needs CUDA's cudaMallocManaged; there is noth
 
 Leaves out: the fused CUDA kernel (one pass dequantise-update-quantise in registers, no fp32 copy of the
 states in memory: here the fp32 copy of one tensor's states exists during its step), the stable embedding
-layer (section 2.4), percentile clipping, 4-bit states.
+layer (section 2.3), percentile clipping, 4-bit states.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ MIN_8BIT_SIZE = 4096  # smaller tensors keep fp32 states (bitsandbytes' default)
 
 
 def dynamic_map(signed: bool = True) -> torch.Tensor:
-    """The 256 codes of the dynamic tree map (Dettmers et al. 2022, sec. 2.2), sorted ascending, fp32.
+    """The 256 codes of the dynamic tree map (Dettmers et al. 2022; unsigned: sec. 2.2), sorted ascending, fp32.
 
     Signed: `minillm.peft.nf4.dynamic_code_values()`, 2 * 127 codes + 0 + 1.0 (decade 10^-e, e = 6..0, has
     2^(6-e) fractions per sign). Unsigned (no sign bit, one more fraction bit): 2^(7-e) fractions per decade,

@@ -20,15 +20,17 @@ arXiv:2205.05198, sec. 5):
   recomputed its k blocks' activations are all alive. Chen et al. 2016 ("Training Deep Nets with Sublinear
   Memory Cost", arXiv:1604.06174): n/k kept inputs of x bytes + k live layers of A bytes is smallest at
   k = sqrt(n x / A), i.e. sqrt(n) for a chain of layers that save about their input (memory O(sqrt n) for one
-  extra forward). A transformer block saves tens of times its input (A / x = 34 + 5 a s / h in Korthikanti's
-  count), so for blocks k = 1 is the memory optimum and larger k only recomputes less often. Implemented by
+  extra forward). A transformer block saves tens of times its input (in Korthikanti's 16-bit count
+  A / x = (34 s b h + 5 a s^2 b) / (2 s b h) = 17 + 2.5 a s / h), so k = sqrt(n x / A) is near or below 1 and
+  for blocks k = 1 is the memory optimum; larger k only recomputes less often. Implemented by
   letting a group's first block run the whole group inside one checkpoint while the others pass their input
   through (only in a training forward: grad enabled, no KV cache; otherwise every block runs as usual).
   Call the GPT, not single blocks, when every > 1.
 - "selective": recompute only the attention core, softmax(q k^T / sqrt(d) + mask) v, i.e. the `kernel` of
   each `minillm.attention.Attention`. Its saved tensors are the ones that grow with s^2 (scores, exp,
   weights: 3 p a s^2 b, the causal mask s^2, the row max and sum (2p + 2) a s b) and it has no weights, so
-  recomputing it costs 4 s d FLOPs per token and layer forward, no matmul with a weight matrix. In exchange
+  recomputing it costs 4 s h FLOPs per token and layer (q k^T and weights @ v, 2 s h each), no matmul with
+  a weight matrix. In exchange
   the checkpoint keeps q, k and v, which the kernel's matmuls would save anyway (with GQA it keeps k and v
   before `repeat_kv`, at n_kv_head heads: cheaper than without checkpointing). This is Korthikanti et al.'s
   choice: the s^2 parts are large in memory and cheap to recompute. The kernel may be minillm's written-out
@@ -36,8 +38,9 @@ arXiv:2205.05198, sec. 5):
   saves nothing more).
 
 impl="torch" uses `torch.utils.checkpoint.checkpoint(..., use_reentrant=False)` instead of ours: the same
-gradients and the same saved bytes (its non-reentrant form also saves the inputs with `save_for_backward`, through
-an internal no-op Function, and keeps everything else out of the graph); the tests check both. It recomputes a
+gradients and the same saved bytes (its non-reentrant form, in torch 2.13, saves the inputs as autograd saved tensors,
+`torch._C._autograd._make_saved_tensor` in `_CheckpointFrame.save_inputs`, which pass through saved_tensors_hooks
+like ours, and keeps everything else out of the graph); the tests check both. It recomputes a
 little less: it stops as soon as the last tensor backward needs is back, skipping the block's final matmul, where
 ours reruns the whole fn.
 

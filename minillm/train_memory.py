@@ -77,7 +77,7 @@ PRECISIONS = {  # bytes per parameter: weights, gradients, master copy, one opti
 }
 OPTIMIZER_STATES = {"adamw": 2, "sgd_momentum": 1, "sgd": 0}  # states per parameter (Adam: m and v)
 TABLE_MODELS = ("llama2-7b", "llama2-13b", "llama2-70b")
-GB = 1e9  # decimal gigabytes, as GPU data sheets
+GB = 1e9  # decimal gigabytes for model and training sizes; a GPU's "80 GB" is binary, 80 GiB (minillm.flops.GiB)
 
 
 def _check(cfg: GPTConfig, batch: int, seq: int, dtype_bytes: int) -> None:

@@ -22,7 +22,7 @@ from minillm.grading import check
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))  # tests/ is not a package: import learner_solutions from here
-CHAPTERS = sorted(p.stem for p in (HERE / "learner_solutions").glob("ch0*.py"))
+CHAPTERS = sorted(p.stem for p in (HERE / "learner_solutions").glob("ch[0-9][0-9].py"))
 NAME = re.compile(r"^(valid|wrong)_(\d\d)_(\d+)_\w+$")
 
 # name -> reason; each verified: a valid solution the grader rejects, or a wrong one it accepts

@@ -308,14 +308,16 @@ def test_gpus_needed_hand_worked():
 
     assert set(GPUS) == {"V100 32GB", "A100 40GB", "A100 80GB", "H100 80GB", "H200 141GB", "RTX 4090 24GB"}
     # 7B, mixed precision + Adam, batch 1 x 2048: 16 B x 6,738,415,616 + 40.93 GB activations = 148.7 GB;
-    # 90 % of an 80 GB card is 72 GB: 3 cards (2.07 -> 3); of a 24 GB card 21.6 GB: 7 cards (6.9 -> 7)
+    # an "80 GB" card holds 80 GiB (binary); 90 % of it is 72 GiB = 77.31e9 bytes: 2 cards (1.92 -> 2); of a
+    # 24 GiB card 21.6 GiB = 23.19e9 bytes: 7 cards (6.41 -> 7). Read as decimal GB it would be 3 and 7.
     total = 16 * 6_738_415_616 + 40_930_697_218
-    assert gpus_needed(total, "A100 80GB") == 3 and gpus_needed(total, "RTX 4090 24GB") == 7
-    assert gpus_needed(72e9, "A100 80GB") == 1 and gpus_needed(72e9 + 1, "A100 80GB") == 2
+    assert gpus_needed(total, "A100 80GB") == 2 and gpus_needed(total, "RTX 4090 24GB") == 7
+    assert gpus_needed(72 * 2**30, "A100 80GB") == 1 and gpus_needed(72 * 2**30 + 1, "A100 80GB") == 2
+    assert gpus_needed(72e9 + 1, "A100 80GB") == 1  # not decimal GB
     rows = {(r["model"], r["setting"]): r for r in gpu_table()}
-    assert rows["llama2-7b", "train mixed+Adam"]["A100 80GB"] == 3
+    assert rows["llama2-7b", "train mixed+Adam"]["A100 80GB"] == 2
     assert rows["llama2-7b", "train mixed+Adam"]["GB"] == total / 1e9
-    # 70B bf16 inference: 2 x 68.98e9 weights + 1.34 GB of GQA KV cache = 139.3 GB: 2 x 80 GB cards
+    # 70B bf16 inference: 2 x 68.98e9 weights + 1.34 GB of GQA KV cache = 139.3 GB: 2 x 80 GiB cards (1.80 -> 2)
     assert rows["llama2-70b", "infer bf16"]["H100 80GB"] == 2
     assert gpu_peak_flops("NVIDIA H200") == 989e12 and gpu_peak_flops("NVIDIA GeForce RTX 4090") == 165.2e12
     assert gpu_peak_flops("Tesla T4") is None

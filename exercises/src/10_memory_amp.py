@@ -281,8 +281,8 @@ check("10.4", loss_scale_trajectory)
 # * flatten `x` row by row and cut it into blocks of `block` consecutive values (the last block may be
 #   shorter);
 # * each block's scale is its **absmax**, the largest absolute value in the block;
-# * each value's code is `127 * value / absmax` rounded to the nearest integer, a whole number from -127 to
-#   127; a block of zeros has absmax 0 and codes 0.
+# * each value's code is `127 * value / absmax` rounded to the nearest integer (an exact half may go either
+#   way), a whole number from -127 to 127; a block of zeros has absmax 0 and codes 0.
 #
 # Return `(q, absmax)`: `q` holds one code per value of `x` (flattened, any integer dtype, `torch.int8`
 # fits), `absmax` one float per block. Dequantising is `q / 127 * absmax` of the value's block.
@@ -339,7 +339,8 @@ check("10.5", absmax_quantize)
 # * `w` is a leaf tensor with `requires_grad=True` whose `w.grad` may still hold an **earlier** step's
 #   gradient: return this batch's gradient only (a tensor of `w`'s shape).
 #
-# Worked example: `w = [[2.0]]`, `x = [[1], [2], [3], [4]]`, `y = 0`, the mean squared error and `k = 2`.
+# Worked example: `w = [[2.0]]`, `x = [[1], [2], [3], [4]]`, `y = torch.zeros(4, 1)`, the mean squared error and
+# `k = 2`.
 # The gradient of the mean of $(x w)^2$ is the mean of $2 w x^2$: 10 for rows 1-2, 50 for rows 3-4, and
 # **30** for the batch (adding the two micro-batch gradients unscaled gives 60).
 

@@ -42,7 +42,7 @@ LLAMA_SHAPES: dict[str, dict[str, int]] = {
     "65b": dict(n_layer=80, d_model=8192, ffn_hidden=22016, vocab_size=32000),
 }
 METHODS = ("full", "lora", "qlora")
-GB = 1e9  # decimal gigabytes, like GPU data sheets and the paper
+GB = 1e9  # decimal gigabytes, as the QLoRA paper counts (a GPU's "48 GB" of memory is 48 GiB = 51.5 GB)
 
 
 def llama_counts(shape: dict[str, int], r: int = 64) -> dict[str, int]:
