@@ -212,7 +212,7 @@ def test_grade_learner_gives_zero_and_solution_full_marks(tmp_path):
 
 POINTS = {"01": [1, 1, 2, 2, 2, 2], "02": [1, 2, 2, 2, 1, 1, 2], "03": [2, 1, 1, 2, 1, 3], "04": [1, 1, 1, 2, 2, 1, 2],
           "05": [2, 1, 1, 1, 3, 1], "06": [2, 1, 1, 2, 1, 1, 2], "07": [1, 2, 1, 2, 1, 2],
-          "08": [1, 2, 2], "09": [1, 1, 2, 2, 1, 2, 2], "10": [2, 1, 2, 2, 2, 2]}
+          "08": [1, 2, 2], "09": [1, 1, 2, 2, 1, 2, 2], "10": [2, 1, 2, 2, 2, 2], "11": [2, 1, 2, 2]}
 EXERCISES = [(ex_id, src, name) for src in SOURCES for ex_id, name in kit.checked_functions(src).items()]
 EX_IDS = [ex_id for ex_id, _, _ in EXERCISES]
 

@@ -1,13 +1,9 @@
-"""Checkers of chapter 11's collectives exercises (minillm/grading/ch11_coll.py, cells exercises/src/11_coll_cells.py):
-the solution passes, the stub is "not attempted" and does not give the schedule away, every simulated mistake
-gets its own hint on several draws of the random cases, valid variants pass (loops, float32, another way of
-tracking the chunks; Fraction, numpy and tensor answers), junk gets a hint, the worked examples of the markdown
-are what minillm computes, and the cases cover what the task allows (uneven and empty chunks, N = 1).
-
-The cells are read from whichever exercises/src/11_*.py holds them (11_coll_cells.py until they are pasted into
-the chapter's joined source); the exercises are registered here as minillm/grading/ch11.py joins them (the same
-objects, so registering twice is harmless), and their ids are read from COLL_EXERCISES, so a renumbering there and
-in the check cells needs no change here.
+"""Checkers of chapter 11's collectives exercises (minillm/grading/ch11_coll.py, cells in
+exercises/src/11_data_parallel.py): the solution passes, the stub is "not attempted" and does not give the schedule
+away, every simulated mistake gets its own hint on several draws of the random cases, valid variants pass (loops,
+float32, another way of tracking the chunks; Fraction, numpy and tensor answers), junk gets a hint, the worked
+examples of the markdown are what minillm computes, and the cases cover what the task allows (uneven and empty
+chunks, N = 1). The ids are read from COLL_EXERCISES.
 """
 
 from __future__ import annotations
@@ -24,10 +20,9 @@ from minillm.distributed.collectives import ring_time, simulate_ring_all_reduce
 from minillm.grading import check, core
 from minillm.grading.ch11_coll import COLL_EXERCISES, HAND_AFTER, HAND_BUFFERS, HAND_TIME, _rs_cases, _time_cases
 
-SRC = next(p for p in sorted((kit.ROOT / "exercises" / "src").glob("11_*.py"))
-           if "def ring_reduce_scatter_sim" in p.read_text(encoding="utf-8"))
+SRC = kit.source("11")
 RS, TIME = COLL_EXERCISES
-core.register(*COLL_EXERCISES)
+core.load_chapter("11")
 
 # test_exercises.py's rule for stub messages: no operator, bracket or torch recipe
 RECIPE = re.compile(r"[=@*/^\[\]]|\b(softmax|masked_fill|topk|cumsum|repeat_interleave|gather|sqrt|exp|log|"
