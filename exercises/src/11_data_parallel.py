@@ -193,7 +193,7 @@ check("11.3", ddp_buckets)
 # Write `ddp_average(rank_grads)`: `rank_grads[r][i]` is rank `r`'s gradient of parameter `i`, a tensor, or `None`
 # when parameter `i` got no gradient on rank `r` (every rank lists the same parameters, and a parameter's tensors
 # have the same shape on every rank). Return a list with one entry per parameter: the gradient every rank holds
-# after DDP's synchronisation, exactly as DDP computes it, where a rank without a gradient counts as zeros, or
+# after DDP's synchronisation (up to floating-point rounding), where a rank without a gradient counts as zeros, or
 # `None` when no rank had a gradient for that parameter. Leave the inputs unchanged.
 #
 # Worked example with $N = 2$ ranks and 3 parameters:

@@ -249,5 +249,7 @@ DDP_EXERCISES = (
     Exercise("11.3", "DDP's gradient buckets", 2, cases=_bucket_cases, name="ddp_buckets", normalize=_buckets_out,
              mistakes=BUCKET_MISTAKES),
     Exercise("11.4", "Averaging the ranks' gradients as DDP does", 2, cases=_average_cases, name="ddp_average",
-             normalize=_grads_out, same=_close, mistakes=AVERAGE_MISTAKES),
+             normalize=_grads_out, same=_close, mistakes=AVERAGE_MISTAKES,
+             fresh="leave the ranks' gradients as they were: build the averages in new tensors (no add_ / div_ on "
+                   "an input)"),
 )
