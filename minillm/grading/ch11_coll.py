@@ -178,6 +178,10 @@ TIME_MISTAKES = [
      "that is a binary tree's time; the ring takes 2(n - 1) steps of nbytes / n"),
     (lambda S, n, a, b: 2 * (n - 1) * a + 2 * (n - 1) / n * S / b,
      "β is seconds per byte: multiply the bytes by β"),
+    (lambda S, n, a, b: 2 * (n - 1) * (a + math.ceil(S / n) * b),
+     "the model takes a chunk as nbytes / n bytes exactly, a real number: do not round it up to whole bytes"),
+    (lambda S, n, a, b: 2 * (n - 1) * (a + math.floor(S / n) * b),
+     "the model takes a chunk as nbytes / n bytes exactly, a real number: do not round it down to whole bytes"),
 ]
 
 
