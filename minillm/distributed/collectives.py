@@ -33,7 +33,9 @@ exactly 2(N−1)·numel, so the mean over ranks is exactly 2(N−1)/N·numel.
 
 The α–β (latency–bandwidth, "Hockney") cost model: a message of m bytes takes α + m·β seconds; a rank
 sends one message and receives one at a time, both at once (full duplex); γ is the time to add one byte
-(0 by default). For S bytes over N ranks (Thakur, Rabenseifner & Gropp 2005, section 4):
+(0 by default). For S bytes over N ranks (Thakur, Rabenseifner & Gropp 2005's model: the ring is their ring
+all-gather after a reduce-scatter of the same (N−1)α + (N−1)/N·S·β cost; the tree is their binomial-tree reduce
+followed by a binomial-tree broadcast):
 
     ring_time  = 2(N−1)·α + 2·(N−1)/N·S·β + (N−1)/N·S·γ
     tree_time  = 2⌈log2 N⌉·(α + S·β) + ⌈log2 N⌉·S·γ         (binomial reduce, then binomial broadcast)
@@ -48,7 +50,7 @@ recursive-halving reduce-scatter, pipelining chunks along the tree (NCCL's doubl
 References: P. Patarasuk and X. Yuan, "Bandwidth optimal all-reduce algorithms for clusters of workstations",
 J. Parallel Distrib. Comput. 69(2), 2009 (the lower bound and the ring); R. Thakur, R. Rabenseifner and
 W. Gropp, "Optimization of collective communication operations in MPICH", IJHPCA 19(1), 2005 (the α, β, γ
-model, section 4 and its table of all-reduce costs).
+model and the costs of the reduce-scatter, all-gather, reduce and broadcast algorithms above).
 """
 
 from __future__ import annotations

@@ -18,12 +18,12 @@ starts real processes, waits at most `timeout` seconds and kills them past it:
   to clean them up). Change it with `torch.multiprocessing.set_sharing_strategy` (process-wide).
 - `storage_handle(strategy)`: what a storage's share call returns under each strategy (an fd, or a name).
 
-Start methods: "fork" (Linux default until Python 3.14) is fast but copies whatever the parent holds,
-threads included, which is why it is unsafe after CUDA or OpenMP has started; "spawn" (the only one on
-Windows and the macOS default) is a clean interpreter that re-imports the target by module and name, so
-targets must be module-level functions of an importable module (here: this module); "forkserver" forks
-from a clean server process. CUDA tensors can only be shared with spawn/forkserver, and the producer must
-keep them alive while consumers use them (PyTorch docs, "Multiprocessing best practices").
+Start methods: "fork" (the Linux default up to Python 3.13; "forkserver" from 3.14) is fast but copies
+whatever the parent holds, threads included, which is why it is unsafe after CUDA or OpenMP has started;
+"spawn" (the only one on Windows and the macOS default) is a clean interpreter that re-imports the target by
+module and name, so targets must be module-level functions of an importable module (here: this module);
+"forkserver" forks from a clean server process. CUDA tensors can only be shared with spawn/forkserver, and the
+producer must keep them alive while consumers use them (PyTorch docs, "Multiprocessing best practices").
 
 Leaves out: CUDA IPC (no GPU here), `mp.spawn`'s error propagation (see `minillm.distributed.launch`),
 Hogwild training. References: PyTorch docs, "torch.multiprocessing" and "Multiprocessing best practices";
