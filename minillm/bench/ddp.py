@@ -179,20 +179,22 @@ def section_ddp(quick: bool = False) -> str:
         model = by_device(dict(vocab_size=512, block_size=64, n_layer=4, n_head=4, d_model=128),
                           dict(vocab_size=4096, block_size=256, n_layer=8, n_head=8, d_model=512), device)
         batch, seq = by_device((16, 64), (64, 256), device)
-        steps, numels, repeats = 5, [2**10, 2**16, 2**20], 5
+        steps, numels, repeats = 8, [2**10, 2**16, 2**20], 5
     results = run_worlds(worlds, model, batch, seq, steps, numels, repeats)
     params = next(iter(next(iter(results.values()))["steps"].values()))["params"]
+    shape = ", ".join(f"{k} {v}" for k, v in model.items()) or "its defaults"
     cores = os.cpu_count()
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     return (
         "## Chapter 11: data parallelism, 1 vs N processes\n\n"
-        f"A GPT of {params:,} parameters (`minillm.distributed.ddp_workers.tiny_gpt` with {model or 'its defaults'}), "
+        f"A GPT of {params:,} parameters (`minillm.distributed.ddp_workers.tiny_gpt` with {shape}), "
         f"one global batch of {batch} x {seq} tokens split over the processes, float32, AdamW; each process is "
         f"started by `minillm.distributed.launch` ({', '.join(sorted({r['backend'] for r in results.values()}))}) "
         f"on a machine with {cores} CPU cores{load}. ms / step: the fastest of {steps} synchronised steps (forward, "
         "backward with the gradient all-reduce, optimizer step); ms no_sync: the same step under `no_sync()` (no "
         "communication), the two kinds alternating; comm share = 1 - no_sync / synced, the part of the step the "
-        "all-reduce adds. Buckets of 25 MB in both DDPs.\n\n"
+        "all-reduce adds (0 when the no_sync step was not the faster one: then the communication was lost in the "
+        "machine's noise). Buckets of 25 MB in both DDPs.\n\n"
         + markdown_table(ddp_rows(results, batch, seq), DDP_COLUMNS)
         + f"\nWhat this measures: {max(worlds)} processes on a machine of {cores} CPU cores shared with other jobs "
         f"split the same cores, they are not {max(worlds)} devices: once the processes outnumber the free cores they "
@@ -203,6 +205,8 @@ def section_ddp(quick: bool = False) -> str:
         f"All-reduce of float32 messages: median of {repeats} calls (after a warm-up), each started after a "
         "barrier and timed by the slowest rank; ring, tree and naive are `minillm.distributed.collectives` over "
         "point-to-point sends, torch is `dist.all_reduce`. bytes sent (rank 0): counted by `collectives.P2P`; "
-        "formula: `collectives.bytes_sent` (ring: 2 (N-1)/N of the message).\n\n"
+        "formula: `collectives.bytes_sent` (ring: 2 (N-1)/N of the message; with 2 processes every "
+        f"algorithm sends the message once). The model above has {4 * params / MB:.1f} MB of float32 gradients, "
+        "the size of the largest message here.\n\n"
         + markdown_table(collective_rows(results), COLLECTIVE_COLUMNS)
     )

@@ -182,7 +182,10 @@ def section_memory(quick: bool = False) -> str:
                             ("tiny-llama", 128, 64)], device)
         (pb, ps), repeats = by_device((8, 128), (64, 256), device), 2
         prec = precision_rows(pb, ps, device, repeats)
-    rec = recompute_rows(shapes, device, repeats)
+    rec = recompute_rows(shapes, device, repeats + 1)
+    ms = {(r["precision"], r["grad_accum"], r["optimizer"]): r["ms / step"] for r in prec}
+    vs_fp32 = ", ".join(f"{p} {ms[p, 1, 'AdamW'] / ms['fp32', 1, 'AdamW']:.2f}x" for p in PRECISIONS[1:]
+                        if (p, 1, "AdamW") in ms)
     load = f" (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)" if device.type == "cpu" else ""
     return (
         "## Chapter 10: activation memory, recomputation and mixed precision\n\n"
@@ -191,7 +194,7 @@ def section_memory(quick: bool = False) -> str:
         "blocks by `minillm.recompute.checkpointed_activation_bytes`, plus embedding and head) and as measured by "
         "`minillm.memory.saved_activation_bytes` (saved-tensor hooks, distinct storages, weights excluded), with "
         "no recomputation, selective (the attention core) and full (whole blocks) recomputation; time of one "
-        f"forward + backward, best of {repeats} after a warm-up. `base` is the course's base model, `tiny` the "
+        f"forward + backward, best of {repeats + 1} after a warm-up. `base` is the course's base model, `tiny` the "
         "GPT-2-shaped preset (LayerNorm, GeLU, learned positions), `tiny-llama` a Llama-shaped one with GQA.\n\n"
         + markdown_table(rec, RECOMPUTE_COLUMNS)
         + f"\nSecond table: one whole training step of `{'tiny' if quick else 'base'}` on a batch of {pb} x {ps} "
@@ -202,7 +205,8 @@ def section_memory(quick: bool = False) -> str:
         "temporaries are inside), CUDA's high-water mark or the CPU allocator's events. State MB: the optimizer "
         "state tensors after the step (`minillm.optim8bit.state_bytes`) against the formula (AdamW 8 bytes per "
         "parameter; 8-bit Adam 2 bytes per element plus an fp32 absmax per block of 256, fp32 states for tensors "
-        "under 4096 elements). Autocast keeps fp32 weights and casts on the fly; on a CPU without bf16/fp16 "
-        "matrix units the casts cost time instead of saving it.\n\n"
+        "under 4096 elements). Autocast keeps fp32 weights and casts on the fly: it saves activation memory "
+        "everywhere, but time only where the hardware has fast 16-bit matrix kernels; here the step took "
+        f"{vs_fp32} the fp32 time (grad_accum 1).\n\n"
         + markdown_table(prec, PRECISION_COLUMNS)
     )
