@@ -3,7 +3,9 @@
     python -m minillm.bench [--out FILE.md] [--quick] [--only SECTION ...]
 
 One module per chapter (`ch01` tokenizers, `ch03` norms, `ch05` attention, `ch06` training and generation,
-`fast` the teaching vs fused training path, `peft` the chapter-9 comparison of fine-tuning methods),
+`fast` the teaching vs fused training path, `peft` the chapter-9 comparison of fine-tuning methods, `memory`
+chapter 10's activation bytes (formula vs measured, recomputation) and mixed-precision steps, `ddp` chapter 11's
+1-vs-N-process training steps and all-reduce),
 each with a `section_*(quick) -> str` function that returns Markdown (a heading, a sentence on what was
 measured, a table); later chapters add a module and one line to `SECTIONS`. Every timing goes through
 `minillm.bench.timer.best_time`. `--quick` shrinks every section to a smoke test of a few seconds (the unit
@@ -33,6 +35,8 @@ SECTIONS: list[tuple[str, str]] = [
     ("generation", "minillm.bench.ch06:section_generation"),
     ("fast", "minillm.bench.fast:section_fast"),
     ("peft", "minillm.bench.peft:section_peft"),
+    ("memory", "minillm.bench.memory:section_memory"),
+    ("ddp", "minillm.bench.ddp:section_ddp"),
 ]
 
 
