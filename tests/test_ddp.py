@@ -218,3 +218,17 @@ def test_unused_parameters_match_torch_find_unused(run):
             torch.testing.assert_close(ours[name], ref[name], atol=1e-6, rtol=1e-6)
         if rank:
             torch.testing.assert_close(ours["b.bias"], results[0]["unused"]["b.bias"])
+
+
+def test_train_under_ddp_resumes_as_one_uninterrupted_process(tmp_path):
+    """minillm.train.train with minillm's DDP on 2 ranks: 2 steps, rank 0's checkpoint, a resume to step 4; equal to
+    one process that ran the 4 steps without stopping (losses, validation losses, weights; float64)."""
+    from minillm.distributed.ddp_workers import resume_run, resume_worker
+
+    ref = resume_run(str(tmp_path / "one"), None, False)
+    results = launch(resume_worker, nprocs=2, args=(str(tmp_path / "dp"),), timeout=180)
+    assert (tmp_path / "dp" / "ckpt.pt").is_file() and len(ref["train_loss"]) == 4 and len(ref["val_loss"]) == 2
+    for r in results:
+        torch.testing.assert_close(torch.tensor(r["train_loss"]), torch.tensor(ref["train_loss"]), **TOL)
+        torch.testing.assert_close(torch.tensor(r["val_loss"]), torch.tensor(ref["val_loss"]), **TOL)
+        _close(r["params"], ref["params"])

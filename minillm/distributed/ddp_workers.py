@@ -265,3 +265,23 @@ def timing_worker(rank: int, world: int, steps: int = 8, batch: int = 16, seq: i
         out[which] = {"step_s": best["synced"], "compute_s": best["local"],
                       "comm_share": max(0.0, 1 - best["local"] / best["synced"])}
     return out
+
+
+def resume_run(out_dir: str, until: int | None, resume: bool, rank: int = 0, world: int = 1) -> dict[str, Any]:
+    """`minillm.train.train` on a small char corpus (float64 tiny GPT, 4 steps of 4 rows): the run stopped after
+    `until` steps, or resumed from `out_dir`; wrapped in minillm's DDP when world > 1. History and weights."""
+    from minillm.data import CharData, load_corpus
+
+    data = CharData(load_corpus("tang300", max_chars=4000))
+    model = tiny_gpt(rank, vocab_size=data.vocab_size)  # each rank's own seed: the broadcast makes them equal
+    net = DDP(model) if world > 1 else model
+    cfg = TrainConfig(steps=4, batch_size=4, seq_len=8, warmup=1, eval_every=2, eval_batches=2, progress=False,
+                      out_dir=out_dir)
+    hist = train(net, data, cfg, resume=resume, until=until)
+    return {"train_loss": hist.train_loss, "val_loss": hist.val_loss, "params": _params(model)}
+
+
+def resume_worker(rank: int, world: int, out_dir: str) -> dict[str, Any]:
+    """Data-parallel: 2 of 4 steps, then a fresh process state resumes from rank 0's checkpoint to step 4."""
+    resume_run(out_dir, 2, False, rank, world)
+    return resume_run(out_dir, None, True, rank, world)
