@@ -29,16 +29,20 @@ Saving memory (chapter 10):
   before clipping, and the steps it skips (inf / NaN gradients) are listed in `History.skipped_steps`. Its
   state is saved in the checkpoint (`grad_scaler`), so an fp16 run resumes bit for bit. Validation runs in fp32.
 
-Data parallel (chapter 11): when `torch.distributed` is initialised (torchrun, `minillm.distributed.launch`)
-and the model is wrapped in a DDP (torch's or `minillm.distributed.ddp`'s), every rank draws the same global
-batch of `batch_size` rows from the same generator and keeps rows r*B/N .. (r+1)*B/N (then splits those into
-`grad_accum` micro-batches), so N ranks x B/N rows take exactly the step one process takes on B rows; the logged
-loss is the mean over ranks (an all-reduce). Every rank evaluates, identically (the same fixed windows, on the
-unwrapped model, no communication): the number is the same everywhere, and no rank waits for rank 0 to finish
-evaluating before the next collective. Only rank 0 shows the progress bar and writes checkpoints, of the
-unwrapped model (`.module`), so a data-parallel checkpoint loads into a plain GPT and resumes on any world size
-that divides the batch. With dropout the ranks draw their masks from the same seed, so a DDP run with dropout
-is not bit-equal to the single-process one (the masks fall on different rows).
+Data parallel (chapter 11): when `torch.distributed` is initialised (torchrun, `minillm.distributed.launch`) and the
+model is wrapped in a DDP (torch's or `minillm.distributed.ddp`'s), every rank draws the same global batch of
+`batch_size` rows from the same generator and keeps rows r*B/N .. (r+1)*B/N (then splits those into `grad_accum`
+micro-batches; extra batch arguments such as packed SFT batches' positions [B, T] and masks [B, 1, T, T] are sliced
+along the same rows), so N ranks x B/N rows take exactly the step one process takes on B rows; the logged loss is the
+mean over ranks (an all-reduce). Exactly, when every row counts the same number of targets: with masked targets (SFT)
+the averaged gradient, like torch's DDP's, is the mean of the ranks' mean losses, not the mean over all the batch's
+targets (as with `grad_accum`). A model that is not wrapped while a process group of N > 1 ranks is initialised is
+refused (its ranks would drift apart). Every rank evaluates, identically (the same fixed windows, on the unwrapped
+model, no communication): the number is the same everywhere, and no rank waits for rank 0 to finish evaluating before
+the next collective. Only rank 0 shows the progress bar and writes checkpoints, of the unwrapped model (`.module`),
+so a data-parallel checkpoint loads into a plain GPT and resumes on any world size that divides the batch. With
+dropout the ranks draw their masks from the same seed, so a DDP run with dropout is not bit-equal to the
+single-process one (the masks fall on different rows).
 
 The command line (`minillm train`) is `minillm.commands.train`; this module takes Python arguments and
 prints nothing but an optional progress bar.
@@ -251,6 +255,10 @@ def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until:
         raise ValueError(f"batch_size={cfg.batch_size} must split into {world} ranks x grad_accum={cfg.grad_accum} "
                          f"equal micro-batches: use a multiple of {world * cfg.grad_accum}")
     plain = unwrap(model)  # what is saved, restored and evaluated: the model without its DDP wrapper
+    if world > 1 and plain is model:
+        raise ValueError(f"torch.distributed has {world} processes but the model is not wrapped in a DDP: wrap it "
+                         "(torch.nn.parallel.DistributedDataParallel or minillm.distributed.ddp.DDP) or train "
+                         "outside the process group")
     opt = optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
     history, start = History(), 0

@@ -123,6 +123,7 @@ def test_broadcast_makes_different_replicas_equal(run):
 def test_train_refuses_a_batch_that_does_not_split_over_the_ranks(run):
     world, results = run
     assert all(f"use a multiple of {world}" in r["batch_error"] for r in results)  # batch_size = world + 1
+    assert all("not wrapped in a DDP" in r["unwrapped_error"] for r in results)
 
 
 def test_gradients_equal_torch_ddp_and_single_process(run, single):
@@ -153,6 +154,35 @@ def test_no_sync_accumulation_equals_the_large_batch(run, single):
         part = shard(global_batches(1, BATCH, SEQ)[0], rank, world).chunk(MICRO)[0]
         (model(part[:, :-1], part[:, 1:])[1] / MICRO).backward()
         _close(r["no_sync_local"], [p.grad for p in model.parameters()])
+
+
+def test_no_sync_is_decided_at_the_forward_as_in_torch(run, single):
+    world, results = run
+    for rank, r in enumerate(results):
+        model = tiny_gpt(0)
+        model(*(lambda t: (t[:, :-1], t[:, 1:]))(shard(global_batches(1, BATCH, SEQ)[0], rank, world)))[1].backward()
+        local = [p.grad for p in model.parameters()]
+        for name in ("minillm", "torch"):
+            inside, outside = r[f"{name}_no_sync_at_forward"]
+            _close(inside, local)  # forward inside no_sync: its backward stays local even outside the context
+            _close(outside, single["grads"][0])  # forward outside: synchronised even with backward inside
+
+
+def test_torch_bucket_schedule(run):
+    """What torch 2.13's own DDP does (torch/nn/parallel/distributed.py, _BucketCapacityConfig), on 12 layers
+    of 263,168 bytes: iteration 1 one bucket (find_unused_parameters=False), then rebuilt with a 1 MiB first bucket
+    only when bucket_cap_mb is unset; with find_unused_parameters=True (and a 13th, unused layer) cut once at
+    construction, the small bucket (the first layers) reduced last, the unused layer's zeros reduced too."""
+    world, results = run
+    layer, first = 256 * 256 * 4 + 256 * 4, dist._DEFAULT_FIRST_BUCKET_BYTES
+    assert first == 1024 * 1024
+    for r in results:
+        s = r["torch_schedule"]
+        assert s["default"] == [[12 * layer], [4 * layer, 8 * layer], [4 * layer, 8 * layer]]
+        assert s["bucket_cap_mb=1"] == [[12 * layer]] + [[4 * layer] * 3] * 2  # no small first bucket
+        fu = s["find_unused_parameters=True"]
+        assert fu[0] == fu[1] == fu[2] and len(fu[0]) == 2 and first <= fu[0][-1] < first + layer
+        assert sum(fu[0]) == 13 * layer
 
 
 def test_buckets_follow_reverse_order_under_the_cap(run):
@@ -188,3 +218,17 @@ def test_unused_parameters_match_torch_find_unused(run):
             torch.testing.assert_close(ours[name], ref[name], atol=1e-6, rtol=1e-6)
         if rank:
             torch.testing.assert_close(ours["b.bias"], results[0]["unused"]["b.bias"])
+
+
+def test_train_under_ddp_resumes_as_one_uninterrupted_process(tmp_path):
+    """minillm.train.train with minillm's DDP on 2 ranks: 2 steps, rank 0's checkpoint, a resume to step 4; equal to
+    one process that ran the 4 steps without stopping (losses, validation losses, weights; float64)."""
+    from minillm.distributed.ddp_workers import resume_run, resume_worker
+
+    ref = resume_run(str(tmp_path / "one"), None, False)
+    results = launch(resume_worker, nprocs=2, args=(str(tmp_path / "dp"),), timeout=180)
+    assert (tmp_path / "dp" / "ckpt.pt").is_file() and len(ref["train_loss"]) == 4 and len(ref["val_loss"]) == 2
+    for r in results:
+        torch.testing.assert_close(torch.tensor(r["train_loss"]), torch.tensor(ref["train_loss"]), **TOL)
+        torch.testing.assert_close(torch.tensor(r["val_loss"]), torch.tensor(ref["val_loss"]), **TOL)
+        _close(r["params"], ref["params"])

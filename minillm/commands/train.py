@@ -10,7 +10,7 @@ the process group (gloo on CPU; NCCL on CUDA, rank r on cuda:LOCAL_RANK), wraps 
 DistributedDataParallel (`--ddp torch`, the default) or minillm's from-scratch one (`--ddp minillm`), and
 `minillm.train.train` gives each rank its rows of every batch; rank 0 prints, plots and writes the checkpoint
 (of the plain model: it loads into a single-process run). The loss curve equals the single-process run's with
-the same --batch-size (which must be a multiple of the number of processes).
+the same --batch-size (which must be a multiple of the number of processes x --grad-accum).
 
 A config file (YAML or JSON) has up to three sections: `model:` (fields of `minillm.model.GPTConfig`,
 on top of --preset), `train:` (fields of `minillm.train.TrainConfig`) and `data:` (corpus, tokenizer,

@@ -9,35 +9,48 @@ nothing about it; the wrapper adds, in order:
 1. Broadcast: at construction, rank 0's parameters and buffers are copied to every rank (`dist.broadcast`), so
    replicas start equal whatever each rank's seed was; equal start + equal averaged gradients = equal forever.
 2. Buckets: trainable parameters are grouped, in REVERSE registration order, into buckets of about
-   `bucket_cap_mb` megabytes (`assign_buckets`). Backward produces gradients roughly in reverse order of the
+   `bucket_cap_mb` MiB (`assign_buckets`). Backward produces gradients roughly in reverse order of the
    forward pass, so the last layer's bucket is full first. One all-reduce per bucket instead of one per parameter
    (latency alpha paid once per bucket) or one for the whole model (nothing could start before backward ends).
 3. Hooks: `Tensor.register_post_accumulate_grad_hook` on every parameter fires once its `.grad` holds this
    backward's gradient. When the last parameter of a bucket is ready, the bucket is flattened into one buffer
-   and `dist.all_reduce(..., async_op=True)` starts; it returns a Work handle at once and the communication runs
-   (in gloo's / NCCL's own thread or stream) while autograd keeps computing earlier layers' gradients: overlap.
+   (each gradient divided by N on the way in, as torch does: a sum of N fp16 gradients could overflow where the
+   sum of N fractions does not) and `dist.all_reduce(..., async_op=True)` starts; it returns a Work handle at
+   once and the communication runs (in gloo's / NCCL's own thread or stream) while autograd keeps computing
+   earlier layers' gradients: overlap.
    Buckets are launched strictly in index order (a bucket that is ready early waits for its predecessors), because
    collectives are matched by the order in which ranks issue them.
 4. Finalize: a callback queued on the autograd engine runs when `loss.backward()` finishes: it launches any bucket
-   still pending (see unused parameters), waits for every handle, divides the sums by the world size and copies
-   the averages back into each `.grad`. So `loss.backward()` returns with synchronised gradients and an unchanged
-   training loop (`opt.step()`) works.
-5. `no_sync()`: inside it the hooks do nothing, so gradients accumulate locally in `.grad` over micro-batches; the
-   next backward outside it all-reduces the accumulated sums (one communication per optimizer step).
+   still pending (see unused parameters), waits for every handle and copies the averages back into each `.grad`.
+   So `loss.backward()` returns with synchronised gradients and an unchanged training loop (`opt.step()`) works.
+5. `no_sync()`: a forward run inside it marks its backward as local (torch decides at forward time too, which is
+   why its docs ask for the forward inside the context): the hooks do nothing, so gradients accumulate in `.grad`
+   over micro-batches; the next forward + backward outside it all-reduces the accumulated sums (one communication
+   per optimizer step).
 
 Unused parameters: a parameter that gets no gradient in a backward (not used by the loss) never fires its hook, so
 its bucket never fills. Torch's DDP raises at the next forward unless `find_unused_parameters=True`. Here the
 finalize step launches such buckets anyway, counting a missing gradient as zeros, and every bucket carries one
 extra number per parameter, 1 if this rank had a gradient: after the all-reduce a parameter with no gradient on
 any rank keeps `.grad = None` (so AdamW skips it, as in single-process training), and one used on some ranks only
-gets sum / N, exactly torch's `find_unused_parameters=True` result. Every rank issues the same collectives in the
-same order either way, so no rank hangs. (A backward in which NO parameter of this rank gets a gradient queues no
+gets sum / N, exactly torch's `find_unused_parameters=True` result (torch's default, False, is cheaper: no walk of
+the autograd graph after each forward). Every rank issues the same collectives in the same order either way, so no
+rank hangs. (A backward in which NO parameter of this rank gets a gradient queues no
 finalize callback: call `finish_gradient_synchronization()` yourself then.)
 
-Leaves out (torch's DDP has them): the small first bucket (1 MB) and re-bucketing in the order gradients actually
-arrived after the first iteration, gradients as views into the buckets (saves one copy), communication hooks
-(fp16 compression, PowerSGD), static graphs, sparse gradients, SyncBatchNorm, reducing in a lower precision.
-(Buffers are re-broadcast before each synchronised forward, as torch does, unless `broadcast_buffers=False`.)
+Leaves out (torch 2.13's DDP has them; see `_BucketCapacityConfig` in torch/nn/parallel/distributed.py):
+- torch's bucket schedule: with the default `find_unused_parameters=False` the FIRST iteration puts every gradient
+  in one bucket (one all-reduce after backward, no overlap: registration order may not be the order of use), then
+  rebuilds the buckets once in the order the gradients actually arrived, with a small first bucket of
+  `dist._DEFAULT_FIRST_BUCKET_BYTES` = 1 MiB only when `bucket_cap_mb` is left unset (None = 25 MiB); with
+  `find_unused_parameters=True` the buckets are cut once, at construction, and never rebuilt. minillm cuts
+  reverse-registration-order buckets under one cap at construction and keeps them;
+- `gradient_as_bucket_view=True` (the `.grad` tensors are views into the buckets: no copy in or out, one gradient's
+  worth of memory saved), `static_graph=True` (the set of used parameters never changes: unused parameters are
+  found once, reentrant backward and repeated activation checkpointing work), communication hooks (fp16 / bf16
+  compression, PowerSGD), sparse gradients, SyncBatchNorm, uneven inputs (`join`), reducing in a lower precision.
+Buffers: broadcast at construction, and again before each synchronised forward unless `broadcast_buffers=False`
+(torch's default behaviour; torch 2.13 renames the flag `forward_sync_buffers`, `broadcast_buffers` is deprecated).
 
 References: Li et al. 2020, "PyTorch Distributed: Experiences on Accelerating Data Parallel Training" (VLDB),
 section 3 (bucketing, overlap, no_sync, unused parameters); Goyal et al. 2017, "Accurate, Large Minibatch SGD"
@@ -114,7 +127,8 @@ def sync_module_states(module: nn.Module, group=None, src: int = 0) -> None:
 class DDP(nn.Module):
     """Data-parallel wrapper: `DDP(model)(x)` is `model(x)`; `loss.backward()` leaves gradients averaged over ranks.
 
-    `bucket_cap_mb`: bucket size in MiB (torch's default 25). `process_group`: the ranks to average over (None:
+    `bucket_cap_mb`: bucket size in MiB (torch's default 25; every bucket, no small first one).
+    `process_group`: the ranks to average over (None:
     all). `broadcast_buffers`: also re-broadcast rank 0's buffers before each synchronised forward (as torch does;
     matters for BatchNorm's running statistics, not for a GPT). `record`: append (time, event, index) to
     `self.events`: ("grad", parameter index) when a gradient is ready, ("start"/"done", bucket) around each
@@ -150,12 +164,15 @@ class DDP(nn.Module):
         self._next = 0  # the next bucket to launch: launches go in index order on every rank
         self._queued = False  # the end-of-backward callback is queued for this backward
         self._synced = True  # no backward since the last synchronisation
+        self._sync_backward = True  # decided at each forward: was it run outside no_sync()?
         self._handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
 
     # -- forward ---------------------------------------------------------------------------------------------
     def forward(self, *args, **kwargs):
-        if self.require_sync and torch.is_grad_enabled():
-            self._synced = False
+        if torch.is_grad_enabled():  # this forward's backward syncs iff the forward ran outside no_sync (as torch)
+            self._sync_backward = self.require_sync
+            if self.require_sync:
+                self._synced = False
         if self.broadcast_buffers and self.require_sync and torch.is_grad_enabled():
             for buf in self.module.buffers():
                 dist.broadcast(buf.data, src=_global(self.process_group, 0), group=self.process_group)
@@ -163,7 +180,8 @@ class DDP(nn.Module):
 
     @contextmanager
     def no_sync(self) -> Iterator[None]:
-        """Backward passes inside accumulate `.grad` locally with no communication (gradient accumulation)."""
+        """Forward + backward passes inside accumulate `.grad` locally with no communication (gradient
+        accumulation). As in torch, the forward decides: a forward run inside syncs nothing in its backward."""
         old, self.require_sync = self.require_sync, False
         try:
             yield
@@ -177,7 +195,7 @@ class DDP(nn.Module):
 
     def _on_grad(self, p: torch.Tensor) -> None:
         """Post-accumulate-grad hook: p.grad now holds this backward's gradient (summed into what was there)."""
-        if not self.require_sync:
+        if not self._sync_backward:
             return
         if not self._queued:  # the first hook of this backward: run _finalize when autograd is done
             torch.autograd.Variable._execution_engine.queue_callback(self._finalize)
@@ -190,13 +208,14 @@ class DDP(nn.Module):
             self._next += 1
 
     def _launch(self, bucket: Bucket) -> None:
-        """Flatten the bucket's gradients (zeros for a missing one) + one flag per parameter; start the all-reduce."""
+        """Flatten the bucket's gradients / N (zeros for a missing one) + one flag per parameter; start the all-reduce.
+        Dividing before the sum, as torch's reducer does, keeps an fp16 sum of N gradients from overflowing."""
         p0 = bucket.params[0]
         flat = torch.zeros(bucket.numel + len(bucket.params), dtype=p0.dtype, device=p0.device)
         offset = 0
         for j, p in enumerate(bucket.params):
             if p.grad is not None:
-                flat[offset:offset + p.numel()] = p.grad.reshape(-1)
+                torch.div(p.grad.reshape(-1), self.world_size, out=flat[offset:offset + p.numel()])
                 flat[bucket.numel + j] = 1.0  # "this rank has a gradient for parameter j"
             offset += p.numel()
         bucket.flat = flat
@@ -206,7 +225,7 @@ class DDP(nn.Module):
             bucket.work.get_future().then(lambda _f, b=bucket.index: self._log("done", b))
 
     def _finalize(self) -> None:
-        """End of backward: launch what is left, wait for every bucket, average, write back into .grad."""
+        """End of backward: launch what is left, wait for every bucket, write the averages back into .grad."""
         self._log("backward_end", -1)
         for bucket in self.buckets[self._next:]:  # buckets holding a parameter that got no gradient
             self._launch(bucket)
@@ -215,10 +234,10 @@ class DDP(nn.Module):
             flat, offset = bucket.flat, 0
             had_grad = flat[bucket.numel:].tolist()  # [len(params)]: how many ranks had each gradient
             for j, p in enumerate(bucket.params):
-                if had_grad[j] > 0:  # some rank had a gradient: sum / N, as torch's DDP
-                    avg = flat[offset:offset + p.numel()].view_as(p) / self.world_size
+                if had_grad[j] > 0:  # some rank had a gradient: the sum of gradient / N, as torch's DDP
+                    avg = flat[offset:offset + p.numel()].view_as(p)
                     if p.grad is None:
-                        p.grad = avg
+                        p.grad = avg.clone()  # its own storage, not a view into the bucket
                     else:
                         p.grad.copy_(avg)
                 offset += p.numel()
@@ -229,7 +248,7 @@ class DDP(nn.Module):
     def finish_gradient_synchronization(self) -> None:
         """Synchronise by hand, on every rank, after a backward in which this rank got no gradient at all
         (then no hook queued the end-of-backward step); does nothing if this backward is already synchronised."""
-        if self.require_sync and not self._queued and not self._synced:
+        if self._sync_backward and not self._queued and not self._synced:
             self._finalize()
 
     def remove_hooks(self) -> nn.Module:

@@ -9,6 +9,7 @@ what the caller usually reads; tests compare all ranks).
 - `single_process_run(...)`: the reference, one process on the whole batch (run it in the caller's process).
 - `equivalence_worker`: minillm's DDP and torch's DDP side by side (gradients of each step, parameters after
   AdamW steps), the broadcast of differently initialised replicas, `no_sync` accumulation, unused parameters.
+- `torch_bucket_schedule`: the bytes of each bucket torch's own DDP all-reduces, iteration by iteration.
 - `overlap_worker`: the recorded event timeline of one backward (gradient ready / all-reduce start and done).
 - `timing_worker`: seconds per step with and without gradient synchronisation, for the 1-vs-N table.
 """
@@ -121,6 +122,11 @@ def equivalence_worker(rank: int, world: int, steps: int = 3, batch: int = 18, s
         out["batch_error"] = ""
     except ValueError as e:
         out["batch_error"] = str(e)
+    try:  # ... and a model with no DDP around it, under a process group of several ranks
+        train(tiny_gpt(0), None, TrainConfig(steps=1, batch_size=world, progress=False))
+        out["unwrapped_error"] = ""
+    except ValueError as e:
+        out["unwrapped_error"] = str(e)
     bn = nn.BatchNorm1d(3)  # buffers are broadcast too: each rank starts with running_mean = its rank
     bn.running_mean.fill_(float(rank))
     DDP(bn)
@@ -143,6 +149,20 @@ def equivalence_worker(rank: int, world: int, steps: int = 3, batch: int = 18, s
             (_loss(model, part) / micro).backward()
     out["no_sync_grads"] = _grads(model.module)
 
+    # no_sync is decided at the forward, in both wrappers: forward inside + backward outside stays local,
+    # forward outside + backward inside is synchronised
+    for name, wrap in (("minillm", DDP), ("torch", nn.parallel.DistributedDataParallel)):
+        m = wrap(tiny_gpt(seed=0), bucket_cap_mb=bucket_cap_mb)
+        with m.no_sync():
+            loss = _loss(m, local[0])
+        loss.backward()
+        inside = _grads(m.module)
+        m.zero_grad(set_to_none=True)
+        loss = _loss(m, local[0])
+        with m.no_sync():
+            loss.backward()
+        out[f"{name}_no_sync_at_forward"] = (inside, _grads(m.module))
+
     # unused parameters: b used on rank 0 only, c nowhere; compare with torch's find_unused_parameters=True
     x = torch.randn(3, 4, generator=torch.Generator().manual_seed(rank))
     results = []
@@ -153,7 +173,45 @@ def equivalence_worker(rank: int, world: int, steps: int = 3, batch: int = 18, s
         results.append({n: None if p.grad is None else p.grad.clone() for n, p in m.module.named_parameters()})
     out["unused"], out["torch_unused"] = results
     out["overlap"] = overlap_worker(rank, world, **(overlap or {}))
+    schedules = {"default": {}, "bucket_cap_mb=1": {"bucket_cap_mb": 1}, "find_unused_parameters=True":
+                 {"find_unused_parameters": True, "unused": 1}}  # torch's own DDP: its buckets, iteration by iteration
+    out["torch_schedule"] = {name: torch_bucket_schedule(**kw) for name, kw in schedules.items()}
     return out
+
+
+class _Layers(nn.Module):
+    """`n` Linear(256, 256) layers in float32 (263,168 bytes each), of which forward uses the first `used`."""
+
+    def __init__(self, n: int, used: int):
+        super().__init__()
+        self.layers, self.used = nn.ModuleList(nn.Linear(256, 256) for _ in range(n)), used
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[:self.used]:
+            x = layer(x)
+        return x
+
+
+def torch_bucket_schedule(iterations: int = 3, layers: int = 12, unused: int = 0, **ddp_kwargs: Any
+                          ) -> list[list[int]]:
+    """Bytes of every bucket torch's DistributedDataParallel all-reduces in each of `iterations` backwards, in the
+    order it reduces them (a communication hook that records `bucket.buffer()` and then does the default
+    all-reduce of gradient / N). The model: `layers` used + `unused` unused Linear(256, 256) layers."""
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    torch.manual_seed(0)
+    ddp = nn.parallel.DistributedDataParallel(_Layers(layers + unused, layers), **ddp_kwargs)
+    seen: list[list[int]] = []
+
+    def hook(state, bucket):
+        seen[-1].append(bucket.buffer().numel() * bucket.buffer().element_size())
+        return allreduce_hook(state, bucket)
+
+    ddp.register_comm_hook(None, hook)
+    for _ in range(iterations):
+        seen.append([])
+        ddp(torch.randn(2, 256)).sum().backward()
+    return seen
 
 
 def overlap_worker(rank: int, world: int, bucket_cap_mb: float = 0.01, batch: int = 8, seq: int = 16,
@@ -207,3 +265,23 @@ def timing_worker(rank: int, world: int, steps: int = 8, batch: int = 16, seq: i
         out[which] = {"step_s": best["synced"], "compute_s": best["local"],
                       "comm_share": max(0.0, 1 - best["local"] / best["synced"])}
     return out
+
+
+def resume_run(out_dir: str, until: int | None, resume: bool, rank: int = 0, world: int = 1) -> dict[str, Any]:
+    """`minillm.train.train` on a small char corpus (float64 tiny GPT, 4 steps of 4 rows): the run stopped after
+    `until` steps, or resumed from `out_dir`; wrapped in minillm's DDP when world > 1. History and weights."""
+    from minillm.data import CharData, load_corpus
+
+    data = CharData(load_corpus("tang300", max_chars=4000))
+    model = tiny_gpt(rank, vocab_size=data.vocab_size)  # each rank's own seed: the broadcast makes them equal
+    net = DDP(model) if world > 1 else model
+    cfg = TrainConfig(steps=4, batch_size=4, seq_len=8, warmup=1, eval_every=2, eval_batches=2, progress=False,
+                      out_dir=out_dir)
+    hist = train(net, data, cfg, resume=resume, until=until)
+    return {"train_loss": hist.train_loss, "val_loss": hist.val_loss, "params": _params(model)}
+
+
+def resume_worker(rank: int, world: int, out_dir: str) -> dict[str, Any]:
+    """Data-parallel: 2 of 4 steps, then a fresh process state resumes from rank 0's checkpoint to step 4."""
+    resume_run(out_dir, 2, False, rank, world)
+    return resume_run(out_dir, None, True, rank, world)
