@@ -7,8 +7,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minillm.distributed.plan import (DGX_A100, GPT3_175B, ClusterSpec, ParallelPlan, device_mesh_layout,
-                                      enumerate_plans, estimate, plan_table)
+from minillm.distributed.plan import (
+    DGX_A100,
+    GPT3_175B,
+    ClusterSpec,
+    ParallelPlan,
+    device_mesh_layout,
+    enumerate_plans,
+    estimate,
+    plan_table,
+)
 from minillm.flops import flops_per_token
 from minillm.model import GPTConfig, count_params
 from minillm.train_memory import activation_bytes_per_layer, training_memory

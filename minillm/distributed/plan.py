@@ -70,8 +70,9 @@ class ClusterSpec:
 
 # DGX A100: NVLink 3 600 GB/s per GPU both ways (300 each way), 8 HDR 200 Gb/s cards = 25 GB/s per GPU;
 # DGX H100: NVLink 4 900 GB/s both ways (450), 8 NDR 400 Gb/s cards = 50 GB/s per GPU (NVIDIA DGX data sheets)
-DGX_A100 = ClusterSpec("DGX A100 80GB", 8, GPUS["A100 80GB"]["memory GiB"], 300e9, 25e9, GPUS["A100 80GB"]["bf16 flops"])
-DGX_H100 = ClusterSpec("DGX H100", 8, GPUS["H100 80GB"]["memory GiB"], 450e9, 50e9, GPUS["H100 80GB"]["bf16 flops"])
+_A100, _H100 = GPUS["A100 80GB"], GPUS["H100 80GB"]
+DGX_A100 = ClusterSpec("DGX A100 80GB", 8, _A100["memory GiB"], 300e9, 25e9, _A100["bf16 flops"])
+DGX_H100 = ClusterSpec("DGX H100", 8, _H100["memory GiB"], 450e9, 50e9, _H100["bf16 flops"])
 
 
 @dataclass(frozen=True)
