@@ -258,7 +258,9 @@ def enumerate_plans(cfg: GPTConfig, cluster: ClusterSpec, n_gpus: int, global_ba
 def plan_table(cfg: GPTConfig = GPT3_175B, cluster: ClusterSpec = DGX_A100, n_gpus: int = 1024,
                global_batch: int = 1536, top: int = 10, **kwargs) -> str:
     """A Markdown table of the `top` fastest feasible plans (default: GPT-3 175B on 1,024 A100-80GB,
-    batch 1536 as in Narayanan et al. 2021, sec. 5.1), with the count of infeasible plans by first reason."""
+    batch 1536 as in Narayanan et al. 2021, sec. 5.1; NVIDIA's Megatron-LM example script for it,
+    examples/gpt3/train_gpt3_175b_distributed.sh, uses tp 8, pp 16, micro-batch 1), with the count of
+    infeasible plans by first reason."""
     feasible, infeasible = enumerate_plans(cfg, cluster, n_gpus, global_batch, **kwargs)
     rows = ["| dp | tp | pp | ZeRO | m | b | recompute | memory GiB | TP GB | PP GB | DP GB | bubble | step s | MFU |",
             "|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|---:|---:|"]
