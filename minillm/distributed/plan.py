@@ -255,6 +255,10 @@ def enumerate_plans(cfg: GPTConfig, cluster: ClusterSpec, n_gpus: int, global_ba
     return feasible, infeasible
 
 
+_REASON_LABELS = (("tp", "tp > node"), ("n_layer", "layers % pp"), ("heads", "heads % tp"),
+                  ("ZeRO", "ZeRO-2/3 with pp"), ("global", "batch % (dp b)"), ("memory", "memory"))
+
+
 def plan_table(cfg: GPTConfig = GPT3_175B, cluster: ClusterSpec = DGX_A100, n_gpus: int = 1024,
                global_batch: int = 1536, top: int = 10, **kwargs) -> str:
     """A Markdown table of the `top` fastest feasible plans (default: GPT-3 175B on 1,024 A100-80GB,
@@ -272,7 +276,7 @@ def plan_table(cfg: GPTConfig = GPT3_175B, cluster: ClusterSpec = DGX_A100, n_gp
                     f"{e.times['step']:.1f} | {e.mfu:.1%} |")
     counts: dict[str, int] = {}
     for e in infeasible:
-        key = e.reasons[0].split(" ")[0] if not e.reasons[0].startswith("memory") else "memory"
+        key = next((label for prefix, label in _REASON_LABELS if e.reasons[0].startswith(prefix)), "other")
         counts[key] = counts.get(key, 0) + 1
     rows.append("")
     rows.append(f"{len(feasible)} feasible plans, {len(infeasible)} infeasible (first reason: "
