@@ -48,7 +48,9 @@ during backward as they become ready (DeepSpeed's stage 2 does, so the full grad
 it exists until `step()` frees it, so the PEAK is stage 1's, only what stays between steps is smaller);
 overlapping the all-gather with the next forward; a master shard in a dtype other than the parameters' (bf16
 model + fp32 master); gradient clipping across shards (the norm needs an all-reduce of the shards' squared norms);
-state_dict and sharded checkpoints; learning-rate schedulers (set `lr` in `param_groups` yourself).
+state_dict and sharded checkpoints; learning-rate schedulers (set `lr` in `param_groups` yourself). A parameter
+that gets no gradient on any rank is stepped with a zero gradient (its buffer slice is shared with others, so it
+cannot be skipped): AdamW's weight decay and old momentum still move it, where plain AdamW skips a `.grad = None`.
 
 References: Rajbhandari, Rasley, Ruwase, He 2020, "ZeRO: Memory Optimizations Toward Training Trillion
 Parameter Models" (SC20), section 5 and figure 1 (memory), section 7 (communication volume); PyTorch docs,
