@@ -1,0 +1,139 @@
+"""ZeRO stages 1 and 2 from scratch (minillm.distributed.zero) against one process and torch's
+ZeroRedundancyOptimizer; the per-rank memory formula, measured and by hand.
+
+One launch per process count (2 and 3 gloo processes, `zero_worker`) feeds every multi-process test; the
+single-process references run here. float64 throughout, so "equal" means 1e-10.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minillm.distributed import launch
+from minillm.distributed.zero import GB, ZeroOptimizer, shard_layout, zero_memory
+from minillm.distributed.zero_workers import odd_reference, reference_run, zero_worker
+
+STEPS, BATCH, SEQ, LR, WD = 4, 12, 8, 1e-2, 0.1
+TOL = {"atol": 1e-10, "rtol": 0}
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=["2proc", "3proc"])
+def run(request):
+    world = request.param
+    return world, launch(zero_worker, nprocs=world, args=(STEPS, BATCH, SEQ, LR, WD), timeout=180)
+
+
+@pytest.fixture(scope="module")
+def single():
+    return reference_run(STEPS, BATCH, SEQ, LR, WD)
+
+
+def _close(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, **TOL)
+
+
+# -- the formula and the layout: no processes needed ------------------------------------------------------------
+def test_zero_memory_paper_case():
+    # Rajbhandari et al. 2020, figure 1: Psi = 7.5B, N = 64, K = 12, mixed precision
+    got = [zero_memory(7.5e9, 64, s) / GB for s in (0, 1, 2, 3)]
+    assert got[0] == pytest.approx(120.0)             # (2 + 2 + 12) 7.5e9 = 120e9
+    assert got[1] == pytest.approx(31.40625)          # 4 x 7.5e9 + 12 x 7.5e9 / 64 = 30e9 + 1.40625e9
+    assert got[2] == pytest.approx(16.640625)         # 2 x 7.5e9 + 14 x 7.5e9 / 64
+    assert got[3] == pytest.approx(1.875)             # 16 x 7.5e9 / 64
+    assert [round(g, 1) for g in got] == [120.0, 31.4, 16.6, 1.9]
+
+
+def test_zero_memory_padding_hand_case():
+    # psi = 10, N = 3: shard 4, padded 12. stage 1: 2*10 + 2*12 + 12*4 = 92; stage 2: 20 + 14*4 = 76; stage 3: 16*4
+    assert zero_memory(10, 3, 1, pad=True) == 92
+    assert zero_memory(10, 3, 2, pad=True) == 76
+    assert zero_memory(10, 3, 3, pad=True) == 64
+    assert zero_memory(10, 3, 1) == pytest.approx(20 + 20 + 40)  # unpadded: the paper's Psi / N
+
+
+def test_zero_memory_errors():
+    with pytest.raises(ValueError, match="stage must be"):
+        zero_memory(10, 2, 4)
+    with pytest.raises(ValueError, match="n_ranks"):
+        zero_memory(10, 0, 1)
+
+
+def test_shard_layout_hand_case():
+    # three parameters of 5, 3, 2 elements = 10, over N = 3: shard 4, padded 12.
+    # flat: p0 p0 p0 p0 | p0 p1 p1 p1 | p2 p2 pad pad
+    lay = shard_layout(10, 3)
+    assert (lay.shard, lay.padded) == (4, 12)
+    assert [lay.bounds(r) for r in range(3)] == [(0, 4), (4, 8), (8, 12)]
+    assert lay.owned(0, [5, 3, 2]) == [(0, 0, 4)]
+    assert lay.owned(1, [5, 3, 2]) == [(0, 4, 5), (1, 0, 3)]  # the last element of p0, all of p1
+    assert lay.owned(2, [5, 3, 2]) == [(2, 0, 2)]              # p2, then two padding elements owned by nobody
+    assert shard_layout(12, 3).padded == 12  # divisible: no padding
+
+
+def test_errors_without_process_group():
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="stage must be 1"):
+        ZeroOptimizer(model.parameters(), stage=3)
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        ZeroOptimizer(model.parameters(), stage=1)
+    with pytest.raises(ValueError, match="numel >= 1"):
+        shard_layout(0, 2)
+
+
+# -- multi-process ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("stage", [1, 2])
+def test_trajectory_equals_single_process(run, single, stage):
+    world, results = run
+    for r in results:  # every rank ends with the full, identical parameters
+        _close(r[f"stage{stage}"]["params"], single["params"])
+    # the mean of the ranks' losses = the loss on the whole batch (equal row counts)
+    mean = [sum(r[f"stage{stage}"]["losses"][i] for r in results) / world for i in range(STEPS)]
+    assert mean == pytest.approx(single["losses"], abs=1e-10)
+
+
+def test_stage1_equals_torch_zero_redundancy_optimizer(run):
+    world, results = run
+    for r in results:
+        _close(r["stage1"]["params"], r["torch"]["params"])
+        assert r["stage1"]["losses"] == pytest.approx(r["torch"]["losses"], abs=1e-10)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_uneven_numel(run, stage):
+    # 19 parameters (prime): N = 2 pads 1, N = 3 pads 2; the trajectory still equals one process
+    world, results = run
+    ref = odd_reference(STEPS, 6, LR)
+    lay = results[0][f"odd{stage}"]["layout"]
+    assert (lay.numel, lay.shard, lay.padded) == (19, -(-19 // world), world * -(-19 // world))
+    for r in results:
+        _close(r[f"odd{stage}"]["params"], ref)
+    # the last rank's shard ends in zero padding, still zero after the steps (zero weight, zero gradient)
+    last = results[-1][f"odd{stage}"]["shard"]
+    assert torch.equal(last[19 - (world - 1) * lay.shard:], torch.zeros(lay.padded - 19, dtype=torch.float64))
+    # every rank's shard = its slice of the flat final parameters
+    flat = torch.cat([p.reshape(-1) for p in ref] + [torch.zeros(lay.padded - 19, dtype=torch.float64)])
+    for rank, r in enumerate(results):
+        torch.testing.assert_close(r[f"odd{stage}"]["shard"], flat[rank * lay.shard:(rank + 1) * lay.shard], **TOL)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_measured_bytes_equal_formula(run, stage):
+    # float64 model: 8-byte weights and gradients, K = 24 (float64 master shard + m + v), per (group) buffer padded
+    world, results = run
+    for r in results:
+        got = r[f"stage{stage}"]
+        numels = got["numels"]
+        assert numels == [6912, 448]  # the tiny GPT: matrices (decayed), vectors (not)
+        assert got["shards"] == [-(-n // world) for n in numels]
+        mem = got["memory"]
+        measured = mem["weights"] + mem["grads"] + mem["master"] + mem["optimizer"]
+        formula = sum(zero_memory(n, world, stage, k=24, weight_bytes=8, grad_bytes=8, pad=True) for n in numels)
+        assert measured == formula
+        assert mem["weights"] == 8 * sum(numels)
+        assert mem["master"] == 8 * sum(got["shards"])
+        assert mem["optimizer"] == 16 * sum(got["shards"])  # AdamW's exp_avg and exp_avg_sq of the shard
+        shards_total = sum(got["shards"])
+        assert mem["grads"] == 8 * (world * shards_total if stage == 1 else shards_total)
