@@ -77,6 +77,21 @@ def test_collectives_two_forward_two_backward_per_block(run):
         assert rep["forward"] == {("g", "forward"): 2 * n_layer} and rep["backward"] == {("f", "backward"): 2 * n_layer}
 
 
+def test_column_and_row_layers_alone(run):
+    world, results = run
+    for out in results:
+        lay = out["layers"]
+        first, second = torch.nn.Linear(6, 4 * world).double(), torch.nn.Linear(4 * world, 5).double()
+        first.load_state_dict(lay["first"])
+        second.load_state_dict(lay["second"])
+        x = lay["x"].clone().requires_grad_()
+        y = second(torch.tanh(first(x)))
+        y.pow(2).sum().backward()
+        torch.testing.assert_close(lay["gather"], first(lay["x"]).detach(), **TOL)
+        torch.testing.assert_close(lay["y"], y.detach(), **TOL)
+        torch.testing.assert_close(lay["x_grad"], x.grad, **TOL)  # needs f's all-reduce in backward
+
+
 def test_vocab_parallel_cross_entropy(run):
     world, results = run
     ce = results[0]["ce"]

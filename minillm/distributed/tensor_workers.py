@@ -5,10 +5,11 @@ parallelism against one process and against torch's DTensor `parallelize_module`
   without biases and tied embeddings, and learned positions + LayerNorm + GELU with biases, untied.
 - `tp_worker`: for each config, the sharded model's gathered logits, loss, gathered parameters and gradients and
   the all-reduces counted in forward and backward; vocab-parallel cross-entropy on random logits (loss and this
-  rank's gradient slice); the error for heads that do not split; and, when asked, the DTensor comparison.
+  rank's gradient slice); `layers_run` (the two linear layers alone); the error for heads that do not split;
+  and, when asked, the DTensor comparison.
 - `dtensor_run`: the same model parallelised by `torch.distributed.tensor.parallel.parallelize_module` with
-  ColwiseParallel / RowwiseParallel on a CPU DeviceMesh: logits, loss, full gradients (DTensor's own count of
-  collectives is not taken (torch 2.13's CommDebugMode fails on the model's block, IndexError in its module hook)).
+  ColwiseParallel / RowwiseParallel on a CPU DeviceMesh: logits, loss, full gradients. DTensor's own count of
+  collectives is not taken: torch 2.13's CommDebugMode fails on the model's blocks (IndexError in its module hook).
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from minillm.distributed.ddp_workers import global_batches, tiny_gpt
 from minillm.distributed.tensor import (
     CollectiveCounter,
+    ColumnParallelLinear,
+    RowParallelLinear,
     apply_tensor_parallel,
     gathered,
     tp_loss,
@@ -89,6 +93,19 @@ def hand_ce_run(rank: int, world: int) -> float:
     return vocab_parallel_cross_entropy(mine, torch.tensor([1])).item()
 
 
+def layers_run(rank: int, world: int) -> dict[str, Any]:
+    """The two layers on their own (bias on, f inside the column layer): Column(gather_output) == the full
+    Linear; Row(Column(x)) == the full two-layer product, with x's gradient (f's all-reduce) equal too."""
+    torch.manual_seed(3)
+    first, second = nn.Linear(6, 4 * world, dtype=torch.float64), nn.Linear(4 * world, 5, dtype=torch.float64)
+    x = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    gathered_y = ColumnParallelLinear(first, gather_output=True)(x)
+    y = RowParallelLinear(second)(torch.tanh(ColumnParallelLinear(first)(x)))  # (3, 5) replicated
+    y.pow(2).sum().backward()
+    return {"x": x.detach(), "gather": gathered_y.detach(), "y": y.detach(), "x_grad": x.grad,
+            "first": first.state_dict(), "second": second.state_dict()}
+
+
 def dtensor_run(overrides: dict[str, Any], world: int) -> dict[str, Any]:
     """The tiny GPT with torch's tensor parallel plan (q/k/v, gate/up Colwise; o_proj, down Rowwise) on a CPU
     DeviceMesh; attention configs get local head counts as torchtitan does. Logits, loss, full gradients."""
@@ -127,6 +144,7 @@ def tp_worker(rank: int, world: int, configs: dict[str, dict[str, Any]], dtensor
     out: dict[str, Any] = {name: sharded_run(cfg) for name, cfg in configs.items()}
     out["replicated_vocab"] = sharded_run(LLAMA if world == 2 else {**LLAMA, "n_kv_head": 4}, vocab_parallel=False)
     out["ce"] = ce_run(rank, world)
+    out["layers"] = layers_run(rank, world)
     out["hand_ce"] = hand_ce_run(rank, world) if world == 2 else None
     try:
         apply_tensor_parallel(tiny_gpt(0, n_head=2 * world + 1, d_model=8 * world + 4))
