@@ -109,6 +109,7 @@ def test_vocab_parallel_cross_entropy(run):
 def test_clear_error_when_heads_do_not_split(run):
     world, results = run
     assert f"divisible by the {world} tensor-parallel ranks" in results[0]["head_error"]
+    assert "without targets" in results[0]["llama"]["refused"]  # a vocab-parallel model refuses targets
 
 
 def test_equal_to_dtensor_parallelize_module(run):

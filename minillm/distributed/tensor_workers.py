@@ -62,9 +62,15 @@ def sharded_run(overrides: dict[str, Any], vocab_parallel: bool = True) -> dict[
             logits, loss = model(x[:, :-1], x[:, 1:])
     with CollectiveCounter() as bwd:
         loss.backward()
+    refused = ""
     if vocab_parallel:
         assert torch.equal(tp_loss(model, x[:, :-1], x[:, 1:]), loss.detach())
-    return {"logits": _gather_last(logits) if vocab_parallel else logits.detach(), "loss": loss.item(),
+        try:  # the model's own loss would be a cross-entropy over this rank's slice only: refused
+            model(x[:, :-1], x[:, 1:])
+        except ValueError as e:
+            refused = str(e)
+    return {"refused": refused, "logits": _gather_last(logits) if vocab_parallel else logits.detach(),
+            "loss": loss.item(),
             "params": gathered(model), "grads": gathered(model, grads=True),
             "forward": dict(fwd.counts), "backward": dict(bwd.counts),
             "local_heads": (model.layers[0].self_attn.cfg.n_head, model.layers[0].self_attn.cfg.n_kv_head)}
