@@ -94,9 +94,9 @@ def _torch_run(rank: int, world: int, name: str, steps: int, batch: int, seq: in
         opt.zero_grad(set_to_none=True)
         losses: list[torch.Tensor] = []
         if rank == 0:
-            sched.step(tokens[:, :-1])
+            sched.step(tokens[:, :-1].contiguous())
         elif rank == world - 1:
-            sched.step(target=tokens[:, 1:], losses=losses)
+            sched.step(target=tokens[:, 1:].contiguous(), losses=losses)
         else:
             sched.step()
         out["losses"].append(sum(x.item() for x in losses) / m if losses else None)
