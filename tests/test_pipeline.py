@@ -127,6 +127,14 @@ def test_pipeline_equals_single_process(run, single, key):
     _check_against_single(run[1], key, single)
 
 
+def test_real_run_keeps_the_predicted_activations(run):
+    world, results = run
+    for key, sched in (("gpipe", gpipe_schedule), ("1f1b", one_f_one_b_schedule)):
+        held = [r[key]["peak_saved"] for r in results]  # per rank, per step
+        assert held == [[p] * STEPS for p in peak_in_flight(sched(world, M))]
+    assert [r["1f1b"]["peak_saved"][0] for r in results] == [min(world - s, M) for s in range(world)]
+
+
 @pytest.mark.parametrize("key", ["torch_gpipe", "torch_1f1b"])
 def test_torch_pipelining_same_split(run, single, key):
     results = run[1]

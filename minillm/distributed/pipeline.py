@@ -181,12 +181,14 @@ def split_gpt(model: nn.Module, p: int) -> list[GPTStage]:
 
 
 def run_pipeline(stage: GPTStage, rank: int, world: int, schedule: Schedule, tokens: torch.Tensor,
-                 act_shape: tuple[int, ...], dtype: torch.dtype = torch.float64) -> float | None:
+                 act_shape: tuple[int, ...], dtype: torch.dtype = torch.float64,
+                 stats: dict[str, int] | None = None) -> float | None:
     """One training step's forward and backward on this rank (stage `rank` of `world`), in `schedule[rank]`'s
     order. tokens: (B, T+1), the whole batch (stage 0 reads the inputs, the last stage the targets); B splits
     into m equal micro-batches. act_shape: (B/m, T, d), the activation sent between stages. Gradients
     accumulate in the stage's .grad (scaled by 1/m, so they equal the whole batch's mean loss). Returns the
-    mean loss on the last stage, None elsewhere."""
+    mean loss on the last stage, None elsewhere. stats (optional dict) gets "peak_saved": the most micro-batches
+    whose activations this rank held at once (to compare with `peak_in_flight`)."""
     m = sum(a[0] == "F" for a in schedule[rank])
     if tokens.shape[0] % m:
         raise ValueError(f"batch of {tokens.shape[0]} rows does not split into m={m} micro-batches")
@@ -194,7 +196,7 @@ def run_pipeline(stage: GPTStage, rank: int, world: int, schedule: Schedule, tok
     first, last = rank == 0, rank == world - 1
     saved: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}  # i -> (input activation, output or loss)
     sends: list[Any] = []
-    loss_sum = 0.0
+    loss_sum, peak = 0.0, 0
     for kind, i in schedule[rank]:
         if kind == "F":
             if first:
@@ -210,6 +212,7 @@ def run_pipeline(stage: GPTStage, rank: int, world: int, schedule: Schedule, tok
             else:
                 sends.append(dist.isend(y.detach().contiguous(), dst=rank + 1, tag=i))
             saved[i] = (None if first else x, y)
+            peak = max(peak, len(saved))
         else:
             x, y = saved.pop(i)  # activations freed after their backward
             if last:
@@ -222,4 +225,6 @@ def run_pipeline(stage: GPTStage, rank: int, world: int, schedule: Schedule, tok
                 sends.append(dist.isend(x.grad.contiguous(), dst=rank - 1, tag=m + i))
     for w in sends:
         w.wait()
+    if stats is not None:
+        stats["peak_saved"] = peak
     return loss_sum if last else None

@@ -5,7 +5,8 @@ it with AdamW on its own parameters (AdamW is elementwise, so per-stage optimise
 
 - `single_process_reference(...)`: the whole batch in one process (run it in the caller's process).
 - `pipeline_worker(rank, world, ...)`: for each schedule ("gpipe", "1f1b"): the stage's gradients (by
-  parameter name) of each step, its parameters after the steps, the losses; then torch's
+  parameter name) of each step, its parameters after the steps, the losses, the peak number of micro-batches
+  whose activations it held; then torch's
   `torch.distributed.pipelining` (`PipelineStage` + `ScheduleGPipe` / `Schedule1F1B`) on the same split.
 """
 
@@ -59,10 +60,12 @@ def _minillm_run(rank: int, world: int, name: str, steps: int, batch: int, seq: 
     opt = torch.optim.AdamW(stage.parameters(), lr=lr)
     schedule = SCHEDULES[name](world, m)
     act_shape = (batch // m, seq, model.cfg.d_model)  # (b, T, d)
-    out: dict[str, Any] = {"grads": [], "losses": []}
+    out: dict[str, Any] = {"grads": [], "losses": [], "peak_saved": []}
     for tokens in global_batches(steps, batch, seq):
         opt.zero_grad(set_to_none=True)
-        out["losses"].append(run_pipeline(stage, rank, world, schedule, tokens, act_shape))
+        stats: dict[str, int] = {}
+        out["losses"].append(run_pipeline(stage, rank, world, schedule, tokens, act_shape, stats=stats))
+        out["peak_saved"].append(stats["peak_saved"])
         out["grads"].append({n: params[n].grad.clone() for n in names})
         opt.step()
     out["params"] = {n: params[n].detach().clone() for n in names}
