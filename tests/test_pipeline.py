@@ -53,7 +53,7 @@ def test_timeline_hand_case():
 @pytest.mark.parametrize("sched", BOTH, ids=["gpipe", "1f1b"])
 @pytest.mark.parametrize(("p", "m", "want"), [(4, 4, 0.4286), (4, 16, 0.1579), (2, 4, 0.2), (3, 1, 2 / 3)])
 def test_bubble_measured_equals_formula(sched, p, m, want):
-    formula = (p - 1) / (m + p - 1)  # GPipe paper sec. 2.2, with t_b = t_f
+    formula = (p - 1) / (m + p - 1)  # the GPipe paper's bubble, with t_b = t_f
     assert formula == pytest.approx(want, abs=5e-5)
     assert bubble_fraction(timeline(sched(p, m), t_f=1, t_b=1)) == pytest.approx(formula, abs=1e-12)
     # t_b = 2 t_f: every stage's busy time and the makespan both grow by 3/2 (makespan 3 (m + p - 1) t_f):

@@ -6,19 +6,20 @@ once stage s+1 has sent back the gradient of that activation. What remains is th
 actions in, the schedule:
 
 - GPipe (Huang et al. 2019, "GPipe: Efficient Training of Giant Neural Networks using Pipeline Parallelism",
-  sec. 2.2): all m forwards, then all m backwards ("fill-drain"). Each stage keeps the activations of all m
+  section 2): all m forwards, then all m backwards ("fill-drain"). Each stage keeps the activations of all m
   micro-batches until their backward.
-- 1F1B (Narayanan et al. 2019, "PipeDream: Generalized Pipeline Parallelism for DNN Training", sec. 3.2; the
+- 1F1B (Narayanan et al. 2019, "PipeDream: Generalized Pipeline Parallelism for DNN Training", SOSP; the
   synchronous flushed form is PipeDream-Flush, Narayanan et al. 2021, "Memory-Efficient Pipeline-Parallel DNN
-  Training", sec. 3.1, and Megatron-LM's default, Narayanan et al. 2021 SC, sec. 2.2.1): stage s runs
+  Training", ICML, and Megatron-LM's default, Narayanan et al. 2021 SC, sec. 2.2.1): stage s runs
   min(p-1-s, m) warm-up forwards, then alternates one forward and one backward, then drains the backwards.
   Same bubble, but at most min(p-s, m) micro-batches in flight on stage s instead of m.
 
 `gpipe_schedule` / `one_f_one_b_schedule` return, per stage, the ordered actions ("F", i) / ("B", i);
 `timeline` plays a schedule with forward time t_f and backward time t_b, each action starting as soon as its
 stage is free and its inputs exist; `bubble_fraction` = idle stage-time / total stage-time, measured on that
-timeline. With t_b = t_f it is (p-1)/(m+p-1) (GPipe paper's (p-1)/(m+p-1), sec. 2.2) for both schedules; with
-t_b = 2 t_f the whole timeline stretches by the same factor and the fraction is unchanged.
+timeline. With t_b = t_f it is (p-1)/(m+p-1) (the GPipe paper's bubble overhead) for both schedules; with
+t_b = 2 t_f each stage is busy 3m t_f of a makespan of 3(m+p-1) t_f, so the fraction is unchanged, for both
+schedules: 1F1B does not shrink the bubble, it bounds the activations kept.
 
 `split_gpt` cuts an unchanged `minillm.model.GPT` into stage modules (stage 0 owns the embeddings, the last the
 final norm, head and loss), and `run_pipeline` executes a schedule on one rank: `dist.recv` of the input
