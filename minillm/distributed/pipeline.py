@@ -1,0 +1,231 @@
+"""Pipeline parallelism: schedules as data, their timelines and bubbles, and a real run over send/recv.
+
+A model's layers are cut into p consecutive stages, one per process; a batch is cut into m micro-batches.
+Stage s runs the forward of micro-batch i once stage s-1 has sent it the activation, and the backward of i
+once stage s+1 has sent back the gradient of that activation. What remains is the order each stage takes its
+actions in, the schedule:
+
+- GPipe (Huang et al. 2019, "GPipe: Efficient Training of Giant Neural Networks using Pipeline Parallelism",
+  section 2): all m forwards, then all m backwards ("fill-drain"). Each stage keeps the activations of all m
+  micro-batches until their backward.
+- 1F1B (Narayanan et al. 2019, "PipeDream: Generalized Pipeline Parallelism for DNN Training", SOSP; the
+  synchronous flushed form is PipeDream-Flush, Narayanan et al. 2021, "Memory-Efficient Pipeline-Parallel DNN
+  Training", ICML, and Megatron-LM's default, Narayanan et al. 2021 SC, sec. 2.2.1): stage s runs
+  min(p-1-s, m) warm-up forwards, then alternates one forward and one backward, then drains the backwards.
+  Same bubble, but at most min(p-s, m) micro-batches in flight on stage s instead of m.
+
+`gpipe_schedule` / `one_f_one_b_schedule` return, per stage, the ordered actions ("F", i) / ("B", i);
+`timeline` plays a schedule with forward time t_f and backward time t_b, each action starting as soon as its
+stage is free and its inputs exist; `bubble_fraction` = idle stage-time / total stage-time, measured on that
+timeline. With t_b = t_f it is (p-1)/(m+p-1) (the GPipe paper's bubble overhead) for both schedules; with
+t_b = 2 t_f each stage is busy 3m t_f of a makespan of 3(m+p-1) t_f, so the fraction is unchanged, for both
+schedules: 1F1B does not shrink the bubble, it bounds the activations kept.
+
+`split_gpt` cuts an unchanged `minillm.model.GPT` into stage modules (stage 0 owns the embeddings, the last the
+final norm, head and loss), and `run_pipeline` executes a schedule on one rank: `dist.recv` of the input
+activation, forward, `dist.isend` onwards; `dist.recv` of the output gradient, `torch.autograd.backward`,
+`dist.isend` of the input gradient backwards. Tied embeddings: stage 0's table and the last stage's head would
+be one tensor on two processes; this module refuses them (`split_gpt` raises) and the tests use an untied
+model. (Megatron instead keeps a copy on both stages and all-reduces their gradients every step.)
+
+Leaves out: interleaved 1F1B (virtual stages, Narayanan et al. 2021 SC sec. 2.2.2), zero-bubble schedules
+(Qi et al. 2023, splitting B into input- and weight-gradient parts), activation recomputation, data
+parallelism across pipelines, uneven micro-batches, kv caches / masks / T5 and ALiBi positions in `split_gpt`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+Action = tuple[str, int]  # ("F", i) or ("B", i): forward / backward of micro-batch i
+Schedule = list[list[Action]]  # schedule[s] = stage s's actions in order
+
+
+def _check(p: int, m: int) -> None:
+    if not (isinstance(p, int) and isinstance(m, int) and p >= 1 and m >= 1):
+        raise ValueError(f"need p >= 1 stages and m >= 1 micro-batches (ints), got p={p!r}, m={m!r}")
+
+
+def gpipe_schedule(p: int, m: int) -> Schedule:
+    """GPipe's fill-drain order: every stage does F0..F(m-1), then B0..B(m-1)."""
+    _check(p, m)
+    return [[("F", i) for i in range(m)] + [("B", i) for i in range(m)] for _ in range(p)]
+
+
+def one_f_one_b_schedule(p: int, m: int) -> Schedule:
+    """1F1B (PipeDream-Flush): stage s does w = min(p-1-s, m) warm-up forwards, then F(w+k), B(k) pairs, then
+    the remaining backwards."""
+    _check(p, m)
+    out = []
+    for s in range(p):
+        w = min(p - 1 - s, m)
+        acts: list[Action] = [("F", i) for i in range(w)]
+        for k in range(m - w):
+            acts += [("F", w + k), ("B", k)]
+        acts += [("B", i) for i in range(m - w, m)]
+        out.append(acts)
+    return out
+
+
+def _deps(s: int, act: Action, p: int) -> list[tuple[int, Action]]:
+    kind, i = act
+    if kind == "F":
+        return [(s - 1, ("F", i))] if s > 0 else []
+    return ([(s + 1, ("B", i))] if s < p - 1 else []) + [(s, ("F", i))]
+
+
+def timeline(schedule: Schedule, t_f: float = 1.0, t_b: float = 2.0) -> list[list[tuple[Action, float, float]]]:
+    """Play `schedule`: per stage, [(action, start, end)] in order. An action starts when its stage has finished
+    the previous one and its inputs exist (F(i) on s after F(i) on s-1; B(i) on s after B(i) on s+1 and F(i)
+    on s). Communication is taken as free. Raises if the schedule deadlocks or misses an action."""
+    p = len(schedule)
+    m = sum(a[0] == "F" for a in schedule[0]) if p else 0
+    for s, acts in enumerate(schedule):
+        if sorted(acts) != sorted([("F", i) for i in range(m)] + [("B", i) for i in range(m)]):
+            raise ValueError(f"stage {s} must run F and B of each micro-batch 0..{m - 1} exactly once, got {acts}")
+    end: dict[tuple[int, Action], float] = {}
+    out: list[list[tuple[Action, float, float]]] = [[] for _ in range(p)]
+    nxt, free = [0] * p, [0.0] * p  # next action index and the time each stage is free
+    while any(nxt[s] < len(schedule[s]) for s in range(p)):
+        progressed = False
+        for s in range(p):
+            while nxt[s] < len(schedule[s]):
+                act = schedule[s][nxt[s]]
+                deps = _deps(s, act, p)
+                if any(d not in end for d in deps):
+                    break
+                start = max([free[s]] + [end[d] for d in deps])
+                stop = start + (t_f if act[0] == "F" else t_b)
+                end[(s, act)], free[s] = stop, stop
+                out[s].append((act, start, stop))
+                nxt[s] += 1
+                progressed = True
+        if not progressed:
+            waiting = {s: schedule[s][nxt[s]] for s in range(p) if nxt[s] < len(schedule[s])}
+            raise ValueError(f"schedule deadlocks: stages wait forever on {waiting}")
+    return out
+
+
+def bubble_fraction(tl: Sequence[Sequence[tuple[Action, float, float]]]) -> float:
+    """Idle stage-time / total stage-time, where total = p x makespan (first start 0 to last end)."""
+    makespan = max(e for row in tl for _, _, e in row)
+    busy = sum(e - b for row in tl for _, b, e in row)
+    return 1.0 - busy / (len(tl) * makespan)
+
+
+def peak_in_flight(schedule: Schedule) -> list[int]:
+    """Per stage, the most micro-batches whose forward has run and backward has not (activations kept)."""
+    peaks = []
+    for acts in schedule:
+        live = peak = 0
+        for kind, _ in acts:
+            live += 1 if kind == "F" else -1
+            peak = max(peak, live)
+        peaks.append(peak)
+    return peaks
+
+
+# -- a real pipeline ------------------------------------------------------------------------------------------
+class GPTStage(nn.Module):
+    """Layers [lo, hi) of a GPT; stage 0 also embeds tokens, the last stage normalises and projects to logits.
+    Holds references to the model's own modules (the model is not changed)."""
+
+    def __init__(self, model: nn.Module, lo: int, hi: int, first: bool, last: bool):
+        super().__init__()
+        self.first, self.last = first, last
+        self.embed_tokens = model.embed_tokens if first else None
+        self.embed_positions = model.embed_positions if first else None
+        self.layers = nn.ModuleList(model.layers[lo:hi])
+        self.norm = model.norm if last else None
+        self.lm_head = model.lm_head if last else None
+        self.rope = model.rope  # no parameters; every stage rotates its own queries and keys
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """stage 0: token ids (b, T) -> (b, T, d); middle: (b, T, d) -> (b, T, d); last: -> logits (b, T, V)."""
+        T = x.shape[1]
+        pos = torch.arange(T, device=x.device)  # (T,)
+        if self.first:
+            x = self.embed_tokens(x)  # (b, T, d)
+            if self.embed_positions is not None:
+                x = self.embed_positions.embed(x, pos)
+        rotate = self.rope.rotate if self.rope is not None else None
+        for layer in self.layers:
+            x = layer(x, rotate=rotate, mask=None, is_causal=True, kv_cache=None, pos=pos)
+        if self.last:
+            if self.norm is not None:
+                x = self.norm(x)
+            x = self.lm_head(x)  # (b, T, V)
+        return x
+
+
+def split_gpt(model: nn.Module, p: int) -> list[GPTStage]:
+    """Cut `model.layers` into p consecutive stages as evenly as possible (the first stages get the extra layer)."""
+    cfg = model.cfg
+    if cfg.tie_embeddings:
+        raise ValueError("tied embeddings would put one tensor on stage 0 and the last stage: build the model with "
+                         "tie_embeddings=False for the pipeline (or all-reduce the two copies' gradients)")
+    if cfg.pos not in ("learned", "rope", "none") or cfg.dropout:
+        raise ValueError(f"split_gpt supports pos in learned/rope/none without dropout, got pos={cfg.pos!r}, "
+                         f"dropout={cfg.dropout}")
+    n = len(model.layers)
+    if not 1 <= p <= n:
+        raise ValueError(f"cannot cut {n} layers into p={p} stages: need 1 <= p <= {n}")
+    sizes = [n // p + (s < n % p) for s in range(p)]
+    bounds = [sum(sizes[:s]) for s in range(p + 1)]
+    return [GPTStage(model, bounds[s], bounds[s + 1], s == 0, s == p - 1) for s in range(p)]
+
+
+def run_pipeline(stage: GPTStage, rank: int, world: int, schedule: Schedule, tokens: torch.Tensor,
+                 act_shape: tuple[int, ...], dtype: torch.dtype = torch.float64,
+                 stats: dict[str, int] | None = None) -> float | None:
+    """One training step's forward and backward on this rank (stage `rank` of `world`), in `schedule[rank]`'s
+    order. tokens: (B, T+1), the whole batch (stage 0 reads the inputs, the last stage the targets); B splits
+    into m equal micro-batches. act_shape: (B/m, T, d), the activation sent between stages. Gradients
+    accumulate in the stage's .grad (scaled by 1/m, so they equal the whole batch's mean loss). Returns the
+    mean loss on the last stage, None elsewhere. stats (optional dict) gets "peak_saved": the most micro-batches
+    whose activations this rank held at once (to compare with `peak_in_flight`)."""
+    m = sum(a[0] == "F" for a in schedule[rank])
+    if tokens.shape[0] % m:
+        raise ValueError(f"batch of {tokens.shape[0]} rows does not split into m={m} micro-batches")
+    inputs, targets = tokens[:, :-1].chunk(m), tokens[:, 1:].chunk(m)  # m x (B/m, T)
+    first, last = rank == 0, rank == world - 1
+    saved: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}  # i -> (input activation, output or loss)
+    sends: list[Any] = []
+    loss_sum, peak = 0.0, 0
+    for kind, i in schedule[rank]:
+        if kind == "F":
+            if first:
+                x = inputs[i]
+            else:
+                x = torch.empty(act_shape, dtype=dtype)
+                dist.recv(x, src=rank - 1, tag=i)
+                x.requires_grad_(True)
+            y = stage(x)  # (b, T, d) or logits (b, T, V)
+            if last:
+                y = F.cross_entropy(y.flatten(0, 1), targets[i].flatten()) / m  # this micro-batch's share
+                loss_sum += y.item()
+            else:
+                sends.append(dist.isend(y.detach().contiguous(), dst=rank + 1, tag=i))
+            saved[i] = (None if first else x, y)
+            peak = max(peak, len(saved))
+        else:
+            x, y = saved.pop(i)  # activations freed after their backward
+            if last:
+                torch.autograd.backward(y)
+            else:
+                g = torch.empty(act_shape, dtype=dtype)
+                dist.recv(g, src=rank + 1, tag=m + i)
+                torch.autograd.backward(y, g)
+            if not first:
+                sends.append(dist.isend(x.grad.contiguous(), dst=rank - 1, tag=m + i))
+    for w in sends:
+        w.wait()
+    if stats is not None:
+        stats["peak_saved"] = peak
+    return loss_sum if last else None

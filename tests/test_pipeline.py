@@ -1,0 +1,143 @@
+"""Pipeline parallelism (minillm.distributed.pipeline): schedules, timelines, bubbles, and a real run on gloo.
+
+One launch per process count (2 and 3) runs minillm's GPipe and 1F1B and torch.distributed.pipelining's
+ScheduleGPipe / Schedule1F1B on the same split; the single-process reference runs here. float64: "equal" = 1e-10.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minillm.distributed import launch
+from minillm.distributed.ddp_workers import tiny_gpt
+from minillm.distributed.pipeline import (
+    bubble_fraction,
+    gpipe_schedule,
+    one_f_one_b_schedule,
+    peak_in_flight,
+    split_gpt,
+    timeline,
+)
+from minillm.distributed.pipeline_workers import pipe_gpt, pipeline_worker, single_process_reference
+
+STEPS, BATCH, SEQ, M = 3, 8, 8, 4
+TOL = {"atol": 1e-10, "rtol": 0}
+BOTH = [gpipe_schedule, one_f_one_b_schedule]
+
+
+# -- schedules as data: no processes ---------------------------------------------------------------------------
+def test_schedules_hand_case():
+    assert gpipe_schedule(2, 2) == [[("F", 0), ("F", 1), ("B", 0), ("B", 1)]] * 2
+    # p=3, m=4: stage 0 warms up with 2 forwards, stage 1 with 1, the last stage with none
+    s = one_f_one_b_schedule(3, 4)
+    assert s[0] == [("F", 0), ("F", 1), ("F", 2), ("B", 0), ("F", 3), ("B", 1), ("B", 2), ("B", 3)]
+    assert s[1] == [("F", 0), ("F", 1), ("B", 0), ("F", 2), ("B", 1), ("F", 3), ("B", 2), ("B", 3)]
+    assert s[2] == [("F", 0), ("B", 0), ("F", 1), ("B", 1), ("F", 2), ("B", 2), ("F", 3), ("B", 3)]
+
+
+def test_timeline_hand_case():
+    # p=2, m=2, t_f=1, t_b=2. Stage 1: F0 [1,2], F1 [2,3], B0 [3,5], B1 [5,7]; stage 0: F0 [0,1], F1 [1,2],
+    # B0 [5,7] (waits for stage 1's B0), B1 [7,9]. Makespan 9, busy 6 per stage: bubble 1 - 12/18 = 1/3.
+    tl = timeline(gpipe_schedule(2, 2), t_f=1, t_b=2)
+    assert [(a, b, e) for a, b, e in tl[0]] == [(("F", 0), 0, 1), (("F", 1), 1, 2), (("B", 0), 5, 7),
+                                                (("B", 1), 7, 9)]
+    assert [(b, e) for _, b, e in tl[1]] == [(1, 2), (2, 3), (3, 5), (5, 7)]
+    assert bubble_fraction(tl) == pytest.approx(1 / 3)
+    # 1F1B, same p and m: stage 1 runs F0 [1,2], B0 [2,4], F1 [4,5], B1 [5,7]: same makespan, same bubble
+    tl = timeline(one_f_one_b_schedule(2, 2), t_f=1, t_b=2)
+    assert [(b, e) for _, b, e in tl[1]] == [(1, 2), (2, 4), (4, 5), (5, 7)]
+    assert max(e for _, _, e in tl[0]) == 9 and bubble_fraction(tl) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("sched", BOTH, ids=["gpipe", "1f1b"])
+@pytest.mark.parametrize(("p", "m", "want"), [(4, 4, 0.4286), (4, 16, 0.1579), (2, 4, 0.2), (3, 1, 2 / 3)])
+def test_bubble_measured_equals_formula(sched, p, m, want):
+    formula = (p - 1) / (m + p - 1)  # the GPipe paper's bubble, with t_b = t_f
+    assert formula == pytest.approx(want, abs=5e-5)
+    assert bubble_fraction(timeline(sched(p, m), t_f=1, t_b=1)) == pytest.approx(formula, abs=1e-12)
+    # t_b = 2 t_f: every stage's busy time and the makespan both grow by 3/2 (makespan 3 (m + p - 1) t_f):
+    # the fraction is unchanged, and 1F1B's bubble is GPipe's; 1F1B only keeps fewer activations
+    tl = timeline(sched(p, m), t_f=1, t_b=2)
+    assert bubble_fraction(tl) == pytest.approx(formula, abs=1e-12)
+    assert max(e for row in tl for _, _, e in row) == 3 * (m + p - 1)
+
+
+def test_peak_in_flight():
+    assert peak_in_flight(gpipe_schedule(4, 8)) == [8, 8, 8, 8]  # GPipe keeps all m
+    assert peak_in_flight(one_f_one_b_schedule(4, 8)) == [4, 3, 2, 1]  # 1F1B: p - s
+    assert peak_in_flight(one_f_one_b_schedule(4, 2)) == [2, 2, 2, 1]  # min(p - s, m)
+    for p, m in [(2, 1), (3, 5), (5, 3), (4, 16)]:
+        assert peak_in_flight(one_f_one_b_schedule(p, m)) == [min(p - s, m) for s in range(p)]
+
+
+def test_bad_schedules_refused():
+    bad = [[("B", 0), ("F", 0)], [("F", 0), ("B", 0)]]  # stage 0 wants B0 before its own F0
+    with pytest.raises(ValueError, match="deadlocks"):
+        timeline(bad)
+    with pytest.raises(ValueError, match="exactly once"):
+        timeline([[("F", 0), ("B", 0)], [("F", 0)]])
+    with pytest.raises(ValueError, match="p >= 1"):
+        gpipe_schedule(0, 4)
+
+
+def test_split_gpt_composes_to_the_model():
+    model = pipe_gpt(0)
+    x = torch.randint(0, 32, (2, SEQ))
+    for p in (1, 2, 3, 4):
+        stages = split_gpt(model, p)
+        assert [len(s.layers) for s in stages] == [4 // p + (s < 4 % p) for s in range(p)]
+        h = x
+        for s in stages:
+            h = s(h)
+        torch.testing.assert_close(h, model(x)[0], **TOL)
+    with pytest.raises(ValueError, match="tie_embeddings=False"):
+        split_gpt(tiny_gpt(0), 2)
+    with pytest.raises(ValueError, match="p=5"):
+        split_gpt(model, 5)
+
+
+# -- a real pipeline on gloo -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module", params=[2, 3], ids=["2proc", "3proc"])
+def run(request):
+    world = request.param
+    return world, launch(pipeline_worker, nprocs=world, args=(STEPS, BATCH, SEQ, M), timeout=180)
+
+
+@pytest.fixture(scope="module")
+def single():
+    return single_process_reference(STEPS, BATCH, SEQ)
+
+
+def _check_against_single(results: list[dict], key: str, single: dict) -> None:
+    names = [n for r in results for n in r[key]["params"]]
+    assert sorted(names) == sorted(single["params"])  # every parameter on exactly one stage
+    for r in results:
+        for step in range(STEPS):
+            for n, g in r[key]["grads"][step].items():
+                torch.testing.assert_close(g, single["grads"][step][n], **TOL)
+        for n, w in r[key]["params"].items():
+            torch.testing.assert_close(w, single["params"][n], **TOL)
+    assert results[-1][key]["losses"] == pytest.approx(single["losses"], abs=1e-12)
+    assert all(loss is None for r in results[:-1] for loss in r[key]["losses"])  # only the last stage has it
+
+
+@pytest.mark.parametrize("key", ["gpipe", "1f1b"])
+def test_pipeline_equals_single_process(run, single, key):
+    _check_against_single(run[1], key, single)
+
+
+def test_real_run_keeps_the_predicted_activations(run):
+    world, results = run
+    for key, sched in (("gpipe", gpipe_schedule), ("1f1b", one_f_one_b_schedule)):
+        held = [r[key]["peak_saved"] for r in results]  # per rank, per step
+        assert held == [[p] * STEPS for p in peak_in_flight(sched(world, M))]
+    assert [r["1f1b"]["peak_saved"][0] for r in results] == [min(world - s, M) for s in range(world)]
+
+
+@pytest.mark.parametrize("key", ["torch_gpipe", "torch_1f1b"])
+def test_torch_pipelining_same_split(run, single, key):
+    results = run[1]
+    if isinstance(results[0].get(key), str) or key not in results[0]:
+        pytest.skip(f"torch.distributed.pipelining did not run on CPU/gloo: {results[0].get(key)}")
+    _check_against_single(results, key, single)
