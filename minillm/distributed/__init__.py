@@ -1,7 +1,15 @@
-"""Distributed training (chapters 11-13): a launcher, collectives from point-to-point, DDP from scratch.
+"""Distributed training (chapters 11-13), each method a transform of an unchanged model, built on `torch.distributed`.
 
-`launch(fn, nprocs)` runs a package function in N spawned processes with `torch.distributed` initialised
-(gloo on CPU, NCCL on GPUs), the way `torchrun` does, and fails fast with the failing worker's traceback.
+- `launch(fn, nprocs)` runs a package function in N spawned processes with `torch.distributed` initialised (gloo on
+  CPU, NCCL on GPUs), the way `torchrun` does, and fails fast with the failing worker's traceback (`launch`).
+- Chapter 11: collectives from point-to-point (`collectives`), `torch.multiprocessing` demos (`multiproc`), DDP from
+  scratch (`ddp`).
+- Chapter 12: ZeRO stages 1-2 (`zero`: `ZeroOptimizer`, `zero_memory`) and ZeRO-3 / FSDP (`fsdp`).
+- Chapter 13: pipeline schedules and a pipelined GPT (`pipeline`), Megatron tensor parallelism (`tensor`), and the
+  3D-parallelism calculator (`plan`).
+
+Worker functions that tests and notebooks launch live in the `*_workers` modules (spawned processes import them by
+name). Only the launcher is imported here; import the others from their modules.
 """
 
 from minillm.distributed.launch import WorkerError, free_port, launch
