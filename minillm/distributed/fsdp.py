@@ -88,7 +88,7 @@ class FSDPState:
     rank: int
     world: int
     prefetch: bool
-    trace: list[tuple[str, int]] = field(default_factory=list)  # (event, unsharded parameter bytes) in forward
+    trace: list[tuple[str, int]] = field(default_factory=list)  # (event, unsharded parameter bytes), last step
 
     @property
     def root(self) -> Unit:
@@ -105,6 +105,9 @@ class FSDPState:
     def shard_bytes(self) -> int:
         """Bytes of parameters this rank holds between steps: its shards."""
         return sum(u.shard.numel() * u.shard.element_size() for u in self.units)
+
+
+_reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor  # renamed in torch 2.13
 
 
 def _full(u: Unit) -> torch.Tensor:
@@ -149,7 +152,7 @@ class _Unshard(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         u, world = ctx.u, ctx.world
         out = torch.empty(u.padded // world, dtype=grad.dtype)  # (P/N,)
-        dist.reduce_scatter_tensor(out, grad.contiguous(), op=dist.ReduceOp.SUM)
+        _reduce_scatter(out, grad.contiguous(), op=dist.ReduceOp.SUM)  # out = sum over ranks of grad chunk r
         _free(u)  # the unit's backward is over: its parameters go back to shards
         return out / world, None, None
 
@@ -168,6 +171,7 @@ class _RegatherBeforeBackward(torch.autograd.Function):
         _wait(st.blocks[i], st.world)
         if st.prefetch and i > 0:
             _start_gather(st.blocks[i - 1], st.world)  # overlaps Block i's backward
+        st.trace.append((f"{st.blocks[i].name} backward", st.unsharded_bytes()))
         return g, None, None
 
 

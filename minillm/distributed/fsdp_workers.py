@@ -81,8 +81,33 @@ def fsdp_worker(rank: int, world: int, steps: int, batch: int, seq: int, lr: flo
     torch_fully_shard(ref, mesh=mesh)
     out["torch_losses"] = _train(ref, local, lr, world)
     out["torch_local_bytes"] = sum(p.to_local().numel() * p.element_size() for p in ref.parameters())
-    sd = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone() for k, v in ref.state_dict().items()}
+    sd = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
+          for k, v in ref.state_dict().items()}
     out["torch_sd"] = sd if rank == 0 else {}
+    out["errors"] = _errors()
     if rank == 0:
         out["ckpt_files"] = sorted(os.listdir(ckpt_dir))
     return out
+
+
+def _errors() -> dict[str, str]:
+    """The messages of the refusals fully_shard makes (each must name what to change)."""
+    cases = {
+        "twice": lambda: fully_shard(fully_shard(tiny_gpt(0))),
+        "no_layers": lambda: fully_shard(torch.nn.Linear(2, 2)),
+        "mixed_dtype": lambda: fully_shard(_mixed()),
+    }
+    msgs = {}
+    for name, fn in cases.items():
+        try:
+            fn()
+            msgs[name] = ""
+        except ValueError as e:
+            msgs[name] = str(e)
+    return msgs
+
+
+def _mixed() -> torch.nn.Module:
+    m = tiny_gpt(0)
+    m.layers[0].input_layernorm.float()
+    return m
