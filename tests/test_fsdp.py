@@ -58,6 +58,22 @@ def test_trajectory_equals_single_process(run, single):
     assert results[0]["losses"][0] != results[0]["losses"][-1]  # it trained
 
 
+def test_shard_gradient_is_its_slice_of_the_mean_gradient(run):
+    world, _, results = run
+    model = tiny_gpt(0)  # one process, the whole first batch: the gradient every rank's shard must be a slice of
+    x = global_batches(STEPS, BATCH, SEQ)[0]
+    model(x[:, :-1], x[:, 1:])[1].backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}  # a tied matrix once, under embed_tokens.weight
+    for j, lay in enumerate(results[0]["layouts"]):
+        flat = torch.zeros(lay["padded"], dtype=torch.float64)  # (P_u,), padding 0
+        for names, off, shape in zip(lay["names"], lay["offsets"], lay["shapes"], strict=True):
+            n = torch.Size(shape).numel()
+            flat[off:off + n] = grads[next(k for k in names if k in grads)].reshape(-1)
+        assert lay["padded"] % world == 0 and lay["padded"] - lay["numel"] < world
+        for r, part in enumerate(flat.chunk(world)):
+            torch.testing.assert_close(results[r]["first_grads"][j], part, **TOL)
+
+
 def test_equals_torch_fsdp2(run):
     world, _, results = run
     for r in range(world):

@@ -52,6 +52,11 @@ def fsdp_worker(rank: int, world: int, steps: int, batch: int, seq: int, lr: flo
     out["unit_bytes"] = [u.padded * u.shard.element_size() for u in st.units]
     out["shard_bytes_before"] = st.shard_bytes()
     out["param_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
+    out["layouts"] = [u.layout() for u in st.units]
+    loss = model(local[0][:, :-1], local[0][:, 1:])[1]
+    loss.backward()  # one backward alone: each shard's .grad is its slice of the averaged gradient
+    out["first_grads"] = [u.shard.grad.detach().clone() for u in st.units]
+    model.zero_grad(set_to_none=True)
     out["losses"] = _train(model, local, lr, world)
     out["unsharded_after"] = st.unsharded_bytes()
     out["shard_bytes_after"] = st.shard_bytes()
