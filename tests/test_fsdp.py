@@ -125,6 +125,12 @@ def test_full_state_dict_loads_into_plain_gpt(run, single):
     assert plain.lm_head.weight is plain.embed_tokens.weight
     ref = tiny_gpt(7)
     ref.load_state_dict(single[1])
+    x0 = global_batches(STEPS, BATCH, SEQ)[0]
+    with torch.no_grad():  # the sharded model evaluated under no_grad (whole batch on every rank) = the plain one
+        want = ref(x0[:, :-1], x0[:, 1:])[1].item()
+    for r in range(len(results)):
+        assert results[r]["eval_loss"] == pytest.approx(want, abs=1e-10)
+        assert results[r]["unsharded_after_eval"] == 0
     x = global_batches(1, 2, SEQ, seed=9)[0]
     torch.testing.assert_close(plain(x[:, :-1], x[:, 1:])[1], ref(x[:, :-1], x[:, 1:])[1], **TOL)
 

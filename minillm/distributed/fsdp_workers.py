@@ -61,6 +61,9 @@ def fsdp_worker(rank: int, world: int, steps: int, batch: int, seq: int, lr: flo
     out["unsharded_after"] = st.unsharded_bytes()
     out["shard_bytes_after"] = st.shard_bytes()
     out["trace_prefetch"] = list(st.trace)
+    with torch.no_grad():  # evaluation: no backward will come, so the root is freed at the end of forward too
+        out["eval_loss"] = model(batches[0][:, :-1], batches[0][:, 1:])[1].item()
+    out["unsharded_after_eval"] = st.unsharded_bytes()
     out["sd"] = full_state_dict(model)
 
     # sharded checkpoint: each rank its file; a fresh sharded model loads them and gathers the same state
