@@ -27,8 +27,10 @@ Rajbhandari et al. 2020, section 5.3; PyTorch FSDP, Zhao et al. 2023, section 3)
    into that storage) and starts the prefetch of the Block before it. When autograd has the summed gradient of the
    whole flat buffer, `_Unshard.backward` reduce-scatters it (sum, then / N: the mean over ranks, as DDP), returns
    rank r's slice as the shard's gradient, and frees the buffer; the full gradient dies with that call.
-   (torch's FSDP2 gets the same moments from `register_multi_grad_hook` on the unit's inputs and a
-   post-accumulate hook per parameter; this file does it with two small autograd Functions instead.)
+   (torch's FSDP2 finds the same two moments differently: a tensor `register_hook` on the module's forward
+   outputs for "before backward", an identity autograd Function on the module's INPUTS whose backward means "this
+   module's backward is done", and a final callback queued on the autograd engine by the root; here the gradient
+   of the flat buffer itself, complete only after the unit's backward, marks the end.)
 5. Prefetch (`prefetch=True`): every gather is `async_op=True`; in forward, Block i's pre-hook waits for its own
    gather and starts Block i+1's; in backward, Block i's re-gather starts Block i-1's. Collectives are issued in
    the same order on every rank (the model's order), which is what keeps them matched.
@@ -42,7 +44,8 @@ without a reduce-scatter per backward (FSDP2's `set_requires_gradient_sync`), se
 activation checkpointing, units other than `model.layers`, and a unit whose parameters mix dtypes. Calling a
 sharded model outside forward hooks' control (e.g. a Block alone) fails: its slots point at freed storage.
 References: Rajbhandari et al., "ZeRO: Memory Optimizations Toward Training Trillion Parameter Models" (2020),
-section 5 (P_os+g+p: memory 16 Psi / N per rank, eq. in fig. 1); Zhao et al., "PyTorch FSDP" (2023), section 3-4;
+section 5.3 (parameter partitioning) and figure 1 (P_os+g+p: (2 + 2 + K) Psi / N_d bytes per rank); Zhao et al.,
+"PyTorch FSDP: Experiences on Scaling Fully Sharded Data Parallel" (2023), sections 3-4 (FlatParameter, prefetch);
 PyTorch docs, `torch.distributed.fsdp.fully_shard` (FSDP2, per-parameter DTensor shards on dim 0, not flat).
 """
 
