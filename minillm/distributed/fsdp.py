@@ -41,7 +41,8 @@ the N files offline (what DeepSpeed's `zero_to_fp32.py` does); `load_sharded` re
 
 Leaves out: mixed precision (param / reduce dtypes), CPU offload, hybrid sharding (HSDP), gradient accumulation
 without a reduce-scatter per backward (FSDP2's `set_requires_gradient_sync`), several forwards before one backward,
-activation checkpointing, units other than `model.layers`, and a unit whose parameters mix dtypes. Calling a
+activation checkpointing, units other than `model.layers`, and a unit whose parameters mix dtypes. Tested on CPU
+with gloo only (buffers follow the parameters' device, so NCCL should work, untested here). Calling a
 sharded model outside forward hooks' control (e.g. a Block alone) fails: its slots point at freed storage.
 References: Rajbhandari et al., "ZeRO: Memory Optimizations Toward Training Trillion Parameter Models" (2020),
 section 5.3 (parameter partitioning) and figure 1 (P_os+g+p: (2 + 2 + K) Psi / N_d bytes per rank); Zhao et al.,
@@ -116,7 +117,7 @@ _reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_sc
 def _full(u: Unit) -> torch.Tensor:
     """A fresh tensor (own version counter) over the unit's full storage: writes through it are invisible to
     autograd's version checks on the views saved in forward."""
-    return torch.empty(0, dtype=u.dtype).set_(u.storage, 0, (u.padded,), (1,))
+    return torch.empty(0, dtype=u.dtype, device=u.storage.device).set_(u.storage, 0, (u.padded,), (1,))
 
 
 def _start_gather(u: Unit, world: int) -> None:
@@ -154,7 +155,7 @@ class _Unshard(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         u, world = ctx.u, ctx.world
-        out = torch.empty(u.padded // world, dtype=grad.dtype)  # (P/N,)
+        out = torch.empty(u.padded // world, dtype=grad.dtype, device=grad.device)  # (P/N,)
         _reduce_scatter(out, grad.contiguous(), op=dist.ReduceOp.SUM)  # out = sum over ranks of grad chunk r
         _free(u)  # the unit's backward is over: its parameters go back to shards
         return out / world, None, None
@@ -208,12 +209,12 @@ def _make_unit(name: str, module: nn.Module, params: list[tuple[str, nn.Module, 
         offsets.append(offsets[-1] + p.numel())
     numel = offsets.pop()
     padded = -(-numel // world) * world
-    flat = torch.zeros(padded, dtype=distinct[0].dtype)  # (P_u,)
+    flat = torch.zeros(padded, dtype=distinct[0].dtype, device=distinct[0].device)  # (P_u,)
     torch.cat([p.detach().reshape(-1) for p in distinct], out=flat[:numel])
     per = padded // world
     u = Unit(name, module, slots, names, shapes, offsets, numel, padded, flat.dtype)
     u.shard = nn.Parameter(flat[rank * per:(rank + 1) * per].clone())  # (P_u / N,): all this rank keeps
-    u.storage = torch.empty(padded, dtype=flat.dtype).untyped_storage()
+    u.storage = torch.empty(padded, dtype=flat.dtype, device=flat.device).untyped_storage()
     u.storage.resize_(0)
     return u
 
@@ -301,7 +302,7 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     st: FSDPState = model.fsdp
     sd = _buffers(model)
     for u in st.units:
-        flat = torch.empty(u.padded, dtype=u.dtype)
+        flat = torch.empty(u.padded, dtype=u.dtype, device=u.shard.device)
         dist.all_gather(list(flat.chunk(st.world)), u.shard.detach())
         sd.update(_slices(u, flat))
     return sd if st.rank == 0 else {}
