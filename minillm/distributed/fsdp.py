@@ -1,0 +1,350 @@
+"""ZeRO-3 / FSDP from scratch: parameters sharded over N ranks, gathered one unit at a time, freed after use.
+
+`fully_shard(model)` turns an unchanged minillm `GPT` into a fully sharded data-parallel model (ZeRO stage 3,
+Rajbhandari et al. 2020, section 5.3; PyTorch FSDP, Zhao et al. 2023, section 3):
+
+1. Units. Each `Block` of `model.layers` is one unit; the root unit holds every other parameter (token embedding,
+   positions, final norm, head). A parameter reached twice (tied embeddings: `lm_head.weight is embed_tokens.weight`)
+   is stored ONCE in the root unit and both module slots get the same view of it, so gradients from the embedding
+   and from the head add up in one place, exactly as in the plain model (that is why the tied matrix must sit in
+   the one unit that owns both modules; a tie across two units is refused).
+2. Flat shards. A unit's Psi_u parameters are flattened (registration order) into one buffer, zero-padded to
+   P_u = N * ceil(Psi_u / N), and rank r keeps only elements r*P_u/N .. (r+1)*P_u/N as an `nn.Parameter`
+   (`unit.shard`, registered on the unit's module as `fsdp_shard`). The original parameters are removed from the
+   modules, so `model.parameters()` yields only shards and a plain `torch.optim.AdamW(model.parameters())` steps the
+   shards (AdamW is elementwise: a shard's step is the slice of the full step; padding stays 0).
+   Bytes each rank holds between steps: sum_u P_u / N * bytes_per_element (`shard_bytes`).
+3. Forward. A pre-hook on a unit all-gathers its full flat buffer (a storage kept at size 0 when free) and points
+   each module slot at a view of it; `_Unshard` (an autograd Function) sits between the shard and that buffer, so
+   autograd routes every view's gradient to it. A post-hook frees a Block's buffer (`storage.resize_(0)`): the
+   views the autograd graph saved stay valid objects, their memory is gone until backward re-gathers it.
+   The root is gathered at `model`'s forward pre-hook and kept until the end of backward (the head runs last in
+   forward and first in backward, the embedding runs first and last: freeing it would mean gathering it again at
+   once; FSDP2 does the same for its root). So the unsharded parameters alive at a time are root + at most two
+   Blocks (the running one and the prefetched next one).
+4. Backward. The post-hook also wraps the Block's output in `_RegatherBeforeBackward`, an identity whose backward
+   runs just before the Block's own backward: it re-gathers the Block (autograd's tensors saved in forward point
+   into that storage) and starts the prefetch of the Block before it. When autograd has the summed gradient of the
+   whole flat buffer, `_Unshard.backward` reduce-scatters it (sum, then / N: the mean over ranks, as DDP), returns
+   rank r's slice as the shard's gradient, and frees the buffer; the full gradient dies with that call.
+   (torch's FSDP2 finds the same two moments differently: a tensor `register_hook` on the module's forward
+   outputs for "before backward", an identity autograd Function on the module's INPUTS whose backward means "this
+   module's backward is done", and a final callback queued on the autograd engine by the root; here the gradient
+   of the flat buffer itself, complete only after the unit's backward, marks the end.)
+5. Prefetch (`prefetch=True`): every gather is `async_op=True`; in forward, Block i's pre-hook waits for its own
+   gather and starts Block i+1's; in backward, Block i's re-gather starts Block i-1's. Collectives are issued in
+   the same order on every rank (the model's order), which is what keeps them matched.
+
+Checkpoints: `full_state_dict` gathers a plain `GPT` state dict (every original key, tied keys included) to rank 0;
+`save_sharded` writes each rank's shards with the layout; `consolidate_sharded` rebuilds the full state dict from
+the N files offline (what DeepSpeed's `zero_to_fp32.py` does); `load_sharded` restores a rank's shards.
+
+Leaves out: mixed precision (param / reduce dtypes), CPU offload, hybrid sharding (HSDP), gradient accumulation
+without a reduce-scatter per backward (FSDP2's `set_requires_gradient_sync`), several forwards before one backward,
+activation checkpointing, units other than `model.layers`, and a unit whose parameters mix dtypes. Tested on CPU
+with gloo only (buffers follow the parameters' device, so NCCL should work, untested here). Calling a
+sharded model outside forward hooks' control (e.g. a Block alone) fails: its slots point at freed storage.
+References: Rajbhandari et al., "ZeRO: Memory Optimizations Toward Training Trillion Parameter Models" (2020),
+section 5.3 (parameter partitioning) and figure 1 (P_os+g+p: (2 + 2 + K) Psi / N_d bytes per rank); Zhao et al.,
+"PyTorch FSDP: Experiences on Scaling Fully Sharded Data Parallel" (2023), sections 3-4 (FlatParameter, prefetch);
+PyTorch docs, `torch.distributed.fsdp.fully_shard` (FSDP2, per-parameter DTensor shards on dim 0, not flat).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass
+class Unit:
+    """One sharded unit: its module, the module slots of its parameters and the flat layout."""
+
+    name: str  # "" for the root, "layers.3" for a Block
+    module: nn.Module
+    slots: list[tuple[nn.Module, str, int]]  # (owner module, attribute, index of the distinct parameter)
+    names: list[list[str]]  # full state-dict keys of each distinct parameter (two for a tied one)
+    shapes: list[torch.Size]
+    offsets: list[int]
+    numel: int  # Psi_u, without padding
+    padded: int  # P_u = N * ceil(Psi_u / N)
+    dtype: torch.dtype
+    shard: nn.Parameter = None  # (P_u / N,): this rank's slice
+    storage: Any = None  # the full buffer's UntypedStorage; nbytes() == 0 while freed
+    handle: Any = None  # a pending async all-gather
+    state: str = "free"  # free | pending | full
+
+    def layout(self) -> dict[str, Any]:
+        return {"name": self.name, "names": self.names, "shapes": [tuple(s) for s in self.shapes],
+                "offsets": self.offsets, "numel": self.numel, "padded": self.padded}
+
+
+@dataclass
+class FSDPState:
+    """What `fully_shard` attaches to the model as `model.fsdp`."""
+
+    units: list[Unit]  # root first, then the Blocks in order
+    rank: int
+    world: int
+    prefetch: bool
+    trace: list[tuple[str, int]] = field(default_factory=list)  # (event, unsharded parameter bytes), last step
+
+    @property
+    def root(self) -> Unit:
+        return self.units[0]
+
+    @property
+    def blocks(self) -> list[Unit]:
+        return self.units[1:]
+
+    def unsharded_bytes(self) -> int:
+        """Bytes of full (gathered) parameter buffers alive now, read from the storages themselves."""
+        return sum(u.storage.nbytes() for u in self.units)
+
+    def shard_bytes(self) -> int:
+        """Bytes of parameters this rank holds between steps: its shards."""
+        return sum(u.shard.numel() * u.shard.element_size() for u in self.units)
+
+
+_reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor  # renamed in torch 2.13
+
+
+def _full(u: Unit) -> torch.Tensor:
+    """A fresh tensor (own version counter) over the unit's full storage: writes through it are invisible to
+    autograd's version checks on the views saved in forward."""
+    return torch.empty(0, dtype=u.dtype, device=u.storage.device).set_(u.storage, 0, (u.padded,), (1,))
+
+
+def _start_gather(u: Unit, world: int) -> None:
+    if u.state != "free":
+        return
+    u.storage.resize_(u.padded * u.shard.element_size())
+    # (P_u,) as N chunks (P_u / N,): chunk r receives rank r's shard
+    u.handle = dist.all_gather(list(_full(u).chunk(world)), u.shard.detach(), async_op=True)
+    u.state = "pending"
+
+
+def _wait(u: Unit, world: int) -> None:
+    _start_gather(u, world)
+    if u.state == "pending":
+        u.handle.wait()
+        u.handle, u.state = None, "full"
+
+
+def _free(u: Unit) -> None:
+    if u.state == "pending":
+        u.handle.wait()
+        u.handle = None
+    u.storage.resize_(0)
+    u.state = "free"
+
+
+class _Unshard(torch.autograd.Function):
+    """shard (P/N,) -> full flat buffer (P,) (already gathered); backward: reduce-scatter the full gradient."""
+
+    @staticmethod
+    def forward(ctx, shard: torch.Tensor, u: Unit, world: int) -> torch.Tensor:
+        ctx.u, ctx.world = u, world
+        return _full(u)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        u, world = ctx.u, ctx.world
+        out = torch.empty(u.padded // world, dtype=grad.dtype, device=grad.device)  # (P/N,)
+        _reduce_scatter(out, grad.contiguous(), op=dist.ReduceOp.SUM)  # out = sum over ranks of grad chunk r
+        _free(u)  # the unit's backward is over: its parameters go back to shards
+        return out / world, None, None
+
+
+class _RegatherBeforeBackward(torch.autograd.Function):
+    """Identity on a Block's output; its backward (= just before the Block's backward) re-gathers the Block."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, st: FSDPState, i: int) -> torch.Tensor:
+        ctx.st, ctx.i = st, i
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        st, i = ctx.st, ctx.i
+        _wait(st.blocks[i], st.world)
+        if st.prefetch and i > 0:
+            _start_gather(st.blocks[i - 1], st.world)  # overlaps Block i's backward
+        st.trace.append((f"{st.blocks[i].name} backward", st.unsharded_bytes()))
+        return g, None, None
+
+
+def _bind(u: Unit, world: int) -> None:
+    """Point every module slot of `u` at its view of the (gathered) flat buffer."""
+    full = _Unshard.apply(u.shard, u, world)  # (P_u,)
+    for owner, attr, k in u.slots:
+        n = u.shapes[k].numel()
+        setattr(owner, attr, full[u.offsets[k]:u.offsets[k] + n].view(u.shapes[k]))
+
+
+def _make_unit(name: str, module: nn.Module, params: list[tuple[str, nn.Module, str, nn.Parameter]],
+               rank: int, world: int) -> Unit:
+    distinct: list[nn.Parameter] = []
+    slots, names = [], []
+    for full_name, owner, attr, p in params:
+        k = next((i for i, q in enumerate(distinct) if q is p), None)
+        if k is None:
+            distinct.append(p)
+            names.append([])
+            k = len(distinct) - 1
+        slots.append((owner, attr, k))
+        names[k].append(full_name)
+    dtypes = {p.dtype for p in distinct}
+    if len(dtypes) != 1:
+        raise ValueError(f"unit {name or 'root'!r} mixes dtypes {sorted(map(str, dtypes))}: cast the model to one "
+                         "dtype (model.to(torch.float32)) before fully_shard")
+    shapes = [p.shape for p in distinct]
+    offsets = [0]
+    for p in distinct:
+        offsets.append(offsets[-1] + p.numel())
+    numel = offsets.pop()
+    padded = -(-numel // world) * world
+    flat = torch.zeros(padded, dtype=distinct[0].dtype, device=distinct[0].device)  # (P_u,)
+    torch.cat([p.detach().reshape(-1) for p in distinct], out=flat[:numel])
+    per = padded // world
+    u = Unit(name, module, slots, names, shapes, offsets, numel, padded, flat.dtype)
+    u.shard = nn.Parameter(flat[rank * per:(rank + 1) * per].clone())  # (P_u / N,): all this rank keeps
+    u.storage = torch.empty(padded, dtype=flat.dtype, device=flat.device).untyped_storage()
+    u.storage.resize_(0)
+    return u
+
+
+def fully_shard(model: nn.Module, prefetch: bool = True) -> nn.Module:
+    """Shard `model` (a minillm GPT, same parameters on every rank) in place over the default process group;
+    returns it. Build the optimizer AFTER this call, from `model.parameters()` (the shards)."""
+    if not dist.is_initialized():
+        raise RuntimeError("fully_shard needs torch.distributed: run under minillm.distributed.launch or torchrun")
+    if hasattr(model, "fsdp"):
+        raise ValueError("model is already sharded: call fully_shard once per model")
+    if not isinstance(getattr(model, "layers", None), nn.ModuleList):
+        raise ValueError(f"{type(model).__name__} has no `layers` ModuleList: fully_shard expects a minillm GPT")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    everything = [(f"{mn}.{pn}" if mn else pn, m, pn, p) for mn, m in model.named_modules(remove_duplicate=False)
+                  for pn, p in m.named_parameters(recurse=False, remove_duplicate=False)]
+    groups: dict[str, list] = {f"layers.{i}": [] for i in range(len(model.layers))}
+    root: list = []
+    for item in everything:
+        parts = item[0].split(".")
+        key = ".".join(parts[:2]) if parts[0] == "layers" else None
+        (groups[key] if key in groups else root).append(item)
+    for key, items in groups.items():  # a parameter shared between a Block and anything else cannot be sharded
+        ids = {id(p) for *_, p in items}
+        if any(id(p) in ids for k2, other in [("", root), *groups.items()] if k2 != key for *_, p in other):
+            raise ValueError(f"a parameter of {key} is shared with another unit: untie it before fully_shard")
+    units = [_make_unit("", model, root, rank, world)]
+    units += [_make_unit(k, model.layers[i], groups[k], rank, world) for i, k in enumerate(groups)]
+    for u in units:
+        for owner, attr, _ in u.slots:
+            owner._parameters.pop(attr, None)  # the module forgets its parameter; a view goes there in forward
+            setattr(owner, attr, None)
+        u.module.register_parameter("fsdp_shard", u.shard)
+    st = FSDPState(units, rank, world, prefetch)
+    object.__setattr__(model, "fsdp", st)  # not a submodule, not in the state dict
+
+    def root_pre(mod, args, kwargs):
+        st.trace.clear()
+        _wait(st.root, world)
+        _bind(st.root, world)
+        if prefetch and st.blocks:
+            _start_gather(st.blocks[0], world)
+        st.trace.append(("root", st.unsharded_bytes()))
+
+    def root_post(mod, args, kwargs, out):
+        if not torch.is_grad_enabled():  # no backward will come to free it
+            _free(st.root)
+
+    model.register_forward_pre_hook(root_pre, with_kwargs=True)
+    model.register_forward_hook(root_post, with_kwargs=True)
+    for i, u in enumerate(st.blocks):
+        def pre(mod, args, kwargs, u=u, i=i):
+            _wait(u, world)
+            _bind(u, world)
+            if prefetch and i + 1 < len(st.blocks):
+                _start_gather(st.blocks[i + 1], world)  # overlaps this Block's forward
+            st.trace.append((f"{u.name} forward", st.unsharded_bytes()))
+
+        def post(mod, args, kwargs, out, u=u, i=i):
+            _free(u)
+            if torch.is_grad_enabled() and isinstance(out, torch.Tensor) and out.requires_grad:
+                return _RegatherBeforeBackward.apply(out, st, i)
+            return out
+
+        u.module.register_forward_pre_hook(pre, with_kwargs=True)
+        u.module.register_forward_hook(post, with_kwargs=True)
+    return model
+
+
+def _slices(u: Unit, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, keys in enumerate(u.names):
+        t = flat[u.offsets[k]:u.offsets[k] + u.shapes[k].numel()].view(u.shapes[k]).clone()
+        out.update(dict.fromkeys(keys, t))
+    return out
+
+
+def _buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()
+            if not k.endswith("fsdp_shard") and isinstance(v, torch.Tensor)}
+
+
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The plain model's state dict (every key, tied ones too) on rank 0; {} on the other ranks. Collective."""
+    st: FSDPState = model.fsdp
+    sd = _buffers(model)
+    for u in st.units:
+        flat = torch.empty(u.padded, dtype=u.dtype, device=u.shard.device)
+        dist.all_gather(list(flat.chunk(st.world)), u.shard.detach())
+        sd.update(_slices(u, flat))
+    return sd if st.rank == 0 else {}
+
+
+def save_sharded(model: nn.Module, directory: str) -> str:
+    """Rank r writes `directory/shard_r.pt`: its shards, the layout and (rank 0) the buffers. Returns the path."""
+    st: FSDPState = model.fsdp
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"shard_{st.rank}.pt")
+    torch.save({"rank": st.rank, "world": st.world, "units": [u.layout() for u in st.units],
+                "shards": [u.shard.detach().clone() for u in st.units],
+                "buffers": _buffers(model) if st.rank == 0 else {}}, path)
+    return path
+
+
+def load_sharded(model: nn.Module, directory: str) -> None:
+    """Copy this rank's saved shards into the model's (same world size and layout)."""
+    st: FSDPState = model.fsdp
+    ck = torch.load(os.path.join(directory, f"shard_{st.rank}.pt"), weights_only=True)
+    if ck["world"] != st.world:
+        raise ValueError(f"checkpoint saved by {ck['world']} ranks, loading on {st.world}: consolidate_sharded it "
+                         "and shard the full state dict again")
+    with torch.no_grad():
+        for u, s in zip(st.units, ck["shards"], strict=True):
+            u.shard.copy_(s)
+
+
+def consolidate_sharded(directory: str) -> dict[str, torch.Tensor]:
+    """The full state dict from the N files of `save_sharded`, offline (no process group)."""
+    first = torch.load(os.path.join(directory, "shard_0.pt"), weights_only=True)
+    cks = [first] + [torch.load(os.path.join(directory, f"shard_{r}.pt"), weights_only=True)
+                     for r in range(1, first["world"])]
+    sd = dict(first["buffers"])
+    for j, lay in enumerate(first["units"]):
+        flat = torch.cat([ck["shards"][j] for ck in cks])  # (P_u,)
+        u = Unit(lay["name"], None, [], lay["names"], [torch.Size(s) for s in lay["shapes"]], lay["offsets"],
+                 lay["numel"], lay["padded"], flat.dtype)
+        sd.update(_slices(u, flat))
+    return sd
+
+
+def expected_shard_bytes(unit_numels: list[int], world: int, bytes_per_element: int) -> int:
+    """The formula: sum_u ceil(Psi_u / N) * bytes (Psi / N per rank plus at most N - 1 padding elements per unit)."""
+    return sum(-(-n // world) for n in unit_numels) * bytes_per_element

@@ -1,0 +1,121 @@
+"""Worker functions for `minillm.distributed.launch` (tests, chapter 12): minillm's FSDP against torch's FSDP2.
+
+- `fsdp_worker`: one launch gives everything tests/test_fsdp.py checks: minillm's fully_shard trained for a few
+  AdamW steps (global losses, gathered parameters), the bytes held between steps, the forward trace of unsharded
+  bytes with and without prefetch, the sharded checkpoint round trip, and torch's FSDP2 `fully_shard` on a CPU
+  DeviceMesh (gloo) on the same model and data.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from minillm.distributed.ddp_workers import global_batches, shard, tiny_gpt
+from minillm.distributed.fsdp import (
+    full_state_dict,
+    fully_shard,
+    load_sharded,
+    save_sharded,
+)
+
+
+def _global_loss(loss: torch.Tensor, world: int) -> float:
+    t = loss.detach().clone()
+    dist.all_reduce(t)  # mean of N equal shards' means = the mean over the concatenated batch
+    return (t / world).item()
+
+
+def _train(model: torch.nn.Module, local: list[torch.Tensor], lr: float, world: int) -> list[float]:
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    for tokens in local:
+        opt.zero_grad(set_to_none=True)
+        loss = model(tokens[:, :-1], tokens[:, 1:])[1]
+        loss.backward()
+        losses.append(_global_loss(loss, world))
+        opt.step()
+    return losses
+
+
+def fsdp_worker(rank: int, world: int, steps: int, batch: int, seq: int, lr: float, ckpt_dir: str) -> dict[str, Any]:
+    batches = global_batches(steps, batch, seq)
+    local = [shard(x, rank, world) for x in batches]
+    out: dict[str, Any] = {}
+
+    model = fully_shard(tiny_gpt(0), prefetch=True)
+    st = model.fsdp
+    out["unit_numels"] = [u.numel for u in st.units]
+    out["unit_bytes"] = [u.padded * u.shard.element_size() for u in st.units]
+    out["shard_bytes_before"] = st.shard_bytes()
+    out["param_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
+    out["layouts"] = [u.layout() for u in st.units]
+    loss = model(local[0][:, :-1], local[0][:, 1:])[1]
+    loss.backward()  # one backward alone: each shard's .grad is its slice of the averaged gradient
+    out["first_grads"] = [u.shard.grad.detach().clone() for u in st.units]
+    model.zero_grad(set_to_none=True)
+    out["losses"] = _train(model, local, lr, world)
+    out["unsharded_after"] = st.unsharded_bytes()
+    out["shard_bytes_after"] = st.shard_bytes()
+    out["trace_prefetch"] = list(st.trace)
+    with torch.no_grad():  # evaluation: no backward will come, so the root is freed at the end of forward too
+        out["eval_loss"] = model(batches[0][:, :-1], batches[0][:, 1:])[1].item()
+    out["unsharded_after_eval"] = st.unsharded_bytes()
+    out["sd"] = full_state_dict(model)
+
+    # sharded checkpoint: each rank its file; a fresh sharded model loads them and gathers the same state
+    save_sharded(model, ckpt_dir)
+    dist.barrier()
+    fresh = fully_shard(tiny_gpt(1))
+    load_sharded(fresh, ckpt_dir)
+    out["sd_reloaded"] = full_state_dict(fresh)
+
+    # no prefetch: the same numbers, one Block at a time
+    plain = fully_shard(tiny_gpt(0), prefetch=False)
+    out["losses_no_prefetch"] = _train(plain, local, lr, world)
+    out["trace_no_prefetch"] = list(plain.fsdp.trace)
+
+    # torch's FSDP2 on a CPU mesh: each Block, then the root
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard as torch_fully_shard
+
+    mesh = init_device_mesh("cpu", (world,))
+    ref = tiny_gpt(0)
+    for block in ref.layers:
+        torch_fully_shard(block, mesh=mesh)
+    torch_fully_shard(ref, mesh=mesh)
+    out["torch_losses"] = _train(ref, local, lr, world)
+    out["torch_local_bytes"] = sum(p.to_local().numel() * p.element_size() for p in ref.parameters())
+    sd = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
+          for k, v in ref.state_dict().items()}
+    out["torch_sd"] = sd if rank == 0 else {}
+    out["errors"] = _errors()
+    if rank == 0:
+        out["ckpt_files"] = sorted(os.listdir(ckpt_dir))
+    return out
+
+
+def _errors() -> dict[str, str]:
+    """The messages of the refusals fully_shard makes (each must name what to change)."""
+    cases = {
+        "twice": lambda: fully_shard(fully_shard(tiny_gpt(0))),
+        "no_layers": lambda: fully_shard(torch.nn.Linear(2, 2)),
+        "mixed_dtype": lambda: fully_shard(_mixed()),
+    }
+    msgs = {}
+    for name, fn in cases.items():
+        try:
+            fn()
+            msgs[name] = ""
+        except ValueError as e:
+            msgs[name] = str(e)
+    return msgs
+
+
+def _mixed() -> torch.nn.Module:
+    m = tiny_gpt(0)
+    m.layers[0].input_layernorm.float()
+    return m
