@@ -135,6 +135,21 @@ def test_full_state_dict_loads_into_plain_gpt(run, single):
     torch.testing.assert_close(plain(x[:, :-1], x[:, 1:])[1], ref(x[:, :-1], x[:, 1:])[1], **TOL)
 
 
+def test_step_after_a_forward_without_backward(run):
+    # the root stays gathered after a grad-enabled forward that no backward follows; after opt.step() the next
+    # forward must gather it again (a stale copy gives the pre-step embedding and head)
+    world, _, results = run
+    model = tiny_gpt(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+    x, y = global_batches(STEPS, BATCH, SEQ)[:2]
+    model(x[:, :-1], x[:, 1:])[1].backward()
+    opt.step()
+    with torch.no_grad():
+        want = model(y[:, :-1], y[:, 1:])[1].item()
+    for r in range(world):
+        assert results[r]["after_step_loss"] == pytest.approx(want, abs=1e-10)
+
+
 def test_sharded_checkpoint(run):
     world, ckpt, results = run
     assert results[0]["ckpt_files"] == [f"shard_{r}.pt" for r in range(world)]

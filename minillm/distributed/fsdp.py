@@ -78,6 +78,7 @@ class Unit:
     storage: Any = None  # the full buffer's UntypedStorage; nbytes() == 0 while freed
     handle: Any = None  # a pending async all-gather
     state: str = "free"  # free | pending | full
+    version: int = -1  # shard._version when the current gather started (an optimizer step bumps it)
 
     def layout(self) -> dict[str, Any]:
         return {"name": self.name, "names": self.names, "shapes": [tuple(s) for s in self.shapes],
@@ -124,12 +125,17 @@ def _start_gather(u: Unit, world: int) -> None:
     if u.state != "free":
         return
     u.storage.resize_(u.padded * u.shard.element_size())
+    u.version = u.shard._version
     # (P_u,) as N chunks (P_u / N,): chunk r receives rank r's shard
     u.handle = dist.all_gather(list(_full(u).chunk(world)), u.shard.detach(), async_op=True)
     u.state = "pending"
 
 
 def _wait(u: Unit, world: int) -> None:
+    if u.state != "free" and u.version != u.shard._version:
+        # gathered before the shard changed in place (e.g. the root kept by a grad-enabled forward with no
+        # backward, then opt.step()): those values are stale, gather again. Every rank steps the same shards.
+        _free(u)
     _start_gather(u, world)
     if u.state == "pending":
         u.handle.wait()

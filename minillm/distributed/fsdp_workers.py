@@ -93,6 +93,7 @@ def fsdp_worker(rank: int, world: int, steps: int, batch: int, seq: int, lr: flo
           for k, v in ref.state_dict().items()}
     out["torch_sd"] = sd if rank == 0 else {}
     out["errors"] = _errors()
+    out["after_step_loss"] = _forward_without_backward_then_step(local, lr, world)
     if rank == 0:
         out["ckpt_files"] = sorted(os.listdir(ckpt_dir))
     return out
@@ -119,3 +120,16 @@ def _mixed() -> torch.nn.Module:
     m = tiny_gpt(0)
     m.layers[0].input_layernorm.float()
     return m
+
+
+def _forward_without_backward_then_step(local: list[torch.Tensor], lr: float, world: int) -> float:
+    """forward + backward, a grad-enabled forward with no backward (the root stays gathered), opt.step(), then
+    an evaluation: it must see the stepped parameters, not the root's gathered copy from before the step."""
+    model = fully_shard(tiny_gpt(0))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    x, y = local[0], local[1]
+    model(x[:, :-1], x[:, 1:])[1].backward()
+    model(y[:, :-1], y[:, 1:])  # no backward follows
+    opt.step()
+    with torch.no_grad():
+        return _global_loss(model(y[:, :-1], y[:, 1:])[1], world)
