@@ -10,7 +10,10 @@ gradients and optimizer states. ZeRO (Rajbhandari et al. 2020) removes the redun
 - stage 2, P_os+g: the gradients are partitioned too. Instead of all-reduce, a reduce-scatter leaves each rank
   with the averaged gradient of its own shard only, and the full gradient is freed. Reduce-scatter + all-gather
   move the same bytes as one all-reduce (a ring all-reduce IS a reduce-scatter followed by an all-gather), so
-  stages 1 and 2 cost DDP's communication: 2 (N-1)/N Psi elements per rank per step (paper, section 7).
+  stage 2 costs DDP's communication: 2 (N-1)/N Psi elements per rank per step (paper, section 7.2.1). Stage 1
+  as built here (all-reduce, then all-gather of the updated shards) moves 3 (N-1)/N Psi, 1.5x DDP, as torch's
+  ZeroRedundancyOptimizer (DDP's all-reduce, then a broadcast per rank); the paper's 2 Psi for P_os assumes the
+  gradient is reduce-scattered (a rank only steps its shard), i.e. stage 2's communication.
 
 `ZeroOptimizer(params, optimizer_cls=torch.optim.AdamW, stage=1|2, **defaults)` wraps an ordinary optimizer;
 the model is unchanged and knows nothing (torchtitan's rule):
