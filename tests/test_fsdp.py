@@ -74,6 +74,17 @@ def test_shard_gradient_is_its_slice_of_the_mean_gradient(run):
             torch.testing.assert_close(results[r]["first_grads"][j], part, **TOL)
 
 
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_activation_checkpointing(run, reentrant):
+    # every Block under torch.utils.checkpoint: its recompute in backward calls the hooks again; the gradients are
+    # the plain run's (themselves checked against one process above) and nothing stays gathered after backward
+    world, _, results = run
+    for r in range(world):
+        assert results[r][f"ckpt_unsharded_{reentrant}"] == 0
+        for got, want in zip(results[r][f"ckpt_grads_{reentrant}"], results[r]["first_grads"], strict=True):
+            torch.testing.assert_close(got, want, **TOL)
+
+
 def test_equals_torch_fsdp2(run):
     world, _, results = run
     for r in range(world):

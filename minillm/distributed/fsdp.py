@@ -43,9 +43,11 @@ Checkpoints: `full_state_dict` gathers a plain `GPT` state dict (every original 
 the N files offline (what DeepSpeed's `zero_to_fp32.py` does); `load_sharded` restores a rank's shards.
 
 Leaves out: mixed precision (param / reduce dtypes), CPU offload, hybrid sharding (HSDP), gradient accumulation
-without a reduce-scatter per backward (FSDP2's `set_requires_gradient_sync`), several forwards before one backward,
-activation checkpointing, units other than `model.layers`, and a unit whose parameters mix dtypes. Tested on CPU
-with gloo only (buffers follow the parameters' device, so NCCL should work, untested here). Calling a
+without a reduce-scatter per backward (FSDP2's `set_requires_gradient_sync`), several forwards before one backward
+(the first graph's backward frees the root the other still reads: a "storage of size 0" error), units other than
+`model.layers`, and a unit whose parameters mix dtypes. Activation checkpointing of a Block (torch.utils.checkpoint
+around the Block's call) works: its recompute runs inside backward, where the hooks neither prefetch nor free.
+Tested on CPU with gloo only (buffers follow the parameters' device, so NCCL should work, untested here). Calling a
 sharded model outside forward hooks' control (e.g. a Block alone) fails: its slots point at freed storage.
 References: Rajbhandari et al., "ZeRO: Memory Optimizations Toward Training Trillion Parameter Models" (2020),
 section 5.3 (parameter partitioning) and figure 1 (P_os+g+p: (2 + 2 + K) Psi / N_d bytes per rank); Zhao et al.,
@@ -151,6 +153,12 @@ def _free(u: Unit) -> None:
         u.handle = None
     u.storage.resize_(0)
     u.state = "free"
+
+
+def _in_backward() -> bool:
+    """True inside autograd's backward (FSDP2's `is_bw` asks the same): a Block called now is an activation-
+    checkpoint recompute, not a forward."""
+    return torch._C._current_graph_task_id() != -1
 
 
 class _Unshard(torch.autograd.Function):
@@ -278,11 +286,15 @@ def fully_shard(model: nn.Module, prefetch: bool = True) -> nn.Module:
         def pre(mod, args, kwargs, u=u, i=i):
             _wait(u, world)
             _bind(u, world)
+            if _in_backward():  # checkpoint recompute: Block i+1's backward is over, prefetching it would leak
+                return
             if prefetch and i + 1 < len(st.blocks):
                 _start_gather(st.blocks[i + 1], world)  # overlaps this Block's forward
             st.trace.append((f"{u.name} forward", st.unsharded_bytes()))
 
         def post(mod, args, kwargs, out, u=u, i=i):
+            if _in_backward():  # checkpoint recompute: its backward comes next and needs the buffer; it frees it
+                return out
             _free(u)
             if torch.is_grad_enabled() and isinstance(out, torch.Tensor) and out.requires_grad:
                 return _RegatherBeforeBackward.apply(out, st, i)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any
 
 import torch
@@ -94,6 +95,8 @@ def fsdp_worker(rank: int, world: int, steps: int, batch: int, seq: int, lr: flo
     out["torch_sd"] = sd if rank == 0 else {}
     out["errors"] = _errors()
     out["after_step_loss"] = _forward_without_backward_then_step(local, lr, world)
+    for reentrant in (False, True):
+        out[f"ckpt_grads_{reentrant}"], out[f"ckpt_unsharded_{reentrant}"] = _checkpointed_grads(local[0], reentrant)
     if rank == 0:
         out["ckpt_files"] = sorted(os.listdir(ckpt_dir))
     return out
@@ -133,3 +136,25 @@ def _forward_without_backward_then_step(local: list[torch.Tensor], lr: float, wo
     opt.step()
     with torch.no_grad():
         return _global_loss(model(y[:, :-1], y[:, 1:])[1], world)
+
+
+class _CheckpointedLayers(torch.nn.ModuleList):
+    """Iterating yields each Block's call wrapped in torch.utils.checkpoint (the module, hooks included)."""
+
+    reentrant = False
+
+    def __iter__(self):
+        from torch.utils.checkpoint import checkpoint
+
+        for layer in super().__iter__():
+            # the reentrant variant takes no keyword arguments: bind them (rotate, mask, ...) first
+            yield lambda *a, layer=layer, **k: checkpoint(partial(layer, **k), *a, use_reentrant=self.reentrant)
+
+
+def _checkpointed_grads(tokens: torch.Tensor, reentrant: bool) -> tuple[list[torch.Tensor], int]:
+    """One backward with every Block activation-checkpointed: the shards' gradients and the bytes still gathered."""
+    model = fully_shard(tiny_gpt(0))
+    model.layers.__class__ = _CheckpointedLayers  # same modules and hooks; GPT.forward iterates model.layers
+    model.layers.reentrant = reentrant
+    model(tokens[:, :-1], tokens[:, 1:])[1].backward()
+    return [u.shard.grad.detach().clone() for u in model.fsdp.units], model.fsdp.unsharded_bytes()
