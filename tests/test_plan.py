@@ -77,6 +77,16 @@ def test_zero_stages_divide_states_by_dp():
     assert mem[3]["gathered layers"] == 2 * 2 * 872
     comm = [estimate(TINY, CLUSTER, ParallelPlan(4, 1, 1, z, 1, 1)).comm["dp"] for z in range(4)]
     assert comm == [2 * 0.75 * 2 * psi] * 3 + [3 * 0.75 * 2 * psi]  # ZeRO-3 adds one all-gather
+    # 3 micro-batches of gradient accumulation: DP / ZeRO-1 reduce once per step; ZeRO-2 reduce-scatters each
+    # micro-batch's gradients (3) + one all-gather; ZeRO-3 gathers twice and reduce-scatters once per micro-batch
+    comm = [estimate(TINY, CLUSTER, ParallelPlan(4, 1, 1, z, 3, 1)).comm["dp"] for z in range(4)]
+    assert comm == [k * 0.75 * 2 * psi for k in (2, 2, 3 + 1, 3 * 3)]
+
+
+@pytest.mark.parametrize("plan", [ParallelPlan(1, 1, 1, micro_batches=0), ParallelPlan(0, 1, 1),
+                                  ParallelPlan(1, 1, 1, micro_batch_size=0)])
+def test_degenerate_plans_get_a_reason_not_an_exception(plan):
+    assert "must all be >= 1" in estimate(TINY, CLUSTER, plan).reasons[0]
 
 
 def test_pipeline_in_flight_and_bubble():
@@ -117,6 +127,8 @@ def test_mesh_layout_hand_case_and_torch_order():
     assert mesh["tp"] == [[0, 1], [2, 3], [4, 5], [6, 7]]
     assert mesh["pp"] == [[0, 2], [1, 3], [4, 6], [5, 7]]
     assert mesh["dp"] == [[0, 4], [1, 5], [2, 6], [3, 7]]
+    # not Megatron-LM's order (tp-dp-pp: pp outermost, its 16-GPU tp 2 pp 4 example has pipeline [0, 4, 8, 12])
+    assert [0, 4, 8, 12] not in device_mesh_layout(dp=2, tp=2, pp=4)["pp"]
     # init_device_mesh(..., (dp, pp, tp)) lays ranks out as arange(n).view(dp, pp, tp); a dim's groups are
     # its 1-D slices (torch.distributed.device_mesh); check a lopsided shape against that
     dp, tp, pp = 3, 2, 4

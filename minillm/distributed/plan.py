@@ -27,7 +27,10 @@ of b s h per layer per micro-batch (2 forward, 2 backward; 6 with recomputation,
 2 (t - 1)/t of the buffer each (Shoeybi et al. 2019, arXiv:1909.08053, sec. 3); pipeline, a middle stage
 sends b s h forward and b s h backward per micro-batch; data parallel, 2 (d - 1)/d 2Psi for DP and ZeRO-1/2
 (all-reduce = reduce-scatter + all-gather), 3 (d - 1)/d 2Psi for ZeRO-3 (ZeRO sec. 7), Psi the stage's
-parameters on one GPU. A group is inside one node when its ranks are (`device_mesh_layout`): tp always,
+parameters on one GPU; those are per forward-backward: with m micro-batches of gradient accumulation ZeRO-2
+reduce-scatters each micro-batch's gradients ((m + 1)(d - 1)/d 2Psi) and ZeRO-3 gathers and reduces every
+micro-batch (3m (d - 1)/d 2Psi), as DeepSpeed and FSDP do when gradients stay sharded.
+A group is inside one node when its ranks are (`device_mesh_layout`): tp always,
 pp if tp pp <= gpus per node, dp if the whole mesh fits in a node; its bytes then move at the NVLink rate.
 
 Time (a bandwidth-only model: no latency term alpha, no overlap of communication with computation):
@@ -113,8 +116,10 @@ def device_mesh_layout(dp: int, tp: int, pp: int) -> dict[str, list[list[int]]]:
     """Ranks of each group with tp innermost, then pp, then dp: rank = (i_dp pp + i_pp) tp + i_tp.
     This is `init_device_mesh(dev, (dp, pp, tp), mesh_dim_names=("dp", "pp", "tp"))`: the mesh is
     arange(n).view(dp, pp, tp) and a dimension's groups are its 1-D slices with the other indices fixed
-    (Megatron's order tp-pp-dp as well). Consecutive ranks share a node, so tp <= gpus per node keeps the
-    tensor-parallel all-reduces on NVLink."""
+    Megatron-LM's default order differs: tp-dp-pp, pp outermost (Narayanan et al. 2021 sec. 3 and
+    megatron/core/parallel_state.py: 16 GPUs, tp 2, pp 4 -> pipelines [0, 4, 8, 12], ...); both keep tp
+    innermost. Consecutive ranks share a node, so tp <= gpus per node keeps the tensor-parallel all-reduces on
+    NVLink; the bandwidth model in `estimate` assumes this module's order (dp outermost)."""
     if min(dp, tp, pp) < 1:
         raise ValueError(f"dp, tp, pp must be >= 1, got {dp}, {tp}, {pp}")
     rank = lambda d, p, t: (d * pp + p) * tp + t  # noqa: E731
@@ -127,6 +132,9 @@ def device_mesh_layout(dp: int, tp: int, pp: int) -> dict[str, list[list[int]]]:
 
 def _structure_reasons(cfg: GPTConfig, cluster: ClusterSpec, plan: ParallelPlan) -> list[str]:
     r = []
+    if min(plan.dp, plan.tp, plan.pp, plan.micro_batches, plan.micro_batch_size) < 1:
+        r.append(f"dp, tp, pp, micro_batches and micro_batch_size must all be >= 1, got {plan}")
+        return r
     if plan.tp > cluster.gpus_per_node:
         r.append(f"tp {plan.tp} > {cluster.gpus_per_node} GPUs per node (its all-reduces would cross the network)")
     if cfg.n_layer % plan.pp:
@@ -176,9 +184,10 @@ def estimate(cfg: GPTConfig, cluster: ClusterSpec, plan: ParallelPlan, seq: int 
     peak the matmuls reach; `usable`: the fraction of GPU memory a plan may fill."""
     s = seq or cfg.block_size
     b, m, t, p, d = plan.micro_batch_size, plan.micro_batches, plan.tp, plan.pp, plan.dp
-    est = PlanEstimate(plan, reasons=_structure_reasons(cfg, cluster, plan), bubble=plan.bubble())
+    est = PlanEstimate(plan, reasons=_structure_reasons(cfg, cluster, plan))
     if est.reasons:
         return est
+    est.bubble = plan.bubble()
     params = _stage_params(cfg, t, p)
     layer_act = _layer_activations(cfg, b, s, t)
     n_stage = cfg.n_layer // p
@@ -208,7 +217,9 @@ def estimate(cfg: GPTConfig, cluster: ClusterSpec, plan: ParallelPlan, seq: int 
     est.comm = {
         "tp": m * n_stage * n_ar * 2 * (t - 1) / t * bsh,
         "pp": 2 * m * bsh if p > 1 else 0.0,
-        "dp": (3 if plan.zero_stage == 3 else 2) * (d - 1) / d * MIXED["grads"] * psi,
+        # ZeRO-2/3 keep only a gradient shard, so each micro-batch's backward reduce-scatters (no accumulation
+        # in full gradients); ZeRO-3 also all-gathers the weights in every micro-batch's forward and backward
+        "dp": {0: 2, 1: 2, 2: m + 1, 3: 3 * m}[plan.zero_stage] * (d - 1) / d * MIXED["grads"] * psi,
     }
     node = cluster.gpus_per_node
     bw = {"tp": cluster.intra_node_bw,
