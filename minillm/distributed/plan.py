@@ -18,7 +18,8 @@ stage 1 divides the 12 bytes of optimizer states by dp, stage 2 also the gradien
 (and gathers two layers' 16-bit weights at a time: the one computing and the one prefetched). Activations per
 layer are `minillm.train_memory.activation_terms` at 2 bytes; under tensor parallelism without sequence
 parallelism the norms, the inputs of the QKV and first MLP matmuls and the causal mask are replicated and the
-rest is divided by t (Korthikanti et al. 2022, arXiv:2205.05198, sec. 4.2: sbh(10 + 24/t) + 5as^2b/t).
+rest is divided by t (Korthikanti et al. 2022, arXiv:2205.05198, sec. 4.2: sbh(10 + 24/t) + 5as^2b/t); the
+first stage adds `model_activation_bytes`' embedding part, the last its head part (the logits split by t).
 1F1B keeps p micro-batches in flight on the first stage (min(p, m)), one on the last (Narayanan et al. 2021,
 arXiv:2104.04473, sec. 2.2.1). Full recomputation keeps each layer's s b h input and one layer's activations.
 
@@ -51,7 +52,7 @@ from dataclasses import dataclass, field
 
 from minillm.flops import GPUS, GiB, flops_per_token
 from minillm.model import GPTConfig, count_params
-from minillm.train_memory import OPTIMIZER_STATES, PRECISIONS, activation_terms
+from minillm.train_memory import OPTIMIZER_STATES, PRECISIONS, activation_terms, model_activation_bytes
 
 # GPT-3 175B, Brown et al. 2020 table 2.1 (GPT-2 style: learned positions, LayerNorm, GeLU 4d MLP, tied head)
 GPT3_175B = GPTConfig(vocab_size=50257, block_size=2048, n_layer=96, n_head=96, d_model=12288, pos="learned",
@@ -192,7 +193,11 @@ def estimate(cfg: GPTConfig, cluster: ClusterSpec, plan: ParallelPlan, seq: int 
     layer_act = _layer_activations(cfg, b, s, t)
     n_stage = cfg.n_layer // p
     bsh = b * s * cfg.d_model * ACT_BYTES  # one micro-batch's hidden states, bytes
-    head_terms = cfg.vocab_size * b * s * ACT_BYTES / t + 3 * bsh  # log-softmax of the logits, norm, head input
+    # model_activation_bytes' embedding (int64 ids) and head (final norm, lm_head input, log-softmax of the
+    # logits, targets); tensor parallelism splits only the (b, s, V) log-softmax
+    outside = model_activation_bytes(cfg, b, s, ACT_BYTES)
+    embed_terms = outside["embedding"]
+    head_terms = outside["head"] - cfg.vocab_size * b * s * ACT_BYTES * (1 - 1 / t)
 
     def stage_memory(psi: float, in_flight: int, head: float) -> dict[str, float]:
         out = _states(psi, plan.zero_stage, d)
@@ -205,7 +210,7 @@ def estimate(cfg: GPTConfig, cluster: ClusterSpec, plan: ParallelPlan, seq: int 
         out["total"] = sum(out.values())
         return out
 
-    first = stage_memory(params["first"], min(p, m), head_terms if p == 1 else 0)
+    first = stage_memory(params["first"], min(p, m), embed_terms + (head_terms if p == 1 else 0))
     last = stage_memory(params["last"], 1, head_terms) if p > 1 else first
     est.memory = max(first, last, key=lambda x: x["total"])
     budget = usable * cluster.memory_gib * GiB
