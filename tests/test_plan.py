@@ -118,6 +118,12 @@ def test_structural_reasons(plan, fragment):
     assert any(fragment in r for r in estimate(TINY, CLUSTER, plan).reasons)
 
 
+def test_mlp_width_must_split_over_tp():
+    cfg = GPTConfig(vocab_size=16, block_size=4, n_layer=2, n_head=4, d_model=8, ffn="gelu", ffn_hidden=30)
+    assert "ffn_hidden 30 % tp 4" in estimate(cfg, CLUSTER, ParallelPlan(1, 4, 1)).reasons[0]
+    assert estimate(cfg, CLUSTER, ParallelPlan(1, 2, 1)).reasons == []
+
+
 def test_memory_and_batch_reasons():
     small = ClusterSpec("tiny", 8, memory_gib=1e-6, intra_node_bw=1e9, inter_node_bw=1e8, peak_flops=1e12)
     assert "memory" in estimate(TINY, small, ParallelPlan(1, 1, 1)).reasons[0]

@@ -142,6 +142,8 @@ def _structure_reasons(cfg: GPTConfig, cluster: ClusterSpec, plan: ParallelPlan)
         r.append(f"n_layer {cfg.n_layer} % pp {plan.pp} != 0 (stages of unequal depth)")
     if cfg.n_head % plan.tp or cfg.n_kv_head % plan.tp:
         r.append(f"heads {cfg.n_head} (kv {cfg.n_kv_head}) % tp {plan.tp} != 0 (heads are split across tp)")
+    if cfg.ffn_hidden % plan.tp:
+        r.append(f"ffn_hidden {cfg.ffn_hidden} % tp {plan.tp} != 0 (the MLP's columns are split across tp)")
     if plan.zero_stage not in (0, 1, 2, 3):
         r.append(f"zero_stage must be 0-3, got {plan.zero_stage}")
     elif plan.zero_stage >= 2 and plan.pp > 1:
@@ -271,7 +273,7 @@ def enumerate_plans(cfg: GPTConfig, cluster: ClusterSpec, n_gpus: int, global_ba
     return feasible, infeasible
 
 
-_REASON_LABELS = (("tp", "tp > node"), ("n_layer", "layers % pp"), ("heads", "heads % tp"),
+_REASON_LABELS = (("tp", "tp > node"), ("n_layer", "layers % pp"), ("heads", "heads % tp"), ("ffn_hidden", "ffn % tp"),
                   ("ZeRO", "ZeRO-2/3 with pp"), ("global", "batch % (dp b)"), ("memory", "memory"))
 
 
