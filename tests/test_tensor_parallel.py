@@ -110,6 +110,8 @@ def test_clear_error_when_heads_do_not_split(run):
     world, results = run
     assert f"divisible by the {world} tensor-parallel ranks" in results[0]["head_error"]
     assert "without targets" in results[0]["llama"]["refused"]  # a vocab-parallel model refuses targets
+    assert f"ffn_hidden={4 * world + 1} must be divisible" in results[0]["ffn_error"]
+    assert results[0]["ffn_error_left_whole"]  # refused before any layer was sharded
 
 
 def test_equal_to_dtensor_parallelize_module(run):

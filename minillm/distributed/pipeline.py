@@ -28,6 +28,14 @@ activation, forward, `dist.isend` onwards; `dist.recv` of the output gradient, `
 be one tensor on two processes; this module refuses them (`split_gpt` raises) and the tests use an untied
 model. (Megatron instead keeps a copy on both stages and all-reduces their gradients every step.)
 
+`run_pipeline` is for gloo on CPU: its receive buffers are CPU tensors, and its steady state posts an isend
+of F(w+k)'s output and then a blocking recv of B(k)'s gradient while the next stage posts send B(k) before recv
+F(w+k). Gloo buffers the isend, so this cannot deadlock; NCCL orders a pair's sends and receives on one stream,
+and a send larger than its buffer waits for the matching receive: the two stages would wait on each other.
+Megatron (p2p_communication.py) and torch.distributed.pipelining post such send/recv pairs together with
+`dist.batch_isend_irecv`. The isend work objects keep their tensors (each micro-batch's output and input
+gradient, (b, T, d)) until the step's final wait, on top of the in-flight activations counted by `peak_saved`.
+
 Leaves out: interleaved 1F1B (virtual stages, Narayanan et al. 2021 SC sec. 2.2.2), zero-bubble schedules
 (Qi et al. 2023, splitting B into input- and weight-gradient parts), activation recomputation, data
 parallelism across pipelines, uneven micro-batches, kv caches / masks / T5 and ALiBi positions in `split_gpt`.
@@ -187,7 +195,8 @@ def run_pipeline(stage: GPTStage, rank: int, world: int, schedule: Schedule, tok
     """One training step's forward and backward on this rank (stage `rank` of `world`), in `schedule[rank]`'s
     order. tokens: (B, T+1), the whole batch (stage 0 reads the inputs, the last stage the targets); B splits
     into m equal micro-batches. act_shape: (B/m, T, d), the activation sent between stages. Gradients
-    accumulate in the stage's .grad (scaled by 1/m, so they equal the whole batch's mean loss). Returns the
+    accumulate in the stage's .grad (scaled by 1/m, so they equal the whole batch's mean loss when every
+micro-batch has the same number of targets: ignore_index -100 tokens make it a mean of means). Returns the
     mean loss on the last stage, None elsewhere. stats (optional dict) gets "peak_saved": the most micro-batches
     whose activations this rank held at once (to compare with `peak_in_flight`)."""
     m = sum(a[0] == "F" for a in schedule[rank])

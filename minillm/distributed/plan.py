@@ -18,7 +18,8 @@ stage 1 divides the 12 bytes of optimizer states by dp, stage 2 also the gradien
 (and gathers two layers' 16-bit weights at a time: the one computing and the one prefetched). Activations per
 layer are `minillm.train_memory.activation_terms` at 2 bytes; under tensor parallelism without sequence
 parallelism the norms, the inputs of the QKV and first MLP matmuls and the causal mask are replicated and the
-rest is divided by t (Korthikanti et al. 2022, arXiv:2205.05198, sec. 4.2: sbh(10 + 24/t) + 5as^2b/t).
+rest is divided by t (Korthikanti et al. 2022, arXiv:2205.05198, sec. 4.2: sbh(10 + 24/t) + 5as^2b/t); the
+first stage adds `model_activation_bytes`' embedding part, the last its head part (the logits split by t).
 1F1B keeps p micro-batches in flight on the first stage (min(p, m)), one on the last (Narayanan et al. 2021,
 arXiv:2104.04473, sec. 2.2.1). Full recomputation keeps each layer's s b h input and one layer's activations.
 
@@ -27,7 +28,10 @@ of b s h per layer per micro-batch (2 forward, 2 backward; 6 with recomputation,
 2 (t - 1)/t of the buffer each (Shoeybi et al. 2019, arXiv:1909.08053, sec. 3); pipeline, a middle stage
 sends b s h forward and b s h backward per micro-batch; data parallel, 2 (d - 1)/d 2Psi for DP and ZeRO-1/2
 (all-reduce = reduce-scatter + all-gather), 3 (d - 1)/d 2Psi for ZeRO-3 (ZeRO sec. 7), Psi the stage's
-parameters on one GPU. A group is inside one node when its ranks are (`device_mesh_layout`): tp always,
+parameters on one GPU; those are per forward-backward: with m micro-batches of gradient accumulation ZeRO-2
+reduce-scatters each micro-batch's gradients ((m + 1)(d - 1)/d 2Psi) and ZeRO-3 gathers and reduces every
+micro-batch (3m (d - 1)/d 2Psi), as DeepSpeed and FSDP do when gradients stay sharded.
+A group is inside one node when its ranks are (`device_mesh_layout`): tp always,
 pp if tp pp <= gpus per node, dp if the whole mesh fits in a node; its bytes then move at the NVLink rate.
 
 Time (a bandwidth-only model: no latency term alpha, no overlap of communication with computation):
@@ -48,7 +52,7 @@ from dataclasses import dataclass, field
 
 from minillm.flops import GPUS, GiB, flops_per_token
 from minillm.model import GPTConfig, count_params
-from minillm.train_memory import OPTIMIZER_STATES, PRECISIONS, activation_terms
+from minillm.train_memory import OPTIMIZER_STATES, PRECISIONS, activation_terms, model_activation_bytes
 
 # GPT-3 175B, Brown et al. 2020 table 2.1 (GPT-2 style: learned positions, LayerNorm, GeLU 4d MLP, tied head)
 GPT3_175B = GPTConfig(vocab_size=50257, block_size=2048, n_layer=96, n_head=96, d_model=12288, pos="learned",
@@ -113,8 +117,10 @@ def device_mesh_layout(dp: int, tp: int, pp: int) -> dict[str, list[list[int]]]:
     """Ranks of each group with tp innermost, then pp, then dp: rank = (i_dp pp + i_pp) tp + i_tp.
     This is `init_device_mesh(dev, (dp, pp, tp), mesh_dim_names=("dp", "pp", "tp"))`: the mesh is
     arange(n).view(dp, pp, tp) and a dimension's groups are its 1-D slices with the other indices fixed
-    (Megatron's order tp-pp-dp as well). Consecutive ranks share a node, so tp <= gpus per node keeps the
-    tensor-parallel all-reduces on NVLink."""
+    Megatron-LM's default order differs: tp-dp-pp, pp outermost (Narayanan et al. 2021 sec. 3 and
+    megatron/core/parallel_state.py: 16 GPUs, tp 2, pp 4 -> pipelines [0, 4, 8, 12], ...); both keep tp
+    innermost. Consecutive ranks share a node, so tp <= gpus per node keeps the tensor-parallel all-reduces on
+    NVLink; the bandwidth model in `estimate` assumes this module's order (dp outermost)."""
     if min(dp, tp, pp) < 1:
         raise ValueError(f"dp, tp, pp must be >= 1, got {dp}, {tp}, {pp}")
     rank = lambda d, p, t: (d * pp + p) * tp + t  # noqa: E731
@@ -127,12 +133,17 @@ def device_mesh_layout(dp: int, tp: int, pp: int) -> dict[str, list[list[int]]]:
 
 def _structure_reasons(cfg: GPTConfig, cluster: ClusterSpec, plan: ParallelPlan) -> list[str]:
     r = []
+    if min(plan.dp, plan.tp, plan.pp, plan.micro_batches, plan.micro_batch_size) < 1:
+        r.append(f"dp, tp, pp, micro_batches and micro_batch_size must all be >= 1, got {plan}")
+        return r
     if plan.tp > cluster.gpus_per_node:
         r.append(f"tp {plan.tp} > {cluster.gpus_per_node} GPUs per node (its all-reduces would cross the network)")
     if cfg.n_layer % plan.pp:
         r.append(f"n_layer {cfg.n_layer} % pp {plan.pp} != 0 (stages of unequal depth)")
     if cfg.n_head % plan.tp or cfg.n_kv_head % plan.tp:
         r.append(f"heads {cfg.n_head} (kv {cfg.n_kv_head}) % tp {plan.tp} != 0 (heads are split across tp)")
+    if cfg.ffn_hidden % plan.tp:
+        r.append(f"ffn_hidden {cfg.ffn_hidden} % tp {plan.tp} != 0 (the MLP's columns are split across tp)")
     if plan.zero_stage not in (0, 1, 2, 3):
         r.append(f"zero_stage must be 0-3, got {plan.zero_stage}")
     elif plan.zero_stage >= 2 and plan.pp > 1:
@@ -176,14 +187,19 @@ def estimate(cfg: GPTConfig, cluster: ClusterSpec, plan: ParallelPlan, seq: int 
     peak the matmuls reach; `usable`: the fraction of GPU memory a plan may fill."""
     s = seq or cfg.block_size
     b, m, t, p, d = plan.micro_batch_size, plan.micro_batches, plan.tp, plan.pp, plan.dp
-    est = PlanEstimate(plan, reasons=_structure_reasons(cfg, cluster, plan), bubble=plan.bubble())
+    est = PlanEstimate(plan, reasons=_structure_reasons(cfg, cluster, plan))
     if est.reasons:
         return est
+    est.bubble = plan.bubble()
     params = _stage_params(cfg, t, p)
     layer_act = _layer_activations(cfg, b, s, t)
     n_stage = cfg.n_layer // p
     bsh = b * s * cfg.d_model * ACT_BYTES  # one micro-batch's hidden states, bytes
-    head_terms = cfg.vocab_size * b * s * ACT_BYTES / t + 3 * bsh  # log-softmax of the logits, norm, head input
+    # model_activation_bytes' embedding (int64 ids) and head (final norm, lm_head input, log-softmax of the
+    # logits, targets); tensor parallelism splits only the (b, s, V) log-softmax
+    outside = model_activation_bytes(cfg, b, s, ACT_BYTES)
+    embed_terms = outside["embedding"]
+    head_terms = outside["head"] - cfg.vocab_size * b * s * ACT_BYTES * (1 - 1 / t)
 
     def stage_memory(psi: float, in_flight: int, head: float) -> dict[str, float]:
         out = _states(psi, plan.zero_stage, d)
@@ -196,7 +212,7 @@ def estimate(cfg: GPTConfig, cluster: ClusterSpec, plan: ParallelPlan, seq: int 
         out["total"] = sum(out.values())
         return out
 
-    first = stage_memory(params["first"], min(p, m), head_terms if p == 1 else 0)
+    first = stage_memory(params["first"], min(p, m), embed_terms + (head_terms if p == 1 else 0))
     last = stage_memory(params["last"], 1, head_terms) if p > 1 else first
     est.memory = max(first, last, key=lambda x: x["total"])
     budget = usable * cluster.memory_gib * GiB
@@ -208,7 +224,9 @@ def estimate(cfg: GPTConfig, cluster: ClusterSpec, plan: ParallelPlan, seq: int 
     est.comm = {
         "tp": m * n_stage * n_ar * 2 * (t - 1) / t * bsh,
         "pp": 2 * m * bsh if p > 1 else 0.0,
-        "dp": (3 if plan.zero_stage == 3 else 2) * (d - 1) / d * MIXED["grads"] * psi,
+        # ZeRO-2/3 keep only a gradient shard, so each micro-batch's backward reduce-scatters (no accumulation
+        # in full gradients); ZeRO-3 also all-gathers the weights in every micro-batch's forward and backward
+        "dp": {0: 2, 1: 2, 2: m + 1, 3: 3 * m}[plan.zero_stage] * (d - 1) / d * MIXED["grads"] * psi,
     }
     node = cluster.gpus_per_node
     bw = {"tp": cluster.intra_node_bw,
@@ -255,7 +273,7 @@ def enumerate_plans(cfg: GPTConfig, cluster: ClusterSpec, n_gpus: int, global_ba
     return feasible, infeasible
 
 
-_REASON_LABELS = (("tp", "tp > node"), ("n_layer", "layers % pp"), ("heads", "heads % tp"),
+_REASON_LABELS = (("tp", "tp > node"), ("n_layer", "layers % pp"), ("heads", "heads % tp"), ("ffn_hidden", "ffn % tp"),
                   ("ZeRO", "ZeRO-2/3 with pp"), ("global", "batch % (dp b)"), ("memory", "memory"))
 
 

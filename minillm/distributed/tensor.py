@@ -252,6 +252,9 @@ def apply_tensor_parallel(model: nn.Module, group: Any = None, vocab_parallel: b
     if cfg.n_head % world or cfg.n_kv_head % world:
         raise ValueError(f"n_head={cfg.n_head} and n_kv_head={cfg.n_kv_head} must both be divisible by the "
                          f"{world} tensor-parallel ranks (each rank keeps whole heads): pick a divisor of both")
+    if cfg.ffn_hidden % world:  # checked before any module is replaced: an error leaves the model whole
+        raise ValueError(f"ffn_hidden={cfg.ffn_hidden} must be divisible by the {world} tensor-parallel ranks (the "
+                         "MLP's hidden units are split): pick a multiple of the tensor-parallel size")
     if cfg.pos in ("t5", "alibi"):
         raise ValueError(f"pos={cfg.pos!r} adds a per-head bias over all heads; tensor parallelism here supports "
                          "rope / learned / sinusoidal / none")

@@ -157,6 +157,13 @@ def tp_worker(rank: int, world: int, configs: dict[str, dict[str, Any]], dtensor
         out["head_error"] = ""
     except ValueError as e:
         out["head_error"] = str(e)
+    odd = tiny_gpt(0, n_head=world, ffn="gelu", ffn_hidden=4 * world + 1)
+    try:
+        apply_tensor_parallel(odd)
+        out["ffn_error"] = ""
+    except ValueError as e:
+        out["ffn_error"] = str(e)
+    out["ffn_error_left_whole"] = type(odd.layers[0].self_attn.q_proj) is nn.Linear
     if dtensor:
         try:
             out["dtensor"] = {name: dtensor_run(cfg, world) for name, cfg in configs.items()}
