@@ -410,7 +410,8 @@ def test_glossary():
     text = GLOSSARY.read_text(encoding="utf-8")
     assert text.splitlines()[0] == "# Glossary 中英"
     rows = glossary_rows(text)
-    assert 40 <= len(rows) <= 90, f"{len(rows)} glossary rows; the glossary should have about 50"
+    # grows with the chapters (about 10 terms each); the bounds catch a lost table or a duplicated file
+    assert 40 <= len(rows) <= 250, f"{len(rows)} glossary rows; expected 40-250"
     for r in rows:
         assert len(r) == 3 and all(r), f"a glossary row needs 术语, English and a definition: {r}"
         assert re.search(r"[A-Za-z]", r[1]) and not CJK.search(r[1] + r[2]), f"English columns: {r}"
