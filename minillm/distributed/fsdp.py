@@ -65,6 +65,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from minillm.distributed.zero import shard_layout
+
 
 @dataclass
 class Unit:
@@ -225,13 +227,13 @@ def _make_unit(name: str, module: nn.Module, params: list[tuple[str, nn.Module, 
     for p in distinct:
         offsets.append(offsets[-1] + p.numel())
     numel = offsets.pop()
-    padded = -(-numel // world) * world
-    flat = torch.zeros(padded, dtype=distinct[0].dtype, device=distinct[0].device)  # (P_u,)
+    layout = shard_layout(numel, world)  # ZeRO's layout: padded to N equal shards, rank r owns the r-th
+    flat = torch.zeros(layout.padded, dtype=distinct[0].dtype, device=distinct[0].device)  # (P_u,)
     torch.cat([p.detach().reshape(-1) for p in distinct], out=flat[:numel])
-    per = padded // world
-    u = Unit(name, module, slots, names, shapes, offsets, numel, padded, flat.dtype)
-    u.shard = nn.Parameter(flat[rank * per:(rank + 1) * per].clone())  # (P_u / N,): all this rank keeps
-    u.storage = torch.empty(padded, dtype=flat.dtype, device=flat.device).untyped_storage()
+    lo, hi = layout.bounds(rank)
+    u = Unit(name, module, slots, names, shapes, offsets, numel, layout.padded, flat.dtype)
+    u.shard = nn.Parameter(flat[lo:hi].clone())  # (P_u / N,): all this rank keeps
+    u.storage = torch.empty(layout.padded, dtype=flat.dtype, device=flat.device).untyped_storage()
     u.storage.resize_(0)
     return u
 
@@ -368,4 +370,4 @@ def consolidate_sharded(directory: str) -> dict[str, torch.Tensor]:
 
 def expected_shard_bytes(unit_numels: list[int], world: int, bytes_per_element: int) -> int:
     """The formula: sum_u ceil(Psi_u / N) * bytes (Psi / N per rank plus at most N - 1 padding elements per unit)."""
-    return sum(-(-n // world) for n in unit_numels) * bytes_per_element
+    return sum(shard_layout(n, world).shard for n in unit_numels) * bytes_per_element
