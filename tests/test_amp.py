@@ -144,16 +144,22 @@ def test_encode_fp32_from_float64_matches_torch_cast():
 # ---------------------------------------------------------------------------------------- loss scaling
 
 
-class CountingSGD(torch.optim.SGD):
-    """SGD that records which steps it took."""
+def counting(optimizer_cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    """`optimizer_cls` that counts the steps it took in `.taken` (a scaler skips the call on an overflow)."""
 
-    def __init__(self, params, **kw):
-        super().__init__(params, **kw)
-        self.taken = 0
+    class Counting(optimizer_cls):
+        def __init__(self, params, **kw):
+            super().__init__(params, **kw)
+            self.taken = 0
 
-    def step(self, closure=None):
-        self.taken += 1
-        return super().step(closure)
+        def step(self, closure=None):
+            self.taken += 1
+            return super().step(closure)
+
+    return Counting
+
+
+CountingSGD = counting(torch.optim.SGD)
 
 
 def run_scaler(scaler, overflow_steps: set[int], n_steps: int, explicit_unscale: bool):
@@ -392,15 +398,7 @@ def test_mixed_precision_with_gradscaler_equals_dynamic_loss_scaler_on_real_over
     let it grow again. Losses, scales, skipped steps (from step()'s flag and from an optimizer that counts its
     steps) and the final master weights must be identical."""
 
-    class CountingAdam(torch.optim.Adam):
-        def __init__(self, params, **kw):
-            super().__init__(params, **kw)
-            self.taken = 0
-
-        def step(self, closure=None):
-            self.taken += 1
-            return super().step(closure)
-
+    CountingAdam = counting(torch.optim.Adam)
     g = torch.Generator().manual_seed(6)
     x, y = torch.randn(32, 8, generator=g), 10 * torch.randn(32, 1, generator=g)
     runs = []
