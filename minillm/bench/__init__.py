@@ -5,7 +5,7 @@
 One module per chapter (`ch01` tokenizers, `ch03` norms, `ch05` attention, `ch06` training and generation,
 `fast` the teaching vs fused training path, `peft` the chapter-9 comparison of fine-tuning methods, `memory`
 chapter 10's activation bytes (formula vs measured, recomputation) and mixed-precision steps, `ddp` chapter 11's
-1-vs-N-process training steps and all-reduce),
+1-vs-N-process training steps and all-reduce, `zero` chapter 12's bytes per rank for DDP and ZeRO-1/2/3),
 each with a `section_*(quick) -> str` function that returns Markdown (a heading, a sentence on what was
 measured, a table); later chapters add a module and one line to `SECTIONS`. Every timing goes through
 `minillm.bench.timer.best_time`. `--quick` shrinks every section to a smoke test of a few seconds (the unit
@@ -37,6 +37,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("peft", "minillm.bench.peft:section_peft"),
     ("memory", "minillm.bench.memory:section_memory"),
     ("ddp", "minillm.bench.ddp:section_ddp"),
+    ("sharding", "minillm.bench.zero:section_sharding"),
 ]
 
 
