@@ -97,6 +97,7 @@ def fsdp_worker(rank: int, world: int, steps: int, batch: int, seq: int, lr: flo
           for k, v in ref.state_dict().items()}
     out["torch_sd"] = sd if rank == 0 else {}
     out["errors"] = _errors()
+    out["timeline"] = {p: timeline_run(rank, world, p, {}, batch, seq, steps=1) for p in (True, False)}
     out["after_step_loss"] = _forward_without_backward_then_step(local, lr, world)
     for reentrant in (False, True):
         out[f"ckpt_grads_{reentrant}"], out[f"ckpt_unsharded_{reentrant}"] = _checkpointed_grads(local[0], reentrant)
