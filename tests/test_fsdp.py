@@ -176,3 +176,27 @@ def test_errors(run):
     assert "mixes dtypes" in msgs["mixed_dtype"] and "model.to" in msgs["mixed_dtype"]
     with pytest.raises(RuntimeError, match="torch.distributed"):
         fully_shard(tiny_gpt(0))
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_recorded_timeline(run, prefetch):
+    # record=True: every unit's events of one step, in a consistent order; with prefetch the next Block's gather is
+    # issued before this Block computes, without it only after this Block's forward is over
+    world, _, results = run
+    for r in range(world):
+        tl = results[r]["timeline"][prefetch]
+        ev = [(e, u) for _, e, u in tl["events"]]
+        times = [t for t, _, _ in tl["events"]]
+        assert times == sorted(times) and times[0] >= 0
+        for u in ("layers.0", "layers.1"):
+            mine = [e for e, v in ev if v == u]
+            assert mine.count("gather") == mine.count("gathered") == 2  # forward, then again for backward
+            for a, b in [("compute", "computed"), ("backward", "backwarded"), ("reduce", "reduced")]:
+                assert mine.count(a) == mine.count(b) == 1 and mine.index(a) < mine.index(b)
+            assert mine.index("computed") < mine.index("backward") < mine.index("reduce")
+        assert [e for e, v in ev if v == ""].count("gather") == 1  # the root: once, kept to the end of backward
+        issue = ev.index(("gather", "layers.1"))
+        assert (issue < ev.index(("compute", "layers.0"))) == prefetch
+        assert (issue > ev.index(("computed", "layers.0"))) == (not prefetch)
+        root, block = tl["unit_bytes"][:2]
+        assert tl["peak_unsharded"] == root + (2 if prefetch else 1) * block

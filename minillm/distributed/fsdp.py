@@ -38,6 +38,11 @@ Rajbhandari et al. 2020, section 5.3; PyTorch FSDP, Zhao et al. 2023, section 3)
    gather and starts Block i+1's; in backward, Block i's re-gather starts Block i-1's. Collectives are issued in
    the same order on every rank (the model's order), which is what keeps them matched.
 
+Timeline (`record=True`): `model.fsdp.timeline` collects (seconds, event, unit) of the last step: "gather" when an
+all-gather is issued, "gathered" when it completed (a callback on its future, run by the communication thread),
+"compute" / "computed" around a Block's forward, "backward" / "backwarded" around its backward, "reduce" /
+"reduced" around its reduce-scatter: enough to draw when communication runs and whether it hides behind compute.
+
 Checkpoints: `full_state_dict` gathers a plain `GPT` state dict (every original key, tied keys included) to rank 0;
 `save_sharded` writes each rank's shards with the layout; `consolidate_sharded` rebuilds the full state dict from
 the N files offline (what DeepSpeed's `zero_to_fp32.py` does); `load_sharded` restores a rank's shards.
@@ -58,6 +63,7 @@ PyTorch docs, `torch.distributed.fsdp.fully_shard` (FSDP2, per-parameter DTensor
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +92,11 @@ class Unit:
     handle: Any = None  # a pending async all-gather
     state: str = "free"  # free | pending | full
     version: int = -1  # shard._version when the current gather started (an optimizer step bumps it)
+    log: list | None = None  # FSDPState.timeline when recording, else None
+
+    def event(self, what: str) -> None:
+        if self.log is not None:
+            self.log.append((time.perf_counter(), what, self.name))
 
     def layout(self) -> dict[str, Any]:
         return {"name": self.name, "names": self.names, "shapes": [tuple(s) for s in self.shapes],
@@ -101,6 +112,7 @@ class FSDPState:
     world: int
     prefetch: bool
     trace: list[tuple[str, int]] = field(default_factory=list)  # (event, unsharded parameter bytes), last step
+    timeline: list[tuple[float, str, str]] | None = None  # (perf_counter s, event, unit), last step; record=True
 
     @property
     def root(self) -> Unit:
@@ -136,6 +148,9 @@ def _start_gather(u: Unit, world: int) -> None:
     # (P_u,) as N chunks (P_u / N,): chunk r receives rank r's shard
     u.handle = dist.all_gather(list(_full(u).chunk(world)), u.shard.detach(), async_op=True)
     u.state = "pending"
+    u.event("gather")
+    if u.log is not None:  # the future completes in the communication thread: the honest end time
+        u.handle.get_future().then(lambda _f, u=u: u.event("gathered"))
 
 
 def _wait(u: Unit, world: int) -> None:
@@ -174,8 +189,11 @@ class _Unshard(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         u, world = ctx.u, ctx.world
+        u.event("backwarded")
         out = torch.empty(u.padded // world, dtype=grad.dtype, device=grad.device)  # (P/N,)
+        u.event("reduce")
         _reduce_scatter(out, grad.contiguous(), op=dist.ReduceOp.SUM)  # out = sum over ranks of grad chunk r
+        u.event("reduced")
         _free(u)  # the unit's backward is over: its parameters go back to shards
         return out / world, None, None
 
@@ -195,6 +213,7 @@ class _RegatherBeforeBackward(torch.autograd.Function):
         if st.prefetch and i > 0:
             _start_gather(st.blocks[i - 1], st.world)  # overlaps Block i's backward
         st.trace.append((f"{st.blocks[i].name} backward", st.unsharded_bytes()))
+        st.blocks[i].event("backward")
         return g, None, None
 
 
@@ -238,9 +257,10 @@ def _make_unit(name: str, module: nn.Module, params: list[tuple[str, nn.Module, 
     return u
 
 
-def fully_shard(model: nn.Module, prefetch: bool = True) -> nn.Module:
+def fully_shard(model: nn.Module, prefetch: bool = True, record: bool = False) -> nn.Module:
     """Shard `model` (a minillm GPT, same parameters on every rank) in place over the default process group;
-    returns it. Build the optimizer AFTER this call, from `model.parameters()` (the shards)."""
+    returns it. Build the optimizer AFTER this call, from `model.parameters()` (the shards). `record`: keep the
+    last step's timeline in `model.fsdp.timeline`."""
     if not dist.is_initialized():
         raise RuntimeError("fully_shard needs torch.distributed: run under minillm.distributed.launch or torchrun")
     if hasattr(model, "fsdp"):
@@ -267,11 +287,15 @@ def fully_shard(model: nn.Module, prefetch: bool = True) -> nn.Module:
             owner._parameters.pop(attr, None)  # the module forgets its parameter; a view goes there in forward
             setattr(owner, attr, None)
         u.module.register_parameter("fsdp_shard", u.shard)
-    st = FSDPState(units, rank, world, prefetch)
+    st = FSDPState(units, rank, world, prefetch, timeline=[] if record else None)
+    for u in units:
+        u.log = st.timeline
     object.__setattr__(model, "fsdp", st)  # not a submodule, not in the state dict
 
     def root_pre(mod, args, kwargs):
         st.trace.clear()
+        if st.timeline is not None:
+            st.timeline.clear()
         _wait(st.root, world)
         _bind(st.root, world)
         if prefetch and st.blocks:
@@ -293,10 +317,12 @@ def fully_shard(model: nn.Module, prefetch: bool = True) -> nn.Module:
             if prefetch and i + 1 < len(st.blocks):
                 _start_gather(st.blocks[i + 1], world)  # overlaps this Block's forward
             st.trace.append((f"{u.name} forward", st.unsharded_bytes()))
+            u.event("compute")
 
         def post(mod, args, kwargs, out, u=u, i=i):
             if _in_backward():  # checkpoint recompute: its backward comes next and needs the buffer; it frees it
                 return out
+            u.event("computed")
             _free(u)
             if torch.is_grad_enabled() and isinstance(out, torch.Tensor) and out.requires_grad:
                 return _RegatherBeforeBackward.apply(out, st, i)
