@@ -28,7 +28,7 @@ forward and one f in backward per sub-layer: 2 all-reduces forward and 2 backwar
   rank's slice of the logits (B, T, V/N); compute the loss with `vocab_parallel_cross_entropy` (or `tp_loss`),
   which never gathers the full logits (max, sum of exps and the target logit are all-reduced: 3 small
   all-reduces of (B, T) numbers). Tied embeddings stay tied (the lm_head shares the embedding shard).
-`CollectiveCounter` records every all-reduce these operators issue, with its phase (forward / backward).
+`CollectiveCounter` records every all-reduce these operators issue, with its phase (forward / backward) and size.
 
 Leaves out: sequence parallelism (Korthikanti et al. 2022: norms and dropout split along the sequence, g
 becomes reduce-scatter and f all-gather), the RNG tracker for dropout in split regions (dropout > 0 is refused),
