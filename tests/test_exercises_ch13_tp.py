@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from fractions import Fraction
 
 import exercise_kit as kit
 import pytest
@@ -19,10 +20,20 @@ import torch
 import torch.nn.functional as F
 
 from minillm.grading import check, core
-from minillm.grading.ch13_tp import HAND_A, HAND_B, HAND_CE, HAND_X, TP_EXERCISES, _ce_cases, _mlp_cases
+from minillm.grading.ch13_tp import (
+    HAND_A,
+    HAND_B,
+    HAND_BYTES,
+    HAND_CE,
+    HAND_X,
+    TP_EXERCISES,
+    _bytes_cases,
+    _ce_cases,
+    _mlp_cases,
+)
 
 SRC = kit.ROOT / "exercises" / "src" / "13_tp_cells.py"
-MLP, CE = TP_EXERCISES
+MLP, CE, BYTES = TP_EXERCISES
 core.register(*TP_EXERCISES)
 
 RECIPE = re.compile(r"[=@*/^\[\]]|\b(gelu|GeLU|softmax|gather|exp|log|sum|max|amax|chunk|cat|concatenat\w*|"
@@ -44,7 +55,7 @@ def stubs() -> dict:
 
 
 def test_check_cells_grade_these_exercises():
-    assert kit.checked_functions(SRC) == {MLP.id: MLP.name, CE.id: CE.name}
+    assert kit.checked_functions(SRC) == {MLP.id: MLP.name, CE.id: CE.name, BYTES.id: BYTES.name}
 
 
 @pytest.mark.parametrize("ex", TP_EXERCISES, ids=lambda e: e.id)
@@ -194,6 +205,40 @@ def test_ce_without_the_max_overflows_on_the_large_case():
 
 
 # ---------------------------------------------------------------------------------------------------
+# 13.7 valid variants, and the reference against minillm.distributed.plan
+
+
+def bytes_loop(b, s, h, t, nbytes):
+    total = 0.0
+    for _op in ("g after o_proj", "g after down", "f before attention", "f before the MLP"):
+        for _phase in ("reduce-scatter", "all-gather"):
+            for _step in range(t - 1):
+                total += b * s * h * nbytes / t  # one chunk per ring step
+    return total
+
+
+def bytes_fraction(b, s, h, t, nbytes):
+    return float(Fraction(8 * (t - 1), t) * b * s * h * nbytes)
+
+
+@pytest.mark.parametrize("fn", [bytes_loop, bytes_fraction, lambda *a: __import__("numpy").float64(bytes_loop(*a)),
+                                lambda *a: torch.tensor(bytes_loop(*a), dtype=torch.float64)])
+def test_valid_bytes_variants_pass(fn):
+    for _ in range(3):
+        res = check(BYTES.id, fn)
+        assert res.passed, res.hint
+
+
+def test_bytes_reference_is_the_plan_calculators_tp_term():
+    from minillm.distributed.plan import DGX_A100, GPT3_175B, ParallelPlan, estimate
+
+    for t in (2, 4, 8):
+        est = estimate(GPT3_175B, DGX_A100, ParallelPlan(dp=1, tp=t, pp=1, micro_batches=1))
+        assert est.comm["tp"] / GPT3_175B.n_layer == pytest.approx(bytes_loop(1, 2048, 12288, t, 2), rel=1e-12)
+    assert any(args[3] == 1 and want == 0 for args, want in _bytes_cases())
+
+
+# ---------------------------------------------------------------------------------------------------
 # the worked examples of the markdown
 
 
@@ -215,3 +260,6 @@ def test_worked_examples_are_what_the_references_compute():
     loss = F.cross_entropy(full, torch.tensor(HAND_CE[1]))
     assert abs(loss.item() - math.log(2)) < 1e-12 and f"`[{loss.item():.4f}]`" in MARKDOWN
     assert "`shards = [[[0, ln 3]], [[0, 0]]]`, `target = [1]`" in MARKDOWN
+    assert "`b = 1`, `s = 2048`, `h = 12288`, `t = 8`, `nbytes = 2` gives `352321536` bytes" in MARKDOWN
+    assert HAND_BYTES == ((1, 2048, 12288, 8, 2), 352321536) and bytes_loop(*HAND_BYTES[0]) == 352321536
+    assert 1 * 2048 * 12288 * 2 == 50_331_648 and "$4 \\times 1.75 \\times 50{,}331{,}648$" in MARKDOWN

@@ -1,6 +1,6 @@
 # Exercise cells of chapter 13, section 13.2 (tensor parallelism), to be joined into exercises/src/13_*.py by the
 # coordinator (percent format: "# %%" starts a code cell, "# %% [markdown]" a markdown cell). Checkers:
-# minillm/grading/ch13_tp.py (TP_EXERCISES); ids 13.5 and 13.6 may be renumbered when joined.
+# minillm/grading/ch13_tp.py (TP_EXERCISES); ids 13.5, 13.6 and 13.7 may be renumbered when joined.
 
 # %%
 import torch
@@ -104,3 +104,44 @@ def vocab_parallel_ce(shards: list[torch.Tensor], target: torch.Tensor) -> torch
 
 # %%
 check("13.6", vocab_parallel_ce)
+
+
+# %% [markdown]
+# ## 13.7 Bytes a GPU sends for one tensor-parallel layer (1 point)
+#
+# Read first: [13.2 Tensor parallelism](../notebooks/13_parallelism/02_tensor_parallel.ipynb), sections 5 and 9.
+# A transformer layer under Megatron tensor parallelism over $t$ GPUs (no sequence parallelism, no recomputation)
+# all-reduces its $(b, s, h)$ activation at Megatron's $f$ and $g$ operators, a few times per micro-batch. Each
+# all-reduce is a ring all-reduce (chapter 11): over $t$ GPUs it sends $2(t-1)/t$ of the buffer per GPU.
+#
+# Write `tp_layer_bytes(b, s, h, t, nbytes)`: the bytes one GPU sends for one layer and one micro-batch of $b$
+# sequences of $s$ tokens, forward and backward together, with `nbytes` bytes per activation value. One GPU sends
+# nothing. Worked example (GPT-3 175B, $h = 12288$): `b = 1`, `s = 2048`, `h = 12288`, `t = 8`, `nbytes = 2` gives
+# `352321536` bytes (352 MB, section 9 of the notebook).
+
+# %%
+def tp_layer_bytes(b: int, s: int, h: int, t: int, nbytes: int) -> float:
+    """Bytes one GPU sends for one tensor-parallel layer and one micro-batch, forward + backward."""
+    # BEGIN SOLUTION 13.7: return the bytes one GPU sends for one layer
+    all_reduces = 4  # g after o_proj and after down (forward), f before attention and before the MLP (backward)
+    return all_reduces * 2 * (t - 1) / t * b * s * h * nbytes  # ring: 2(t - 1)/t of the b s h buffer each
+    # END SOLUTION
+
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Count the operators per layer: one $g$ after each row-parallel layer in forward, one $f$ before each block of
+# column-parallel layers in backward. How many row-parallel layers does a transformer layer have?
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# Two all-reduces forward and two backward, each of the whole $b \cdot s \cdot h$ activation:
+# $4 \times 2(t-1)/t \times b\,s\,h \times \text{nbytes}$. In the worked example $4 \times 1.75 \times 50{,}331{,}648$.
+#
+# </details>
+
+# %%
+check("13.7", tp_layer_bytes)

@@ -7,6 +7,8 @@ minillm/grading/ch13.py's EXERCISES (the ids may be renumbered then).
 |      | column- then row-parallel MLP before the all-reduce, GeLU(x A_r) B_r | the unsplit MLP's pieces |
 | 13.6 | `vocab_parallel_ce(shards, target)` -> (M,) per-token cross-entropy from per-rank logit slices | |
 |      | (rank r holds vocabulary ids r V/N ..) | `F.cross_entropy` on the concatenated logits |
+| 13.7 | `tp_layer_bytes(b, s, h, t, nbytes)` -> bytes one GPU sends for one layer, forward + backward | |
+|      | (4 ring all-reduces of the b s h activation) | `minillm.distributed.plan`'s tp term per layer |
 
 13.5 cases: the worked example (N = 2, b 1, h 2, hidden 4), N = 1, then N in 2..4, b 1..4, h 1..5, hidden N..4N
 per rank, float64 normals; compared within 1e-5 times the largest |value| of the case (at least 1), so float32
@@ -14,11 +16,14 @@ passes and the exact-vs-tanh GeLU difference (about 1e-3 here) does not.
 13.6 cases: the worked example ([0, ln 3 | 0, 0], target 1: ln 2), N = 1, then N in 2..4, V/N in 1..5 (a rank may
 hold no target), M in 1..6, logits 3 x normal + an offset in 0..60 (float32 keeps ~1e-5 there), and one case with
 an offset of 800, where exp without the max subtraction overflows even in float64; within 1e-4 x max(1, |loss|).
+13.7 cases: the worked example (GPT-3 175B, t = 8: 352,321,536 bytes), t = 1 (0 bytes), t = 2, then random b, s, h,
+t in 2..64 and 1, 2 or 4 bytes; relative tolerance 1e-9 (any order of the arithmetic in float64 passes).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import random
 
 import torch
@@ -193,10 +198,60 @@ CE_MISTAKES = [
 ]
 
 
+HAND_BYTES = ((1, 2048, 12288, 8, 2), 352_321_536)
+
+
+def _bytes_ref(b: int, s: int, h: int, t: int, nbytes: int) -> float:
+    """4 all-reduces per layer (g twice forward, f twice backward), each 2 (t - 1) / t of b s h values per GPU."""
+    return 4 * 2 * (t - 1) / t * b * s * h * nbytes
+
+
+def _bytes_cases() -> list:
+    cases = [HAND_BYTES, ((2, 16, 64, 1, 2), 0.0), ((1, 1, 1, 2, 4), 16.0)]
+    for _ in range(10):
+        args = (random.randint(1, 16), random.choice([128, 512, 2048, 8192]), random.choice([768, 4096, 12288]),
+                random.choice([2, 3, 4, 8, 16, 64]), random.choice([1, 2, 4]))
+        cases.append((args, _bytes_ref(*args)))
+    return cases
+
+
+def _number_out(got, args) -> float:
+    if isinstance(got, torch.Tensor):
+        if got.numel() != 1:
+            raise Wrong(f"return one number, the bytes, got a tensor of shape {tuple(got.shape)}")
+        got = got.item()
+    if isinstance(got, bool) or not isinstance(got, numbers.Real):
+        raise Wrong(f"return the bytes as a number, got {type(got).__name__} {got!r:.40}")
+    return float(got)
+
+
+def _rel(got: float, want: float, args: tuple) -> bool:
+    return math.isfinite(got) and abs(got - want) <= 1e-9 * max(abs(want), 1.0)
+
+
+BYTES_MISTAKES = [
+    (lambda b, s, h, t, n: 2 * 2 * (t - 1) / t * b * s * h * n,
+     "half the bytes: count backward too (g all-reduces twice per layer forward, f twice backward, 4 in all), and "
+     "each ring all-reduce, a reduce-scatter then an all-gather, sends 2(t - 1)/t of the buffer"),
+    (lambda b, s, h, t, n: 4 * b * s * h * n if t > 1 else 0.0,
+     "a ring all-reduce sends 2(t - 1)/t of the buffer per GPU, not the buffer once"),
+    (lambda b, s, h, t, n: 4 * 2 * (t - 1) * b * s * h * n,
+     "each of the 2(t - 1) ring steps sends one chunk, 1/t of the buffer, not all of it"),
+    (lambda b, s, h, t, n: 4 * 2 * (t - 1) / t * b * s * h * n / t,
+     "the all-reduced activation is the whole b s h on every rank (a row-parallel output is full-size), not 1/t"),
+    (lambda b, s, h, t, n: 4 * 2 * (t - 1) / t * b * s * h,
+     "multiply the elements by the bytes per element, nbytes"),
+    (lambda b, s, h, t, n: 6 * 2 * (t - 1) / t * b * s * h * n,
+     "without recomputation a layer all-reduces 4 times (2 forward, 2 backward); 6 is with the forward re-run"),
+]
+
+
 TP_EXERCISES = (
     Exercise("13.5", "The Megatron MLP, rank by rank", 2, cases=_mlp_cases, name="megatron_mlp_partials",
              normalize=_parts_out, same=_close_parts, mistakes=MLP_MISTAKES,
              fresh="return new tensors and leave the shards as they were"),
     Exercise("13.6", "Vocab-parallel cross-entropy", 2, cases=_ce_cases, name="vocab_parallel_ce",
              normalize=_losses_out, same=_close_losses, mistakes=CE_MISTAKES),
+    Exercise("13.7", "Bytes a GPU sends for one tensor-parallel layer", 1, cases=_bytes_cases, name="tp_layer_bytes",
+             normalize=_number_out, same=_rel, mistakes=BYTES_MISTAKES),
 )
