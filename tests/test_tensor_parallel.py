@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from minillm.distributed import launch
 from minillm.distributed.ddp_workers import tiny_gpt
-from minillm.distributed.tensor_workers import GPT2, LLAMA, tokens, tp_worker
+from minillm.distributed.tensor_workers import BATCH, GPT2, LLAMA, SEQ, tokens, tp_worker
 
 TOL = {"atol": 1e-10, "rtol": 0}
 CONFIGS = {2: {"llama": LLAMA, "gpt2": GPT2}, 4: {"llama": {**LLAMA, "n_kv_head": 4}}}
@@ -73,6 +73,13 @@ def test_collectives_two_forward_two_backward_per_block(run):
             assert bwd == {("f", "backward"): 2 * n_layer + 1}  # attention and MLP input, + the lm_head's input
             assert fwd[("embedding", "forward")] == 1
             assert sum(v for k, v in fwd.items() if k[0].startswith("ce_")) == 3  # max, sum-exp, target logit
+            # every g and f moves one (B, T, d_model) activation: b*s*h elements; the embedding's g too
+            d = tiny_gpt(0, **CONFIGS[world][name]).cfg.d_model
+            bsh = BATCH * SEQ * d
+            assert out[name]["forward_elements"][("g", "forward")] == 2 * n_layer * bsh
+            assert out[name]["backward_elements"] == {("f", "backward"): (2 * n_layer + 1) * bsh}
+            assert out[name]["forward_elements"][("embedding", "forward")] == bsh
+            assert out[name]["forward_elements"][("ce_max", "forward")] == BATCH * SEQ  # (B, T) numbers only
         rep = out["replicated_vocab"]
         assert rep["forward"] == {("g", "forward"): 2 * n_layer} and rep["backward"] == {("f", "backward"): 2 * n_layer}
 

@@ -28,7 +28,7 @@ forward and one f in backward per sub-layer: 2 all-reduces forward and 2 backwar
   rank's slice of the logits (B, T, V/N); compute the loss with `vocab_parallel_cross_entropy` (or `tp_loss`),
   which never gathers the full logits (max, sum of exps and the target logit are all-reduced: 3 small
   all-reduces of (B, T) numbers). Tied embeddings stay tied (the lm_head shares the embedding shard).
-`CollectiveCounter` records every all-reduce these operators issue, with its phase (forward / backward).
+`CollectiveCounter` records every all-reduce these operators issue, with its phase (forward / backward) and size.
 
 Leaves out: sequence parallelism (Korthikanti et al. 2022: norms and dropout split along the sequence, g
 becomes reduce-scatter and f all-gather), the RNG tracker for dropout in split regions (dropout > 0 is refused),
@@ -51,10 +51,12 @@ _COUNTERS: list[CollectiveCounter] = []
 
 class CollectiveCounter:
     """`with CollectiveCounter() as c:` counts the all-reduces issued by this module's operators, by
-    (name, phase): c.counts[("g", "forward")] etc.; `c.total(phase)` sums a phase."""
+    (name, phase): c.counts[("g", "forward")] etc.; `c.elements` sums the elements they reduced (the same keys;
+    bytes = elements x element size); `c.total(phase)` sums a phase's counts."""
 
     def __init__(self) -> None:
         self.counts: Counter[tuple[str, str]] = Counter()
+        self.elements: Counter[tuple[str, str]] = Counter()
 
     def __enter__(self) -> CollectiveCounter:
         _COUNTERS.append(self)
@@ -68,9 +70,10 @@ class CollectiveCounter:
 
 
 def _all_reduce(x: torch.Tensor, group: Any, name: str, phase: str, op: Any = dist.ReduceOp.SUM) -> torch.Tensor:
-    """All-reduce `x` in place over `group` (a no-op for one rank), and count it."""
+    """All-reduce `x` in place over `group` (a no-op for one rank), and count it (and its elements)."""
     for c in _COUNTERS:
         c.counts[(name, phase)] += 1
+        c.elements[(name, phase)] += x.numel()
     if dist.get_world_size(group) > 1:
         dist.all_reduce(x, op=op, group=group)
     return x

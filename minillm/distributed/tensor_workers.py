@@ -7,6 +7,8 @@ parallelism against one process and against torch's DTensor `parallelize_module`
   the all-reduces counted in forward and backward; vocab-parallel cross-entropy on random logits (loss and this
   rank's gradient slice); `layers_run` (the two linear layers alone); the error for heads that do not split;
   and, when asked, the DTensor comparison.
+- `notebook_worker`: what notebooks/13_parallelism/02_tensor_parallel.ipynb shows, in one launch: both configs
+  sharded (with the elements of every all-reduce and this rank's parameter shapes) and the DTensor comparison.
 - `dtensor_run`: the same model parallelised by `torch.distributed.tensor.parallel.parallelize_module` with
   ColwiseParallel / RowwiseParallel on a CPU DeviceMesh: logits, loss, full gradients. DTensor's own count of
   collectives is not taken: torch 2.13's CommDebugMode fails on the model's blocks (IndexError in its module hook).
@@ -73,6 +75,8 @@ def sharded_run(overrides: dict[str, Any], vocab_parallel: bool = True) -> dict[
             "loss": loss.item(),
             "params": gathered(model), "grads": gathered(model, grads=True),
             "forward": dict(fwd.counts), "backward": dict(bwd.counts),
+            "forward_elements": dict(fwd.elements), "backward_elements": dict(bwd.elements),
+            "local_shapes": {n: tuple(p.shape) for n, p in model.named_parameters()},
             "local_heads": (model.layers[0].self_attn.cfg.n_head, model.layers[0].self_attn.cfg.n_kv_head)}
 
 
@@ -169,4 +173,16 @@ def tp_worker(rank: int, world: int, configs: dict[str, dict[str, Any]], dtensor
             out["dtensor"] = {name: dtensor_run(cfg, world) for name, cfg in configs.items()}
         except Exception as e:  # noqa: BLE001 - reported to the test, which skips with the reason
             out["dtensor_skip"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def notebook_worker(rank: int, world: int) -> dict[str, Any]:
+    """One launch for the notebook: `sharded_run` of LLAMA and GPT2, `layers_run`, `ce_run`, and `dtensor_run` of
+    both (or "dtensor_skip" with the reason it could not run)."""
+    out: dict[str, Any] = {"llama": sharded_run(LLAMA), "gpt2": sharded_run(GPT2), "layers": layers_run(rank, world),
+                           "ce": ce_run(rank, world)}
+    try:
+        out["dtensor"] = {"llama": dtensor_run(LLAMA, world), "gpt2": dtensor_run(GPT2, world)}
+    except Exception as e:  # noqa: BLE001 - shown by the notebook
+        out["dtensor_skip"] = f"{type(e).__name__}: {e}"
     return out
