@@ -169,3 +169,26 @@ def test_gpt3_175b_megatron_plan_on_1024_a100():
     assert not any(e.plan.pp > 1 and e.plan.tp == 8 and not e.plan.recompute for e in feasible)
     table = plan_table()
     assert table.startswith("| dp | tp | pp |") and "feasible plans" in table
+
+
+def test_gpt3_pick_and_pure_zero3_on_1024_a100():
+    # the calculator's pick (notebook 13.3): tp 8 inside the node, pp 4, dp 32 with ZeRO-1 and recomputation;
+    # Narayanan et al. 2021 table 1 split their 76.1B model on 1,024 GPUs the same way (tp 8, pp 4)
+    feasible, _ = enumerate_plans(GPT3_175B, DGX_A100, 1024, global_batch=1536)
+    best = feasible[0].plan
+    assert (best.dp, best.tp, best.pp, best.zero_stage, best.micro_batches, best.recompute) == (32, 8, 4, 1, 48, True)
+    # pure ZeRO-3 data parallelism fits at batch 2048 but gathers 175B of weights over the network each micro-batch
+    z3 = estimate(GPT3_175B, DGX_A100, ParallelPlan(1024, 1, 1, 3, 1, 2, recompute=True))
+    best2048 = enumerate_plans(GPT3_175B, DGX_A100, 1024, global_batch=2048)[0][0]
+    assert not z3.reasons and z3.comm["dp"] == pytest.approx(3 * 1023 / 1024 * 2 * count_params(GPT3_175B)["total"])
+    assert z3.times["step"] > 1.8 * best2048.times["step"]
+
+
+def test_modest_hardware_7b_needs_more_than_two_24gb_cards():
+    from minillm.presets import preset
+
+    llama7 = GPTConfig(**preset("llama2-7b"))
+    box = ClusterSpec("8 x RTX 4090 PCIe", 8, 24, 16e9, 1.25e9, 165.2e12)
+    assert enumerate_plans(llama7, box, 2, global_batch=64, seq=2048)[0] == []
+    eight = enumerate_plans(llama7, box, 8, global_batch=64, seq=2048)[0]
+    assert eight and eight[0].plan.tp == 1  # per-layer all-reduces over PCIe lose to a pipeline
