@@ -25,16 +25,20 @@ from minillm.grading.ch12_zero import (
     HAND_GRADS,
     HAND_MEMORY,
     HAND_SHARDS,
+    HAND_STEP,
+    HAND_STEP_ARGS,
     ZERO_EXERCISES,
     _bounds_cases,
     _linear_case,
     _memory_cases,
     _rs_cases,
     _rs_ref,
+    _step_cases,
+    _step_ref,
 )
 
 SRC = kit.ROOT / "exercises" / "src" / "12_zero_cells.py"
-MEMORY, BOUNDS, RS = ZERO_EXERCISES
+MEMORY, BOUNDS, RS, STEP = ZERO_EXERCISES
 core.register(*ZERO_EXERCISES)
 
 # test_exercises.py's rule for stub messages: no operator, bracket or torch recipe
@@ -254,6 +258,92 @@ def test_reduce_scatter_cases_include_the_large_batch_gradient():
 
 
 # ---------------------------------------------------------------------------------------------------
+# 12.4 valid variants, in-place answers
+
+
+def step_with_torch_sgd_per_rank(params, rank_grads, momenta, lr, beta):
+    """Each simulated rank builds torch's SGD over its own shard (as ZeroOptimizer builds AdamW), float32."""
+    n, numel = len(rank_grads), params.numel()
+    size = -(-numel // n)
+    pad = n * size - numel
+    flat = torch.cat([params.float(), torch.zeros(pad)])
+    grad = torch.cat([torch.stack([g.float() for g in rank_grads]).mean(0), torch.zeros(pad)])
+    shards, bufs = [], []
+    for r in range(n):
+        shard = flat[r * size:(r + 1) * size].clone()
+        shard.grad = grad[r * size:(r + 1) * size].clone()
+        opt = torch.optim.SGD([shard], lr=lr, momentum=beta)
+        opt.state[shard]["momentum_buffer"] = momenta[r].float().clone()
+        opt.step()
+        shards.append(shard)
+        bufs.append(opt.state[shard]["momentum_buffer"])
+    return torch.cat(shards)[:numel], bufs
+
+
+def step_loops(params, rank_grads, momenta, lr, beta):
+    n, numel = len(rank_grads), len(params)
+    size = -(-numel // n)
+    new_p = [float(v) for v in params]
+    new_m = []
+    for r in range(n):
+        m = []
+        for j in range(size):
+            i = r * size + j
+            g = sum(float(gr[i]) for gr in rank_grads) / n if i < numel else 0.0
+            b = beta * float(momenta[r][j]) + g
+            m.append(b)
+            if i < numel:
+                new_p[i] -= lr * b
+        new_m.append(m)
+    return new_p, torch.tensor(new_m)  # a list of floats and a 2-D tensor: accepted
+
+
+@pytest.mark.parametrize("fn", [lambda *a: _step_ref_tensors(*a), step_with_torch_sgd_per_rank, step_loops])
+def test_valid_step_variants_pass(fn):
+    for _ in range(3):
+        res = check(STEP.id, fn)
+        assert res.passed, res.hint
+
+
+def _step_ref_tensors(params, rank_grads, momenta, lr, beta):
+    p, ms = _step_ref(params, rank_grads, momenta, lr, beta)
+    return torch.tensor(p, dtype=torch.float64), [torch.tensor(m, dtype=torch.float64) for m in ms]
+
+
+def test_step_in_place_fails_with_the_fresh_hint():
+    def in_place(params, rank_grads, momenta, lr, beta):
+        new_p, new_m = _step_ref_tensors(params, rank_grads, momenta, lr, beta)
+        params.copy_(new_p)
+        return params, new_m
+
+    res = check(STEP.id, in_place)
+    assert not res.passed and res.hint.startswith("return new tensors and leave the parameters")
+
+
+def test_step_hints_for_wrong_shapes():
+    def unpadded_momenta(params, rank_grads, momenta, lr, beta):
+        new_p, new_m = _step_ref_tensors(params, rank_grads, momenta, lr, beta)
+        return new_p, [m[:1] for m in new_m]
+
+    res = check(STEP.id, unpadded_momenta)
+    assert not res.passed and "momentum covers its shard only, 2 elements" in res.hint
+    res = check(STEP.id, lambda *a: _step_ref_tensors(*a)[0])
+    assert not res.passed and res.hint.startswith("return a pair")
+
+
+def test_step_cases_cover_the_task():
+    for _ in range(3):
+        cases = _step_cases()
+        assert any(len(a[1]) == 1 for a, _ in cases) and any(a[0].numel() < len(a[1]) for a, _ in cases)
+        assert any(a[0].numel() % len(a[1]) and a[0].numel() > len(a[1]) for a, _ in cases)
+        assert any(a[4] == 0.9 or a[4] == 0.95 for a, _ in cases) and any(a[3] < 0.1 for a, _ in cases)
+        for a, _ in cases:  # the padding of every momentum shard is 0, as in training
+            n, numel = len(a[1]), a[0].numel()
+            flat = torch.cat(a[2])
+            assert flat.numel() == n * -(-numel // n) and not flat[numel:].any()
+
+
+# ---------------------------------------------------------------------------------------------------
 # the worked examples of the markdown
 
 
@@ -273,3 +363,10 @@ def test_worked_examples_are_what_minillm_computes():
         in MARKDOWN
     got = _rs_ref([torch.tensor(g) for g in HAND_GRADS])
     assert tuple(tuple(s.tolist()) for s in got) == HAND_SHARDS == ((2.0, 3.0), (4.0, 0.0))
+    assert ("`params = tensor([1., 1., 1.])`, `rank_grads = [tensor([1., 2., 3.]), tensor([3., 4., 5.])]`, "
+            "`momenta = [tensor([1., 1.]), tensor([1., 0.])]`, `lr = 0.5`, `beta = 0.5` gives "
+            "`(tensor([-0.25, -0.75, -1.25]), [tensor([2.5, 3.5]), tensor([4.5, 0.])])`") in MARKDOWN
+    p, gs, ms, lr, beta = HAND_STEP_ARGS
+    t = torch.tensor
+    assert _step_ref(t(p), [t(g) for g in gs], [t(m) for m in ms], lr, beta) == HAND_STEP
+    assert HAND_STEP == ((-0.25, -0.75, -1.25), ((2.5, 3.5), (4.5, 0.0)))

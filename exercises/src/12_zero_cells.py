@@ -138,3 +138,65 @@ def reduce_scatter_mean(rank_grads: list[torch.Tensor]) -> list[torch.Tensor]:
 
 # %%
 check("12.3", reduce_scatter_mean)
+
+
+# %% [markdown]
+# ## 12.4 One ZeRO-1 step of SGD with momentum (2 points)
+#
+# Read first: [12.1 ZeRO-1 and ZeRO-2](../notebooks/12_zero_fsdp/01_zero.ipynb), section 3. The optimizer here is
+# SGD with momentum as `torch.optim.SGD(params, lr=lr, momentum=beta)` runs it (no dampening, no weight decay, not
+# Nesterov): each element keeps a momentum buffer, which a step first updates with the gradient and then uses to
+# move the parameter.
+#
+# $n$ ranks train the same model with ZeRO-1. The flat parameters (a 1-D tensor of `numel` elements, identical on
+# every rank) are padded and cut into $n$ equal shards as in 12.2; rank $r$ keeps the momentum buffer of its shard
+# only (its padding elements are 0). One step: the ranks' local gradients are averaged over the ranks, each rank
+# updates its momentum shard and its shard of the parameters, and the updated shards are collected so that every
+# rank holds the whole new parameter vector again.
+#
+# Write `zero1_sgd_step(params, rank_grads, momenta, lr, beta)`: `params` is the flat parameter vector,
+# `rank_grads[r]` rank `r`'s local flat gradient (`numel` elements), `momenta[r]` rank `r`'s momentum shard
+# (a 1-D tensor of the shard's length, padding included). Return a pair: the new flat parameters (`numel`
+# elements, what every rank holds after the step) and the list of the $n$ ranks' new momentum shards, all new
+# tensors (leave the inputs unchanged). Worked example with $n = 2$: `params = tensor([1., 1., 1.])`,
+# `rank_grads = [tensor([1., 2., 3.]), tensor([3., 4., 5.])]`, `momenta = [tensor([1., 1.]), tensor([1., 0.])]`,
+# `lr = 0.5`, `beta = 0.5` gives `(tensor([-0.25, -0.75, -1.25]), [tensor([2.5, 3.5]), tensor([4.5, 0.])])`.
+
+# %%
+def zero1_sgd_step(params: torch.Tensor, rank_grads: list[torch.Tensor], momenta: list[torch.Tensor], lr: float,
+                   beta: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The parameters every rank holds and each rank's momentum shard after one ZeRO-1 step of SGD with momentum."""
+    # BEGIN SOLUTION 12.4: return the new flat parameters and the ranks' new momentum shards
+    n, numel = len(rank_grads), params.numel()
+    size = -(-numel // n)  # shard size, as in 12.2
+    grad = torch.zeros(n * size, dtype=params.dtype)
+    grad[:numel] = torch.stack(rank_grads).sum(dim=0) / n  # the all-reduce (then / n): every rank's mean gradient
+    flat = torch.cat([params, params.new_zeros(n * size - numel)])  # [n * size]: padded parameters
+    new_shards, new_momenta = [], []
+    for r in range(n):  # what rank r does, on its shard only
+        lo, hi = r * size, (r + 1) * size
+        buf = beta * momenta[r] + grad[lo:hi]  # torch's SGD: buf = beta * buf + g
+        new_shards.append(flat[lo:hi] - lr * buf)  # p = p - lr * buf
+        new_momenta.append(buf)
+    return torch.cat(new_shards)[:numel], new_momenta  # the all-gather: every rank gets every updated shard
+    # END SOLUTION
+
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>
+#
+# Do it as the ranks would: first the gradient every rank sees after the all-reduce, then a loop over the ranks in
+# which rank $r$ touches only elements $[rS, (r+1)S)$ of the padded vectors, then put the updated shards together.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# With `size = -(-numel // n)` and the gradient `g` = the mean of `rank_grads`, zero-padded to `n * size`: rank
+# `r`'s new buffer is `beta * momenta[r] + g[r * size:(r + 1) * size]` and its new shard `p_shard - lr * buf`; the
+# new parameters are `torch.cat(new_shards)[:numel]`.
+#
+# </details>
+
+# %%
+check("12.4", zero1_sgd_step)

@@ -8,6 +8,8 @@
 |      | padded to a multiple of n and cut into n equal shards | `minillm.distributed.zero.shard_layout` |
 | 12.3 | `reduce_scatter_mean(rank_grads)` -> n tensors: rank r's shard of the mean flat gradient, padded | |
 |      | (what ZeRO-2's reduce-scatter leaves on each rank) | `shard_layout` + the mean; a real model |
+| 12.4 | `zero1_sgd_step(params, rank_grads, momenta, lr, beta)` -> (new flat parameters, the ranks' new momentum | |
+|      | shards): one ZeRO-1 step of SGD with momentum, ranks simulated | `torch.optim.SGD(momentum=beta)` |
 
 12.1 cases: the paper's figure 1 (7.5B on 64 GPUs, all four stages), n = 1 (every stage the same), k other than
 12, then random psi (1e6 .. 1e12), n (1 .. 4096), stage and k; relative tolerance 1e-9 (float64 arithmetic in any
@@ -19,6 +21,10 @@ float64 gradients (exact in any order and in float32, so a simulated mistake is 
 layer on N equal shards of a batch, whose answer is the slice of the whole batch's gradient computed in one go
 (not the formula), and random normals; tolerance 1e-5 times the largest |value| (at least 1), so float32 passes.
 The answer must be new tensors and leave the inputs unchanged (`fresh`).
+12.4 cases: the worked example, one rank, integer tensors with dyadic lr and beta (exact in float32 too, so a
+simulated mistake is named), numel not divisible by n and smaller than n, then normals with realistic lr and beta;
+the reference is torch's own SGD on the whole flat vector with the mean gradient; the momentum shards' padding is 0
+in every case (as in training: its gradient is always 0). Tolerance as 12.3.
 The ids are this part's own; the coordinator may renumber them.
 """
 
@@ -31,7 +37,7 @@ import random
 import torch
 
 from minillm.grading import answers
-from minillm.grading.core import Exercise, Wrong
+from minillm.grading.core import Exercise, Wrong, short
 
 HAND_MEMORY = ((7.5e9, 64, 0, 12), 120e9), ((7.5e9, 64, 1, 12), 31.40625e9)
 HAND_BOUNDS = ((10, 4), ((0, 3), (3, 6), (6, 9), (9, 10))), ((2, 4), ((0, 1), (1, 2), (2, 2), (2, 2)))
@@ -86,6 +92,7 @@ def _memory_cases() -> list:
     cases += [((7.5e9, 64, s, 12), _memory_ref(7.5e9, 64, s, 12)) for s in (2, 3)]
     cases += [((1e9, 1, s, 12), 16e9) for s in range(4)]  # one GPU: nothing to partition
     cases += [((2e9, 8, s, 16), _memory_ref(2e9, 8, s, 16)) for s in range(4)]  # e.g. fp32 master + m + v + more
+    cases.append(((1e12, 1024, 3, 12), 16e12 / 1024))  # the paper's trillion parameters on 1024 GPUs
     for _ in range(16):
         args = (float(round(10 ** random.uniform(6, 12))), random.choice([2, 3, 4, 8, 16, 64, 100, 512, 1024, 4096]),
                 random.randint(0, 3), random.choice([12, 12, 4, 8, 16]))
@@ -286,6 +293,127 @@ def _rs_cases() -> list:
     return cases
 
 
+# -- 12.4 one ZeRO-1 step of SGD with momentum ----------------------------------------------------------------------
+HAND_STEP_ARGS = ([1.0, 1.0, 1.0], ([1.0, 2.0, 3.0], [3.0, 4.0, 5.0]), ([1.0, 1.0], [1.0, 0.0]), 0.5, 0.5)
+HAND_STEP = ((-0.25, -0.75, -1.25), ((2.5, 3.5), (4.5, 0.0)))
+
+
+def _step_ref(params, rank_grads, momenta, lr, beta) -> tuple:
+    """torch.optim.SGD(momentum=beta) on the whole flat parameter vector, stepped once with the mean gradient and
+    the ranks' momentum shards put together as its buffer; the new buffer cut back into the ranks' padded shards."""
+    n, numel = len(rank_grads), params.numel()
+    size = -(-numel // n)
+    p = params.detach().double().clone()
+    p.grad = torch.stack([g.double() for g in rank_grads]).mean(0)
+    opt = torch.optim.SGD([p], lr=lr, momentum=beta)
+    opt.state[p]["momentum_buffer"] = torch.cat([m.double() for m in momenta])[:numel].clone()
+    opt.step()
+    buf = torch.cat([opt.state[p]["momentum_buffer"], torch.zeros(n * size - numel, dtype=torch.float64)])
+    return _canon_step(p.detach(), [buf[r * size:(r + 1) * size] for r in range(n)])
+
+
+def _canon_step(params, momenta) -> tuple:
+    return tuple(float(v) for v in params.reshape(-1).tolist()), _canon_shards(momenta)
+
+
+def _step_out(got, args) -> tuple:
+    params, rank_grads = args[0], args[1]
+    n, numel = len(rank_grads), params.numel()
+    size = -(-numel // n)
+    if not isinstance(got, (list, tuple)) or len(got) != 2:
+        raise Wrong("return a pair: (the new flat parameters, the list of the ranks' new momentum shards)")
+    new_params = answers.float_tensor(got[0], "the new flat parameters every rank holds")
+    if new_params.dim() != 1 or new_params.numel() != numel:
+        raise Wrong(f"the new parameters are the whole flat vector every rank holds after the step: {numel} "
+                    f"elements, got shape {tuple(new_params.shape)}")
+    momenta = got[1]
+    if isinstance(momenta, torch.Tensor) and momenta.dim() == 2:
+        momenta = list(momenta)
+    if not isinstance(momenta, (list, tuple)) or len(momenta) != n:
+        raise Wrong(f"the second entry is the list of the {n} ranks' momentum shards, got {short(momenta, 40)}")
+    out = []
+    for r, m in enumerate(momenta):
+        t = answers.float_tensor(m, f"rank {r}'s momentum shard")
+        if t.dim() != 1 or t.numel() != size:
+            raise Wrong(f"rank {r}'s momentum covers its shard only, {size} elements (padding included), got shape "
+                        f"{tuple(t.shape)}")
+        out.append(t)
+    return _canon_step(new_params, out)
+
+
+def _step_close(got: tuple, want: tuple, args: tuple) -> bool:
+    return _close((got[0],), (want[0],), args) and _close(got[1], want[1], args)
+
+
+def _step_sim(params, rank_grads, momenta, lr, beta, *, grad="mean", damp=False, keep=False, gather=True):
+    """Simulated solutions: the right step with one thing changed."""
+    n, numel = len(rank_grads), params.numel()
+    size = -(-numel // n)
+    flats = [_padded(g, n) for g in rank_grads]
+    total = sum(flats)
+    new_p, new_m = _padded(params, n), []
+    for r in range(n):
+        lo, hi = r * size, (r + 1) * size
+        g = {"mean": total / n, "sum": total, "own": flats[r]}[grad][lo:hi]
+        m = momenta[r].double()
+        buf = beta * m + ((1 - beta) * g if damp else g)
+        if gather or r == 0:  # without the all-gather only one shard of the returned vector would be new
+            new_p[lo:hi] = new_p[lo:hi] - lr * buf
+        new_m.append(m.clone() if keep else buf)
+    return new_p[:numel], new_m
+
+
+STEP_MISTAKES = [
+    (lambda *a: _step_sim(*a, grad="own"),
+     "every rank steps its shard with the MEAN gradient over all ranks (ZeRO-1 all-reduces it first), not with its "
+     "own local gradient"),
+    (lambda *a: _step_sim(*a, grad="sum"),
+     "the gradient is the mean over the ranks: the all-reduced sum divided by the number of ranks"),
+    (lambda *a: _step_sim(*a, gather=False),
+     "after the step every rank all-gathers the updated shards: the parameters every rank holds are updated in "
+     "every shard, not only in rank 0's"),
+    (lambda *a: _step_sim(*a, keep=True),
+     "return the UPDATED momentum shards: the next step needs this step's buffer"),
+    (lambda *a: _step_sim(*a, damp=True),
+     "torch's SGD momentum adds the gradient itself to beta times the buffer (no 1 - beta factor: dampening is 0)"),
+]
+
+
+def _step_case(params, rank_grads, momenta, lr, beta) -> tuple:
+    args = (params, rank_grads, momenta, lr, beta)
+    return args, _step_ref(*args)
+
+
+def _zero_pad_momenta(momenta: list[torch.Tensor], numel: int) -> list[torch.Tensor]:
+    """The padding elements of a momentum shard are 0 (their gradient always is)."""
+    size = momenta[0].numel()
+    for r, m in enumerate(momenta):
+        m[max(numel - r * size, 0):] = 0
+    return momenta
+
+
+def _step_cases() -> list:
+    t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    p, gs, ms, lr, beta = HAND_STEP_ARGS
+    cases = [((t(p), [t(g) for g in gs], [t(m) for m in ms], lr, beta), HAND_STEP)]
+    cases.append(_step_case(t([2.0, -1.0]), [t([4.0, 2.0])], [t([1.0, 1.0])], 0.25, 0.5))  # one rank
+    dyadic = [0.5, 0.25, 0.125, 1.0]
+    for n, numel in [(2, 4), (3, 7), (4, 2), (2, 5), (4, 9), (3, 1)]:  # integers, dyadic lr/beta: exact
+        size = -(-numel // n)
+        ms = _zero_pad_momenta([torch.randint(-5, 6, (size,)).double() for _ in range(n)], numel)
+        cases.append(_step_case(torch.randint(-9, 10, (numel,)).double(),
+                                [torch.randint(-9, 10, (numel,)).double() for _ in range(n)], ms,
+                                random.choice(dyadic), random.choice(dyadic[:3])))
+    for _ in range(4):  # normals, realistic lr and beta
+        n, numel = random.randint(2, 5), random.randint(1, 17)
+        size = -(-numel // n)
+        ms = _zero_pad_momenta([torch.randn(size, dtype=torch.float64) for _ in range(n)], numel)
+        cases.append(_step_case(torch.randn(numel, dtype=torch.float64),
+                                [torch.randn(numel, dtype=torch.float64) for _ in range(n)], ms,
+                                10 ** random.uniform(-3, -1), random.choice([0.9, 0.95, 0.5])))
+    return cases
+
+
 ZERO_EXERCISES = (
     Exercise("12.1", "Bytes per GPU at each ZeRO stage", 1, cases=_memory_cases, name="zero_bytes_per_gpu",
              normalize=_bytes_out, same=_rel, mistakes=MEMORY_MISTAKES),
@@ -294,4 +422,7 @@ ZERO_EXERCISES = (
     Exercise("12.3", "ZeRO-2's reduce-scatter of the ranks' gradients", 2, cases=_rs_cases, name="reduce_scatter_mean",
              normalize=_shards_out, same=_close, mistakes=RS_MISTAKES,
              fresh="return new tensors and leave the ranks' gradients as they were"),
+    Exercise("12.4", "One ZeRO-1 step of SGD with momentum", 2, cases=_step_cases, name="zero1_sgd_step",
+             normalize=_step_out, same=_step_close, mistakes=STEP_MISTAKES,
+             fresh="return new tensors and leave the parameters, gradients and momentum shards as they were"),
 )
