@@ -6,6 +6,8 @@ and vs torch's `ZeroRedundancyOptimizer`.
 - `zero_worker`: on every rank, stage 1 and stage 2 on this rank's rows (parameters, losses, measured bytes and
   the buffers' sizes after the last step), torch's DDP + ZeroRedundancyOptimizer on the same rows, and both
   stages on the odd MLP.
+- `zero_notebook_worker`: `zero_worker`'s results plus the collectives (op, elements) that DDP, ZeRO-1, ZeRO-2 and
+  ZeRO-3 issue in one training step, recorded by a dispatch mode (for notebooks/12_zero_fsdp/01_zero.ipynb).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from minillm.distributed.ddp_workers import global_batches, shard, tiny_gpt
 from minillm.distributed.zero import ZeroOptimizer
@@ -96,4 +99,67 @@ def zero_worker(rank: int, world: int, steps: int, batch: int, seq: int, lr: flo
     ddp = nn.parallel.DistributedDataParallel(model)
     opt = ZeroRedundancyOptimizer(_groups(model, weight_decay), optimizer_class=torch.optim.AdamW, lr=lr)
     out["torch"] = {"losses": _train(ddp, opt, local), "params": _params(model)}
+    return out
+
+
+# -- chapter 12.1's notebook: one launch returns everything it shows ------------------------------------------
+class _CollectiveLog(TorchDispatchMode):
+    """While active, records every `torch.distributed` collective this process issues (they reach the dispatcher
+    as `c10d.*` ops, the way torch's own `CommDebugMode` sees them): (op, elements of its payload, bytes per
+    element). The payload is the full buffer: the input of a reduce-scatter, the output of an all-gather, the
+    tensors of an all-reduce or broadcast."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, int, int]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if str(func).startswith("c10d."):
+            name = str(func.overloadpacket).split(".")[-1]  # "allreduce_", "_reduce_scatter_base_", "allgather_", ...
+            # payload: the full buffer = the input of a reduce-scatter, the output of an all-gather, the tensors of
+            # an all-reduce or a broadcast (list forms hold lists of tensors: flatten them)
+            payload = _tensors(args[1] if "reduce_scatter" in name else args[0])
+            self.calls.append((name.strip("_").replace("_base", ""), sum(t.numel() for t in payload),
+                               payload[0].element_size()))
+        return func(*args, **(kwargs or {}))
+
+
+def _tensors(x: Any) -> list[torch.Tensor]:
+    if isinstance(x, torch.Tensor):
+        return [x]
+    return [t for item in x for t in _tensors(item)] if isinstance(x, (list, tuple)) else []
+
+
+def _one_step_collectives(model: nn.Module, opt: Any, tokens: torch.Tensor) -> list[tuple[str, int, int]]:
+    """The collectives of one training step (forward, backward, optimizer step) on this rank's rows."""
+    opt.zero_grad(set_to_none=True)
+    with _CollectiveLog() as log:
+        _loss(model, tokens).backward()
+        opt.step()
+    return log.calls
+
+
+def zero_notebook_worker(rank: int, world: int, steps: int, batch: int, seq: int, lr: float,
+                         weight_decay: float) -> dict[str, Any]:
+    """What notebooks/12_zero_fsdp/01_zero.ipynb shows, in one launch: `zero_worker`'s results (stages 1 and 2,
+    torch's ZeroRedundancyOptimizer) and, under "collectives", the collectives each method issues in one
+    training step of the same GPT: minillm's DDP + AdamW, ZeroOptimizer stage 1 and 2, and ZeRO-3
+    (`minillm.distributed.fsdp.fully_shard` + AdamW)."""
+    from minillm.distributed.ddp import DDP
+    from minillm.distributed.fsdp import fully_shard
+
+    out = zero_worker(rank, world, steps, batch, seq, lr, weight_decay)
+    tokens = shard(global_batches(1, batch, seq)[0], rank, world)
+    comm: dict[str, list[tuple[str, int, int]]] = {}
+    model = tiny_gpt(0)
+    ddp = DDP(model)
+    comm["DDP"] = _one_step_collectives(ddp, torch.optim.AdamW(_groups(model, weight_decay), lr=lr), tokens)
+    for stage in (1, 2):
+        model = tiny_gpt(0)
+        opt = ZeroOptimizer(_groups(model, weight_decay), stage=stage, lr=lr)
+        comm[f"ZeRO-{stage}"] = _one_step_collectives(model, opt, tokens)
+    model = fully_shard(tiny_gpt(0))
+    comm["ZeRO-3"] = _one_step_collectives(model, torch.optim.AdamW(model.parameters(), lr=lr), tokens)
+    out["collectives"] = comm
+    out["numel"] = sum(p.numel() for p in tiny_gpt(0).parameters())
     return out
