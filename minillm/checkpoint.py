@@ -114,6 +114,7 @@ def optimizer_shard_file(ckpt: str | Path, rank: int) -> Path:
 def save_optimizer_shard(path: str | Path, shard: dict[str, Any], step: int) -> None:
     """Write one rank's optimizer shard (a dict of tensors and containers) with the step it belongs to, atomically."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save({**shard, "step": int(step)}, tmp)
     tmp.replace(path)
