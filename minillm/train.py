@@ -48,8 +48,10 @@ ZeRO (chapter 12): an optimizer that holds only this rank's slice of the state (
 `minillm.distributed.zero.ZeroOptimizer` around a `ZeroDataParallel` model, which averages nothing in backward)
 averages the gradients itself, so clipping calls its `clip_grad_norm_` (the norm of the averaged gradient over all
 shards: the number DDP's clipping sees). Checkpoints: rank 0 writes ckpt.pt with the full model as always (it loads
-into a plain GPT), every rank writes `optim_shard_<rank>.pt` next to it; resuming needs the same number of ranks
-(else: one line saying to consolidate), and a full optimizer state (a run without ZeRO) is re-sharded on resume.
+into a plain GPT; a model wrapper with `full_state_dict()`, ZeRO-3's, gathers it first on every rank and takes it
+back on resume with `load_full_state_dict(checkpoint)`), every rank writes `optim_shard_<rank>.pt` next to it;
+resuming needs the same number of ranks (else: one line saying to consolidate), and a full optimizer state (a run
+without ZeRO) is re-sharded on resume.
 
 The command line (`minillm train`) is `minillm.commands.train`; this module takes Python arguments and
 prints nothing but an optional progress bar.
@@ -302,7 +304,8 @@ def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until:
         if ckpt is None:
             raise ValueError("resume=True needs cfg.out_dir, the directory holding ckpt.pt")
         state = load_checkpoint(ckpt, device)
-        restore_model(plain, state)  # one-line error when the saved run used another model
+        # one-line error when the saved run used another model; a sharded model (ZeRO-3) takes its slice itself
+        getattr(model, "load_full_state_dict", lambda st: restore_model(plain, st))(state)
         load_optimizer_state(opt, state, ckpt, rank, world, device)
         start, history = state["step"], History(**state["history"])
         restore_rng(state, data_gen)
@@ -362,9 +365,12 @@ def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until:
             if sharded:  # every rank writes its own optimizer shard; ckpt.pt says how many there are
                 save_optimizer_shard(optimizer_shard_file(ckpt, rank), opt.state_dict(), step + 1)
                 extra["optimizer_shards"] = {"world": world, "stage": getattr(opt, "stage", None)}
+            gather = getattr(model, "full_state_dict", None)  # ZeRO-3: every rank helps gather the weights
+            weights = gather() if gather is not None else None
             if rank == 0:
                 save_checkpoint(ckpt, plain, None if sharded else opt, step + 1, train_config=cfg, history=history,
-                                data_generator=data_gen, tokenizer=tokenizer, extra=extra)
+                                data_generator=data_gen, tokenizer=tokenizer, extra=extra,
+                                **({"model_state": lambda _, w=weights: w} if gather is not None else {}))
             if world > 1:
                 dist.barrier()  # the file is complete before any rank goes on (and, say, resumes from it)
     return history

@@ -299,17 +299,7 @@ class ZeroOptimizer:
                 for b in self.buckets]
 
     def _check_layout(self, state: dict[str, Any]) -> None:
-        if not isinstance(state, dict) or state.get("format") != "minillm-zero-shard":
-            raise ValueError("not a ZeroOptimizer shard (no format 'minillm-zero-shard'): for a full optimizer "
-                             "state use load_full_state_dict")
-        if state["world"] != self.world or state["layout"] != self._layout():
-            what = (f"saved by {state['world']} ranks, loading on {self.world}" if state["world"] != self.world
-                    else "saved with another parameter layout (model or parameter groups changed)")
-            raise ValueError(f"optimizer shard {what}: consolidate the shards (minillm.distributed.zero."
-                             "consolidate_optimizer) and re-shard the full state with load_full_state_dict")
-        if state["rank"] != self.rank:
-            raise ValueError(f"optimizer shard of rank {state['rank']} given to rank {self.rank}: load "
-                             f"optim_shard_{self.rank}.pt on rank {self.rank}")
+        check_shard_state(state, self.world, self.rank, self._layout())
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -328,20 +318,52 @@ class ZeroOptimizer:
         for b in self.buckets:
             lo, hi = b.layout.bounds(self.rank)
             b.shard.copy_(b.flat([p.detach() for p in b.params])[lo:hi])
-            saved = [full["state"].get(n) for n in b.names]
-            if all(s is None for s in saved):
-                continue  # no step taken yet
-            if any(s is None for s in saved):
-                missing = b.names[[s is None for s in saved].index(True)]
-                raise ValueError(f"the full optimizer state has no entry for parameter {missing!r}: it was saved "
-                                 "for another model")
-            new = {}
-            for key, value in saved[0].items():
-                if isinstance(value, torch.Tensor) and value.dim() > 0:  # shaped as the parameter: m, v
-                    new[key] = b.flat([s[key] for s in saved])[lo:hi].clone()  # [S]
-                else:
-                    new[key] = value.clone() if isinstance(value, torch.Tensor) else value  # e.g. AdamW's step
-            self.optimizer.state[b.shard] = new
+            state = shard_of_full_state(full, b.names, [p.shape for p in b.params], b.layout, self.rank)
+            if state is not None:
+                self.optimizer.state[b.shard] = state
+
+
+def check_shard_state(state: Any, world: int, rank: int, layout: list[dict[str, Any]]) -> None:
+    """One-line ValueError unless `state` is a ZeRO optimizer shard saved by rank `rank` of `world` ranks with
+    `layout` (the flat buffers' sizes, parameter names and shapes)."""
+    if not isinstance(state, dict) or state.get("format") != "minillm-zero-shard":
+        raise ValueError("not a ZeroOptimizer shard (no format 'minillm-zero-shard'): for a full optimizer "
+                         "state use load_full_state_dict")
+    if state["world"] != world or state["layout"] != layout:
+        what = (f"saved by {state['world']} ranks, loading on {world}" if state["world"] != world
+                else "saved with another parameter layout (model or parameter groups changed)")
+        raise ValueError(f"optimizer shard {what}: consolidate the shards (minillm.distributed.zero."
+                         "consolidate_optimizer) and re-shard the full state with load_full_state_dict")
+    if state["rank"] != rank:
+        raise ValueError(f"optimizer shard of rank {state['rank']} given to rank {rank}: load "
+                         f"optim_shard_{rank}.pt on rank {rank}")
+
+
+def shard_of_full_state(full: dict[str, Any], names: list[Any], shapes: list[torch.Size], layout: ShardLayout,
+                        rank: int) -> dict[str, Any] | None:
+    """Rank `rank`'s slice of the per-parameter states `full["state"][name]` of one flat buffer (parameters `names`
+    of `shapes`, laid out by `layout`): per-element tensors flattened, padded and cut to [S]; scalars (AdamW's step)
+    as they are. None when no parameter has a state yet (no step taken)."""
+    saved = [full["state"].get(n) for n in names]
+    if all(s is None for s in saved):
+        return None
+    if any(s is None for s in saved):
+        missing = names[[s is None for s in saved].index(True)]
+        raise ValueError(f"the full optimizer state has no entry for parameter {missing!r}: it was saved for "
+                         "another model (or keyed otherwise: consolidate_optimizer's keys are what loads)")
+    lo, hi = layout.bounds(rank)
+    new = {}
+    for key, value in saved[0].items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0:  # shaped as the parameter: m, v
+            for n, s, shape in zip(names, saved, shapes, strict=True):
+                if tuple(s[key].shape) != tuple(shape):
+                    raise ValueError(f"the full optimizer state's {key} of {n!r} is {tuple(s[key].shape)}, the "
+                                     f"parameter {tuple(shape)}: it was saved for another model")
+            parts = [s[key].reshape(-1) for s in saved] + [value.new_zeros(layout.padded - layout.numel)]
+            new[key] = torch.cat(parts)[lo:hi].clone()  # [S]
+        else:
+            new[key] = value.clone() if isinstance(value, torch.Tensor) else value  # e.g. AdamW's step
+    return new
 
 
 def consolidate_optimizer(shards: list[dict[str, Any]]) -> dict[str, Any]:

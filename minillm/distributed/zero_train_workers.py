@@ -122,18 +122,26 @@ class RandomTokens:
 
 def zero_train_worker(rank: int, world: int, out_dir: str, cfg_kw: dict[str, Any]) -> dict[str, Any]:
     """`minillm.train.train` with ZeRO-1 and -2: straight through, and stopped at step 2 then resumed."""
+    from minillm.distributed.zero3 import FullyShardedDataParallel, ShardedOptimizer
+
     out: dict[str, Any] = {}
-    for stage in (1, 2):
-        def make(model: nn.Module, cfg: TrainConfig, stage: int = stage) -> ZeroOptimizer:
+    for stage in (1, 2, 3):
+        def make(model: nn.Module, cfg: TrainConfig, stage: int = stage) -> Any:
+            if stage == 3:
+                return ShardedOptimizer(unwrap(model), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
             return ZeroOptimizer(param_groups(unwrap(model), cfg), stage=stage, lr=cfg.lr, betas=cfg.betas)
 
         results = {}
         for name, until in (("straight", None), ("stopped", 2), ("resumed", None)):
             cfg = TrainConfig(**cfg_kw, out_dir=str(Path(out_dir) / f"stage{stage}" / name.replace("resumed",
                                                                                                    "stopped")))
-            model = ZeroDataParallel(tiny_gpt(0))
+            # stage 3 resumes into other initial weights: every one must come from the checkpoint
+            gpt = tiny_gpt(1 if name == "resumed" else 0)
+            model = FullyShardedDataParallel(gpt) if stage == 3 else ZeroDataParallel(gpt)
             hist = train(model, RandomTokens(), cfg, resume=name == "resumed", until=until, optimizer=make)
-            results[name] = {"loss": hist.train_loss, "val": hist.val_loss, "params": _params(model)}
+            params = model.full_state_dict() if stage == 3 else dict(gpt.named_parameters())
+            results[name] = {"loss": hist.train_loss, "val": hist.val_loss,
+                             "params": {k: v.detach().clone() for k, v in params.items()}}
         out[f"stage{stage}"] = results
     return out
 
