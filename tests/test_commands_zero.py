@@ -2,10 +2,11 @@
 `minillm generate` reads, one optimizer shard per rank, --resume, and the one-line errors of wrong combinations.
 
 Launches (each costs seconds of imports per process): --ddp minillm (the reference), --zero 2 for 2 steps then
---resume to 4, --zero 3 for 4 steps. Tolerance: float32. ZeRO averages the gradient as sum / N after the
+--resume to 4, --zero 3 with --grad-accum 2 for 4 steps. Stage 1 and each stage's bit-for-bit resumption run on the
+library in tests/test_zero.py (train() with ZeRO-1, -2, -3 stopped and resumed equals the uninterrupted run exactly,
+and the single-process run to 1e-10 in float64). Tolerance: float32. ZeRO averages the gradient as sum / N after the
 collective, DDP as sum of (grad / N): a few ulps per gradient, which AdamW's 1 / sqrt(v) turns into ~1e-6 in a
-loss after 4 steps at lr 0.01 (atol 1e-5, as tests/test_commands_ddp.py). Bit-for-bit resumption is tested on the
-library (tests/test_zero.py: train() with ZeRO-1 and -2 stopped and resumed equals the uninterrupted run exactly).
+loss after 4 steps at lr 0.01 (atol 1e-5, as tests/test_commands_ddp.py).
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def test_zero2_resume_equals_ddp(tmp_path, ddp, config):
 
 def test_zero3_equals_ddp_and_saves_full_model(tmp_path, ddp, config):
     out = tmp_path / "zero3"
-    res = _torchrun("--steps", "4", "--config", config, "--zero", "3", "--out", str(out))
+    # with gradient accumulation: each micro-batch's backward reduce-scatters, the shard gradients add up
+    res = _torchrun("--steps", "4", "--config", config, "--zero", "3", "--grad-accum", "2", "--out", str(out))
     assert "ZeRO-3 (optimizer states + gradients + parameters sharded)" in res.stdout
     state = load_checkpoint(out / "ckpt.pt")
     _close_history(state["history"], ddp["history"])

@@ -108,8 +108,8 @@ class ShardedOptimizer:
     def step(self) -> None:
         for u, mask, group in zip(self.st.units, self.decay, self.optimizer.param_groups, strict=True):
             if self.weight_decay and u.shard.grad is not None:  # AdamW skips (and does not decay) a gradless one
-                factor = torch.tensor(1 - group["lr"] * self.weight_decay, dtype=u.shard.dtype)
-                u.shard.mul_(torch.where(mask, factor, torch.ones((), dtype=u.shard.dtype)))
+                factor = torch.full_like(u.shard, 1 - group["lr"] * self.weight_decay)  # [S], rounded as AdamW's
+                u.shard.mul_(factor.masked_fill_(~mask, 1.0))
         self.optimizer.step()
 
     @torch.no_grad()
