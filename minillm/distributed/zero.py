@@ -46,12 +46,19 @@ gradients, K = 12 bytes of fp32 master weights + Adam's m and v per parameter): 
 Psi = 7.5e9, N = 64: 120, 31.4, 16.6, 1.9 GB. For the float64 model of the tests the same accounting holds with
 8-byte weights and gradients and K = 24 (the float64 master shard + m + v), counted on the padded buffers.
 
-Leaves out: stage 3 (parameters partitioned and gathered layer by layer: `fsdp.py`); reducing gradient buckets
-during backward as they become ready (DeepSpeed's stage 2 does, so the full gradient never exists at once; here
-it exists until `step()` frees it, so the PEAK is stage 1's, only what stays between steps is smaller);
-overlapping the all-gather with the next forward; a master shard in a dtype other than the parameters' (bf16
-model + fp32 master); gradient clipping across shards (the norm needs an all-reduce of the shards' squared norms);
-state_dict and sharded checkpoints; learning-rate schedulers (set `lr` in `param_groups` yourself). A parameter
+Training with it (`minillm train --zero 1|2`, `minillm.train.train`): `clip_grad_norm_(max_norm)` clips by the norm
+of the averaged gradient (it averages first, then all-reduces the shards' squared norms: one number); `state_dict()`
+is this rank's shard (master shard, inner optimizer state, and the layout: world size, flat sizes, parameter names
+and shapes), `load_state_dict` restores it on the same rank of a run with the same layout (else a one-line error);
+`consolidate_optimizer(shards)` turns the N shards into one full state keyed by parameter (what a single-process
+AdamW's state_dict holds; DeepSpeed's zero_to_fp32 does the same for the weights) and `load_full_state_dict`
+re-shards such a state onto any world size. `ZeroDataParallel` is the model's data-parallel shell (no hooks).
+
+Leaves out: stage 3 (parameters partitioned and gathered layer by layer: `fsdp.py`, and `zero3.py` for training);
+reducing gradient buckets during backward as they become ready (DeepSpeed's stage 2 does, so the full gradient never
+exists at once; here it exists until `step()` frees it, so the PEAK is stage 1's, only what stays between steps is
+smaller); overlapping the all-gather with the next forward; a master shard in a dtype other than the parameters'
+(bf16 model + fp32 master); learning-rate schedulers (set `lr` in `param_groups` yourself). A parameter
 that gets no gradient on any rank is stepped with a zero gradient (its buffer slice is shared with others, so it
 cannot be skipped): AdamW's weight decay and old momentum still move it, where plain AdamW skips a `.grad = None`.
 
