@@ -120,3 +120,24 @@ def test_zero_errors(monkeypatch, capsys, tmp_path, env, extra, message):
     assert main(["train", "--zero", "1", *extra, "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+
+
+def test_optimizer_shard_files(tmp_path):
+    from minillm.checkpoint import load_optimizer_shard, optimizer_shard_file, save_optimizer_shard
+    from minillm.train import load_optimizer_state
+
+    path = optimizer_shard_file(tmp_path / "run" / "ckpt.pt", 1)
+    assert path == tmp_path / "run" / "optim_shard_1.pt"
+    save_optimizer_shard(path, {"world": 2, "x": torch.arange(3)}, step=3)
+    got = load_optimizer_shard(path, step=3)
+    assert got["step"] == 3 and torch.equal(got["x"], torch.arange(3))
+    with pytest.raises(ValueError, match="from step 3, ckpt.pt from step 4"):
+        load_optimizer_shard(path, step=4)
+    with pytest.raises(FileNotFoundError, match="optim_shard_<rank>.pt"):
+        load_optimizer_shard(path.with_name("optim_shard_5.pt"), step=3)
+    # a ZeRO checkpoint resumed by a plain optimizer, or on another world size: one line saying what to run
+    opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())
+    state = {"optimizer": None, "optimizer_shards": {"world": 2, "stage": 2}, "step": 3}
+    with pytest.raises(ValueError, match=r"sharded over 2 processes \(ZeRO-2\): resume with torchrun "
+                                         r"--nproc-per-node 2 \.\.\. --zero 2"):
+        load_optimizer_state(opt, state, tmp_path / "run" / "ckpt.pt", 0, 1, torch.device("cpu"))
