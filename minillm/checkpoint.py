@@ -23,8 +23,9 @@ Any extra entry a caller adds must therefore be made of those types too.
 The seam later chapters extend:
 - adapter-only checkpoints (the LoRA chapter): pass `model_state=` a function returning only the adapter
   tensors, and `restore_model(..., strict=False)` loads them on top of the base weights;
-- sharded checkpoints (the ZeRO/FSDP chapter): each rank writes its own shard with its `model_state` and
-  `optimizer` state; a `shard` entry (rank, world size) is the place to record which piece a file holds.
+- sharded optimizers (ZeRO, chapter 12): rank 0 writes the full model weights to ckpt.pt as always (with
+  `optimizer` None and an `optimizer_shards` entry {world, stage}); every rank writes its optimizer shard to
+  `optim_shard_<rank>.pt` next to it (`save_optimizer_shard`, with the step, checked at load).
 Leaves out: safetensors output (`minillm.hf.save_safetensors` writes weights for Hugging Face), async writes.
 """
 
@@ -103,6 +104,33 @@ def save_checkpoint(
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
+
+
+def optimizer_shard_file(ckpt: str | Path, rank: int) -> Path:
+    """Where rank `rank` of a sharded-optimizer run (ZeRO) keeps its optimizer shard: next to ckpt.pt."""
+    return checkpoint_file(ckpt).parent / f"optim_shard_{rank}.pt"
+
+
+def save_optimizer_shard(path: str | Path, shard: dict[str, Any], step: int) -> None:
+    """Write one rank's optimizer shard (a dict of tensors and containers) with the step it belongs to, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({**shard, "step": int(step)}, tmp)
+    tmp.replace(path)
+
+
+def load_optimizer_shard(path: str | Path, step: int, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The shard `save_optimizer_shard` wrote, checked to belong to checkpoint step `step` (weights_only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no optimizer shard {path}: a ZeRO checkpoint needs every rank's "
+                                "optim_shard_<rank>.pt next to ckpt.pt; copy them all")
+    shard = torch.load(path, map_location=map_location, weights_only=True)
+    if shard.get("step") != step:
+        raise ValueError(f"{path} is from step {shard.get('step')}, ckpt.pt from step {step}: the run stopped while "
+                         "saving; resume from a run directory whose files were written together")
+    return shard
 
 
 def checkpoint_file(path: str | Path) -> Path:

@@ -137,3 +137,112 @@ def test_measured_bytes_equal_formula(run, stage):
         assert mem["optimizer"] == 16 * sum(got["shards"])  # AdamW's exp_avg and exp_avg_sq of the shard
         shards_total = sum(got["shards"])
         assert mem["grads"] == 8 * (world * shards_total if stage == 1 else shards_total)
+
+
+# -- sharded optimizer checkpoints and minillm.train with ZeRO (one launch, 2 processes) ----------------------------
+CKPT_ARGS = (STEPS, BATCH, SEQ, LR, WD, 0.05)  # clip at 0.05: below the tiny GPT's gradient norm, so it bites
+TRAIN_KW = {"steps": 4, "batch_size": 4, "seq_len": 8, "eval_every": 2, "eval_batches": 1, "progress": False,
+            "lr": 1e-2, "warmup": 1, "grad_clip": 0.5}
+
+
+@pytest.fixture(scope="module")
+def ckpt_run(tmp_path_factory):
+    from minillm.distributed.zero_train_workers import zero_checkpoint_and_train_worker
+
+    out = tmp_path_factory.mktemp("zero_train")
+    return launch(zero_checkpoint_and_train_worker, nprocs=2, args=(CKPT_ARGS, str(out), TRAIN_KW), timeout=180)
+
+
+def _named_reference(batches, extra=(), clip=None):
+    """Single-process AdamW (named groups) over `batches` then `extra`: (parameters, {name: state})."""
+    from minillm.distributed.ddp_workers import tiny_gpt
+    from minillm.distributed.zero_train_workers import named_groups, run_steps
+
+    model = tiny_gpt(0)
+    opt = torch.optim.AdamW(named_groups(model, WD), lr=LR)
+    run_steps(model, opt, batches, clip=clip)
+    sd = opt.state_dict()
+    states = {n: sd["state"][i] for g in sd["param_groups"] for n, i in zip(g["param_names"], g["params"], strict=True)}
+    run_steps(model, opt, list(extra))
+    return [p.detach().clone() for p in model.parameters()], states
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_consolidated_optimizer_equals_single_process_adamw(ckpt_run, stage):
+    from minillm.distributed.ddp_workers import global_batches
+    from minillm.distributed.zero import consolidate_optimizer
+
+    _, ref = _named_reference(global_batches(STEPS, BATCH, SEQ))
+    shards = [r["ckpt"][f"stage{stage}"]["state"] for r in ckpt_run]
+    full = consolidate_optimizer(shards)
+    assert set(full["state"]) == set(ref) and "embed_tokens.weight" in ref  # keyed by parameter name, tied once
+    for name, st in ref.items():
+        assert set(full["state"][name]) == {"step", "exp_avg", "exp_avg_sq"}
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(full["state"][name][key], st[key], **TOL)
+    assert [g["weight_decay"] for g in full["param_groups"]] == [WD, 0.0]
+    # hand check of the layout: rank r's exp_avg is elements [r S, (r+1) S) of the flat (padded) group buffer
+    lay = shards[0]["layout"][0]
+    assert lay["padded"] == 2 * lay["shard"] and lay["numel"] == 6912
+    assert [s["optimizer"]["state"][0]["exp_avg"].shape for s in shards] == [torch.Size([lay["shard"]])] * 2
+    with pytest.raises(ValueError, match="rank order"):
+        consolidate_optimizer(shards[::-1])
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_resume_from_shard_is_bit_for_bit(ckpt_run, stage):
+    for r in ckpt_run:
+        got = r["ckpt"][f"stage{stage}"]
+        for a, b in zip(got["resumed"], got["params"], strict=True):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_reshard_and_errors(ckpt_run, stage):
+    from minillm.distributed.ddp_workers import global_batches
+
+    batches = global_batches(STEPS, BATCH, SEQ)
+    ref_params, _ = _named_reference(batches, extra=batches[:2])
+    for r in ckpt_run:
+        got = r["ckpt"][f"stage{stage}"]
+        _close(got["resharded"], ref_params)
+        world_err, rank_err, format_err = got["errors"]
+        assert "saved by 3 ranks, loading on 2" in world_err and "consolidate" in world_err
+        assert "optim_shard_" in rank_err
+        assert "not a ZeroOptimizer shard" in format_err
+        assert all("\n" not in e for e in got["errors"])
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_clip_grad_norm_equals_single_process(ckpt_run, stage):
+    from minillm.distributed.ddp_workers import global_batches
+
+    ref_params, _ = _named_reference(global_batches(STEPS, BATCH, SEQ), clip=0.05)
+    unclipped, _ = _named_reference(global_batches(STEPS, BATCH, SEQ))
+    assert max((a - b).abs().max().item() for a, b in zip(ref_params, unclipped, strict=True)) > 1e-4  # the clip bites
+    for r in ckpt_run:
+        _close(r["ckpt"][f"stage{stage}"]["clipped"], ref_params)
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_train_loop_with_zero_equals_single_process_and_resumes(ckpt_run, stage, tmp_path):
+    from minillm.distributed.ddp_workers import tiny_gpt
+    from minillm.distributed.zero_train_workers import RandomTokens
+    from minillm.train import TrainConfig, train
+
+    model = tiny_gpt(0)
+    ref = train(model, RandomTokens(), TrainConfig(**TRAIN_KW, out_dir=str(tmp_path)))
+    if stage == 3:
+        ckpt_run = ckpt_run[:1]  # full_state_dict gathers to rank 0 only
+    ref_params = dict(model.named_parameters())
+    for r in ckpt_run:
+        got = r["train"][f"stage{stage}"]
+        assert got["straight"]["loss"] == pytest.approx(ref.train_loss, abs=1e-10)
+        assert got["straight"]["val"] == pytest.approx(ref.val_loss, abs=1e-10)
+        assert set(ref_params) <= set(got["straight"]["params"])
+        for name, p in ref_params.items():
+            torch.testing.assert_close(got["straight"]["params"][name], p.detach(), **TOL)
+        assert len(got["stopped"]["loss"]) == 2
+        assert got["resumed"]["loss"] == got["straight"]["loss"]  # resumed history = the uninterrupted one, exactly
+        for name, p in got["straight"]["params"].items():
+            assert torch.equal(got["resumed"]["params"][name], p), name

@@ -4,6 +4,7 @@
     minillm train --config my.yaml --out runs/exp1 [--resume]
     minillm train --batch-size 32 --grad-accum 4 --precision bf16 --out runs/small-steps
     torchrun --nproc-per-node 2 -m minillm.cli train --steps 100 --out runs/dp [--ddp minillm]
+    torchrun --nproc-per-node 2 -m minillm.cli train --steps 100 --out runs/zero --zero 1|2|3 [--resume]
 
 Under torchrun (the environment has WORLD_SIZE, RANK, LOCAL_RANK) the command trains data-parallel: it joins
 the process group (gloo on CPU; NCCL on CUDA, rank r on cuda:LOCAL_RANK), wraps the model in torch's
@@ -11,6 +12,10 @@ DistributedDataParallel (`--ddp torch`, the default) or minillm's from-scratch o
 `minillm.train.train` gives each rank its rows of every batch; rank 0 prints, plots and writes the checkpoint
 (of the plain model: it loads into a single-process run). The loss curve equals the single-process run's with
 the same --batch-size (which must be a multiple of the number of processes x --grad-accum).
+`--zero 1|2` (instead of --ddp) trains with `minillm.distributed.zero.ZeroOptimizer` (no DDP: its step averages
+the gradients), `--zero 3` shards the parameters too (`minillm.distributed.fsdp.fully_shard`); ckpt.pt still holds
+the full model (gathered for stage 3: `minillm generate` reads it as any other), and every rank writes its
+optimizer shard to optim_shard_<rank>.pt next to it. The losses equal --ddp's up to float32 rounding.
 
 A config file (YAML or JSON) has up to three sections: `model:` (fields of `minillm.model.GPTConfig`,
 on top of --preset), `train:` (fields of `minillm.train.TrainConfig`) and `data:` (corpus, tokenizer,
@@ -57,8 +62,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                              "(less activation memory, same gradients)") if name == "grad_accum" else None)
     p.add_argument("--lr", type=float, help="peak learning rate (a finite number > 0)")
     p.add_argument("--precision", help="fp32 (default) | bf16 | fp16: autocast forward; fp16 with loss scaling")
-    p.add_argument("--ddp", choices=["torch", "minillm"], default="torch",
+    p.add_argument("--ddp", choices=["torch", "minillm"], default=None,
                    help="under torchrun: torch's DistributedDataParallel (default) or minillm's from-scratch DDP")
+    p.add_argument("--zero", type=int, choices=[1, 2, 3],
+                   help="under torchrun, instead of --ddp: ZeRO stage 1 (optimizer states sharded), 2 (+ gradients) "
+                        "or 3 (+ parameters, minillm.distributed.fsdp); optimizer shards saved per rank")
     p.add_argument("--no-fast", action="store_true",
                    help="train with the teaching ops instead of minillm.fast.to_fast (same numbers, slower)")
 
@@ -209,6 +217,39 @@ def wrap_data_parallel(model, kind: str, device):
                                                      else None)
 
 
+ZERO_STAGES = {1: "optimizer states sharded", 2: "optimizer states + gradients sharded",
+               3: "optimizer states + gradients + parameters sharded"}
+
+
+def check_zero(args: argparse.Namespace, env: tuple[int, int, int] | None) -> None:
+    """--zero needs torchrun with 2+ processes and excludes --ddp and fp16; one line saying what to run instead."""
+    if not getattr(args, "zero", None):
+        return
+    if env is None or env[1] < 2:
+        raise InputError(f"--zero {args.zero} shards the training state over processes: launch 2 or more with "
+                         f"torchrun --nproc-per-node 2 -m minillm.cli train --zero {args.zero} ...")
+    if args.ddp:
+        raise InputError(f"--zero and --ddp are exclusive: ZeRO averages the gradients itself (in its optimizer "
+                         f"step), drop --ddp {args.ddp}")
+    if args.precision == "fp16":
+        raise InputError("--zero with --precision fp16 is not supported (the loss scaler cannot unscale sharded "
+                         "gradients): use --precision bf16 or fp32")
+
+
+def wrap_zero(model, stage: int):
+    """(the ZeRO data-parallel model, the optimizer factory for `minillm.train.train`) for `stage`."""
+    from minillm.distributed.zero import ZeroDataParallel, ZeroOptimizer
+    from minillm.train import param_groups, unwrap
+
+    if stage == 3:
+        from minillm.distributed.zero3 import FullyShardedDataParallel, ShardedOptimizer
+
+        return FullyShardedDataParallel(model), lambda m, cfg: ShardedOptimizer(
+            unwrap(m), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    return ZeroDataParallel(model), lambda m, cfg: ZeroOptimizer(param_groups(unwrap(m), cfg), stage=stage, lr=cfg.lr,
+                                                                 betas=cfg.betas)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -221,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         env = torchrun_env()
         rank = env[0] if env else 0
+        check_zero(args, env)
         device = start_data_parallel(env) if env else get_device()
         model_cfg, cfg, data, data_cfg = build(args)
         if env and cfg.batch_size % (env[1] * cfg.grad_accum):
@@ -230,14 +272,20 @@ def run(args: argparse.Namespace) -> int:
         model = GPT(model_cfg).to(device)
         if not getattr(args, "no_fast", False):  # fused norms, activations, projections, attention: same numbers
             model = to_fast(model)  # checkpoints are the same either way, so a run resumes with or without it
+        zero = getattr(args, "zero", None)
+        how = f"ZeRO-{zero} ({ZERO_STAGES[zero]})" if zero else f"{args.ddp or 'torch'} DDP"
         if rank == 0:
             print(f"model {args.preset}: {model.num_params():,} parameters; {data_cfg['corpus']}: "
                   f"{len(data.train):,} train / {len(data.val):,} val tokens ({data_cfg['tokenizer']}, "
-                  f"vocab {data.vocab_size})" + (f"; data parallel: {env[1]} processes, {args.ddp} DDP, "
+                  f"vocab {data.vocab_size})" + (f"; data parallel: {env[1]} processes, {how}, "
                                                  f"{device.type}" if env else ""))
-        if env:
-            model = wrap_data_parallel(model, args.ddp, device)
-        hist = train(model, data, cfg, resume=args.resume)
+        make_optimizer = None
+        if zero:
+            model, make_optimizer = wrap_zero(model, zero)
+        elif env:
+            model = wrap_data_parallel(model, args.ddp or "torch", device)
+        hist = train(model, data, cfg, resume=args.resume,
+                     **({"optimizer": make_optimizer} if make_optimizer else {}))
     except (ValueError, FileNotFoundError, FloatingPointError) as e:  # InputError is a ValueError
         where = f" (rank {rank})" if env else ""
         print(f"{PROG}: error{where}: {' '.join(str(e).splitlines())}", file=sys.stderr)
@@ -265,4 +313,7 @@ def run(args: argparse.Namespace) -> int:
         summary["skipped_steps"] = len(hist.skipped_steps)  # steps the loss scaler skipped (inf/NaN gradients)
     print(json.dumps(summary))
     print(f"checkpoint: {out / 'ckpt.pt'}; loss curve: {out / 'loss.png'}")
+    if getattr(args, "zero", None):
+        print(f"optimizer shards: {out / 'optim_shard_0.pt'} .. optim_shard_{env[1] - 1}.pt (one per rank; "
+              "--resume needs the same number of processes)")
     return 0

@@ -46,12 +46,19 @@ gradients, K = 12 bytes of fp32 master weights + Adam's m and v per parameter): 
 Psi = 7.5e9, N = 64: 120, 31.4, 16.6, 1.9 GB. For the float64 model of the tests the same accounting holds with
 8-byte weights and gradients and K = 24 (the float64 master shard + m + v), counted on the padded buffers.
 
-Leaves out: stage 3 (parameters partitioned and gathered layer by layer: `fsdp.py`); reducing gradient buckets
-during backward as they become ready (DeepSpeed's stage 2 does, so the full gradient never exists at once; here
-it exists until `step()` frees it, so the PEAK is stage 1's, only what stays between steps is smaller);
-overlapping the all-gather with the next forward; a master shard in a dtype other than the parameters' (bf16
-model + fp32 master); gradient clipping across shards (the norm needs an all-reduce of the shards' squared norms);
-state_dict and sharded checkpoints; learning-rate schedulers (set `lr` in `param_groups` yourself). A parameter
+Training with it (`minillm train --zero 1|2`, `minillm.train.train`): `clip_grad_norm_(max_norm)` clips by the norm
+of the averaged gradient (it averages first, then all-reduces the shards' squared norms: one number); `state_dict()`
+is this rank's shard (master shard, inner optimizer state, and the layout: world size, flat sizes, parameter names
+and shapes), `load_state_dict` restores it on the same rank of a run with the same layout (else a one-line error);
+`consolidate_optimizer(shards)` turns the N shards into one full state keyed by parameter (what a single-process
+AdamW's state_dict holds; DeepSpeed's zero_to_fp32 does the same for the weights) and `load_full_state_dict`
+re-shards such a state onto any world size. `ZeroDataParallel` is the model's data-parallel shell (no hooks).
+
+Leaves out: stage 3 (parameters partitioned and gathered layer by layer: `fsdp.py`, and `zero3.py` for training);
+reducing gradient buckets during backward as they become ready (DeepSpeed's stage 2 does, so the full gradient never
+exists at once; here it exists until `step()` frees it, so the PEAK is stage 1's, only what stays between steps is
+smaller); overlapping the all-gather with the next forward; a master shard in a dtype other than the parameters'
+(bf16 model + fp32 master); learning-rate schedulers (set `lr` in `param_groups` yourself). A parameter
 that gets no gradient on any rank is stepped with a zero gradient (its buffer slice is shared with others, so it
 cannot be skipped): AdamW's weight decay and old momentum still move it, where plain AdamW skips a `.grad = None`.
 
@@ -62,13 +69,16 @@ Parameter Models" (SC20), section 5 and figure 1 (memory), section 7 (communicat
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 GB = 10 ** 9  # the paper's GB are decimal
 
@@ -130,6 +140,7 @@ class _Bucket:
 
     def __init__(self, params: list[torch.Tensor], n_ranks: int, rank: int):
         self.params = params
+        self.names: list[Any] = list(range(len(params)))  # state-dict keys of the parameters (set by the optimizer)
         self.sizes = [p.numel() for p in params]
         self.layout = shard_layout(sum(self.sizes), n_ranks)
         lo, hi = self.layout.bounds(rank)
@@ -170,12 +181,19 @@ class ZeroOptimizer:
             groups = [{"params": groups}]
         self.buckets: list[_Bucket] = []
         inner_groups = []
+        index = 0  # parameters are named by a group's "param_names" (torch's convention), else by their index
         for g in groups:
-            trainable = [p for p in g["params"] if p.requires_grad]
-            for dtype in dict.fromkeys(p.dtype for p in trainable):  # one flat buffer per (group, dtype)
-                bucket = _Bucket([p for p in trainable if p.dtype == dtype], self.world, self.rank)
+            given = list(g["params"])
+            names = list(g.get("param_names") or range(index, index + len(given)))
+            index += len(given)
+            trainable = [(n, p) for n, p in zip(names, given, strict=True) if p.requires_grad]
+            for dtype in dict.fromkeys(p.dtype for _, p in trainable):  # one flat buffer per (group, dtype)
+                chosen = [(n, p) for n, p in trainable if p.dtype == dtype]
+                bucket = _Bucket([p for _, p in chosen], self.world, self.rank)
+                bucket.names = [n for n, _ in chosen]
                 self.buckets.append(bucket)
-                inner_groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": [bucket.shard]})
+                inner_groups.append({**{k: v for k, v in g.items() if k not in ("params", "param_names")},
+                                     "params": [bucket.shard]})
         if not self.buckets:
             raise ValueError("ZeroOptimizer got no trainable parameters (all have requires_grad=False?)")
         self.optimizer = optimizer_cls(inner_groups, **defaults)
@@ -197,6 +215,22 @@ class ZeroOptimizer:
     @torch.no_grad()
     def step(self) -> None:
         """Average the gradients over the ranks, step this rank's shards, all-gather the new parameters."""
+        if not self._reduced:  # clip_grad_norm_ may have averaged them already
+            self._reduce()
+        self._reduced = False
+        self.optimizer.step()
+        for b in self.buckets:
+            full = b.shard.new_empty(b.layout.padded)  # [padded] = every rank's updated shard, in rank order
+            dist.all_gather_single(full, b.shard.detach(), group=self.group)
+            for p, piece in zip(b.params, b.pieces(full), strict=True):
+                p.copy_(piece)
+
+    _reduced = False  # set by _reduce (the gradients of this step are averaged), cleared by step
+
+    @torch.no_grad()
+    def _reduce(self) -> None:
+        """The communication half of `step`: every bucket's gradient averaged (stage 1: all, stage 2: the shard)."""
+        self._reduced = True
         for b in self.buckets:
             flat_grad = b.flat([p.grad for p in b.params])  # [padded]: this rank's local gradient
             lo, hi = b.layout.bounds(self.rank)
@@ -215,12 +249,6 @@ class ZeroOptimizer:
                 for p in b.params:
                     p.grad = None  # the full gradient is dropped: only the shard's S elements stay
                 del flat_grad
-        self.optimizer.step()
-        for b in self.buckets:
-            full = b.shard.new_empty(b.layout.padded)  # [padded] = every rank's updated shard, in rank order
-            dist.all_gather_single(full, b.shard.detach(), group=self.group)
-            for p, piece in zip(b.params, b.pieces(full), strict=True):
-                p.copy_(piece)
 
     def memory_bytes(self) -> dict[str, int]:
         """Bytes this rank holds, measured from the tensors: `weights` (the model's full parameters), `grads`
@@ -241,3 +269,161 @@ class ZeroOptimizer:
                     out["optimizer" if big else "scalars"] += value.numel() * value.element_size()
         out["grads"] = sum(grad_storages.values())
         return out
+
+    # -- gradient clipping and sharded checkpoints (added for `minillm train --zero`) ----------------------------
+    @torch.no_grad()
+    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
+        """`torch.nn.utils.clip_grad_norm_` of the AVERAGED gradient (call it between backward and `step`): averages
+        now (the communication `step` would do), sums the squares of this rank's shard, all-reduces that one number
+        and scales the gradients by min(1, max_norm / (norm + 1e-6)). Returns the total norm, the same on every
+        rank. (Clipping the model's `.grad` instead would use each rank's local gradient: a different norm.)"""
+        if not self._reduced:
+            self._reduce()
+        square = sum(b.shard.grad.double().square().sum() for b in self.buckets)  # padding: zeros
+        square = torch.as_tensor(square, dtype=torch.float64, device=self.buckets[0].shard.device)
+        dist.all_reduce(square, group=self.group)
+        norm = square.sqrt()
+        coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+        for b in self.buckets:
+            # stage 1: the .grad views and the shard's view share one buffer; scale each element once
+            for g in ([p.grad for p in b.params] if self.stage == 1 else [b.shard.grad]):
+                g.mul_(coef.to(g.dtype))
+        return norm.to(self.buckets[0].shard.dtype)
+
+    per_rank_state = True  # `minillm.train` saves `state_dict()` once per rank (optim_shard_<rank>.pt)
+
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's shard of the optimizer: the master shards, the inner optimizer's state_dict (AdamW's m, v and
+        step of the shard elements), and the layout (world size, flat sizes, parameter names and shapes) they need.
+        Save one per rank; `load_state_dict` on the same rank of a run with the same layout resumes bit for bit."""
+        return {"format": "minillm-zero-shard", "stage": self.stage, "rank": self.rank, "world": self.world,
+                "layout": self._layout(), "master": [b.shard.detach().clone() for b in self.buckets],
+                "optimizer": copy.deepcopy(self.optimizer.state_dict())}
+
+    def _layout(self) -> list[dict[str, Any]]:
+        return [{"names": list(b.names), "shapes": [tuple(p.shape) for p in b.params], "numel": b.layout.numel,
+                 "padded": b.layout.padded, "shard": b.layout.shard, "dtype": str(b.shard.dtype)}
+                for b in self.buckets]
+
+    def _check_layout(self, state: dict[str, Any]) -> None:
+        check_shard_state(state, self.world, self.rank, self._layout())
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore this rank's shard from `state_dict()` (same world size and layout; stage 1 and 2 shards are the
+        same thing, so either loads into either). A different world size or layout: one-line ValueError."""
+        self._check_layout(state)
+        for b, master in zip(self.buckets, state["master"], strict=True):
+            b.shard.copy_(master)
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    @torch.no_grad()
+    def load_full_state_dict(self, full: dict[str, Any]) -> None:
+        """Re-shard a full optimizer state ({"state": {name: {...}}, ...} as `consolidate_optimizer` returns, any
+        world size) onto this run's ranks. The master shards are copied from the parameters: restore the model's
+        weights first."""
+        for b in self.buckets:
+            lo, hi = b.layout.bounds(self.rank)
+            b.shard.copy_(b.flat([p.detach() for p in b.params])[lo:hi])
+            state = shard_of_full_state(full, b.names, [p.shape for p in b.params], b.layout, self.rank)
+            if state is not None:
+                self.optimizer.state[b.shard] = state
+
+
+def check_shard_state(state: Any, world: int, rank: int, layout: list[dict[str, Any]]) -> None:
+    """One-line ValueError unless `state` is a ZeRO optimizer shard saved by rank `rank` of `world` ranks with
+    `layout` (the flat buffers' sizes, parameter names and shapes)."""
+    if not isinstance(state, dict) or state.get("format") != "minillm-zero-shard":
+        raise ValueError("not a ZeroOptimizer shard (no format 'minillm-zero-shard'): for a full optimizer "
+                         "state use load_full_state_dict")
+    if state["world"] != world or state["layout"] != layout:
+        what = (f"saved by {state['world']} ranks, loading on {world}" if state["world"] != world
+                else "saved with another parameter layout (model or parameter groups changed)")
+        raise ValueError(f"optimizer shard {what}: consolidate the shards (minillm.distributed.zero."
+                         "consolidate_optimizer) and re-shard the full state with load_full_state_dict")
+    if state["rank"] != rank:
+        raise ValueError(f"optimizer shard of rank {state['rank']} given to rank {rank}: load "
+                         f"optim_shard_{rank}.pt on rank {rank}")
+
+
+def shard_of_full_state(full: dict[str, Any], names: list[Any], shapes: list[torch.Size], layout: ShardLayout,
+                        rank: int) -> dict[str, Any] | None:
+    """Rank `rank`'s slice of the per-parameter states `full["state"][name]` of one flat buffer (parameters `names`
+    of `shapes`, laid out by `layout`): per-element tensors flattened, padded and cut to [S]; scalars (AdamW's step)
+    as they are. None when no parameter has a state yet (no step taken)."""
+    saved = [full["state"].get(n) for n in names]
+    if all(s is None for s in saved):
+        return None
+    if any(s is None for s in saved):
+        missing = names[[s is None for s in saved].index(True)]
+        raise ValueError(f"the full optimizer state has no entry for parameter {missing!r}: it was saved for "
+                         "another model (or keyed otherwise: consolidate_optimizer's keys are what loads)")
+    lo, hi = layout.bounds(rank)
+    new = {}
+    for key, value in saved[0].items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0:  # shaped as the parameter: m, v
+            for n, s, shape in zip(names, saved, shapes, strict=True):
+                if tuple(s[key].shape) != tuple(shape):
+                    raise ValueError(f"the full optimizer state's {key} of {n!r} is {tuple(s[key].shape)}, the "
+                                     f"parameter {tuple(shape)}: it was saved for another model")
+            parts = [s[key].reshape(-1) for s in saved] + [value.new_zeros(layout.padded - layout.numel)]
+            new[key] = torch.cat(parts)[lo:hi].clone()  # [S]
+        else:
+            new[key] = value.clone() if isinstance(value, torch.Tensor) else value  # e.g. AdamW's step
+    return new
+
+
+def consolidate_optimizer(shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """One full optimizer state from the N per-rank `ZeroOptimizer.state_dict()`s (rank order): {"state": {name:
+    {"step", "exp_avg", "exp_avg_sq"} shaped as the parameter}, "param_groups": [{hyperparameters, "params": names}]},
+    with names from "param_names" (else parameter indices, torch's own keys). For AdamW it holds what a
+    single-process `torch.optim.AdamW(...).state_dict()` holds after the same steps (DeepSpeed's zero_to_fp32 does
+    this for the master weights). Offline: no process group."""
+    if not shards:
+        raise ValueError("no optimizer shards given")
+    first = shards[0]
+    world = first["world"]
+    if [s["rank"] for s in shards] != list(range(world)) or any(s["layout"] != first["layout"] for s in shards):
+        raise ValueError(f"need the {world} shards of one run in rank order 0..{world - 1}, got ranks "
+                         f"{[s['rank'] for s in shards]}: load optim_shard_0.pt .. optim_shard_{world - 1}.pt")
+    state: dict[Any, dict[str, Any]] = {}
+    groups = []
+    for j, lay in enumerate(first["layout"]):
+        inner = [s["optimizer"]["state"].get(j, {}) for s in shards]  # bucket j's shard is inner parameter j
+        sizes = [math.prod(shape) for shape in lay["shapes"]]
+        per_param: list[dict[str, Any]] = [{} for _ in lay["names"]]
+        for key, value in inner[0].items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0:  # [S]: m, v
+                flat = torch.cat([st[key] for st in inner])[:lay["numel"]]  # [numel]: padding dropped
+                for d, piece, shape in zip(per_param, flat.split(sizes), lay["shapes"], strict=True):
+                    d[key] = piece.reshape(shape).clone()
+            else:  # a per-shard scalar (AdamW's step): the same on every rank and for every parameter
+                for d in per_param:
+                    d[key] = value.clone() if isinstance(value, torch.Tensor) else value
+        if inner[0]:
+            state.update(zip(lay["names"], per_param, strict=True))
+        hyper = {k: v for k, v in first["optimizer"]["param_groups"][j].items() if k != "params"}
+        groups.append({**hyper, "params": list(lay["names"])})
+    return {"state": state, "param_groups": groups}
+
+
+class ZeroDataParallel(nn.Module):
+    """The data-parallel shell of a ZeRO run: `forward` is the module's; nothing happens in backward (the gradients
+    are averaged by `ZeroOptimizer.step` / `clip_grad_norm_`, or by fsdp's reduce-scatter), so `no_sync()` has
+    nothing to suspend. It gives `minillm.train` what it expects of a data-parallel model (`.module`, `no_sync`)
+    and broadcasts rank 0's parameters and buffers at construction, as DDP does."""
+
+    def __init__(self, module: nn.Module, process_group: dist.ProcessGroup | None = None):
+        super().__init__()
+        self.module = module
+        with torch.no_grad():
+            for t in [*module.parameters(), *module.buffers()]:
+                dist.broadcast(t.data, src=dist.get_global_rank(process_group, 0) if process_group else 0,
+                               group=process_group)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+    @contextmanager
+    def no_sync(self) -> Iterator[None]:
+        yield

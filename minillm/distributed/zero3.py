@@ -1,0 +1,152 @@
+"""ZeRO-3 for the training loop: an `fsdp.fully_shard` model and its optimizer, as `minillm train --zero 3` uses them.
+
+`fsdp.fully_shard` shards an unchanged GPT's parameters into one flat 1-D shard per unit (the root, each Block); a
+plain AdamW over those shards would decay every element or none (`param_groups` decides by ndim, and a shard mixes
+matrices with norm gains). This module adds what `minillm.train.train` needs on top, without touching fsdp.py:
+
+- `FullyShardedDataParallel(model)`: broadcasts rank 0's weights, `fully_shard`s the model in place, and is the
+  data-parallel shell `train` expects (`.module`, a no-op `no_sync`: the reduce-scatter runs in every backward, so
+  with gradient accumulation each micro-batch reduce-scatters and the shard gradients add up, which is correct,
+  only costlier than FSDP2's `set_requires_gradient_sync(False)`). `full_state_dict()` gathers the plain GPT's
+  state dict to rank 0 (a collective: every rank calls it); `load_full_state_dict(ckpt)` copies each rank's slice
+  of a full checkpoint into its shards (resume, or start from a single-process checkpoint).
+- `ShardedOptimizer(model)`: `optimizer_cls` (AdamW) over the shards with weight_decay 0, plus AdamW's decoupled
+  decay applied element by element where the element belongs to a matrix (2+ dimensions, `param_groups`' rule):
+  p *= 1 - lr wd before the inner step, the same operation and order as torch's AdamW, so the trajectory equals
+  single-process AdamW with minillm.train's two groups. `clip_grad_norm_` uses the global norm (the shards' squared
+  norms all-reduced); `state_dict` / `load_state_dict` / `load_full_state_dict` use ZeroOptimizer's shard format
+  (units as flat buffers, parameters named by their state-dict keys), so `zero.consolidate_optimizer` gathers them.
+
+Leaves out: the inner optimizer's hyperparameters in the consolidated state are the shards' (weight_decay 0; the
+decay lives in this class); mixed precision; offload.
+References: Rajbhandari et al. 2020 (ZeRO), section 5.3; Loshchilov & Hutter 2019 (AdamW's decoupled decay).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from minillm.distributed.fsdp import full_state_dict, fully_shard
+from minillm.distributed.zero import ZeroDataParallel, check_shard_state, shard_layout, shard_of_full_state
+
+
+def _unit_layout(u: Any, world: int) -> dict[str, Any]:
+    lay = shard_layout(u.numel, world)
+    return {"names": [keys[0] for keys in u.names], "shapes": [tuple(s) for s in u.shapes], "numel": u.numel,
+            "padded": u.padded, "shard": lay.shard, "dtype": str(u.shard.dtype)}
+
+
+class FullyShardedDataParallel(ZeroDataParallel):
+    """`fully_shard(module)` (ZeRO-3) in the shell `minillm.train` expects; see the module docstring."""
+
+    def __init__(self, module: nn.Module, prefetch: bool = True):
+        super().__init__(module)  # rank 0's full weights everywhere, before they are cut into shards
+        fully_shard(module, prefetch=prefetch)
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The plain GPT's state dict on rank 0 ({} elsewhere). Collective: call it on every rank."""
+        return full_state_dict(self.module)
+
+    @torch.no_grad()
+    def load_full_state_dict(self, state: dict[str, Any]) -> None:
+        """Copy this rank's slice of a full checkpoint (`minillm.checkpoint`'s dict) into the shards; one-line
+        ValueError when it was written by another model."""
+        from minillm.checkpoint import config_mismatch
+
+        cfg = getattr(self.module, "cfg", None)
+        diff = config_mismatch(state.get("model_config"), cfg.to_dict() if hasattr(cfg, "to_dict") else None)
+        if diff:
+            raise ValueError(f"the checkpoint was written by a different model ({'; '.join(diff[:4])}): use the "
+                             "same --preset/--config as the saved run, or a new --out directory")
+        weights, st = state["model"], self.module.fsdp
+        for u in st.units:
+            missing = [keys[0] for keys in u.names if keys[0] not in weights]
+            if missing:
+                raise ValueError(f"the checkpoint has no {missing[0]!r}: use the model configuration it was "
+                                 "trained with")
+            flat = torch.zeros(u.padded, dtype=u.dtype)  # [P_u] on the CPU: the full unit, then this rank's slice
+            for k, keys in enumerate(u.names):
+                flat[u.offsets[k]:u.offsets[k] + u.shapes[k].numel()] = weights[keys[0]].reshape(-1)
+            lo, hi = shard_layout(u.numel, st.world).bounds(st.rank)
+            u.shard.copy_(flat[lo:hi])
+
+
+class ShardedOptimizer:
+    """`optimizer_cls` over the shards of a `fully_shard`ed model with per-element decoupled weight decay (matrices
+    only); see the module docstring. `defaults` go to `optimizer_cls` (lr, betas, ...)."""
+
+    per_rank_state = True  # minillm.train saves state_dict() once per rank
+    stage = 3
+
+    def __init__(self, model: nn.Module, optimizer_cls: type[torch.optim.Optimizer] = torch.optim.AdamW,
+                 weight_decay: float = 0.0, **defaults: Any):
+        if not hasattr(model, "fsdp"):
+            raise ValueError("ShardedOptimizer needs a model sharded by minillm.distributed.fsdp.fully_shard")
+        self.st, self.weight_decay = model.fsdp, weight_decay
+        self.decay = []  # per unit [S] bool: this rank's elements that belong to a matrix (decayed)
+        for u in self.st.units:
+            mask = torch.zeros(u.padded, dtype=torch.bool)
+            for k, shape in enumerate(u.shapes):
+                mask[u.offsets[k]:u.offsets[k] + shape.numel()] = len(shape) >= 2
+            lo, hi = shard_layout(u.numel, self.st.world).bounds(self.st.rank)
+            self.decay.append(mask[lo:hi].to(u.shard.device))
+        self.optimizer = optimizer_cls([{"params": [u.shard]} for u in self.st.units], weight_decay=0.0, **defaults)
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.optimizer.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for u, mask, group in zip(self.st.units, self.decay, self.optimizer.param_groups, strict=True):
+            if self.weight_decay and u.shard.grad is not None:  # AdamW skips (and does not decay) a gradless one
+                factor = torch.full_like(u.shard, 1 - group["lr"] * self.weight_decay)  # [S], rounded as AdamW's
+                u.shard.mul_(factor.masked_fill_(~mask, 1.0))
+        self.optimizer.step()
+
+    @torch.no_grad()
+    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
+        """Clip by the norm of the whole averaged gradient: the shards' squared norms all-reduced (padding: 0)."""
+        grads = [u.shard.grad for u in self.st.units if u.shard.grad is not None]
+        square = torch.zeros((), dtype=torch.float64, device=self.st.units[0].shard.device)
+        for g in grads:
+            square += g.double().square().sum()
+        dist.all_reduce(square)
+        norm = square.sqrt()
+        coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(coef.to(g.dtype))
+        return norm
+
+    def _layout(self) -> list[dict[str, Any]]:
+        return [_unit_layout(u, self.st.world) for u in self.st.units]
+
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's shard, in ZeroOptimizer's format (`zero.consolidate_optimizer` reads it)."""
+        return {"format": "minillm-zero-shard", "stage": 3, "rank": self.st.rank, "world": self.st.world,
+                "layout": self._layout(), "master": [u.shard.detach().clone() for u in self.st.units],
+                "optimizer": copy.deepcopy(self.optimizer.state_dict())}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        check_shard_state(state, self.st.world, self.st.rank, self._layout())
+        for u, master in zip(self.st.units, state["master"], strict=True):
+            u.shard.copy_(master)
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def load_full_state_dict(self, full: dict[str, Any]) -> None:
+        """Re-shard a consolidated state ({"state": {name: ...}}, any world size) onto this rank."""
+        for u in self.st.units:
+            names = [keys[0] for keys in u.names]
+            state = shard_of_full_state(full, names, list(u.shapes), shard_layout(u.numel, self.st.world),
+                                        self.st.rank)
+            if state is not None:
+                self.optimizer.state[u.shard] = state

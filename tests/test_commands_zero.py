@@ -1,0 +1,143 @@
+"""`minillm train --zero 1|2|3` under torchrun (2 gloo processes): the losses of --ddp minillm, a full ckpt.pt that
+`minillm generate` reads, one optimizer shard per rank, --resume, and the one-line errors of wrong combinations.
+
+Launches (each costs seconds of imports per process): --ddp minillm (the reference), --zero 2 for 2 steps then
+--resume to 4, --zero 3 with --grad-accum 2 for 4 steps. Stage 1 and each stage's bit-for-bit resumption run on the
+library in tests/test_zero.py (train() with ZeRO-1, -2, -3 stopped and resumed equals the uninterrupted run exactly,
+and the single-process run to 1e-10 in float64). Tolerance: float32. ZeRO averages the gradient as sum / N after the
+collective, DDP as sum of (grad / N): a few ulps per gradient, which AdamW's 1 / sqrt(v) turns into ~1e-6 in a
+loss after 4 steps at lr 0.01 (atol 1e-5, as tests/test_commands_ddp.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from minillm.checkpoint import load_checkpoint, load_for_generation
+from minillm.cli import main
+from minillm.distributed import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+FLAGS = ["--preset", "tiny", "--corpus", "tang300", "--batch-size", "4", "--seq-len", "32", "--eval-every", "2",
+         "--lr", "0.01", "--warmup", "1"]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MINILLM_DEVICE="cpu")
+    return env
+
+
+def _torchrun(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(free_port()), "-m", "minillm.cli", "train", *FLAGS, *args]
+    res = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    return res
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> str:
+    # a constant learning rate after warm-up (min_lr_ratio 1), so a run of 2 steps resumed to 4 has the schedule of
+    # a run of 4 steps
+    path = tmp_path_factory.mktemp("cfg") / "flat.json"
+    path.write_text(json.dumps({"train": {"min_lr_ratio": 1.0}}))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory, config):
+    out = tmp_path_factory.mktemp("ddp")
+    _torchrun("--steps", "4", "--config", config, "--ddp", "minillm", "--out", str(out))
+    return load_checkpoint(out / "ckpt.pt")
+
+
+def _close_history(got: dict, ref: dict) -> None:
+    assert got["step"] == ref["step"] == [1, 2, 3, 4]
+    for key in ("train_loss", "val_loss"):
+        torch.testing.assert_close(torch.tensor(got[key]), torch.tensor(ref[key]), atol=1e-5, rtol=0)
+    assert got["train_loss"][-1] < got["train_loss"][0] - 0.1  # it learned: the curves are not flat
+
+
+def test_zero2_resume_equals_ddp(tmp_path, ddp, config):
+    from minillm.distributed.zero import consolidate_optimizer
+
+    out = tmp_path / "zero2"
+    first = _torchrun("--steps", "2", "--config", config, "--zero", "2", "--out", str(out))
+    assert "2 processes, ZeRO-2 (optimizer states + gradients sharded), cpu" in first.stdout
+    assert first.stdout.count('"train_loss"') == 1  # only rank 0 prints the summary
+    assert "optim_shard_0.pt .. optim_shard_1.pt" in first.stdout
+    res = _torchrun("--steps", "4", "--config", config, "--zero", "2", "--out", str(out), "--resume")
+    state = load_checkpoint(out / "ckpt.pt")
+    _close_history(state["history"], ddp["history"])
+    assert state["optimizer"] is None and state["optimizer_shards"] == {"world": 2, "stage": 2}
+    # the model in ckpt.pt is a plain GPT that generate loads unchanged, with DDP's weights
+    model, _ = load_for_generation(out)
+    for name, p in model.state_dict().items():
+        assert (p - ddp["model"][name]).abs().max() < 1e-3, name
+    # the optimizer shards consolidate into DDP's full AdamW state (same keys: parameter indices; same step)
+    shards = [torch.load(out / f"optim_shard_{r}.pt", weights_only=True) for r in range(2)]
+    assert [s["step"] for s in shards] == [4, 4] and [s["rank"] for s in shards] == [0, 1]
+    full = consolidate_optimizer(shards)
+    assert set(full["state"]) == set(ddp["optimizer"]["state"])
+    for i, ref in ddp["optimizer"]["state"].items():
+        assert full["state"][i]["step"] == ref["step"] == 4
+        torch.testing.assert_close(full["state"][i]["exp_avg"], ref["exp_avg"], atol=1e-5, rtol=1e-3)
+    assert res.returncode == 0
+
+
+def test_zero3_equals_ddp_and_saves_full_model(tmp_path, ddp, config):
+    out = tmp_path / "zero3"
+    # with gradient accumulation: each micro-batch's backward reduce-scatters, the shard gradients add up
+    res = _torchrun("--steps", "4", "--config", config, "--zero", "3", "--grad-accum", "2", "--out", str(out))
+    assert "ZeRO-3 (optimizer states + gradients + parameters sharded)" in res.stdout
+    state = load_checkpoint(out / "ckpt.pt")
+    _close_history(state["history"], ddp["history"])
+    model, _ = load_for_generation(out)  # gathered by every rank, written by rank 0: every key of the plain GPT
+    assert set(model.state_dict()) == set(ddp["model"])
+    for name, p in model.state_dict().items():
+        assert (p - ddp["model"][name]).abs().max() < 1e-3, name
+
+
+@pytest.mark.parametrize("env,extra,message", [
+    ({}, [], "torchrun --nproc-per-node 2 -m minillm.cli train --zero 1"),
+    ({"RANK": "0", "WORLD_SIZE": "1"}, [], "launch 2 or more"),
+    ({"RANK": "0", "WORLD_SIZE": "2"}, ["--ddp", "torch"], "--zero and --ddp are exclusive"),
+    ({"RANK": "0", "WORLD_SIZE": "2"}, ["--precision", "fp16"], "use --precision bf16 or fp32"),
+])
+def test_zero_errors(monkeypatch, capsys, tmp_path, env, extra, message):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert main(["train", "--zero", "1", *extra, "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_optimizer_shard_files(tmp_path):
+    from minillm.checkpoint import load_optimizer_shard, optimizer_shard_file, save_optimizer_shard
+    from minillm.train import load_optimizer_state
+
+    path = optimizer_shard_file(tmp_path / "run" / "ckpt.pt", 1)
+    assert path == tmp_path / "run" / "optim_shard_1.pt"
+    save_optimizer_shard(path, {"world": 2, "x": torch.arange(3)}, step=3)
+    got = load_optimizer_shard(path, step=3)
+    assert got["step"] == 3 and torch.equal(got["x"], torch.arange(3))
+    with pytest.raises(ValueError, match="from step 3, ckpt.pt from step 4"):
+        load_optimizer_shard(path, step=4)
+    with pytest.raises(FileNotFoundError, match="optim_shard_<rank>.pt"):
+        load_optimizer_shard(path.with_name("optim_shard_5.pt"), step=3)
+    # a ZeRO checkpoint resumed by a plain optimizer, or on another world size: one line saying what to run
+    opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())
+    state = {"optimizer": None, "optimizer_shards": {"world": 2, "stage": 2}, "step": 3}
+    with pytest.raises(ValueError, match=r"sharded over 2 processes \(ZeRO-2\): resume with torchrun "
+                                         r"--nproc-per-node 2 \.\.\. --zero 2"):
+        load_optimizer_state(opt, state, tmp_path / "run" / "ckpt.pt", 0, 1, torch.device("cpu"))
