@@ -242,12 +242,17 @@ def test_on_a_gpu_the_states_live_on_the_host():
     ref = copy.deepcopy(model).cpu()
     opt = OffloadAdam(model, lr=LR)
     assert opt.devices() == {"device": {"cuda"}, "host": {"cpu"}}
+    losses = []
     for tokens in global_batches(3, BATCH, SEQ):
-        _loss(model, tokens.cuda()).backward()
-        assert all(p.grad is None for p in model.parameters())
+        loss = _loss(model, tokens.cuda())
+        loss.backward()
+        assert all(p.grad is None for p in model.parameters())  # every gradient already on the host
         opt.step()
+        losses.append(float(loss.detach()))
     mp = MixedPrecision(ref, torch.bfloat16, lambda ps: torch.optim.AdamW(ps, lr=LR, weight_decay=0.0))
-    for tokens in global_batches(3, BATCH, SEQ):
-        mp.step(lambda m, t=tokens: _loss(m, t))
-    for a, b in zip(opt.master, mp.master, strict=True):  # GPU vs CPU kernels: equal to bf16 rounding
-        torch.testing.assert_close(a, b, atol=2e-2, rtol=0)
+    ref_losses = [mp.step(lambda m, t=tokens: _loss(m, t))[0] for tokens in global_batches(3, BATCH, SEQ)]
+    # GPU vs CPU bf16 kernels round differently: the same training to bf16 accuracy, not bit for bit
+    assert losses == pytest.approx(ref_losses, abs=0.05)
+    psi = sum(p.numel() for p in model.parameters())
+    assert opt.placement_bytes()["host"]["exp_avg"] == 4 * psi
+    assert all(t.is_pinned() for t in opt.host_grads)
