@@ -1,7 +1,9 @@
 """ZeRO-Offload (minillm.distributed.offload) against mixed-precision AdamW with fp32 master weights
 (minillm.amp.MixedPrecision, itself checked against torch), a one-weight hand-worked step, the bytes by placement
 against the paper's split, gradient accumulation, fp16 loss scaling, and the delayed parameter update against a
-hand-written one-step-stale loop. Everything runs on the CPU (host == device), so "equal" is bit for bit.
+hand-written one-step-stale loop. Everything runs on the CPU (host == device), so "equal" is bit for bit; the
+data-parallel version (ShardedOffloadAdam, ZeRO-2 + offload) runs on 2 gloo processes against one process on the
+whole batch (fp32, to summation order).
 """
 
 from __future__ import annotations
@@ -256,3 +258,37 @@ def test_on_a_gpu_the_states_live_on_the_host():
     psi = sum(p.numel() for p in model.parameters())
     assert opt.placement_bytes()["host"]["exp_avg"] == 4 * psi
     assert all(t.is_pinned() for t in opt.host_grads)
+
+
+# -- data parallel: ZeRO-2 + offload on 2 gloo processes ---------------------------------------------------------
+def test_sharded_offload_equals_one_process_on_the_whole_batch():
+    from minillm.distributed import launch
+    from minillm.distributed.offload_workers import sharded_offload_worker, single_offload_run
+
+    steps, batch, seq, world = 4, 8, 8, 2
+    res = launch(sharded_offload_worker, nprocs=world, args=(steps, batch, seq, LR), timeout=180)
+    ref = single_offload_run(steps, batch, seq, LR)
+    full = torch.cat([ref["last_grad"], ref["last_grad"].new_zeros(res[0]["padded"] - res[0]["psi"])])
+    for rank, r in enumerate(res):
+        # the host holds the MEAN gradient of the whole batch, this rank's slice only (fp32: to summation order)
+        s = r["shard"]
+        torch.testing.assert_close(r["last_grad"], full[rank * s:(rank + 1) * s], atol=1e-6, rtol=0)
+        # every rank ends with the full weights (Adam divides by sqrt(v): fp32 rounding grows to ~1e-5)
+        for a, b in zip(r["params"], ref["params"], strict=True):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    mean_loss = [sum(r["losses"][i] for r in res) / world for i in range(steps)]
+    assert mean_loss == pytest.approx(ref["losses"], abs=1e-5)
+    r0 = res[0]
+    s = r0["shard"]
+    assert r0["padded"] == world * s and r0["padded"] - r0["psi"] < world
+    # host: a 1/N shard of master, m, v and gradient (fp32), 16 bytes x S; device: the full fp32 weights here
+    assert r0["placement"]["host"] == {"master": 4 * s, "exp_avg": 4 * s, "exp_avg_sq": 4 * s, "grads": 4 * s}
+    assert r0["placement"]["device"]["weights"] == 4 * r0["psi"]
+    assert [r["losses"] for r in res][0] != [r["losses"] for r in res][1]  # each rank saw its own rows
+
+
+def test_sharded_offload_needs_a_process_group():
+    from minillm.distributed.offload import ShardedOffloadAdam
+
+    with pytest.raises(RuntimeError, match="torch.distributed initialised"):
+        ShardedOffloadAdam(tiny_gpt(0, torch.float32))

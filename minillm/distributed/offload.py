@@ -33,11 +33,18 @@ p_t = AdamW(p_{t-1}, g_t) on the host but gives the device p_{t-1}, so g_{t+1} i
 gradient is one step stale. `finish()` copies the newest weights to the device at the end. The paper runs the
 first steps without DPU (gradients change fast early in training) and switches it on after a warm-up.
 
+With N data-parallel ranks (the paper's section 4.2) ZeRO-Offload sits on ZeRO-2: `ShardedOffloadAdam` flattens the
+gradients at `step()` into one buffer padded to a multiple of N (`zero.shard_layout`, the layout of ZeRO-1/2),
+reduce-scatters it so that rank r keeps the averaged gradient of its 1/N shard, copies that shard to the host,
+steps its fp32 master shard there (12 Psi / N + 4 Psi / N bytes of host memory per rank), sends the 16-bit shard
+back (2 Psi / N bytes) and all-gathers the shards into every rank's full weights. Per rank the PCIe traffic is
+4 Psi / N bytes per step and the CPU work is 1/N of the update. One parameter group (one weight decay for all).
+
 Leaves out: the overlap itself (copies on a side CUDA stream from pinned memory while backward continues, the
 CPU step in a thread), DeepSpeed's vectorised CPU Adam (AVX SIMD, several threads: here torch's AdamW on CPU
-tensors), combining with data parallelism (each rank would reduce-scatter its gradients, ZeRO-2, and offload only
-its 1/N shard: the CPU work and PCIe traffic per rank shrink by N), ZeRO-Infinity's NVMe offload and parameter
-offload (ZeRO-3 weights fetched from the CPU per layer), gradient clipping (a norm over the host gradients).
+tensors), bucketed reduce-scatter during backward in the sharded version (here one reduce-scatter at `step()`),
+ZeRO-Infinity's NVMe offload and parameter offload (ZeRO-3 weights fetched from the CPU per layer), gradient
+clipping (a norm over the host gradients), state_dict / checkpoints of the host states.
 
 References: Ren, Rajbhandari, Aminabadi, Ruwase, Yang, Zhang, Li, He 2021, "ZeRO-Offload: Democratizing
 Billion-Scale Model Training" (USENIX ATC), figures 2-3 (data flow, placement), section 4.3 (DPU);
@@ -52,7 +59,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
+
+from minillm.distributed.zero import shard_layout
 
 ROLES_DEVICE = ("weights", "grads")
 ROLES_HOST = ("master", "exp_avg", "exp_avg_sq", "grads")
@@ -242,3 +252,66 @@ class OffloadAdam:
         """The device types the tensors of each placement live on ({"device": {"cuda"}, "host": {"cpu"}} on a GPU)."""
         return {"device": {p.device.type for p in self.params},
                 "host": {t.device.type for t in self.master + self.host_grads}}
+
+
+class ShardedOffloadAdam:
+    """ZeRO-Offload over data-parallel ranks (ZeRO-2 + offload): see the module docstring. Call `step()` after
+    `loss.backward()` on every rank, each on its own rows; no DDP wrapper (the reduce-scatter averages)."""
+
+    def __init__(self, model: nn.Module, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, dtype: torch.dtype = torch.bfloat16,
+                 host: str | torch.device = "cpu", process_group: dist.ProcessGroup | None = None) -> None:
+        if not dist.is_available() or not dist.is_initialized():
+            raise RuntimeError("ShardedOffloadAdam needs torch.distributed initialised (torchrun or "
+                               "minillm.distributed.launch); on one process use OffloadAdam")
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("ShardedOffloadAdam got a model with no trainable parameters")
+        self.group, self.dtype, self.host = process_group, dtype, torch.device(host)
+        self.world, self.rank = dist.get_world_size(process_group), dist.get_rank(process_group)
+        self.sizes = [p.numel() for p in self.params]
+        self.layout = shard_layout(sum(self.sizes), self.world)
+        lo, hi = self.layout.bounds(self.rank)
+        flat = self._flat([p.detach().float() for p in self.params], torch.float32)  # [padded], before the cast
+        self.master = nn.Parameter(flat[lo:hi].to(self.host, copy=True))  # [S] fp32: this rank's shard only
+        self.host_grad = torch.zeros(self.layout.shard, dtype=torch.float32, device=self.host)  # [S]
+        model.to(dtype)
+        self.optimizer = torch.optim.AdamW([self.master], lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+    def _flat(self, tensors: list[torch.Tensor | None], dtype: torch.dtype) -> torch.Tensor:
+        """The tensors (None = zeros) flattened, concatenated, zero-padded: [padded]."""
+        dev = self.params[0].device
+        parts = [torch.zeros(n, dtype=dtype, device=dev) if t is None else t.detach().reshape(-1).to(dtype)
+                 for t, n in zip(tensors, self.sizes, strict=True)]
+        parts.append(torch.zeros(self.layout.padded - self.layout.numel, dtype=dtype, device=dev))
+        return torch.cat(parts)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Reduce-scatter the gradients, step this rank's shard on the host, all-gather the new 16-bit weights."""
+        flat = self._flat([p.grad for p in self.params], self.dtype)  # [padded] this rank's local gradient
+        shard = flat.new_empty(self.layout.shard)  # [S]
+        dist.reduce_scatter_single(shard, flat, group=self.group)  # the sum over ranks of this rank's slice
+        del flat
+        self.zero_grad()
+        self.host_grad.copy_(shard)  # 2 Psi / N bytes down, cast to fp32 on the host
+        self.host_grad /= self.world  # the mean, in fp32
+        self.master.grad = self.host_grad
+        self.optimizer.step()
+        new = self.master.detach().to(self.dtype).to(self.params[0].device)  # [S] 2 Psi / N bytes up
+        full = new.new_empty(self.layout.padded)  # [padded] every rank's shard, in rank order
+        dist.all_gather_single(full, new, group=self.group)
+        for p, piece in zip(self.params, full[:self.layout.numel].split(self.sizes), strict=True):
+            p.copy_(piece.view_as(p))
+
+    def placement_bytes(self) -> dict[str, dict[str, int]]:
+        """Bytes this rank holds between steps: `device` {weights: the full 16-bit model}, `host` {master, exp_avg,
+        exp_avg_sq, grads: one shard of S = padded / N elements each}."""
+        state = self.optimizer.state.get(self.master, {})
+        return {"device": {"weights": sum(_nbytes(p) for p in self.params)},
+                "host": {"master": _nbytes(self.master), "exp_avg": _nbytes(state.get("exp_avg")),
+                         "exp_avg_sq": _nbytes(state.get("exp_avg_sq")), "grads": _nbytes(self.host_grad)}}
