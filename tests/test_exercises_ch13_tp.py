@@ -199,6 +199,20 @@ def test_ce_cases_cover_the_task():
                        for r in range(len(s))) for (s, t), _ in cases if len(s) > 1)
 
 
+def test_ce_forgetting_the_max_on_the_target_logit_gets_its_hint():
+    """A learner's version that shifts the exps by the global max but not the target's logit (off by m)."""
+
+    def unshifted_target(shards, target):
+        v = shards[0].shape[-1]
+        m = torch.stack([z.amax(-1) for z in shards]).amax(0)
+        sum_e = sum((z - m[:, None]).exp().sum(-1) for z in shards)
+        z_t = torch.stack([shards[int(t) // v][i, int(t) % v] for i, t in enumerate(target)])
+        return sum_e.log() - z_t
+
+    res = check(CE.id, unshifted_target)
+    assert res.status == "failed" and res.hint.startswith("the sum of exps was taken against the max m"), res.hint
+
+
 def test_ce_without_the_max_overflows_on_the_large_case():
     (s, t), _ = next(c for c in _ce_cases() if max(float(z.max()) for z in c[0][0]) > 700)
     assert torch.isinf(torch.log(sum(z.exp().sum(-1) for z in s))).all()

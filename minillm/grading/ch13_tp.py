@@ -165,7 +165,7 @@ def _close_losses(got: tuple, want: tuple, args: tuple) -> bool:
     return all(math.isfinite(g) and abs(g - w) <= 1e-4 * max(1.0, abs(w)) for g, w in zip(got, want, strict=True))
 
 
-def _ce_sim(shards, target, *, global_max=True, subtract=True, owner_only=True, offset=True):
+def _ce_sim(shards, target, *, global_max=True, subtract=True, owner_only=True, offset=True, target_minus_m=True):
     v = shards[0].shape[-1]
     local_max = [z.amax(-1) for z in shards]
     m = torch.stack(local_max).amax(0) if subtract else torch.zeros_like(local_max[0])
@@ -176,7 +176,7 @@ def _ce_sim(shards, target, *, global_max=True, subtract=True, owner_only=True, 
         start = r * v if offset else 0
         mine = (target >= start) & (target < start + v) if owner_only else torch.ones_like(target, dtype=torch.bool)
         local = torch.where(mine, target - start, 0) % v
-        picked = picked + torch.where(mine, z.gather(1, local[:, None])[:, 0] - m, 0.0)
+        picked = picked + torch.where(mine, z.gather(1, local[:, None])[:, 0] - (m if target_minus_m else 0.0), 0.0)
     return sum_e.log() - picked
 
 
@@ -191,6 +191,9 @@ CE_MISTAKES = [
     (lambda s, t: _ce_sim(s, t, offset=False),
      "rank r holds vocabulary ids r V/N .. (r + 1) V/N - 1: subtract r V/N from the target id to index its slice, "
      "and only the owner contributes"),
+    (lambda s, t: _ce_sim(s, t, target_minus_m=False),
+     "the sum of exps was taken against the max m, so the target's logit needs it too: the loss is "
+     "log(sum of exp(z - m)) - (z_target - m)"),
     (lambda s, t: torch.full((t.numel(),), float(F.cross_entropy(torch.cat(s, -1), t)), dtype=torch.float64),
      "return each token's loss, not the mean repeated"),
     (lambda s, t: -_ce_sim(s, t),
