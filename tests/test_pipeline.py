@@ -15,6 +15,8 @@ from minillm.distributed.pipeline import (
     bubble_fraction,
     gpipe_schedule,
     one_f_one_b_schedule,
+    p2p_deadlock,
+    p2p_plan,
     peak_in_flight,
     split_gpt,
     timeline,
@@ -79,6 +81,48 @@ def test_bad_schedules_refused():
         timeline([[("F", 0), ("B", 0)], [("F", 0)]])
     with pytest.raises(ValueError, match="p >= 1"):
         gpipe_schedule(0, 4)
+
+
+def test_p2p_plan_hand_case():
+    # p=2, m=2, 1F1B. Stage 0 runs F0 F1 B0 B1: it sends F1's output and receives B0's gradient in one group
+    s = one_f_one_b_schedule(2, 2)
+    assert p2p_plan(s, 0) == [[], [("send", 1, "act", 0)], [("send", 1, "act", 1), ("recv", 1, "grad", 0)],
+                              [("recv", 1, "grad", 1)], []]
+    # stage 1 runs F0 B0 F1 B1: it sends B0's gradient and receives F1's input together
+    assert p2p_plan(s, 1) == [[("recv", 0, "act", 0)], [], [("send", 0, "grad", 0), ("recv", 0, "act", 1)], [],
+                              [("send", 0, "grad", 1)]]
+    assert p2p_plan(s, 0)[2] != [] and p2p_plan(gpipe_schedule(1, 3), 0) == [[]] * 7  # one stage: no messages
+
+
+@pytest.mark.parametrize("sched", BOTH, ids=["gpipe", "1f1b"])
+def test_batched_p2p_never_deadlocks(sched):
+    # every send waits for its receive (NCCL's worst case); the plan's groups posted together always finish, and
+    # per pair of neighbours the i-th send and the i-th receive name the same message (checked inside)
+    for p in range(1, 7):
+        for m in range(1, 9):
+            assert p2p_deadlock(sched(p, m)) is None, (p, m)
+            for r in range(p - 1):  # activations go r -> r+1 in the order r+1 takes them; gradients back alike
+                sends = [op[2:] for g in p2p_plan(sched(p, m), r) for op in g if op[:2] == ("send", r + 1)]
+                recvs = [op[2:] for g in p2p_plan(sched(p, m), r + 1) for op in g if op[:2] == ("recv", r)]
+                assert sends == recvs == [("act", i) for i in range(m)]
+
+
+def test_unbatched_1f1b_deadlocks_but_gpipe_does_not():
+    # each operation alone, blocking, in the order send-then-receive: GPipe's fill-drain is fine, 1F1B's steady
+    # state makes stage s send F(w+k) while s+1 sends B(k): both wait for a receive that comes after
+    assert all(p2p_deadlock(gpipe_schedule(p, m), batched=False) is None for p in range(1, 6) for m in range(1, 7))
+    assert p2p_deadlock(one_f_one_b_schedule(2, 2), batched=False) == {0: [("send", 1, "act", 1)],
+                                                                      1: [("send", 0, "grad", 0)]}
+    assert p2p_deadlock(one_f_one_b_schedule(4, 1), batched=False) is None  # m=1: no steady state
+    assert all(p2p_deadlock(one_f_one_b_schedule(p, m), batched=False) is not None
+               for p in range(2, 6) for m in range(2, 7))
+
+
+def test_p2p_order_mismatch_refused():
+    # stage 0 takes B1 before B0 while stage 1 sends B0's gradient first: NCCL would pair the wrong tensors
+    bad = [[("F", 0), ("F", 1), ("B", 1), ("B", 0)], [("F", 0), ("F", 1), ("B", 0), ("B", 1)]]
+    with pytest.raises(ValueError, match="orders differ"):
+        p2p_deadlock(bad)
 
 
 def test_split_gpt_composes_to_the_model():

@@ -22,19 +22,29 @@ t_b = 2 t_f each stage is busy 3m t_f of a makespan of 3(m+p-1) t_f, so the frac
 schedules: 1F1B does not shrink the bubble, it bounds the activations kept.
 
 `split_gpt` cuts an unchanged `minillm.model.GPT` into stage modules (stage 0 owns the embeddings, the last the
-final norm, head and loss), and `run_pipeline` executes a schedule on one rank: `dist.recv` of the input
-activation, forward, `dist.isend` onwards; `dist.recv` of the output gradient, `torch.autograd.backward`,
-`dist.isend` of the input gradient backwards. Tied embeddings: stage 0's table and the last stage's head would
-be one tensor on two processes; this module refuses them (`split_gpt` raises) and the tests use an untied
-model. (Megatron instead keeps a copy on both stages and all-reduces their gradients every step.)
+final norm, head and loss), and `run_pipeline` executes a schedule on one rank: receive the input activation,
+forward, send onwards; receive the output gradient, `torch.autograd.backward`, send the input gradient backwards.
+Tied embeddings: stage 0's table and the last stage's head would be one tensor on two processes; this module
+refuses them (`split_gpt` raises) and the tests use an untied model. (Megatron instead keeps a copy on both stages
+and all-reduces their gradients every step.)
 
-`run_pipeline` is for gloo on CPU: its receive buffers are CPU tensors, and its steady state posts an isend
-of F(w+k)'s output and then a blocking recv of B(k)'s gradient while the next stage posts send B(k) before recv
-F(w+k). Gloo buffers the isend, so this cannot deadlock; NCCL orders a pair's sends and receives on one stream,
-and a send larger than its buffer waits for the matching receive: the two stages would wait on each other.
-Megatron (p2p_communication.py) and torch.distributed.pipelining post such send/recv pairs together with
-`dist.batch_isend_irecv`. The isend work objects keep their tensors (each micro-batch's output and input
-gradient, (b, T, d)) until the step's final wait, on top of the in-flight activations counted by `peak_saved`.
+Communication without deadlock, on gloo and on NCCL. `p2p_plan` groups a rank's point-to-point operations:
+group k, posted before action k, holds the send of action k-1's result and the receive of action k's input (what
+Megatron's p2p_communication.py calls send_forward_recv_backward and friends); `run_pipeline` posts each group at
+once with `dist.batch_isend_irecv` and waits for all of it. The argument, for the strictest transport, where a
+send finishes only when its receive is posted (NCCL for large messages; gloo buffers sends and forgives more):
+(1) order: on link s -> s+1 the activations leave s in F order and s+1 takes them in its F order; gradients go
+back in B order on both sides; GPipe and 1F1B run F0..F(m-1) and B0..B(m-1) in order on every stage, so the i-th
+send meets the i-th receive (NCCL pairs a rank pair's operations by order, not by tag);
+(2) progress: a rank waits inside one group at a time, and a group finishes once every operation in it has its
+partner posted in the peer's current group. `p2p_deadlock` plays exactly this rule on all ranks and reports the
+groups they would wait in forever; for GPipe and 1F1B every rank reaches the end (tested over p <= 6, m <= 8).
+The same play with each operation posted alone (the blocking send-then-receive order) deadlocks for 1F1B as soon
+as a stage has a steady state: stage s sends F(w+k)'s output and then would receive B(k)'s gradient, while stage
+s+1 sends B(k)'s gradient and then would receive F(w+k)'s input; each send waits for a receive its peer posts
+only after its own send. In one group each, both pairs complete. This is a check per schedule, not a proof for
+any order: a new schedule should pass `p2p_deadlock` first. On NCCL, also `torch.cuda.set_device(rank)` and one
+collective over all ranks before the first step (batch_isend_irecv's first call in a group must include all).
 
 Leaves out: interleaved 1F1B (virtual stages, Narayanan et al. 2021 SC sec. 2.2.2), zero-bubble schedules
 (Qi et al. 2023, splitting B into input- and weight-gradient parts), activation recomputation, data
@@ -44,7 +54,6 @@ parallelism across pipelines, uneven micro-batches, kv caches / masks / T5 and A
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -139,6 +148,67 @@ def peak_in_flight(schedule: Schedule) -> list[int]:
     return peaks
 
 
+# -- point-to-point plan: which sends and receives each rank posts together ----------------------------------
+P2P = tuple[str, int, str, int]  # ("send" | "recv", peer rank, "act" | "grad", micro-batch i)
+
+
+def p2p_plan(schedule: Schedule, rank: int) -> list[list[P2P]]:
+    """Rank `rank`'s point-to-point operations in len(schedule[rank]) + 1 groups: group k is posted (all at once)
+    before action k and holds the send of action k-1's result and the receive of action k's input; the last
+    group sends the last action's result. Activations go s -> s+1, gradients s+1 -> s."""
+    p, acts = len(schedule), schedule[rank]
+    groups: list[list[P2P]] = [[] for _ in range(len(acts) + 1)]
+    for k, (kind, i) in enumerate(acts):
+        src, dst = (rank - 1, rank + 1) if kind == "F" else (rank + 1, rank - 1)  # inputs from, results to
+        what = "act" if kind == "F" else "grad"
+        if 0 <= src < p:
+            groups[k].append(("recv", src, what, i))
+        if 0 <= dst < p:
+            groups[k + 1].append(("send", dst, what, i))
+    return groups
+
+
+def p2p_deadlock(schedule: Schedule, batched: bool = True) -> dict[int, list[P2P]] | None:
+    """Play every rank's `p2p_plan` with rendezvous sends (a send finishes only when its receive is posted, as on
+    NCCL): a group finishes once each of its operations' partners is posted in the peer's current group.
+    batched=False posts each operation alone, in the group's order (send, then receive). Returns None if all ranks
+    finish, else {rank: the group it waits in forever}. Raises if a link's sends and receives disagree on order
+    (NCCL matches the i-th send with the i-th receive between a pair of ranks)."""
+    p = len(schedule)
+    plans = [p2p_plan(schedule, r) for r in range(p)]
+    if not batched:
+        plans = [[[op] for group in plan for op in group] for plan in plans]
+    for a in range(p):
+        for b in (a - 1, a + 1):
+            if 0 <= b < p:
+                sent = [(w, i) for g in plans[a] for o, peer, w, i in g if o == "send" and peer == b]
+                got = [(w, i) for g in plans[b] for o, peer, w, i in g if o == "recv" and peer == a]
+                if sent != got:
+                    raise ValueError(f"rank {a} sends {sent} to rank {b}, which receives {got}: orders differ")
+
+    def message(r: int, op: P2P) -> tuple[int, int, str, int]:  # (src, dst, what, i): both sides name it alike
+        o, peer, what, i = op
+        return (r, peer, what, i) if o == "send" else (peer, r, what, i)
+
+    pos, done = [0] * p, set()
+    while True:
+        moved = False
+        for r in range(p):  # finish groups whose messages are all matched (empty groups at once)
+            while pos[r] < len(plans[r]) and all(message(r, op) in done for op in plans[r][pos[r]]):
+                pos[r] += 1
+                moved = True
+        if all(pos[r] == len(plans[r]) for r in range(p)):
+            return None
+        posted: dict[tuple[int, int, str, int], int] = {}
+        for r in range(p):
+            for op in plans[r][pos[r]] if pos[r] < len(plans[r]) else []:
+                posted[message(r, op)] = posted.get(message(r, op), 0) + 1
+        matched = {msg for msg, n in posted.items() if n == 2} - done  # both ends posted now
+        done |= matched
+        if not matched and not moved:
+            return {r: plans[r][pos[r]] for r in range(p) if pos[r] < len(plans[r])}
+
+
 # -- a real pipeline ------------------------------------------------------------------------------------------
 class GPTStage(nn.Module):
     """Layers [lo, hi) of a GPT; stage 0 also embeds tokens, the last stage normalises and projects to logits.
@@ -202,25 +272,38 @@ micro-batch has the same number of targets: ignore_index -100 tokens make it a m
     m = sum(a[0] == "F" for a in schedule[rank])
     if tokens.shape[0] % m:
         raise ValueError(f"batch of {tokens.shape[0]} rows does not split into m={m} micro-batches")
+    device = next(stage.parameters()).device  # receive buffers live where the stage computes (cuda for NCCL)
     inputs, targets = tokens[:, :-1].chunk(m), tokens[:, 1:].chunk(m)  # m x (B/m, T)
     first, last = rank == 0, rank == world - 1
+    plan = p2p_plan(schedule, rank)
+    inbox: dict[tuple[str, int], torch.Tensor] = {}  # ("act" | "grad", i) -> received tensor
+    outbox: dict[tuple[str, int], torch.Tensor] = {}  # results waiting for the next group's send
     saved: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}  # i -> (input activation, output or loss)
-    sends: list[Any] = []
     loss_sum, peak = 0.0, 0
-    for kind, i in schedule[rank]:
-        if kind == "F":
-            if first:
-                x = inputs[i]
+
+    def exchange(group: list[P2P]) -> None:  # post the whole group together, then wait for all of it
+        ops = []
+        for o, peer, what, i in group:
+            tag = i if what == "act" else m + i  # gloo matches tags; NCCL matches order (p2p_deadlock checks it)
+            if o == "send":
+                ops.append(dist.P2POp(dist.isend, outbox.pop((what, i)), peer, tag=tag))
             else:
-                x = torch.empty(act_shape, dtype=dtype)
-                dist.recv(x, src=rank - 1, tag=i)
-                x.requires_grad_(True)
+                inbox[(what, i)] = torch.empty(act_shape, dtype=dtype, device=device)
+                ops.append(dist.P2POp(dist.irecv, inbox[(what, i)], peer, tag=tag))
+        if ops:
+            for work in dist.batch_isend_irecv(ops):
+                work.wait()
+
+    for k, (kind, i) in enumerate(schedule[rank]):
+        exchange(plan[k])
+        if kind == "F":
+            x = inputs[i].to(device) if first else inbox.pop(("act", i)).requires_grad_(True)
             y = stage(x)  # (b, T, d) or logits (b, T, V)
             if last:
-                y = F.cross_entropy(y.flatten(0, 1), targets[i].flatten()) / m  # this micro-batch's share
+                y = F.cross_entropy(y.flatten(0, 1), targets[i].to(device).flatten()) / m  # this micro-batch's share
                 loss_sum += y.item()
             else:
-                sends.append(dist.isend(y.detach().contiguous(), dst=rank + 1, tag=i))
+                outbox[("act", i)] = y.detach().contiguous()
             saved[i] = (None if first else x, y)
             peak = max(peak, len(saved))
         else:
@@ -228,13 +311,10 @@ micro-batch has the same number of targets: ignore_index -100 tokens make it a m
             if last:
                 torch.autograd.backward(y)
             else:
-                g = torch.empty(act_shape, dtype=dtype)
-                dist.recv(g, src=rank + 1, tag=m + i)
-                torch.autograd.backward(y, g)
+                torch.autograd.backward(y, inbox.pop(("grad", i)))
             if not first:
-                sends.append(dist.isend(x.grad.contiguous(), dst=rank - 1, tag=m + i))
-    for w in sends:
-        w.wait()
+                outbox[("grad", i)] = x.grad.contiguous()
+    exchange(plan[-1])
     if stats is not None:
         stats["peak_saved"] = peak
     return loss_sum if last else None
