@@ -266,7 +266,7 @@ def run_pipeline(stage: GPTStage, rank: int, world: int, schedule: Schedule, tok
     order. tokens: (B, T+1), the whole batch (stage 0 reads the inputs, the last stage the targets); B splits
     into m equal micro-batches. act_shape: (B/m, T, d), the activation sent between stages. Gradients
     accumulate in the stage's .grad (scaled by 1/m, so they equal the whole batch's mean loss when every
-micro-batch has the same number of targets: ignore_index -100 tokens make it a mean of means). Returns the
+    micro-batch has the same number of targets: ignore_index -100 tokens make it a mean of means). Returns the
     mean loss on the last stage, None elsewhere. stats (optional dict) gets "peak_saved": the most micro-batches
     whose activations this rank held at once (to compare with `peak_in_flight`)."""
     m = sum(a[0] == "F" for a in schedule[rank])
