@@ -14,12 +14,14 @@ from minillm.distributed.ddp_workers import tiny_gpt
 from minillm.distributed.pipeline import (
     bubble_fraction,
     gpipe_schedule,
+    interleaved_schedule,
     one_f_one_b_schedule,
     p2p_deadlock,
     p2p_plan,
     peak_in_flight,
     split_gpt,
     timeline,
+    zero_bubble_h1_schedule,
 )
 from minillm.distributed.pipeline_workers import pipe_gpt, pipeline_worker, single_process_reference
 
@@ -81,6 +83,52 @@ def test_bad_schedules_refused():
         timeline([[("F", 0), ("B", 0)], [("F", 0)]])
     with pytest.raises(ValueError, match="p >= 1"):
         gpipe_schedule(0, 4)
+
+
+def _idle_per_stage(tl) -> float:
+    return max(e for row in tl for _, _, e in row) - sum(e - b for row in tl for _, b, e in row) / len(tl)
+
+
+def test_interleaved_hand_case_and_bubble_formula():
+    # p=2, m=2, v=2: device 0 holds chunks 0 and 2 of 4 virtual stages (c*p + s); warm-up 2(p-1-s) + (v-1)p = 4
+    s = interleaved_schedule(2, 2, 2)
+    assert s[0] == [("F", 0, 0), ("F", 1, 0), ("F", 0, 1), ("F", 1, 1), ("B", 0, 1), ("B", 1, 1), ("B", 0, 0),
+                    ("B", 1, 0)]
+    assert s[1][:3] == [("F", 0, 0), ("F", 1, 0), ("F", 0, 1)]
+    # Narayanan et al. 2021 sec. 2.2.2: bubble time (p-1)(t_f + t_b)/v, i.e. (p-1)/(v m) of the ideal m(t_f + t_b)
+    for p in (2, 3, 4, 8):
+        for m in (p, 2 * p, 4 * p):
+            for v in (2, 3, 4):
+                for t_b in (1.0, 2.0, 3.0):
+                    tl = timeline(interleaved_schedule(p, m, v), t_f=1, t_b=t_b)
+                    assert _idle_per_stage(tl) == pytest.approx((p - 1) * (1 + t_b) / v, abs=1e-9)
+                    assert bubble_fraction(tl) == pytest.approx((p - 1) / (v * m + p - 1), abs=1e-9)
+    one = timeline(one_f_one_b_schedule(4, 16), t_f=1, t_b=2)
+    two = timeline(interleaved_schedule(4, 16, 2), t_f=1, t_b=2)
+    assert _idle_per_stage(two) == pytest.approx(_idle_per_stage(one) / 2)  # v = 2 halves the bubble
+    with pytest.raises(ValueError, match="multiple of p"):
+        interleaved_schedule(4, 6, 2)
+    with pytest.raises(ValueError, match="v >= 2"):
+        interleaved_schedule(4, 8, 1)
+
+
+def test_zero_bubble_h1_hand_case_and_bubble_formula():
+    # p=2, m=3: the last stage defers its first W (s = 1) to fill the drain; stage 0 runs W right after each B
+    s = zero_bubble_h1_schedule(2, 3)
+    assert s[0] == [("F", 0), ("F", 1), ("B", 0), ("W", 0), ("F", 2), ("B", 1), ("W", 1), ("B", 2), ("W", 2)]
+    assert s[1] == [("F", 0), ("B", 0), ("F", 1), ("B", 1), ("W", 0), ("F", 2), ("B", 2), ("W", 1), ("W", 2)]
+    # Qi et al. 2023 sec. 2.1: idle per stage (p-1)(t_F + t_B - t_W) vs 1F1B's (p-1)(t_F + t_B + t_W) (B and W
+    # fused); with equal times a third; every stage holds p micro-batches until their W, 1F1B's stage-0 peak
+    for p in (2, 3, 4, 8):
+        for m in (p, 2 * p, 3 * p + 1):
+            for t_f, t_b, t_w in [(1, 1, 1), (1, 1.5, 0.5), (1, 2, 1), (2, 1, 1)]:
+                zb = timeline(zero_bubble_h1_schedule(p, m), t_f=t_f, t_b=t_b, t_w=t_w)
+                assert _idle_per_stage(zb) == pytest.approx((p - 1) * (t_f + t_b - t_w), abs=1e-9)
+                fused = timeline(one_f_one_b_schedule(p, m), t_f=t_f, t_b=t_b + t_w)
+                assert _idle_per_stage(fused) == pytest.approx((p - 1) * (t_f + t_b + t_w), abs=1e-9)
+            assert peak_in_flight(zero_bubble_h1_schedule(p, m)) == [p] * p
+    with pytest.raises(ValueError, match="timelines only"):
+        p2p_plan(zero_bubble_h1_schedule(2, 2), 0)
 
 
 def test_p2p_plan_hand_case():

@@ -46,9 +46,14 @@ only after its own send. In one group each, both pairs complete. This is a check
 any order: a new schedule should pass `p2p_deadlock` first. On NCCL, also `torch.cuda.set_device(rank)` and one
 collective over all ranks before the first step (batch_isend_irecv's first call in a group must include all).
 
-Leaves out: interleaved 1F1B (virtual stages, Narayanan et al. 2021 SC sec. 2.2.2), zero-bubble schedules
-(Qi et al. 2023, splitting B into input- and weight-gradient parts), activation recomputation, data
-parallelism across pipelines, uneven micro-batches, kv caches / masks / T5 and ALiBi positions in `split_gpt`.
+Two schedules that shrink the bubble are generated as timelines only (not run by `run_pipeline`):
+`interleaved_schedule` (Narayanan et al. 2021 SC, sec. 2.2.2: v model chunks per device, bubble (p-1)/(v m) of the
+ideal time instead of (p-1)/m) and `zero_bubble_h1_schedule` (Qi et al. 2023, ZB-H1: backward split into B, the
+input gradient, and W, the weight gradient; idle time per stage (p-1)(t_F + t_B - t_W) instead of 1F1B's
+(p-1)(t_F + t_B + t_W), for t_W <= t_F, with 1F1B's peak memory); the tests check both formulas on the timeline.
+
+Leaves out: running interleaved or zero-bubble schedules, ZB-H2 / ZB-V and DualPipe, activation recomputation,
+data parallelism across pipelines, uneven micro-batches, kv caches / masks / T5 and ALiBi positions in `split_gpt`.
 """
 
 from __future__ import annotations
@@ -60,7 +65,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-Action = tuple[str, int]  # ("F", i) or ("B", i): forward / backward of micro-batch i
+Action = tuple  # ("F", i) / ("B", i): forward / backward of micro-batch i; ("W", i): its weight gradient when B
+# computes only the input gradient (zero bubble); (kind, i, c) for model chunk c (interleaved, virtual stages)
 Schedule = list[list[Action]]  # schedule[s] = stage s's actions in order
 
 
@@ -90,22 +96,84 @@ def one_f_one_b_schedule(p: int, m: int) -> Schedule:
     return out
 
 
-def _deps(s: int, act: Action, p: int) -> list[tuple[int, Action]]:
-    kind, i = act
-    if kind == "F":
-        return [(s - 1, ("F", i))] if s > 0 else []
-    return ([(s + 1, ("B", i))] if s < p - 1 else []) + [(s, ("F", i))]
+def interleaved_schedule(p: int, m: int, v: int) -> Schedule:
+    """Interleaved 1F1B (Narayanan et al. 2021 SC, sec. 2.2.2; Megatron's order): device s holds v model chunks,
+    chunk c being virtual stage c*p + s. Actions (kind, i, c); micro-batches go in groups of p through chunk 0,
+    then 1, ...; backwards visit the chunks in reverse. Warm-up: 2(p-1-s) + (v-1)p forwards. Needs m % p == 0."""
+    _check(p, m)
+    if not (isinstance(v, int) and v >= 2) or m % p:
+        raise ValueError(f"need v >= 2 chunks per device (v=1 is one_f_one_b_schedule) and m a multiple of p, "
+                         f"got p={p}, m={m}, v={v}")
+
+    def fwd(k: int) -> Action:  # the k-th forward on any device: micro-batch, chunk
+        return ("F", k // (p * v) * p + k % p, k // p % v)
+
+    def bwd(k: int) -> Action:
+        return ("B", k // (p * v) * p + k % p, v - 1 - k // p % v)
+
+    total, out = m * v, []
+    for s in range(p):
+        w = min(2 * (p - 1 - s) + (v - 1) * p, total)
+        acts = [fwd(k) for k in range(w)]
+        for k in range(total - w):
+            acts += [fwd(w + k), bwd(k)]
+        out.append(acts + [bwd(k) for k in range(total - w, total)])
+    return out
 
 
-def timeline(schedule: Schedule, t_f: float = 1.0, t_b: float = 2.0) -> list[list[tuple[Action, float, float]]]:
+def zero_bubble_h1_schedule(p: int, m: int) -> Schedule:
+    """ZB-H1 (Qi et al. 2023, "Zero Bubble Pipeline Parallelism", sec. 2.1): B is only the input gradient, W the
+    weight gradient, which nobody waits for. 1F1B's order with stage s deferring its first s W's to the drain,
+    so every stage holds p micro-batches until their W (1F1B's stage-0 peak) and W's fill the drain bubbles."""
+    _check(p, m)
+    out = []
+    for s in range(p):
+        w, nw = min(p - 1 - s, m), 0
+        acts: list[Action] = [("F", i) for i in range(w)]
+        for k in range(m - w):
+            acts += [("F", w + k), ("B", k)]
+            if k >= s:
+                acts.append(("W", nw))
+                nw += 1
+        for j in range(m - w, m):
+            acts.append(("B", j))
+            if nw <= j:
+                acts.append(("W", nw))
+                nw += 1
+        out.append(acts + [("W", i) for i in range(nw, m)])
+    return out
+
+
+def _deps(s: int, act: Action, p: int, v: int) -> list[tuple[int, Action]]:
+    kind, i, c = act[0], act[1], act[2] if len(act) > 2 else 0
+
+    def at(stage: int, k: str, chunk: int) -> tuple[int, Action]:
+        return stage, ((k, i, chunk) if len(act) > 2 else (k, i))
+
+    if kind == "W":
+        return [at(s, "B", c)]
+    if kind == "F":  # from the previous virtual stage: device s-1, or the last device's previous chunk
+        return [at(s - 1, "F", c)] if s > 0 else [at(p - 1, "F", c - 1)] if c > 0 else []
+    nxt = [at(s + 1, "B", c)] if s < p - 1 else [at(0, "B", c + 1)] if c < v - 1 else []
+    return nxt + [at(s, "F", c)]
+
+
+def timeline(schedule: Schedule, t_f: float = 1.0, t_b: float = 2.0,
+             t_w: float = 0.0) -> list[list[tuple[Action, float, float]]]:
     """Play `schedule`: per stage, [(action, start, end)] in order. An action starts when its stage has finished
     the previous one and its inputs exist (F(i) on s after F(i) on s-1; B(i) on s after B(i) on s+1 and F(i)
-    on s). Communication is taken as free. Raises if the schedule deadlocks or misses an action."""
+    on s; W(i) after B(i)). With v chunks per device each action takes 1/v of t_f, t_b or t_w. Communication is
+    taken as free. Raises if the schedule deadlocks or misses an action."""
     p = len(schedule)
-    m = sum(a[0] == "F" for a in schedule[0]) if p else 0
+    v = 1 + max((a[2] for a in schedule[0] if len(a) > 2), default=0) if p else 1
+    m = sum(a[0] == "F" for a in schedule[0]) // v if p else 0
+    kinds = ("F", "B", "W") if p and any(a[0] == "W" for a in schedule[0]) else ("F", "B")
+    want = sorted((k, i, c) if v > 1 else (k, i) for k in kinds for i in range(m) for c in range(v))
     for s, acts in enumerate(schedule):
-        if sorted(acts) != sorted([("F", i) for i in range(m)] + [("B", i) for i in range(m)]):
-            raise ValueError(f"stage {s} must run F and B of each micro-batch 0..{m - 1} exactly once, got {acts}")
+        if sorted(acts) != want:
+            raise ValueError(f"stage {s} must run {'/'.join(kinds)} of each micro-batch 0..{m - 1} exactly once, "
+                             f"got {acts}")
+    dur = {"F": t_f / v, "B": t_b / v, "W": t_w / v}
     end: dict[tuple[int, Action], float] = {}
     out: list[list[tuple[Action, float, float]]] = [[] for _ in range(p)]
     nxt, free = [0] * p, [0.0] * p  # next action index and the time each stage is free
@@ -114,11 +182,11 @@ def timeline(schedule: Schedule, t_f: float = 1.0, t_b: float = 2.0) -> list[lis
         for s in range(p):
             while nxt[s] < len(schedule[s]):
                 act = schedule[s][nxt[s]]
-                deps = _deps(s, act, p)
+                deps = _deps(s, act, p, v)
                 if any(d not in end for d in deps):
                     break
                 start = max([free[s]] + [end[d] for d in deps])
-                stop = start + (t_f if act[0] == "F" else t_b)
+                stop = start + dur[act[0]]
                 end[(s, act)], free[s] = stop, stop
                 out[s].append((act, start, stop))
                 nxt[s] += 1
@@ -137,12 +205,14 @@ def bubble_fraction(tl: Sequence[Sequence[tuple[Action, float, float]]]) -> floa
 
 
 def peak_in_flight(schedule: Schedule) -> list[int]:
-    """Per stage, the most micro-batches whose forward has run and backward has not (activations kept)."""
+    """Per stage, the most micro-batches whose forward has run and backward has not (activations kept); with W
+    actions, until their W (the weight gradient still needs the layer inputs); with chunks, in chunk units."""
     peaks = []
     for acts in schedule:
+        free_at = "W" if any(a[0] == "W" for a in acts) else "B"
         live = peak = 0
-        for kind, _ in acts:
-            live += 1 if kind == "F" else -1
+        for a in acts:
+            live += 1 if a[0] == "F" else -1 if a[0] == free_at else 0
             peak = max(peak, live)
         peaks.append(peak)
     return peaks
@@ -157,6 +227,9 @@ def p2p_plan(schedule: Schedule, rank: int) -> list[list[P2P]]:
     before action k and holds the send of action k-1's result and the receive of action k's input; the last
     group sends the last action's result. Activations go s -> s+1, gradients s+1 -> s."""
     p, acts = len(schedule), schedule[rank]
+    if any(len(a) != 2 or a[0] not in ("F", "B") for a in acts):
+        raise ValueError("p2p_plan and run_pipeline take (kind, i) orders with F and B only (GPipe, 1F1B); the "
+                         "interleaved and zero-bubble schedules here are timelines only")
     groups: list[list[P2P]] = [[] for _ in range(len(acts) + 1)]
     for k, (kind, i) in enumerate(acts):
         src, dst = (rank - 1, rank + 1) if kind == "F" else (rank + 1, rank - 1)  # inputs from, results to
