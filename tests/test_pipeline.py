@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minillm.distributed import launch
+from minillm.distributed import launch, pipeline
 from minillm.distributed.ddp_workers import tiny_gpt
 from minillm.distributed.pipeline import (
     bubble_fraction,
@@ -171,6 +171,36 @@ def test_p2p_order_mismatch_refused():
     bad = [[("F", 0), ("F", 1), ("B", 1), ("B", 0)], [("F", 0), ("F", 1), ("B", 0), ("B", 1)]]
     with pytest.raises(ValueError, match="orders differ"):
         p2p_deadlock(bad)
+
+
+@pytest.mark.parametrize("sched", BOTH, ids=["gpipe", "1f1b"])
+def test_run_pipeline_posts_the_plan_one_batch_per_group(monkeypatch, sched):
+    # one process plays the middle rank of 3 with a fake transport that records each batch_isend_irecv call:
+    # the calls must be exactly the non-empty groups of p2p_plan (checked deadlock-free above), each in one call
+    calls = []
+
+    class FakeOp:
+        def __init__(self, op, tensor, peer, tag=0):
+            self.op, self.tensor, self.peer, self.tag = op, tensor, peer, tag
+
+    def fake_batch(ops):
+        for o in ops:
+            if o.op is torch.distributed.irecv:
+                o.tensor.copy_(torch.randn_like(o.tensor) * 0.1)  # some activation / gradient arrives
+        calls.append([("send" if o.op is torch.distributed.isend else "recv", o.peer, o.tag) for o in ops])
+        return []
+
+    monkeypatch.setattr(pipeline.dist, "P2POp", FakeOp)
+    monkeypatch.setattr(pipeline.dist, "batch_isend_irecv", fake_batch)
+    model, m = pipe_gpt(0), 4
+    stage = split_gpt(model, 3)[1]
+    schedule = sched(3, m)
+    tokens = torch.randint(0, 32, (8, SEQ + 1))
+    assert pipeline.run_pipeline(stage, 1, 3, schedule, tokens, (8 // m, SEQ, model.cfg.d_model)) is None
+    want = [[(o, peer, i if what == "act" else m + i) for o, peer, what, i in g]
+            for g in p2p_plan(schedule, 1) if g]
+    assert calls == want and sum(len(c) for c in calls) == 4 * m  # F in, F out, B in, B out per micro-batch
+    assert all(p.grad is not None for p in stage.parameters())
 
 
 def test_split_gpt_composes_to_the_model():
