@@ -23,7 +23,7 @@ from minillm.grading import check
 # %%
 def one_f_one_b_stage(p: int, m: int, s: int) -> list[tuple[str, int]]:
     """Stage s's forwards and backwards, in the order 1F1B runs them."""
-    # BEGIN SOLUTION 13.1: return stage s's list of ("F", i) and ("B", i) actions in 1F1B order
+    # BEGIN SOLUTION 13.1: return stage s's forwards and backwards in the order 1F1B runs them
     w = min(p - 1 - s, m)  # warm-up forwards: enough to keep the stages after s busy
     actions = [("F", i) for i in range(w)]
     for k in range(m - w):  # steady state: the forward of micro-batch w + k, then the backward of k
