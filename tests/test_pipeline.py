@@ -9,15 +9,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minillm.distributed import launch
+from minillm.distributed import launch, pipeline
 from minillm.distributed.ddp_workers import tiny_gpt
 from minillm.distributed.pipeline import (
     bubble_fraction,
     gpipe_schedule,
+    interleaved_schedule,
     one_f_one_b_schedule,
+    p2p_deadlock,
+    p2p_plan,
     peak_in_flight,
     split_gpt,
     timeline,
+    zero_bubble_h1_schedule,
 )
 from minillm.distributed.pipeline_workers import pipe_gpt, pipeline_worker, single_process_reference
 
@@ -79,6 +83,124 @@ def test_bad_schedules_refused():
         timeline([[("F", 0), ("B", 0)], [("F", 0)]])
     with pytest.raises(ValueError, match="p >= 1"):
         gpipe_schedule(0, 4)
+
+
+def _idle_per_stage(tl) -> float:
+    return max(e for row in tl for _, _, e in row) - sum(e - b for row in tl for _, b, e in row) / len(tl)
+
+
+def test_interleaved_hand_case_and_bubble_formula():
+    # p=2, m=2, v=2: device 0 holds chunks 0 and 2 of 4 virtual stages (c*p + s); warm-up 2(p-1-s) + (v-1)p = 4
+    s = interleaved_schedule(2, 2, 2)
+    assert s[0] == [("F", 0, 0), ("F", 1, 0), ("F", 0, 1), ("F", 1, 1), ("B", 0, 1), ("B", 1, 1), ("B", 0, 0),
+                    ("B", 1, 0)]
+    assert s[1][:3] == [("F", 0, 0), ("F", 1, 0), ("F", 0, 1)]
+    # Narayanan et al. 2021 sec. 2.2.2: bubble time (p-1)(t_f + t_b)/v, i.e. (p-1)/(v m) of the ideal m(t_f + t_b)
+    for p in (2, 3, 4, 8):
+        for m in (p, 2 * p, 4 * p):
+            for v in (2, 3, 4):
+                for t_b in (1.0, 2.0, 3.0):
+                    tl = timeline(interleaved_schedule(p, m, v), t_f=1, t_b=t_b)
+                    assert _idle_per_stage(tl) == pytest.approx((p - 1) * (1 + t_b) / v, abs=1e-9)
+                    assert bubble_fraction(tl) == pytest.approx((p - 1) / (v * m + p - 1), abs=1e-9)
+    one = timeline(one_f_one_b_schedule(4, 16), t_f=1, t_b=2)
+    two = timeline(interleaved_schedule(4, 16, 2), t_f=1, t_b=2)
+    assert _idle_per_stage(two) == pytest.approx(_idle_per_stage(one) / 2)  # v = 2 halves the bubble
+    with pytest.raises(ValueError, match="multiple of p"):
+        interleaved_schedule(4, 6, 2)
+    with pytest.raises(ValueError, match="v >= 2"):
+        interleaved_schedule(4, 8, 1)
+
+
+def test_zero_bubble_h1_hand_case_and_bubble_formula():
+    # p=2, m=3: the last stage defers its first W (s = 1) to fill the drain; stage 0 runs W right after each B
+    s = zero_bubble_h1_schedule(2, 3)
+    assert s[0] == [("F", 0), ("F", 1), ("B", 0), ("W", 0), ("F", 2), ("B", 1), ("W", 1), ("B", 2), ("W", 2)]
+    assert s[1] == [("F", 0), ("B", 0), ("F", 1), ("B", 1), ("W", 0), ("F", 2), ("B", 2), ("W", 1), ("W", 2)]
+    # Qi et al. 2023 sec. 2.1: idle per stage (p-1)(t_F + t_B - t_W) vs 1F1B's (p-1)(t_F + t_B + t_W) (B and W
+    # fused); with equal times a third; every stage holds p micro-batches until their W, 1F1B's stage-0 peak
+    for p in (2, 3, 4, 8):
+        for m in (p, 2 * p, 3 * p + 1):
+            for t_f, t_b, t_w in [(1, 1, 1), (1, 1.5, 0.5), (1, 2, 1), (2, 1, 1)]:
+                zb = timeline(zero_bubble_h1_schedule(p, m), t_f=t_f, t_b=t_b, t_w=t_w)
+                assert _idle_per_stage(zb) == pytest.approx((p - 1) * (t_f + t_b - t_w), abs=1e-9)
+                fused = timeline(one_f_one_b_schedule(p, m), t_f=t_f, t_b=t_b + t_w)
+                assert _idle_per_stage(fused) == pytest.approx((p - 1) * (t_f + t_b + t_w), abs=1e-9)
+            assert peak_in_flight(zero_bubble_h1_schedule(p, m)) == [p] * p
+    with pytest.raises(ValueError, match="timelines only"):
+        p2p_plan(zero_bubble_h1_schedule(2, 2), 0)
+
+
+def test_p2p_plan_hand_case():
+    # p=2, m=2, 1F1B. Stage 0 runs F0 F1 B0 B1: it sends F1's output and receives B0's gradient in one group
+    s = one_f_one_b_schedule(2, 2)
+    assert p2p_plan(s, 0) == [[], [("send", 1, "act", 0)], [("send", 1, "act", 1), ("recv", 1, "grad", 0)],
+                              [("recv", 1, "grad", 1)], []]
+    # stage 1 runs F0 B0 F1 B1: it sends B0's gradient and receives F1's input together
+    assert p2p_plan(s, 1) == [[("recv", 0, "act", 0)], [], [("send", 0, "grad", 0), ("recv", 0, "act", 1)], [],
+                              [("send", 0, "grad", 1)]]
+    assert p2p_plan(s, 0)[2] != [] and p2p_plan(gpipe_schedule(1, 3), 0) == [[]] * 7  # one stage: no messages
+
+
+@pytest.mark.parametrize("sched", BOTH, ids=["gpipe", "1f1b"])
+def test_batched_p2p_never_deadlocks(sched):
+    # every send waits for its receive (NCCL's worst case); the plan's groups posted together always finish, and
+    # per pair of neighbours the i-th send and the i-th receive name the same message (checked inside)
+    for p in range(1, 7):
+        for m in range(1, 9):
+            assert p2p_deadlock(sched(p, m)) is None, (p, m)
+            for r in range(p - 1):  # activations go r -> r+1 in the order r+1 takes them; gradients back alike
+                sends = [op[2:] for g in p2p_plan(sched(p, m), r) for op in g if op[:2] == ("send", r + 1)]
+                recvs = [op[2:] for g in p2p_plan(sched(p, m), r + 1) for op in g if op[:2] == ("recv", r)]
+                assert sends == recvs == [("act", i) for i in range(m)]
+
+
+def test_unbatched_1f1b_deadlocks_but_gpipe_does_not():
+    # each operation alone, blocking, in the order send-then-receive: GPipe's fill-drain is fine, 1F1B's steady
+    # state makes stage s send F(w+k) while s+1 sends B(k): both wait for a receive that comes after
+    assert all(p2p_deadlock(gpipe_schedule(p, m), batched=False) is None for p in range(1, 6) for m in range(1, 7))
+    assert p2p_deadlock(one_f_one_b_schedule(2, 2), batched=False) == {0: [("send", 1, "act", 1)],
+                                                                      1: [("send", 0, "grad", 0)]}
+    assert p2p_deadlock(one_f_one_b_schedule(4, 1), batched=False) is None  # m=1: no steady state
+    assert all(p2p_deadlock(one_f_one_b_schedule(p, m), batched=False) is not None
+               for p in range(2, 6) for m in range(2, 7))
+
+
+def test_p2p_order_mismatch_refused():
+    # stage 0 takes B1 before B0 while stage 1 sends B0's gradient first: NCCL would pair the wrong tensors
+    bad = [[("F", 0), ("F", 1), ("B", 1), ("B", 0)], [("F", 0), ("F", 1), ("B", 0), ("B", 1)]]
+    with pytest.raises(ValueError, match="orders differ"):
+        p2p_deadlock(bad)
+
+
+@pytest.mark.parametrize("sched", BOTH, ids=["gpipe", "1f1b"])
+def test_run_pipeline_posts_the_plan_one_batch_per_group(monkeypatch, sched):
+    # one process plays the middle rank of 3 with a fake transport that records each batch_isend_irecv call:
+    # the calls must be exactly the non-empty groups of p2p_plan (checked deadlock-free above), each in one call
+    calls = []
+
+    class FakeOp:
+        def __init__(self, op, tensor, peer, tag=0):
+            self.op, self.tensor, self.peer, self.tag = op, tensor, peer, tag
+
+    def fake_batch(ops):
+        for o in ops:
+            if o.op is torch.distributed.irecv:
+                o.tensor.copy_(torch.randn_like(o.tensor) * 0.1)  # some activation / gradient arrives
+        calls.append([("send" if o.op is torch.distributed.isend else "recv", o.peer, o.tag) for o in ops])
+        return []
+
+    monkeypatch.setattr(pipeline.dist, "P2POp", FakeOp)
+    monkeypatch.setattr(pipeline.dist, "batch_isend_irecv", fake_batch)
+    model, m = pipe_gpt(0), 4
+    stage = split_gpt(model, 3)[1]
+    schedule = sched(3, m)
+    tokens = torch.randint(0, 32, (8, SEQ + 1))
+    assert pipeline.run_pipeline(stage, 1, 3, schedule, tokens, (8 // m, SEQ, model.cfg.d_model)) is None
+    want = [[(o, peer, i if what == "act" else m + i) for o, peer, what, i in g]
+            for g in p2p_plan(schedule, 1) if g]
+    assert calls == want and sum(len(c) for c in calls) == 4 * m  # F in, F out, B in, B out per micro-batch
+    assert all(p.grad is not None for p in stage.parameters())
 
 
 def test_split_gpt_composes_to_the_model():

@@ -22,36 +22,51 @@ t_b = 2 t_f each stage is busy 3m t_f of a makespan of 3(m+p-1) t_f, so the frac
 schedules: 1F1B does not shrink the bubble, it bounds the activations kept.
 
 `split_gpt` cuts an unchanged `minillm.model.GPT` into stage modules (stage 0 owns the embeddings, the last the
-final norm, head and loss), and `run_pipeline` executes a schedule on one rank: `dist.recv` of the input
-activation, forward, `dist.isend` onwards; `dist.recv` of the output gradient, `torch.autograd.backward`,
-`dist.isend` of the input gradient backwards. Tied embeddings: stage 0's table and the last stage's head would
-be one tensor on two processes; this module refuses them (`split_gpt` raises) and the tests use an untied
-model. (Megatron instead keeps a copy on both stages and all-reduces their gradients every step.)
+final norm, head and loss), and `run_pipeline` executes a schedule on one rank: receive the input activation,
+forward, send onwards; receive the output gradient, `torch.autograd.backward`, send the input gradient backwards.
+Tied embeddings: stage 0's table and the last stage's head would be one tensor on two processes; this module
+refuses them (`split_gpt` raises) and the tests use an untied model. (Megatron instead keeps a copy on both stages
+and all-reduces their gradients every step.)
 
-`run_pipeline` is for gloo on CPU: its receive buffers are CPU tensors, and its steady state posts an isend
-of F(w+k)'s output and then a blocking recv of B(k)'s gradient while the next stage posts send B(k) before recv
-F(w+k). Gloo buffers the isend, so this cannot deadlock; NCCL orders a pair's sends and receives on one stream,
-and a send larger than its buffer waits for the matching receive: the two stages would wait on each other.
-Megatron (p2p_communication.py) and torch.distributed.pipelining post such send/recv pairs together with
-`dist.batch_isend_irecv`. The isend work objects keep their tensors (each micro-batch's output and input
-gradient, (b, T, d)) until the step's final wait, on top of the in-flight activations counted by `peak_saved`.
+Communication without deadlock, on gloo and on NCCL. `p2p_plan` groups a rank's point-to-point operations:
+group k, posted before action k, holds the send of action k-1's result and the receive of action k's input (what
+Megatron's p2p_communication.py calls send_forward_recv_backward and friends); `run_pipeline` posts each group at
+once with `dist.batch_isend_irecv` and waits for all of it. The argument, for the strictest transport, where a
+send finishes only when its receive is posted (NCCL for large messages; gloo buffers sends and forgives more):
+(1) order: on link s -> s+1 the activations leave s in F order and s+1 takes them in its F order; gradients go
+back in B order on both sides; GPipe and 1F1B run F0..F(m-1) and B0..B(m-1) in order on every stage, so the i-th
+send meets the i-th receive (NCCL pairs a rank pair's operations by order, not by tag);
+(2) progress: a rank waits inside one group at a time, and a group finishes once every operation in it has its
+partner posted in the peer's current group. `p2p_deadlock` plays exactly this rule on all ranks and reports the
+groups they would wait in forever; for GPipe and 1F1B every rank reaches the end (tested over p <= 6, m <= 8).
+The same play with each operation posted alone (the blocking send-then-receive order) deadlocks for 1F1B as soon
+as a stage has a steady state: stage s sends F(w+k)'s output and then would receive B(k)'s gradient, while stage
+s+1 sends B(k)'s gradient and then would receive F(w+k)'s input; each send waits for a receive its peer posts
+only after its own send. In one group each, both pairs complete. This is a check per schedule, not a proof for
+any order: a new schedule should pass `p2p_deadlock` first. On NCCL, also `torch.cuda.set_device(rank)` and one
+collective over all ranks before the first step (batch_isend_irecv's first call in a group must include all).
 
-Leaves out: interleaved 1F1B (virtual stages, Narayanan et al. 2021 SC sec. 2.2.2), zero-bubble schedules
-(Qi et al. 2023, splitting B into input- and weight-gradient parts), activation recomputation, data
-parallelism across pipelines, uneven micro-batches, kv caches / masks / T5 and ALiBi positions in `split_gpt`.
+Two schedules that shrink the bubble are generated as timelines only (not run by `run_pipeline`):
+`interleaved_schedule` (Narayanan et al. 2021 SC, sec. 2.2.2: v model chunks per device, bubble (p-1)/(v m) of the
+ideal time instead of (p-1)/m) and `zero_bubble_h1_schedule` (Qi et al. 2023, ZB-H1: backward split into B, the
+input gradient, and W, the weight gradient; idle time per stage (p-1)(t_F + t_B - t_W) instead of 1F1B's
+(p-1)(t_F + t_B + t_W), for t_W <= t_F, with 1F1B's peak memory); the tests check both formulas on the timeline.
+
+Leaves out: running interleaved or zero-bubble schedules, ZB-H2 / ZB-V and DualPipe, activation recomputation,
+data parallelism across pipelines, uneven micro-batches, kv caches / masks / T5 and ALiBi positions in `split_gpt`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-Action = tuple[str, int]  # ("F", i) or ("B", i): forward / backward of micro-batch i
+Action = tuple  # ("F", i) / ("B", i): forward / backward of micro-batch i; ("W", i): its weight gradient when B
+# computes only the input gradient (zero bubble); (kind, i, c) for model chunk c (interleaved, virtual stages)
 Schedule = list[list[Action]]  # schedule[s] = stage s's actions in order
 
 
@@ -81,22 +96,84 @@ def one_f_one_b_schedule(p: int, m: int) -> Schedule:
     return out
 
 
-def _deps(s: int, act: Action, p: int) -> list[tuple[int, Action]]:
-    kind, i = act
-    if kind == "F":
-        return [(s - 1, ("F", i))] if s > 0 else []
-    return ([(s + 1, ("B", i))] if s < p - 1 else []) + [(s, ("F", i))]
+def interleaved_schedule(p: int, m: int, v: int) -> Schedule:
+    """Interleaved 1F1B (Narayanan et al. 2021 SC, sec. 2.2.2; Megatron's order): device s holds v model chunks,
+    chunk c being virtual stage c*p + s. Actions (kind, i, c); micro-batches go in groups of p through chunk 0,
+    then 1, ...; backwards visit the chunks in reverse. Warm-up: 2(p-1-s) + (v-1)p forwards. Needs m % p == 0."""
+    _check(p, m)
+    if not (isinstance(v, int) and v >= 2) or m % p:
+        raise ValueError(f"need v >= 2 chunks per device (v=1 is one_f_one_b_schedule) and m a multiple of p, "
+                         f"got p={p}, m={m}, v={v}")
+
+    def fwd(k: int) -> Action:  # the k-th forward on any device: micro-batch, chunk
+        return ("F", k // (p * v) * p + k % p, k // p % v)
+
+    def bwd(k: int) -> Action:
+        return ("B", k // (p * v) * p + k % p, v - 1 - k // p % v)
+
+    total, out = m * v, []
+    for s in range(p):
+        w = min(2 * (p - 1 - s) + (v - 1) * p, total)
+        acts = [fwd(k) for k in range(w)]
+        for k in range(total - w):
+            acts += [fwd(w + k), bwd(k)]
+        out.append(acts + [bwd(k) for k in range(total - w, total)])
+    return out
 
 
-def timeline(schedule: Schedule, t_f: float = 1.0, t_b: float = 2.0) -> list[list[tuple[Action, float, float]]]:
+def zero_bubble_h1_schedule(p: int, m: int) -> Schedule:
+    """ZB-H1 (Qi et al. 2023, "Zero Bubble Pipeline Parallelism", sec. 2.1): B is only the input gradient, W the
+    weight gradient, which nobody waits for. 1F1B's order with stage s deferring its first s W's to the drain,
+    so every stage holds p micro-batches until their W (1F1B's stage-0 peak) and W's fill the drain bubbles."""
+    _check(p, m)
+    out = []
+    for s in range(p):
+        w, nw = min(p - 1 - s, m), 0
+        acts: list[Action] = [("F", i) for i in range(w)]
+        for k in range(m - w):
+            acts += [("F", w + k), ("B", k)]
+            if k >= s:
+                acts.append(("W", nw))
+                nw += 1
+        for j in range(m - w, m):
+            acts.append(("B", j))
+            if nw <= j:
+                acts.append(("W", nw))
+                nw += 1
+        out.append(acts + [("W", i) for i in range(nw, m)])
+    return out
+
+
+def _deps(s: int, act: Action, p: int, v: int) -> list[tuple[int, Action]]:
+    kind, i, c = act[0], act[1], act[2] if len(act) > 2 else 0
+
+    def at(stage: int, k: str, chunk: int) -> tuple[int, Action]:
+        return stage, ((k, i, chunk) if len(act) > 2 else (k, i))
+
+    if kind == "W":
+        return [at(s, "B", c)]
+    if kind == "F":  # from the previous virtual stage: device s-1, or the last device's previous chunk
+        return [at(s - 1, "F", c)] if s > 0 else [at(p - 1, "F", c - 1)] if c > 0 else []
+    nxt = [at(s + 1, "B", c)] if s < p - 1 else [at(0, "B", c + 1)] if c < v - 1 else []
+    return nxt + [at(s, "F", c)]
+
+
+def timeline(schedule: Schedule, t_f: float = 1.0, t_b: float = 2.0,
+             t_w: float = 0.0) -> list[list[tuple[Action, float, float]]]:
     """Play `schedule`: per stage, [(action, start, end)] in order. An action starts when its stage has finished
     the previous one and its inputs exist (F(i) on s after F(i) on s-1; B(i) on s after B(i) on s+1 and F(i)
-    on s). Communication is taken as free. Raises if the schedule deadlocks or misses an action."""
+    on s; W(i) after B(i)). With v chunks per device each action takes 1/v of t_f, t_b or t_w. Communication is
+    taken as free. Raises if the schedule deadlocks or misses an action."""
     p = len(schedule)
-    m = sum(a[0] == "F" for a in schedule[0]) if p else 0
+    v = 1 + max((a[2] for a in schedule[0] if len(a) > 2), default=0) if p else 1
+    m = sum(a[0] == "F" for a in schedule[0]) // v if p else 0
+    kinds = ("F", "B", "W") if p and any(a[0] == "W" for a in schedule[0]) else ("F", "B")
+    want = sorted((k, i, c) if v > 1 else (k, i) for k in kinds for i in range(m) for c in range(v))
     for s, acts in enumerate(schedule):
-        if sorted(acts) != sorted([("F", i) for i in range(m)] + [("B", i) for i in range(m)]):
-            raise ValueError(f"stage {s} must run F and B of each micro-batch 0..{m - 1} exactly once, got {acts}")
+        if sorted(acts) != want:
+            raise ValueError(f"stage {s} must run {'/'.join(kinds)} of each micro-batch 0..{m - 1} exactly once, "
+                             f"got {acts}")
+    dur = {"F": t_f / v, "B": t_b / v, "W": t_w / v}
     end: dict[tuple[int, Action], float] = {}
     out: list[list[tuple[Action, float, float]]] = [[] for _ in range(p)]
     nxt, free = [0] * p, [0.0] * p  # next action index and the time each stage is free
@@ -105,11 +182,11 @@ def timeline(schedule: Schedule, t_f: float = 1.0, t_b: float = 2.0) -> list[lis
         for s in range(p):
             while nxt[s] < len(schedule[s]):
                 act = schedule[s][nxt[s]]
-                deps = _deps(s, act, p)
+                deps = _deps(s, act, p, v)
                 if any(d not in end for d in deps):
                     break
                 start = max([free[s]] + [end[d] for d in deps])
-                stop = start + (t_f if act[0] == "F" else t_b)
+                stop = start + dur[act[0]]
                 end[(s, act)], free[s] = stop, stop
                 out[s].append((act, start, stop))
                 nxt[s] += 1
@@ -128,15 +205,81 @@ def bubble_fraction(tl: Sequence[Sequence[tuple[Action, float, float]]]) -> floa
 
 
 def peak_in_flight(schedule: Schedule) -> list[int]:
-    """Per stage, the most micro-batches whose forward has run and backward has not (activations kept)."""
+    """Per stage, the most micro-batches whose forward has run and backward has not (activations kept); with W
+    actions, until their W (the weight gradient still needs the layer inputs); with chunks, in chunk units."""
     peaks = []
     for acts in schedule:
+        free_at = "W" if any(a[0] == "W" for a in acts) else "B"
         live = peak = 0
-        for kind, _ in acts:
-            live += 1 if kind == "F" else -1
+        for a in acts:
+            live += 1 if a[0] == "F" else -1 if a[0] == free_at else 0
             peak = max(peak, live)
         peaks.append(peak)
     return peaks
+
+
+# -- point-to-point plan: which sends and receives each rank posts together ----------------------------------
+P2P = tuple[str, int, str, int]  # ("send" | "recv", peer rank, "act" | "grad", micro-batch i)
+
+
+def p2p_plan(schedule: Schedule, rank: int) -> list[list[P2P]]:
+    """Rank `rank`'s point-to-point operations in len(schedule[rank]) + 1 groups: group k is posted (all at once)
+    before action k and holds the send of action k-1's result and the receive of action k's input; the last
+    group sends the last action's result. Activations go s -> s+1, gradients s+1 -> s."""
+    p, acts = len(schedule), schedule[rank]
+    if any(len(a) != 2 or a[0] not in ("F", "B") for a in acts):
+        raise ValueError("p2p_plan and run_pipeline take (kind, i) orders with F and B only (GPipe, 1F1B); the "
+                         "interleaved and zero-bubble schedules here are timelines only")
+    groups: list[list[P2P]] = [[] for _ in range(len(acts) + 1)]
+    for k, (kind, i) in enumerate(acts):
+        src, dst = (rank - 1, rank + 1) if kind == "F" else (rank + 1, rank - 1)  # inputs from, results to
+        what = "act" if kind == "F" else "grad"
+        if 0 <= src < p:
+            groups[k].append(("recv", src, what, i))
+        if 0 <= dst < p:
+            groups[k + 1].append(("send", dst, what, i))
+    return groups
+
+
+def p2p_deadlock(schedule: Schedule, batched: bool = True) -> dict[int, list[P2P]] | None:
+    """Play every rank's `p2p_plan` with rendezvous sends (a send finishes only when its receive is posted, as on
+    NCCL): a group finishes once each of its operations' partners is posted in the peer's current group.
+    batched=False posts each operation alone, in the group's order (send, then receive). Returns None if all ranks
+    finish, else {rank: the group it waits in forever}. Raises if a link's sends and receives disagree on order
+    (NCCL matches the i-th send with the i-th receive between a pair of ranks)."""
+    p = len(schedule)
+    plans = [p2p_plan(schedule, r) for r in range(p)]
+    if not batched:
+        plans = [[[op] for group in plan for op in group] for plan in plans]
+    for a in range(p):
+        for b in (a - 1, a + 1):
+            if 0 <= b < p:
+                sent = [(w, i) for g in plans[a] for o, peer, w, i in g if o == "send" and peer == b]
+                got = [(w, i) for g in plans[b] for o, peer, w, i in g if o == "recv" and peer == a]
+                if sent != got:
+                    raise ValueError(f"rank {a} sends {sent} to rank {b}, which receives {got}: orders differ")
+
+    def message(r: int, op: P2P) -> tuple[int, int, str, int]:  # (src, dst, what, i): both sides name it alike
+        o, peer, what, i = op
+        return (r, peer, what, i) if o == "send" else (peer, r, what, i)
+
+    pos, done = [0] * p, set()
+    while True:
+        moved = False
+        for r in range(p):  # finish groups whose messages are all matched (empty groups at once)
+            while pos[r] < len(plans[r]) and all(message(r, op) in done for op in plans[r][pos[r]]):
+                pos[r] += 1
+                moved = True
+        if all(pos[r] == len(plans[r]) for r in range(p)):
+            return None
+        posted: dict[tuple[int, int, str, int], int] = {}
+        for r in range(p):
+            for op in plans[r][pos[r]] if pos[r] < len(plans[r]) else []:
+                posted[message(r, op)] = posted.get(message(r, op), 0) + 1
+        matched = {msg for msg, n in posted.items() if n == 2} - done  # both ends posted now
+        done |= matched
+        if not matched and not moved:
+            return {r: plans[r][pos[r]] for r in range(p) if pos[r] < len(plans[r])}
 
 
 # -- a real pipeline ------------------------------------------------------------------------------------------
@@ -196,31 +339,44 @@ def run_pipeline(stage: GPTStage, rank: int, world: int, schedule: Schedule, tok
     order. tokens: (B, T+1), the whole batch (stage 0 reads the inputs, the last stage the targets); B splits
     into m equal micro-batches. act_shape: (B/m, T, d), the activation sent between stages. Gradients
     accumulate in the stage's .grad (scaled by 1/m, so they equal the whole batch's mean loss when every
-micro-batch has the same number of targets: ignore_index -100 tokens make it a mean of means). Returns the
+    micro-batch has the same number of targets: ignore_index -100 tokens make it a mean of means). Returns the
     mean loss on the last stage, None elsewhere. stats (optional dict) gets "peak_saved": the most micro-batches
     whose activations this rank held at once (to compare with `peak_in_flight`)."""
     m = sum(a[0] == "F" for a in schedule[rank])
     if tokens.shape[0] % m:
         raise ValueError(f"batch of {tokens.shape[0]} rows does not split into m={m} micro-batches")
+    device = next(stage.parameters()).device  # receive buffers live where the stage computes (cuda for NCCL)
     inputs, targets = tokens[:, :-1].chunk(m), tokens[:, 1:].chunk(m)  # m x (B/m, T)
     first, last = rank == 0, rank == world - 1
+    plan = p2p_plan(schedule, rank)
+    inbox: dict[tuple[str, int], torch.Tensor] = {}  # ("act" | "grad", i) -> received tensor
+    outbox: dict[tuple[str, int], torch.Tensor] = {}  # results waiting for the next group's send
     saved: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}  # i -> (input activation, output or loss)
-    sends: list[Any] = []
     loss_sum, peak = 0.0, 0
-    for kind, i in schedule[rank]:
-        if kind == "F":
-            if first:
-                x = inputs[i]
+
+    def exchange(group: list[P2P]) -> None:  # post the whole group together, then wait for all of it
+        ops = []
+        for o, peer, what, i in group:
+            tag = i if what == "act" else m + i  # gloo matches tags; NCCL matches order (p2p_deadlock checks it)
+            if o == "send":
+                ops.append(dist.P2POp(dist.isend, outbox.pop((what, i)), peer, tag=tag))
             else:
-                x = torch.empty(act_shape, dtype=dtype)
-                dist.recv(x, src=rank - 1, tag=i)
-                x.requires_grad_(True)
+                inbox[(what, i)] = torch.empty(act_shape, dtype=dtype, device=device)
+                ops.append(dist.P2POp(dist.irecv, inbox[(what, i)], peer, tag=tag))
+        if ops:
+            for work in dist.batch_isend_irecv(ops):
+                work.wait()
+
+    for k, (kind, i) in enumerate(schedule[rank]):
+        exchange(plan[k])
+        if kind == "F":
+            x = inputs[i].to(device) if first else inbox.pop(("act", i)).requires_grad_(True)
             y = stage(x)  # (b, T, d) or logits (b, T, V)
             if last:
-                y = F.cross_entropy(y.flatten(0, 1), targets[i].flatten()) / m  # this micro-batch's share
+                y = F.cross_entropy(y.flatten(0, 1), targets[i].to(device).flatten()) / m  # this micro-batch's share
                 loss_sum += y.item()
             else:
-                sends.append(dist.isend(y.detach().contiguous(), dst=rank + 1, tag=i))
+                outbox[("act", i)] = y.detach().contiguous()
             saved[i] = (None if first else x, y)
             peak = max(peak, len(saved))
         else:
@@ -228,13 +384,10 @@ micro-batch has the same number of targets: ignore_index -100 tokens make it a m
             if last:
                 torch.autograd.backward(y)
             else:
-                g = torch.empty(act_shape, dtype=dtype)
-                dist.recv(g, src=rank + 1, tag=m + i)
-                torch.autograd.backward(y, g)
+                torch.autograd.backward(y, inbox.pop(("grad", i)))
             if not first:
-                sends.append(dist.isend(x.grad.contiguous(), dst=rank - 1, tag=m + i))
-    for w in sends:
-        w.wait()
+                outbox[("grad", i)] = x.grad.contiguous()
+    exchange(plan[-1])
     if stats is not None:
         stats["peak_saved"] = peak
     return loss_sum if last else None
