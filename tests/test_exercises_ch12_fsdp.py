@@ -251,3 +251,13 @@ def test_cases_cover_the_task():
         assert any(n == 1 for n, _, _ in g) and any(psi < p for _, psi, p in g)
         assert any(psi == p and n > 1 for n, psi, p in g)
         assert any(len(gr) == 1 for (gr,), _ in _rs_cases()) and any(len(gr) == 5 for (gr,), _ in _rs_cases())
+
+
+def test_reduce_scatter_dividing_twice_gets_its_own_hint():
+    """The notebook says "sum, then / N": a learner who averages and then divides by N again must be told so."""
+    def twice(grads):
+        n = len(grads)
+        return [(sum(g.chunk(n)[r] for g in grads) / n) / n for r in range(n)]
+
+    res = check(RS.id, twice)
+    assert res.status == "failed" and res.hint.startswith("divide by the number of ranks once"), res.hint

@@ -200,3 +200,7 @@ def test_recorded_timeline(run, prefetch):
         assert (issue > ev.index(("computed", "layers.0"))) == (not prefetch)
         root, block = tl["unit_bytes"][:2]
         assert tl["peak_unsharded"] == root + (2 if prefetch else 1) * block
+        # the events are those of the fastest step after the warm-up one (3 steps recorded), not of the last
+        k, durations = tl["kept_step"], tl["step_s"]
+        assert len(durations) == 3 and k >= 1 and durations[k] == min(durations[1:])
+        assert times[-1] <= durations[k] + 0.01  # every event inside that step (callbacks land within 10 ms)

@@ -1,8 +1,11 @@
 # Cells of chapter 12's ZeRO-3 / FSDP exercises, to be joined into exercises/src/12_zero_fsdp.py (percent format:
 # "# %%" starts a code cell, "# %% [markdown]" a markdown cell). Checkers: minillm/grading/ch12_fsdp.py.
-# The cells need `import torch` and `from minillm.grading import check` from the chapter's import cell.
+# The cells need `import math`, `import torch` and `from minillm.grading import check` from the chapter's import
+# cell (Hint 2 of 12.4 and 12.5 uses math.ceil / math.prod).
 
 # %%
+import math  # noqa: F401 (Hint 2 of 12.4 and 12.5 uses it)
+
 import torch
 
 from minillm.grading import check

@@ -229,6 +229,9 @@ RS_MISTAKES = [
     (lambda g: list(reversed(_rs_ref(g))), "rank r keeps piece r (rank 0 the first piece), the piece its shard covers"),
     (lambda g: [torch.stack(list(g)).mean(0)[r::len(g)].clone() for r in range(len(g))],
      "rank r keeps one contiguous piece, elements r P/n .. (r + 1) P/n - 1, the ones its shard covers"),
+    (lambda g: [c / len(g) for c in torch.stack(list(g)).mean(0).chunk(len(g))],
+     "divide by the number of ranks once: the mean over ranks is the sum / n; dividing the mean by n again makes "
+     "the step n times too small"),
 ]
 
 
