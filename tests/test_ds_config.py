@@ -5,6 +5,8 @@ and against minillm.amp.DynamicLossScaler (= torch GradScaler), where they agree
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
@@ -102,12 +104,66 @@ def test_deepspeed_loss_scale_by_hand():
     for overflow in (True, True, False, False, False, False, True):
         s.update(overflow)
         scales.append(s.scale)
-    # 1st overflow absorbed by the hysteresis, 2nd halves; growth at the 3rd clean step (stable interval 2)
-    assert scales == [16, 8, 8, 8, 16, 16, 16]
+    # 1st overflow absorbed by the hysteresis, 2nd halves; growth after 2 clean steps (refills the hysteresis),
+    # again after 2 more; the last overflow is absorbed again
+    assert scales == [16, 8, 8, 16, 16, 32, 32]
     floor = DeepSpeedLossScale(initial_scale_power=1, hysteresis=1, min_loss_scale=1)
     for _ in range(3):
         floor.update(True)
     assert floor.scale == 1  # never below min_loss_scale
+    # consecutive_hysteresis: a clean step between two overflows refills the counter, so neither halves
+    c = DeepSpeedLossScale(initial_scale_power=4, loss_scale_window=100, hysteresis=2, consecutive_hysteresis=True)
+    n = DeepSpeedLossScale(initial_scale_power=4, loss_scale_window=100, hysteresis=2)
+    for overflow in (True, False, True):
+        c.update(overflow)
+        n.update(overflow)
+    assert (c.scale, n.scale) == (16, 8)
+    # stage 0 (FP16_Optimizer): no hysteresis, first growth after window + 1 = 3 clean steps
+    z = DeepSpeedLossScale(initial_scale_power=4, loss_scale_window=2, hysteresis=2, stage0=True)
+    zs = []
+    for overflow in (True, False, False, False, False, False):
+        z.update(overflow)
+        zs.append(z.scale)
+    assert zs == [8, 8, 8, 16, 16, 32]
+
+
+def _deepspeed_zero_rule(pattern, power, window, hysteresis, consecutive, min_scale=1.0) -> list[float]:
+    """DeepSpeed's `DynamicLossScaler.update_scale` (loss_scaler.py, used by ZeRO 1-3), restated with its own
+    variable names (cur_scale, cur_hysteresis, delayed_shift, cur_iter, last_overflow_iter) as an independent
+    reference for `DeepSpeedLossScale`."""
+    cur_scale, delayed_shift, cur_hysteresis, cur_iter, last_overflow_iter = 2.0 ** power, hysteresis, hysteresis, 0, -1
+    out = []
+    for overflow in pattern:
+        if overflow:
+            if delayed_shift == 1 or cur_hysteresis == 1:
+                cur_scale = max(cur_scale / 2, min_scale)
+            else:
+                cur_hysteresis -= 1
+            last_overflow_iter = cur_iter
+        else:
+            if consecutive:
+                cur_hysteresis = delayed_shift
+            if (cur_iter - last_overflow_iter) % window == 0:
+                if not consecutive:
+                    cur_hysteresis = delayed_shift
+                cur_scale *= 2
+        cur_iter += 1
+        out.append(cur_scale)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_deepspeed_loss_scale_equals_deepspeeds_rule(seed):
+    rng = random.Random(seed)
+    pattern = [rng.random() < 0.3 for _ in range(60)]
+    for window, hysteresis, consecutive in [(1, 1, False), (2, 2, False), (3, 2, True), (4, 3, False), (2, 3, True)]:
+        s = DeepSpeedLossScale(initial_scale_power=8, loss_scale_window=window, hysteresis=hysteresis,
+                               consecutive_hysteresis=consecutive)
+        got = []
+        for overflow in pattern:
+            s.update(overflow)
+            got.append(s.scale)
+        assert got == _deepspeed_zero_rule(pattern, 8, window, hysteresis, consecutive)
 
 
 def _gradscaler_scales(pattern, init, interval) -> list[float]:
@@ -133,7 +189,17 @@ def test_deepspeed_rule_vs_gradscaler():
         ds_scales.append(ds.scale)
     gs = _gradscaler_scales(pattern, 16.0, 2)
     assert gs == [8, 8, 16, 16, 32, 32, 16, 16, 32, 32]
-    assert ds_scales == [8, 8, 8, 16, 16, 32, 16, 16, 16, 32]  # the first growth after an overflow one step later
-    # with hysteresis 1 every overflow backs off in both: the same steps halve the scale
-    halved = [i for i in range(1, len(pattern)) if pattern[i]]
-    assert all(gs[i] == gs[i - 1] / 2 and ds_scales[i] == ds_scales[i - 1] / 2 for i in halved)
+    assert ds_scales == gs  # with hysteresis 1 the ZeRO rule is GradScaler's, step for step
+    rng = random.Random(0)
+    for _ in range(5):
+        pat = [rng.random() < 0.3 for _ in range(40)]
+        ds = DeepSpeedLossScale(initial_scale_power=10, loss_scale_window=3, hysteresis=1, min_loss_scale=0.0)
+        got = []
+        for overflow in pat:
+            ds.update(overflow)
+            got.append(ds.scale)
+        assert got == _gradscaler_scales(pat, 1024.0, 3)
+    # hysteresis 2 (DeepSpeed's default): the first overflow after a growth does not halve
+    h2 = DeepSpeedLossScale(initial_scale_power=4, loss_scale_window=2, hysteresis=2, min_loss_scale=1)
+    h2.update(True)
+    assert h2.scale == 16 and gs[0] == 8

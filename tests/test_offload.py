@@ -227,7 +227,7 @@ def test_per_parameter_hooks_keep_one_gradient_on_the_device():
 
 def test_errors_say_what_to_change():
     with pytest.raises(ValueError, match="dtype"):
-        OffloadAdam(tiny_gpt(0, torch.float32), dtype=torch.float64)
+        OffloadAdam(tiny_gpt(0, torch.float32), dtype=torch.int8)
     frozen = tiny_gpt(0, torch.float32).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable"):
         OffloadAdam(frozen)
@@ -285,6 +285,31 @@ def test_sharded_offload_equals_one_process_on_the_whole_batch():
     assert r0["placement"]["host"] == {"master": 4 * s, "exp_avg": 4 * s, "exp_avg_sq": 4 * s, "grads": 4 * s}
     assert r0["placement"]["device"]["weights"] == 4 * r0["psi"]
     assert [r["losses"] for r in res][0] != [r["losses"] for r in res][1]  # each rank saw its own rows
+
+
+def _gaps(res: list[dict], ref: dict) -> tuple[float, float]:
+    full = torch.cat([ref["last_grad"], ref["last_grad"].new_zeros(res[0]["padded"] - res[0]["psi"])])
+    s = res[0]["shard"]
+    grad = max((r["last_grad"] - full[k * s:(k + 1) * s]).abs().max().item() for k, r in enumerate(res))
+    weight = max((a - b).abs().max().item() for r in res for a, b in zip(r["params"], ref["params"], strict=True))
+    return grad, weight
+
+
+def test_sharded_offload_in_float64_is_exact_to_rounding():
+    """The fp32 gaps (~1e-8 gradient, ~1e-5 weights) are summation order, not a bug: in float64 the same runs agree
+    to ~1e-16 and ~1e-13 (a bug, e.g. a missing division by N or a shifted shard, would stay large)."""
+    from minillm.distributed import launch
+    from minillm.distributed.offload_workers import sharded_offload_worker_dtypes, single_offload_run
+
+    steps, batch, seq = 4, 8, 8
+    res = launch(sharded_offload_worker_dtypes, nprocs=2, args=(steps, batch, seq, LR), timeout=180)
+    g32, w32 = _gaps([r["float32"] for r in res], single_offload_run(steps, batch, seq, LR, torch.float32))
+    g64, w64 = _gaps([r["float64"] for r in res], single_offload_run(steps, batch, seq, LR, torch.float64))
+    assert res[0]["float64"]["last_grad"].dtype == torch.float64
+    assert g64 < 1e-14 and w64 < 1e-10
+    assert g32 < 1e-6 and w32 < 1e-4 and w64 < w32 * 1e-4  # fp32's gap shrinks by far more than 10^4 in fp64
+    r64 = res[0]["float64"]
+    assert r64["placement"]["host"]["master"] == 8 * r64["shard"]  # the master shard is float64 too
 
 
 def test_sharded_offload_needs_a_process_group():

@@ -11,7 +11,8 @@ from minillm.grading import check
 # Read first: [12.3 ZeRO-Offload and DeepSpeed](../notebooks/12_zero_fsdp/03_offload_deepspeed.ipynb), sections
 # 1, 2 and 4. One GPU trains a model of $\Psi$ parameters with Adam in mixed precision under ZeRO-Offload. The GPU
 # keeps what forward and backward need: the low-precision weights (`weight_bytes` per parameter) and the gradients
-# backward produces (`grad_bytes` per parameter). Everything the optimizer needs lives on the CPU: Adam's fp32
+# backward produces (`grad_bytes` per parameter; count them all, as if every gradient waited on the GPU for the
+# step: the upper bound, section 4's `bucket_numel=inf`). Everything the optimizer needs lives on the CPU: Adam's fp32
 # master weights, $m$ and $v$, and the gradients as the CPU stores them (`host_grad_bytes` per parameter). Each
 # step the gradients go from the GPU to the CPU as the GPU made them, and the updated weights come back in the
 # GPU's format.

@@ -23,15 +23,17 @@ the two batch sizes, accumulation is 1); three inconsistent values, or sizes tha
 
 Loss scaling (DeepSpeed docs, "FP16 training options"; `deepspeed/runtime/fp16/loss_scaler.py`): loss_scale 0
 means dynamic scaling starting at 2**initial_scale_power (any other value is a static scale, no skipping logic);
-the scale is halved on an overflow (the step is skipped) and doubled after loss_scale_window clean steps; it never
-goes below min_loss_scale. Two differences from torch's GradScaler (= `minillm.amp.DynamicLossScaler`), which
-`DeepSpeedLossScale` reproduces so the tests can show them: (1) hysteresis h: an overflow lowers the scale only
-when h - 1 overflows have already been absorbed since the last growth (each overflow still skips its step), where
-GradScaler backs off at every overflow (h = 1); (2) the window counts clean steps after the step following an
-overflow (or the start), so the first growth comes after window + 1 clean steps and later ones every window, where
-GradScaler grows after growth_interval clean steps each time. With hysteresis 1 the backoffs coincide. (DeepSpeed
-also stops the run when an overflow comes with the scale already at min_loss_scale; `DeepSpeedLossScale` stays at
-the floor.)
+an overflow skips the step and halves the scale, loss_scale_window clean steps in a row double it, and it never
+goes below min_loss_scale. With ZeRO (stages 1-3, `DynamicLossScaler.update_scale`) the one difference from
+torch's GradScaler (= `minillm.amp.DynamicLossScaler`) is hysteresis h: an overflow halves the scale only when
+h - 1 overflows have already been absorbed since the counter was last refilled (each overflow still skips its
+step); the counter is refilled at each growth, or after every clean step with consecutive_hysteresis. With
+hysteresis 1 the two rules give the same scales: growth comes after loss_scale_window clean steps counted from
+the last overflow (or the start), exactly as after GradScaler's growth_interval. Without ZeRO (stage 0,
+`FP16_Optimizer._update_scale` in fused_optimizer.py) DeepSpeed uses an older rule: no hysteresis (the key is
+ignored) and the first growth after an overflow (or the start) only after loss_scale_window + 1 clean steps;
+`DeepSpeedLossScale(stage0=True)` reproduces it. (DeepSpeed also stops the run when an overflow comes with the
+scale already at min_loss_scale; `DeepSpeedLossScale` stays at the floor.)
 
 Leaves out: everything else DeepSpeed reads (scheduler, activation checkpointing, pipeline, ZeRO-3's prefetch
 and persistence thresholds, NVMe offload, communication data types, monitoring): they are refused as unknown keys
@@ -50,7 +52,8 @@ from typing import Any
 KEYS: dict[str, set[str]] = {
     "": {"train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping",
          "fp16", "bf16", "zero_optimization", "optimizer", "steps_per_print", "wall_clock_breakdown"},
-    "fp16": {"enabled", "loss_scale", "initial_scale_power", "loss_scale_window", "hysteresis", "min_loss_scale"},
+    "fp16": {"enabled", "loss_scale", "initial_scale_power", "loss_scale_window", "hysteresis",
+             "consecutive_hysteresis", "min_loss_scale"},
     "bf16": {"enabled"},
     "zero_optimization": {"stage", "offload_optimizer", "offload_param", "overlap_comm", "contiguous_gradients",
                           "reduce_bucket_size", "allgather_bucket_size", "reduce_scatter", "allgather_partitions"},
@@ -60,7 +63,7 @@ KEYS: dict[str, set[str]] = {
     "optimizer.params": {"lr", "betas", "eps", "weight_decay"},
 }
 FP16_DEFAULTS = {"loss_scale": 0.0, "initial_scale_power": 16, "loss_scale_window": 1000, "hysteresis": 2,
-                 "min_loss_scale": 1.0}
+                 "consecutive_hysteresis": False, "min_loss_scale": 1.0}  # deepspeed/runtime/constants.py
 
 
 def _check_keys(d: Any, where: str) -> dict:
@@ -185,26 +188,36 @@ def read_ds_config(cfg: dict, world_size: int = 1) -> DSConfig:
 
 
 class DeepSpeedLossScale:
-    """DeepSpeed's dynamic loss-scale rule (`DynamicLossScaler.update_scale`), written out to compare with
-    torch's GradScaler: `update(overflow)` after each step; `scale` is the scale for the next step."""
+    """DeepSpeed's dynamic loss-scale rule, written out to compare with torch's GradScaler: `update(overflow)`
+    after each step; `scale` is the scale for the next step. Default: the ZeRO optimizers' rule
+    (`loss_scaler.DynamicLossScaler.update_scale`); `stage0=True`: `FP16_Optimizer._update_scale` (fp16 without
+    ZeRO), which has no hysteresis and grows one clean step later (see the module docstring)."""
 
     def __init__(self, initial_scale_power: int = 16, loss_scale_window: int = 1000, hysteresis: int = 2,
-                 min_loss_scale: float = 1.0) -> None:
+                 min_loss_scale: float = 1.0, consecutive_hysteresis: bool = False, stage0: bool = False) -> None:
+        if loss_scale_window < 1 or hysteresis < 1:
+            raise ValueError(f"loss_scale_window and hysteresis must be >= 1, got {loss_scale_window}, {hysteresis}")
         self.scale = 2.0 ** initial_scale_power
         self.window, self.hysteresis, self.min_scale = loss_scale_window, hysteresis, min_loss_scale
-        self.left = hysteresis  # overflows still absorbed before the next backoff
+        self.consecutive, self.stage0 = consecutive_hysteresis, stage0
+        self.left = hysteresis  # overflows still absorbed before the next backoff (1: the next one halves)
         self.iter, self.last_overflow = 0, -1
 
     def update(self, overflow: bool) -> None:
         if overflow:  # the step is skipped in any case
-            if self.left <= 1:
+            if self.stage0 or self.left <= 1:
                 self.scale = max(self.scale / 2, self.min_scale)
             else:
                 self.left -= 1  # absorbed: same scale next step
             self.last_overflow = self.iter
-        else:
-            stable = self.iter - self.last_overflow - 1  # clean steps since the one after the last overflow
+        elif self.stage0:
+            stable = self.iter - self.last_overflow - 1  # clean steps before this one since the last overflow
             if stable > 0 and stable % self.window == 0:
+                self.scale *= 2
+        else:
+            if self.consecutive:
+                self.left = self.hysteresis  # any clean step refills the counter
+            if (self.iter - self.last_overflow) % self.window == 0:  # `window` clean steps since the last overflow
                 self.scale *= 2
                 self.left = self.hysteresis  # refilled at each growth
         self.iter += 1

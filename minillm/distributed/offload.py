@@ -8,13 +8,14 @@ parts that cost memory but little compute leave the GPU (the paper's figure 2, i
 - device -> host: each gradient is copied to the CPU as soon as backward has produced it (here per parameter, or
   per bucket of `bucket_numel` elements, from a post-accumulate-grad hook), 2 bytes per parameter over PCIe, and
   the device copy is freed;
-- host (CPU): the fp32 master weights and Adam's m and v (K Psi = 12 Psi bytes), the fp32 gradients (4 Psi: what
-  DeepSpeed keeps on the CPU; 2 Psi if they stay 16-bit, `host_grad_dtype`) and the Adam step itself: O(Psi)
-  element-wise work, cheap next to the O(tokens x Psi) of forward and backward;
+- host (CPU): the fp32 master weights and Adam's m and v (K Psi = 12 Psi bytes), the gradients (fp32 by default,
+  4 Psi, as DeepSpeed accumulates them; the paper, section 4.1, keeps them in fp16, 2 Psi: `host_grad_dtype`)
+  and the Adam step itself: O(Psi) element-wise work, cheap next to the O(tokens x Psi) of forward and backward;
 - host -> device: the updated master weights rounded to 16 bits on the CPU and copied back, 2 bytes per parameter.
 
-So the device holds 2 Psi + 2 Psi (the paper keeps a full 16-bit gradient buffer on the GPU; with per-parameter
-hooks only the parameters whose gradients are not yet copied live there, `peak_device_grad_bytes`), the host
+So the device holds at most 2 Psi + 2 Psi (a full 16-bit gradient buffer when every gradient waits for the step,
+`bucket_numel=inf`; the paper copies them out during backward, so for good only the 2 Psi weights stay, its 8x
+saving; with per-parameter hooks only the gradients not yet copied live there, `peak_device_grad_bytes`), the host
 12 Psi + 4 Psi, and 4 Psi bytes cross the link per step. `offload_memory` is the formula, `placement_bytes` what
 the tensors hold, by role (on a CPU-only machine host and device are the same memory, so the split is by the role
 each tensor plays; with a GPU, `placement_bytes` also reads the tensors' devices).
@@ -26,12 +27,15 @@ accumulation). `step(scaler)` takes a `minillm.amp.DynamicLossScaler` (or torch 
 unscales the host fp32 gradients, skips the step on inf / NaN, and adjusts its scale, as in `minillm.amp`.
 The trajectory is that of `minillm.amp.MixedPrecision` with AdamW (tests/test_offload.py: bit for bit on the CPU).
 
-Delayed parameter update (DPU, the paper's section 4.3): on a real system the CPU step of iteration t overlaps
+Delayed parameter update (DPU, the paper's section 5.2): on a real system the CPU step of iteration t overlaps
 the GPU's forward and backward of iteration t + 1, which therefore runs on weights that miss the last update.
 `delayed_update=True` reproduces the numbers of that schedule (without the overlap): the step computes
 p_t = AdamW(p_{t-1}, g_t) on the host but gives the device p_{t-1}, so g_{t+1} is computed at p_{t-1}: each
 gradient is one step stale. `finish()` copies the newest weights to the device at the end. The paper runs the
-first steps without DPU (gradients change fast early in training) and switches it on after a warm-up.
+first N - 1 steps without DPU (gradients change fast early in training) and switches it on at step N; here it is
+on from the first step (set `opt.delayed_update = True` after a warm-up for the paper's schedule: that step's update
+then reaches the device one step later, as at the paper's step N). A float64 model keeps its master and Adam states
+in float64 (exactness tests: the float32 gaps between schedules shrink to float64 rounding).
 
 With N data-parallel ranks (the paper's section 4.2) ZeRO-Offload sits on ZeRO-2: `ShardedOffloadAdam` flattens the
 gradients at `step()` into one buffer padded to a multiple of N (`zero.shard_layout`, the layout of ZeRO-1/2),
@@ -47,7 +51,8 @@ ZeRO-Infinity's NVMe offload and parameter offload (ZeRO-3 weights fetched from 
 clipping (a norm over the host gradients), state_dict / checkpoints of the host states.
 
 References: Ren, Rajbhandari, Aminabadi, Ruwase, Yang, Zhang, Li, He 2021, "ZeRO-Offload: Democratizing
-Billion-Scale Model Training" (USENIX ATC), figures 2-3 (data flow, placement), section 4.3 (DPU);
+Billion-Scale Model Training" (USENIX ATC), figures 2-3 (data flow, placement),
+sections 4.1-4.2 (single- and multi-GPU schedule), 5.2 (DPU);
 Rajbhandari et al. 2020 (ZeRO, K = 12); Micikevicius et al. 2018 (master weights); DeepSpeed docs,
 "ZeRO-Offload" tutorial and `zero_optimization.offload_optimizer`.
 """
@@ -79,6 +84,11 @@ def offload_memory(psi: float, weight_bytes: float = 2, grad_bytes: float = 2, k
             "link": (grad_bytes + weight_bytes) * psi}
 
 
+def _master_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The host's dtype for the master weights, Adam's states and gradients: fp32, or fp64 for a float64 model."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _nbytes(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.numel() * t.element_size()
 
@@ -93,12 +103,15 @@ class OffloadAdam:
     def __init__(self, model: nn.Module, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, dtype: torch.dtype = torch.bfloat16,
                  groups: Iterable[dict] | None = None, bucket_numel: float | None = None,
-                 host: str | torch.device = "cpu", host_grad_dtype: torch.dtype = torch.float32,
+                 host: str | torch.device = "cpu", host_grad_dtype: torch.dtype | None = None,
                  delayed_update: bool = False) -> None:
-        if dtype not in (torch.float16, torch.bfloat16, torch.float32):
-            raise ValueError(f"dtype must be torch.float16, torch.bfloat16 or torch.float32, got {dtype}")
-        if host_grad_dtype not in (torch.float32, dtype):
-            raise ValueError(f"host_grad_dtype must be torch.float32 or the model's dtype {dtype}, got "
+        if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float16, torch.bfloat16, torch.float32 (or torch.float64, for "
+                             f"exactness tests), got {dtype}")
+        master_dtype = _master_dtype(dtype)
+        host_grad_dtype = master_dtype if host_grad_dtype is None else host_grad_dtype
+        if host_grad_dtype not in (master_dtype, dtype):
+            raise ValueError(f"host_grad_dtype must be {master_dtype} or the model's dtype {dtype}, got "
                              f"{host_grad_dtype}")
         if bucket_numel is not None and not bucket_numel >= 1:
             raise ValueError(f"bucket_numel must be >= 1 (or None: one parameter at a time), got {bucket_numel}")
@@ -109,8 +122,8 @@ class OffloadAdam:
         self.host = torch.device(host)
         self.device = params[0].device
         pin = self.device.type == "cuda" and self.host.type == "cpu"  # page-locked: faster, async-capable copies
-        # host state, in parameters() order: master [shape] fp32, host gradient [shape]
-        self.master = [nn.Parameter(p.detach().to(self.host, torch.float32, copy=True)) for p in params]
+        # host state, in parameters() order: master [shape] fp32 (fp64 for a float64 model), host gradient [shape]
+        self.master = [nn.Parameter(p.detach().to(self.host, master_dtype, copy=True)) for p in params]
         self.host_grads = [torch.zeros(p.shape, dtype=host_grad_dtype, device=self.host, pin_memory=pin)
                            for p in params]
         model.to(dtype)  # after copying the master: it keeps the fp32 values
@@ -192,7 +205,7 @@ class OffloadAdam:
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
         for m, buf, filled in zip(self.master, self.host_grads, self._filled, strict=True):
-            m.grad = (buf if buf.dtype == torch.float32 else buf.float()) if filled else None
+            m.grad = (buf if buf.dtype == m.dtype else buf.to(m.dtype)) if filled else None
         if scaler is None:
             self.optimizer.step()
             taken = True
@@ -272,9 +285,10 @@ class ShardedOffloadAdam:
         self.sizes = [p.numel() for p in self.params]
         self.layout = shard_layout(sum(self.sizes), self.world)
         lo, hi = self.layout.bounds(self.rank)
-        flat = self._flat([p.detach().float() for p in self.params], torch.float32)  # [padded], before the cast
-        self.master = nn.Parameter(flat[lo:hi].to(self.host, copy=True))  # [S] fp32: this rank's shard only
-        self.host_grad = torch.zeros(self.layout.shard, dtype=torch.float32, device=self.host)  # [S]
+        master_dtype = _master_dtype(dtype)  # fp32 (fp64 for a float64 model: exactness tests)
+        flat = self._flat([p.detach() for p in self.params], master_dtype)  # [padded], before the cast
+        self.master = nn.Parameter(flat[lo:hi].to(self.host, copy=True))  # [S] this rank's shard only
+        self.host_grad = torch.zeros(self.layout.shard, dtype=master_dtype, device=self.host)  # [S]
         model.to(dtype)
         self.optimizer = torch.optim.AdamW([self.master], lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 

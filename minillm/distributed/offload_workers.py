@@ -4,6 +4,8 @@ data-parallel ranks (`ShardedOffloadAdam`) vs one process on the whole batch.
 - `single_offload_run(...)`: one process, the whole global batch, `OffloadAdam` (run it in the caller's process).
 - `sharded_offload_worker`: on every rank, `ShardedOffloadAdam` on this rank's rows; returns the parameters, the
   losses, the bytes it holds by placement, its shard size and the last step's averaged shard gradient.
+- `sharded_offload_worker_dtypes`: the same for several dtypes in one launch ({"float32": ..., "float64": ...}):
+  float64 shows that the fp32 gaps to one process are rounding, not a bug.
 """
 
 from __future__ import annotations
@@ -48,3 +50,9 @@ def sharded_offload_worker(rank: int, world: int, steps: int, batch: int, seq: i
             "placement": opt.placement_bytes(), "shard": opt.layout.shard, "padded": opt.layout.padded,
             "last_grad": opt.host_grad.clone(),  # [S] the mean gradient of this rank's shard, last step
             "psi": sum(p.numel() for p in model.parameters())}
+
+
+def sharded_offload_worker_dtypes(rank: int, world: int, steps: int, batch: int, seq: int, lr: float,
+                                  dtypes: tuple[str, ...] = ("float32", "float64")) -> dict[str, dict[str, Any]]:
+    return {name: sharded_offload_worker(rank, world, steps, batch, seq, lr, getattr(torch, name))
+            for name in dtypes}

@@ -75,7 +75,8 @@ OFFLOAD_MISTAKES = [
      "that is training without offload, everything on the GPU: ZeRO-Offload moves the optimizer states and the "
      "update to the CPU"),
     (lambda p, w=2, g=2, h=4: (w * p, (12 + h) * p, (g + w) * p),
-     "the 16-bit gradients are produced on the GPU by backward: count them there too (the paper's 2Ψ + 2Ψ)"),
+     "the 16-bit gradients are produced on the GPU by backward: count them there too (the upper bound 2Ψ + 2Ψ, "
+     "every gradient waiting for the step)"),
     (lambda p, w=2, g=2, h=4: ((w + g) * p, 12 * p, (g + w) * p),
      "the CPU also keeps the gradients it receives, host_grad_bytes per parameter, for the Adam step"),
     (lambda p, w=2, g=2, h=4: ((w + g) * p, (8 + h) * p, (g + w) * p),
