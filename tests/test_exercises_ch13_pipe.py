@@ -19,7 +19,7 @@ import exercise_kit as kit
 import pytest
 import torch
 
-from minillm.distributed.pipeline import (
+from minillm.distributed.schedules import (
     bubble_fraction,
     gpipe_schedule,
     one_f_one_b_schedule,
