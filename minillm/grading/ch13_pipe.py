@@ -151,6 +151,8 @@ BUBBLE_MISTAKES = [
      "divide the idle time by all the stage-time, p times the length of the step"),
     (lambda tl: sum(min(b for _, b, _ in row) for row in tl) / (len(tl) * _end(tl)),
      "the bubble is all idle time: before a stage's first action, between actions and after its last one"),
+    (lambda tl: 1 - sum(e - b for _, b, e in tl[0]) / _end(tl),
+     "count the idle time of every stage, not only stage 0's: unbalanced stages idle for different times"),
 ]
 
 
