@@ -11,7 +11,7 @@ Each group of `p2p_plan` is posted at once with `dist.batch_isend_irecv` and wai
 shows cannot hang for GPipe and 1F1B even where sends wait for their receives (NCCL). On NCCL, also
 `torch.cuda.set_device(rank)` and one collective over all ranks before the first step (torch's documentation of
 `batch_isend_irecv`: if it is the first collective call in the group, all ranks must take part; here rank 0's
-first group under GPipe is empty).
+first group is always empty and its second involves rank 1 only).
 Tied embeddings: stage 0's table and the last stage's head would be one tensor on two processes; this module
 refuses them (`split_gpt` raises) and the tests use an untied model. (Megatron instead keeps a copy on both stages
 and all-reduces their gradients every step.)
