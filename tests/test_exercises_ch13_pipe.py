@@ -19,7 +19,7 @@ import exercise_kit as kit
 import pytest
 import torch
 
-from minillm.distributed.pipeline import (
+from minillm.distributed.schedules import (
     bubble_fraction,
     gpipe_schedule,
     one_f_one_b_schedule,
@@ -215,3 +215,15 @@ def test_worked_examples_are_what_minillm_computes():
     acts, want = HAND_PEAK
     assert " ".join(f"{k}{i}" for k, i in acts) in text and f"gives `{want}`" in text
     assert peak_in_flight([acts]) == [want]
+
+
+def test_stage_zero_only_bubble_is_caught_on_unbalanced_timelines():
+    # on balanced timelines (the worked example, GPipe/1F1B played by `timeline`) stage 0's idle share is the
+    # answer; the random unbalanced timelines must tell the two apart on every draw
+    def stage0_only(tl):
+        return 1 - sum(e - b for _, b, e in tl[0]) / max(e for row in tl for _, _, e in row)
+
+    assert stage0_only(HAND_TIMELINE) == pytest.approx(HAND_BUBBLE)
+    for _ in range(5):
+        res = check(BUBBLE.id, stage0_only)
+        assert res.status == "failed" and "not only stage 0's" in res.hint, res.hint

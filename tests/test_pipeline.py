@@ -1,4 +1,4 @@
-"""Pipeline parallelism (minillm.distributed.pipeline): schedules, timelines, bubbles, and a real run on gloo.
+"""Pipeline parallelism (minillm.distributed.schedules, .pipeline): schedules, timelines, bubbles, a run on gloo.
 
 One launch per process count (2 and 3) runs minillm's GPipe and 1F1B and torch.distributed.pipelining's
 ScheduleGPipe / Schedule1F1B on the same split; the single-process reference runs here. float64: "equal" = 1e-10.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minillm.distributed import launch, pipeline
+from minillm.distributed import launch, pipeline, schedules
 from minillm.distributed.ddp_workers import tiny_gpt
 from minillm.distributed.pipeline import (
     bubble_fraction,
@@ -103,6 +103,11 @@ def test_interleaved_hand_case_and_bubble_formula():
                     tl = timeline(interleaved_schedule(p, m, v), t_f=1, t_b=t_b)
                     assert _idle_per_stage(tl) == pytest.approx((p - 1) * (1 + t_b) / v, abs=1e-9)
                     assert bubble_fraction(tl) == pytest.approx((p - 1) / (v * m + p - 1), abs=1e-9)
+            if m * v > 2 * (p - 1) + (v - 1) * p:  # the warm-up fits: stage 0 holds (1 + (p-1)/(p v)) p micro-
+                # batches' worth (chunk units / v), Korthikanti et al. 2022's count; p = 4, v = 2: 5.5 instead of 4
+                peak0 = peak_in_flight(interleaved_schedule(p, m, v))[0] / v
+                assert peak0 == pytest.approx((1 + (p - 1) / (p * v)) * p)
+    assert peak_in_flight(interleaved_schedule(4, 16, 2))[0] / 2 == 5.5
     one = timeline(one_f_one_b_schedule(4, 16), t_f=1, t_b=2)
     two = timeline(interleaved_schedule(4, 16, 2), t_f=1, t_b=2)
     assert _idle_per_stage(two) == pytest.approx(_idle_per_stage(one) / 2)  # v = 2 halves the bubble
@@ -263,3 +268,10 @@ def test_torch_pipelining_same_split(run, single, key):
     if isinstance(results[0].get(key), str) or key not in results[0]:
         pytest.skip(f"torch.distributed.pipelining did not run on CPU/gloo: {results[0].get(key)}")
     _check_against_single(results, key, single)
+
+
+def test_schedule_code_lives_in_schedules_and_old_imports_still_work():
+    for name in ("gpipe_schedule", "one_f_one_b_schedule", "interleaved_schedule", "zero_bubble_h1_schedule",
+                 "timeline", "bubble_fraction", "peak_in_flight", "p2p_plan", "p2p_deadlock"):
+        assert getattr(pipeline, name) is getattr(schedules, name)
+        assert getattr(schedules, name).__module__ == "minillm.distributed.schedules"

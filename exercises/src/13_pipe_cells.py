@@ -105,7 +105,7 @@ check("13.2", bubble_from_timeline)
 #
 # Write `peak_activations(actions)`: return the largest number of micro-batches whose activations the stage
 # holds at the same time. Worked example: `F0 F1 B0 F2 F3 B1 B2 B3` gives `3` (after F3 it holds 1, 2 and 3).
-# A GPipe stage (all forwards first) holds all $m$; a 1F1B stage $s$ at most $p - s$.
+# A GPipe stage (all forwards first) holds all $m$; a 1F1B stage $s$ at most $p - s$ (all $m$ if fewer).
 
 # %%
 def peak_activations(actions: list[tuple[str, int]]) -> int:

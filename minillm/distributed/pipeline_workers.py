@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from minillm.distributed.ddp_workers import global_batches, tiny_gpt
-from minillm.distributed.pipeline import gpipe_schedule, one_f_one_b_schedule, run_pipeline, split_gpt
+from minillm.distributed.pipeline import run_pipeline, split_gpt
+from minillm.distributed.schedules import gpipe_schedule, one_f_one_b_schedule
 from minillm.model import GPT
 
 N_LAYER = 4
