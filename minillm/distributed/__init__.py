@@ -9,8 +9,9 @@
   `minillm train --zero 3` uses), ZeRO-Offload (`offload`: `OffloadAdam`, `ShardedOffloadAdam`, `offload_memory`)
   and DeepSpeed's config read into minillm's pieces (`ds_config`: `read_ds_config`, `resolve_batch`,
   `DeepSpeedLossScale`).
-- Chapter 13: pipeline schedules and a pipelined GPT (`pipeline`), Megatron tensor parallelism (`tensor`), the
-  3D-parallelism calculator (`plan`) and a real dp x tp run on a 2-D mesh (`mesh_workers`).
+- Chapter 13: pipeline schedules, timelines and send/receive plans (`schedules`) and a pipelined GPT
+  (`pipeline`), Megatron tensor parallelism (`tensor`), the 3D-parallelism calculator (`plan`) and a real dp x tp
+  run on a 2-D mesh (`mesh_workers`).
 
 Worker functions that tests and notebooks launch live in the `*_workers` modules (spawned processes import them by
 name). Only the launcher is imported here; import the others from their modules.
