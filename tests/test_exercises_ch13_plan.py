@@ -2,8 +2,8 @@
 solution passes, the stub is "not attempted" and says what, not how, every simulated mistake gets its own hint on
 several draws, valid variants pass (loops over all ranks, numpy / tensor / Fraction answers, other orders of the
 ranks), junk gets a hint, the worked examples of the markdown are what minillm computes, and the cases cover what
-the task allows. Until exercises/src/13_*.py holds these cells (pasted there when the chapter's parts are joined)
-they are read from exercises/src/13_plan_cells.py. The ids are read from PLAN_EXERCISES."""
+the task allows. The cells are read from the chapter's exercise source, exercises/src/13_parallelism.py; the ids
+from PLAN_EXERCISES."""
 
 from __future__ import annotations
 
@@ -28,11 +28,9 @@ from minillm.grading.ch13_plan import (
     _step_cases,
 )
 
-CELLS = kit.ROOT / "exercises" / "src" / "13_plan_cells.py"
-SRC = CELLS if CELLS.exists() else kit.source("13")
+SRC = kit.source("13")
 MESH, STATES, STEP = PLAN_EXERCISES
 core.load_chapter("13")
-core.register(*PLAN_EXERCISES)  # a no-op once ch13.py's EXERCISES holds them
 
 RECIPE = re.compile(r"[=@*/^\[\]]|\b(softmax|masked_fill|topk|cumsum|repeat_interleave|gather|sqrt|exp|log|"
                     r"arange|tril|reshape|sum|scatter|sigmoid|erf|silu|itemsize|floor|ceil|sin|cos)\b")

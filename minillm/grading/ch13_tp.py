@@ -3,20 +3,20 @@ minillm/grading/ch13.py's EXERCISES (the ids may be renumbered then).
 
 | id | the learner writes | compared with |
 |---|---|---|
-| 13.5 | `megatron_mlp_partials(x, a_shards, b_shards)` -> list of N (b, h) tensors: rank r's output of the | |
+| 13.4 | `megatron_mlp_partials(x, a_shards, b_shards)` -> list of N (b, h) tensors: rank r's output of the | |
 |      | column- then row-parallel MLP before the all-reduce, GeLU(x A_r) B_r | the unsplit MLP's pieces |
-| 13.6 | `vocab_parallel_ce(shards, target)` -> (M,) per-token cross-entropy from per-rank logit slices | |
+| 13.5 | `vocab_parallel_ce(shards, target)` -> (M,) per-token cross-entropy from per-rank logit slices | |
 |      | (rank r holds vocabulary ids r V/N ..) | `F.cross_entropy` on the concatenated logits |
-| 13.7 | `tp_layer_bytes(b, s, h, t, nbytes)` -> bytes one GPU sends for one layer, forward + backward | |
+| 13.6 | `tp_layer_bytes(b, s, h, t, nbytes)` -> bytes one GPU sends for one layer, forward + backward | |
 |      | (4 ring all-reduces of the b s h activation) | `minillm.distributed.plan`'s tp term per layer |
 
-13.5 cases: the worked example (N = 2, b 1, h 2, hidden 4), N = 1, then N in 2..4, b 1..4, h 1..5, hidden N..4N
+13.4 cases: the worked example (N = 2, b 1, h 2, hidden 4), N = 1, then N in 2..4, b 1..4, h 1..5, hidden N..4N
 per rank, float64 normals; compared within 1e-5 times the largest |value| of the case (at least 1), so float32
 passes and the exact-vs-tanh GeLU difference (about 1e-3 here) does not.
-13.6 cases: the worked example ([0, ln 3 | 0, 0], target 1: ln 2), N = 1, then N in 2..4, V/N in 1..5 (a rank may
+13.5 cases: the worked example ([0, ln 3 | 0, 0], target 1: ln 2), N = 1, then N in 2..4, V/N in 1..5 (a rank may
 hold no target), M in 1..6, logits 3 x normal + an offset in 0..60 (float32 keeps ~1e-5 there), and one case with
 an offset of 800, where exp without the max subtraction overflows even in float64; within 1e-4 x max(1, |loss|).
-13.7 cases: the worked example (GPT-3 175B, t = 8: 352,321,536 bytes), t = 1 (0 bytes), t = 2, then random b, s, h,
+13.6 cases: the worked example (GPT-3 175B, t = 8: 352,321,536 bytes), t = 1 (0 bytes), t = 2, then random b, s, h,
 t in 2..64 and 1, 2 or 4 bytes; relative tolerance 1e-9 (any order of the arithmetic in float64 passes).
 """
 
@@ -250,11 +250,11 @@ BYTES_MISTAKES = [
 
 
 TP_EXERCISES = (
-    Exercise("13.5", "The Megatron MLP, rank by rank", 2, cases=_mlp_cases, name="megatron_mlp_partials",
+    Exercise("13.4", "The Megatron MLP, rank by rank", 2, cases=_mlp_cases, name="megatron_mlp_partials",
              normalize=_parts_out, same=_close_parts, mistakes=MLP_MISTAKES,
              fresh="return new tensors and leave the shards as they were"),
-    Exercise("13.6", "Vocab-parallel cross-entropy", 2, cases=_ce_cases, name="vocab_parallel_ce",
+    Exercise("13.5", "Vocab-parallel cross-entropy", 2, cases=_ce_cases, name="vocab_parallel_ce",
              normalize=_losses_out, same=_close_losses, mistakes=CE_MISTAKES),
-    Exercise("13.7", "Bytes a GPU sends for one tensor-parallel layer", 1, cases=_bytes_cases, name="tp_layer_bytes",
+    Exercise("13.6", "Bytes a GPU sends for one tensor-parallel layer", 1, cases=_bytes_cases, name="tp_layer_bytes",
              normalize=_number_out, same=_rel, mistakes=BYTES_MISTAKES),
 )
