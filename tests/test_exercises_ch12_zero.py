@@ -370,3 +370,25 @@ def test_worked_examples_are_what_minillm_computes():
     t = torch.tensor
     assert _step_ref(t(p), [t(g) for g in gs], [t(m) for m in ms], lr, beta) == HAND_STEP
     assert HAND_STEP == ((-0.25, -0.75, -1.25), ((2.5, 3.5), (4.5, 0.0)))
+
+
+def test_step_moved_by_the_old_buffer_gets_the_order_hint():
+    # a learner's loop that moves the parameters with the momentum buffer BEFORE adding this step's gradient
+    def stale(params, rank_grads, momenta, lr, beta):
+        n, numel = len(rank_grads), params.numel()
+        size = -(-numel // n)
+        mean = [sum(g[i].item() for g in rank_grads) / n for i in range(numel)] + [0.0] * (n * size - numel)
+        flat = params.tolist() + [0.0] * (n * size - numel)
+        new_m = []
+        for r in range(n):
+            buf = []
+            for j in range(size):
+                i = r * size + j
+                flat[i] -= lr * momenta[r][j].item()
+                buf.append(beta * momenta[r][j].item() + mean[i])
+            new_m.append(torch.tensor(buf, dtype=torch.float64))
+        return torch.tensor(flat[:numel], dtype=torch.float64), new_m
+
+    for _ in range(3):
+        res = check(STEP.id, stale)
+        assert res.status == "failed" and "UPDATED buffer" in res.hint, res.hint

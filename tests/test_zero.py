@@ -246,3 +246,49 @@ def test_train_loop_with_zero_equals_single_process_and_resumes(ckpt_run, stage,
         assert got["resumed"]["loss"] == got["straight"]["loss"]  # resumed history = the uninterrupted one, exactly
         for name, p in got["straight"]["params"].items():
             assert torch.equal(got["resumed"]["params"][name], p), name
+# -- communication volume of one step (12.1's notebook worker, one launch) -------------------------------------
+@pytest.fixture(scope="module")
+def comm():
+    from minillm.distributed.zero_workers import zero_notebook_worker
+
+    res = launch(zero_notebook_worker, nprocs=2, args=(1, BATCH, SEQ, LR, WD, False), timeout=180)
+    return res, res[0]["numel"]
+
+
+def test_communication_volume_per_step(comm):
+    # the paper's units (section 7): a reduce-scatter, all-gather or broadcast of M elements moves M, an all-reduce 2M
+    from minillm.distributed.ddp_workers import tiny_gpt
+
+    res, psi = comm
+    named = list(tiny_gpt(0).named_parameters())
+    assert psi == 7360 and len(named) == 36  # 2 layers, d 16, vocab 32
+    root = sum(p.numel() for name, p in named if not name.startswith("layers."))
+    assert root == 512 + 256 + 16 + 16  # token + position embeddings, final norm weight + bias
+    weight = {"allreduce": 2, "reduce_scatter": 1, "allgather": 1, "broadcast": 1}
+    for r in res:  # every rank issues the same collectives
+        c = r["collectives"]
+        assert c == res[0]["collectives"]
+
+        def total(method, op, c=c):
+            return sum(e for o, e, _ in c[method] if o == op)
+
+        def volume(method, c=c):
+            return sum(weight[o] * e for o, e, _ in c[method]) / psi
+
+        assert all(b == 8 for calls in c.values() for *_, b in calls)  # float64 throughout
+        # DDP: one all-reduce of the gradients + one unused-parameter flag per parameter
+        assert [o for o, *_ in c["DDP"]] == ["allreduce"] and total("DDP", "allreduce") == psi + 36
+        # ZeRO-2: reduce-scatter + all-gather of each of the two (weight-decay) buffers = 2 Psi, DDP's volume
+        assert sorted(o for o, *_ in c["ZeRO-2"]) == ["allgather"] * 2 + ["reduce_scatter"] * 2
+        assert total("ZeRO-2", "reduce_scatter") == total("ZeRO-2", "allgather") == psi  # 6912 + 448, even: no pad
+        assert volume("ZeRO-2") == 2
+        # minillm's stage 1: all-reduce (2 Psi) + all-gather (Psi) = 3 Psi
+        assert total("ZeRO-1", "allreduce") == total("ZeRO-1", "allgather") == psi and volume("ZeRO-1") == 3
+        # torch's DDP + ZeroRedundancyOptimizer: one all-reduce, then one broadcast per parameter, no all-gather
+        assert total("torch ZeRO-1", "allreduce") == psi and "allgather" not in {o for o, *_ in c["torch ZeRO-1"]}
+        assert sorted(e for o, e, _ in c["torch ZeRO-1"] if o == "broadcast") == sorted(p.numel() for _, p in named)
+        assert volume("torch ZeRO-1") == 3
+        # ZeRO-3: root unit gathered once, each of the 2 blocks twice (forward, backward); gradients reduce-scattered
+        assert [o for o, *_ in c["ZeRO-3"]].count("allgather") == 1 + 2 * 2
+        assert total("ZeRO-3", "allgather") == 2 * psi - root and total("ZeRO-3", "reduce_scatter") == psi
+        assert volume("ZeRO-3") == pytest.approx(3 - root / psi)  # 2.89, the paper's 3 Psi less the root's regather

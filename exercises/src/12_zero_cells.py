@@ -1,6 +1,6 @@
 # Exercise cells of chapter 12, section 12.1 (ZeRO-1 and ZeRO-2), to be joined into exercises/src/12_*.py by the
 # coordinator (percent format: "# %%" starts a code cell, "# %% [markdown]" a markdown cell). Checkers:
-# minillm/grading/ch12_zero.py (ZERO_EXERCISES); ids 12.1-12.3 may be renumbered when joined.
+# minillm/grading/ch12_zero.py (ZERO_EXERCISES); ids 12.1-12.4 may be renumbered when joined.
 
 # %%
 import torch

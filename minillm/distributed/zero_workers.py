@@ -7,7 +7,8 @@ and vs torch's `ZeroRedundancyOptimizer`.
   the buffers' sizes after the last step), torch's DDP + ZeroRedundancyOptimizer on the same rows, and both
   stages on the odd MLP.
 - `zero_notebook_worker`: `zero_worker`'s results plus the collectives (op, elements) that DDP, ZeRO-1, ZeRO-2 and
-  ZeRO-3 issue in one training step, recorded by a dispatch mode (for notebooks/12_zero_fsdp/01_zero.ipynb).
+  ZeRO-3 issue in one training step, and torch's DDP + ZeroRedundancyOptimizer, recorded by a dispatch mode (for
+  notebooks/12_zero_fsdp/01_zero.ipynb).
 """
 
 from __future__ import annotations
@@ -140,15 +141,16 @@ def _one_step_collectives(model: nn.Module, opt: Any, tokens: torch.Tensor) -> l
 
 
 def zero_notebook_worker(rank: int, world: int, steps: int, batch: int, seq: int, lr: float,
-                         weight_decay: float) -> dict[str, Any]:
+                         weight_decay: float, train: bool = True) -> dict[str, Any]:
     """What notebooks/12_zero_fsdp/01_zero.ipynb shows, in one launch: `zero_worker`'s results (stages 1 and 2,
     torch's ZeroRedundancyOptimizer) and, under "collectives", the collectives each method issues in one
-    training step of the same GPT: minillm's DDP + AdamW, ZeroOptimizer stage 1 and 2, and ZeRO-3
-    (`minillm.distributed.fsdp.fully_shard` + AdamW)."""
+    training step of the same GPT: minillm's DDP + AdamW, ZeroOptimizer stage 1 and 2, torch's DDP +
+    ZeroRedundancyOptimizer ("torch ZeRO-1"), and ZeRO-3 (`minillm.distributed.fsdp.fully_shard` + AdamW).
+    `train=False` skips `zero_worker` (only "collectives" and "numel": what tests/test_zero.py needs)."""
     from minillm.distributed.ddp import DDP
     from minillm.distributed.fsdp import fully_shard
 
-    out = zero_worker(rank, world, steps, batch, seq, lr, weight_decay)
+    out = zero_worker(rank, world, steps, batch, seq, lr, weight_decay) if train else {}
     tokens = shard(global_batches(1, batch, seq)[0], rank, world)
     comm: dict[str, list[tuple[str, int, int]]] = {}
     model = tiny_gpt(0)
@@ -158,6 +160,12 @@ def zero_notebook_worker(rank: int, world: int, steps: int, batch: int, seq: int
         model = tiny_gpt(0)
         opt = ZeroOptimizer(_groups(model, weight_decay), stage=stage, lr=lr)
         comm[f"ZeRO-{stage}"] = _one_step_collectives(model, opt, tokens)
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
+    model = tiny_gpt(0)
+    ddp = nn.parallel.DistributedDataParallel(model)  # its construction broadcasts the weights: not in the step
+    opt = ZeroRedundancyOptimizer(_groups(model, weight_decay), optimizer_class=torch.optim.AdamW, lr=lr)
+    comm["torch ZeRO-1"] = _one_step_collectives(ddp, opt, tokens)
     model = fully_shard(tiny_gpt(0))
     comm["ZeRO-3"] = _one_step_collectives(model, torch.optim.AdamW(model.parameters(), lr=lr), tokens)
     out["collectives"] = comm

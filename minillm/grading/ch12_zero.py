@@ -1,4 +1,4 @@
-"""Checkers of chapter 12's ZeRO-1/2 exercises (12.1-12.3), to be joined into minillm/grading/ch12.py's EXERCISES.
+"""Checkers of chapter 12's ZeRO-1/2 exercises (12.1-12.4), to be joined into minillm/grading/ch12.py's EXERCISES.
 
 | id | the learner writes | compared with |
 |---|---|---|
@@ -345,7 +345,8 @@ def _step_close(got: tuple, want: tuple, args: tuple) -> bool:
     return _close((got[0],), (want[0],), args) and _close(got[1], want[1], args)
 
 
-def _step_sim(params, rank_grads, momenta, lr, beta, *, grad="mean", damp=False, keep=False, gather=True):
+def _step_sim(params, rank_grads, momenta, lr, beta, *, grad="mean", damp=False, keep=False, gather=True,
+              stale=False):
     """Simulated solutions: the right step with one thing changed."""
     n, numel = len(rank_grads), params.numel()
     size = -(-numel // n)
@@ -358,7 +359,7 @@ def _step_sim(params, rank_grads, momenta, lr, beta, *, grad="mean", damp=False,
         m = momenta[r].double()
         buf = beta * m + ((1 - beta) * g if damp else g)
         if gather or r == 0:  # without the all-gather only one shard of the returned vector would be new
-            new_p[lo:hi] = new_p[lo:hi] - lr * buf
+            new_p[lo:hi] = new_p[lo:hi] - lr * (m if stale else buf)  # stale: moved by the buffer before the update
         new_m.append(m.clone() if keep else buf)
     return new_p[:numel], new_m
 
@@ -374,6 +375,9 @@ STEP_MISTAKES = [
      "every shard, not only in rank 0's"),
     (lambda *a: _step_sim(*a, keep=True),
      "return the UPDATED momentum shards: the next step needs this step's buffer"),
+    (lambda *a: _step_sim(*a, stale=True),
+     "the step first updates the momentum buffer with this step's gradient, then moves the parameter by lr times "
+     "the UPDATED buffer"),
     (lambda *a: _step_sim(*a, damp=True),
      "torch's SGD momentum adds the gradient itself to beta times the buffer (no 1 - beta factor: dampening is 0)"),
 ]
