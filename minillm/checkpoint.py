@@ -25,7 +25,8 @@ The seam later chapters extend:
   tensors, and `restore_model(..., strict=False)` loads them on top of the base weights;
 - sharded optimizers (ZeRO, chapter 12): rank 0 writes the full model weights to ckpt.pt as always (with
   `optimizer` None and an `optimizer_shards` entry {world, stage}); every rank writes its optimizer shard to
-  `optim_shard_<rank>.pt` next to it (`save_optimizer_shard`, with the step, checked at load).
+  `optim_shard_<rank>.pt` next to it (`save_optimizer_shard`, with the step, checked at load; the previous shard is
+  kept as `.prev`, so a crash between the shards and ckpt.pt leaves a resumable pair).
 Leaves out: safetensors output (`minillm.hf.save_safetensors` writes weights for Hugging Face), async writes.
 """
 
@@ -112,25 +113,43 @@ def optimizer_shard_file(ckpt: str | Path, rank: int) -> Path:
 
 
 def save_optimizer_shard(path: str | Path, shard: dict[str, Any], step: int) -> None:
-    """Write one rank's optimizer shard (a dict of tensors and containers) with the step it belongs to, atomically."""
+    """Write one rank's optimizer shard (a dict of tensors and containers) with the step it belongs to, atomically.
+
+    The file it replaces (the shard that goes with the ckpt.pt on disk now) is kept as `<name>.prev` until the next
+    save: the shards and ckpt.pt are separate files that no rename updates together, so a run killed after the
+    shards of step s were written but before rank 0 replaced ckpt.pt (step s') still resumes from step s' (and a
+    run killed mid-rename finds the one that is left). `minillm.train` writes ckpt.pt only after every rank's shard."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save({**shard, "step": int(step)}, tmp)
+    if path.is_file():
+        path.replace(_previous(path))
     tmp.replace(path)
 
 
+def _previous(path: Path) -> Path:
+    return path.with_name(path.name + ".prev")
+
+
 def load_optimizer_shard(path: str | Path, step: int, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The shard `save_optimizer_shard` wrote, checked to belong to checkpoint step `step` (weights_only)."""
+    """The shard `save_optimizer_shard` wrote for checkpoint step `step` (weights_only): the file, else the previous
+    one it replaced (the run stopped between the shards and ckpt.pt). One-line error when neither is of `step`."""
     path = Path(path)
-    if not path.is_file():
+    found = [p for p in (path, _previous(path)) if p.is_file()]
+    if not found:
         raise FileNotFoundError(f"no optimizer shard {path}: a ZeRO checkpoint needs every rank's "
                                 "optim_shard_<rank>.pt next to ckpt.pt; copy them all")
-    shard = torch.load(path, map_location=map_location, weights_only=True)
-    if shard.get("step") != step:
-        raise ValueError(f"{path} is from step {shard.get('step')}, ckpt.pt from step {step}: the run stopped while "
-                         "saving; resume from a run directory whose files were written together")
-    return shard
+    steps = []
+    for p in found:
+        shard = torch.load(p, map_location=map_location, weights_only=True)
+        if shard.get("step") == step:
+            return shard
+        steps.append(shard.get("step"))
+    which = f"{steps[0]} (its .prev from step {steps[1]})" if len(steps) == 2 else f"{steps[0]}"
+    raise ValueError(f"{found[0]} is from step {which}, ckpt.pt from step {step}: "
+                     "these shards belong to another checkpoint; resume from a run directory whose files were "
+                     "written together")
 
 
 def checkpoint_file(path: str | Path) -> Path:

@@ -141,3 +141,84 @@ def test_optimizer_shard_files(tmp_path):
     with pytest.raises(ValueError, match=r"sharded over 2 processes \(ZeRO-2\): resume with torchrun "
                                          r"--nproc-per-node 2 \.\.\. --zero 2"):
         load_optimizer_state(opt, state, tmp_path / "run" / "ckpt.pt", 0, 1, torch.device("cpu"))
+
+
+# -- one process in a gloo group of 1: the resume paths of minillm.train with a sharded optimizer, no launch --------
+KW = {"steps": 4, "batch_size": 4, "seq_len": 8, "eval_every": 2, "eval_batches": 1, "progress": False, "lr": 1e-2,
+      "warmup": 1, "grad_clip": 0.5, "min_lr_ratio": 1.0}
+
+
+@pytest.fixture
+def one_rank():
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def _params(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def test_zero3_resumes_a_plain_run_with_its_adamw_state(one_rank, tmp_path):
+    # a run without ZeRO saves AdamW's state keyed by index; --zero 3 names parameters by their keys. Before the fix
+    # nothing matched and the resumed run silently started from fresh moments and step counters.
+    from minillm.distributed.ddp_workers import tiny_gpt
+    from minillm.distributed.zero3 import FullyShardedDataParallel, ShardedOptimizer
+    from minillm.distributed.zero_train_workers import RandomTokens
+    from minillm.train import TrainConfig, train
+
+    ref_model = tiny_gpt(0)
+    ref = train(ref_model, RandomTokens(), TrainConfig(**KW, out_dir=str(tmp_path / "ref")))
+    train(tiny_gpt(0), RandomTokens(), TrainConfig(**KW, out_dir=str(tmp_path / "run")), until=2)  # plain AdamW
+
+    def make(m, cfg):
+        return ShardedOptimizer(m, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+    model = FullyShardedDataParallel(tiny_gpt(1))
+    hist = train(model, RandomTokens(), TrainConfig(**KW, out_dir=str(tmp_path / "run")), resume=True, optimizer=make)
+    assert hist.train_loss == pytest.approx(ref.train_loss, abs=1e-12)
+    full = model.full_state_dict()
+    for name, p in _params(ref_model).items():
+        torch.testing.assert_close(full[name], p, atol=1e-12, rtol=0)
+    # the bare sharded GPT does not know the indices: a one-line error instead of fresh moments
+    bare = ShardedOptimizer(FullyShardedDataParallel(tiny_gpt(0)).module, lr=1e-2)
+    with pytest.raises(ValueError, match="none match, so no moment would load"):
+        bare.load_full_state_dict(load_checkpoint(tmp_path / "ref" / "ckpt.pt")["optimizer"])
+
+
+def test_zero_resumes_after_a_crash_between_shards_and_ckpt(one_rank, tmp_path, monkeypatch):
+    # killed while saving step 4: the new shards are on disk, ckpt.pt is still step 2. Before the fix the shards of
+    # step 2 were overwritten and the run could not resume at all ("from step 4, ckpt.pt from step 2").
+    import minillm.train as mt
+    from minillm.distributed.ddp_workers import tiny_gpt
+    from minillm.distributed.zero import ZeroDataParallel, ZeroOptimizer
+    from minillm.distributed.zero_train_workers import RandomTokens
+
+    def make(m, cfg):
+        return ZeroOptimizer(mt.param_groups(mt.unwrap(m), cfg), stage=1, lr=cfg.lr, betas=cfg.betas)
+
+    straight = ZeroDataParallel(tiny_gpt(0))
+    mt.train(straight, RandomTokens(), mt.TrainConfig(**KW, out_dir=str(tmp_path / "straight")), optimizer=make)
+    run = str(tmp_path / "run")
+    save = mt.save_checkpoint
+
+    def crash_at_4(path, model, opt, step, **kw):
+        if step == 4:
+            raise KeyboardInterrupt("killed while saving")
+        save(path, model, opt, step, **kw)
+
+    monkeypatch.setattr(mt, "save_checkpoint", crash_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        mt.train(ZeroDataParallel(tiny_gpt(0)), RandomTokens(), mt.TrainConfig(**KW, out_dir=run, ckpt_every=2),
+                 optimizer=make)
+    monkeypatch.setattr(mt, "save_checkpoint", save)
+    assert load_checkpoint(run)["step"] == 2
+    assert torch.load(Path(run) / "optim_shard_0.pt", weights_only=True)["step"] == 4
+    resumed = ZeroDataParallel(tiny_gpt(1))
+    hist = mt.train(resumed, RandomTokens(), mt.TrainConfig(**KW, out_dir=run, ckpt_every=2), resume=True,
+                    optimizer=make)
+    assert hist.step == [1, 2, 3, 4]
+    for name, p in _params(straight.module).items():
+        assert torch.equal(_params(resumed.module)[name], p), name

@@ -128,7 +128,7 @@ def zero_train_worker(rank: int, world: int, out_dir: str, cfg_kw: dict[str, Any
     for stage in (1, 2, 3):
         def make(model: nn.Module, cfg: TrainConfig, stage: int = stage) -> Any:
             if stage == 3:
-                return ShardedOptimizer(unwrap(model), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+                return ShardedOptimizer(model, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
             return ZeroOptimizer(param_groups(unwrap(model), cfg), stage=stage, lr=cfg.lr, betas=cfg.betas)
 
         results = {}
