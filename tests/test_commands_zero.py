@@ -222,3 +222,15 @@ def test_zero_resumes_after_a_crash_between_shards_and_ckpt(one_rank, tmp_path, 
     assert hist.step == [1, 2, 3, 4]
     for name, p in _params(straight.module).items():
         assert torch.equal(_params(resumed.module)[name], p), name
+
+
+def test_a_shard_missing_on_one_rank_fails_every_rank(tmp_path):
+    # rank 1 cannot load its shard: rank 0 must not go on into the step's all-reduce and wait there for ever
+    from minillm.distributed import launch
+    from minillm.distributed.zero_train_workers import zero_resume_error_worker
+
+    kw = {k: v for k, v in KW.items() if k != "min_lr_ratio"}
+    got = launch(zero_resume_error_worker, nprocs=2, args=(str(tmp_path), kw), timeout=120)
+    assert got[1].startswith("FileNotFoundError: no optimizer shard") and "optim_shard_1.pt" in got[1]
+    assert got[0] == "ValueError: 1 other rank(s) could not load their optim_shard_<rank>.pt for step 2 (their " \
+                     "error says why): every rank stops"

@@ -151,3 +151,25 @@ def zero_checkpoint_and_train_worker(rank: int, world: int, ckpt_args: tuple, ou
     """Both workers above in one launch (each spawn costs seconds of imports)."""
     return {"ckpt": zero_checkpoint_worker(rank, world, *ckpt_args), "train": zero_train_worker(rank, world, out_dir,
                                                                                                   cfg_kw)}
+
+
+def zero_resume_error_worker(rank: int, world: int, out_dir: str, cfg_kw: dict[str, Any]) -> str:
+    """ZeRO-1 trained 2 steps, then rank 1's optimizer shard goes missing and every rank resumes: returns the error
+    each rank raised (every rank must raise: one that went on would wait for the others in a collective)."""
+    import torch.distributed as dist
+
+    from minillm.checkpoint import optimizer_shard_file
+
+    def make(model: nn.Module, cfg: TrainConfig) -> ZeroOptimizer:
+        return ZeroOptimizer(param_groups(unwrap(model), cfg), stage=1, lr=cfg.lr, betas=cfg.betas)
+
+    cfg = TrainConfig(**cfg_kw, out_dir=out_dir)
+    train(ZeroDataParallel(tiny_gpt(0)), RandomTokens(), cfg, until=2, optimizer=make)
+    if rank == 1:
+        optimizer_shard_file(Path(out_dir) / "ckpt.pt", 1).unlink()
+    dist.barrier()
+    try:
+        train(ZeroDataParallel(tiny_gpt(0)), RandomTokens(), cfg, resume=True, optimizer=make)
+    except (ValueError, FileNotFoundError) as e:
+        return f"{type(e).__name__}: {e}"
+    return "resumed"
