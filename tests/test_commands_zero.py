@@ -234,3 +234,31 @@ def test_a_shard_missing_on_one_rank_fails_every_rank(tmp_path):
     assert got[1].startswith("FileNotFoundError: no optimizer shard") and "optim_shard_1.pt" in got[1]
     assert got[0] == "ValueError: 1 other rank(s) could not load their optim_shard_<rank>.pt for step 2 (their " \
                      "error says why): every rank stops"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_zero3_weight_decay_equals_adamw_param_groups(one_rank, dtype):
+    # zero gradients: AdamW's step is its decoupled decay alone (m = v = 0). ShardedOptimizer must decay exactly the
+    # matrices (minillm.train.param_groups) by exactly AdamW's factor; in bf16 a factor tensor rounded to the shard's
+    # dtype decayed by another factor before the fix
+    from minillm.distributed.ddp_workers import tiny_gpt
+    from minillm.distributed.zero3 import FullyShardedDataParallel, ShardedOptimizer
+    from minillm.train import TrainConfig, make_optimizer
+
+    lr, wd = 0.1, 0.1  # factor 0.99: a bf16 tensor rounds it to 0.98828125
+    plain = tiny_gpt(0, dtype=dtype)
+    ref = make_optimizer(plain, TrainConfig(lr=lr, weight_decay=wd))
+    for p in plain.parameters():
+        p.grad = torch.zeros_like(p)
+    ref.step()
+    model = FullyShardedDataParallel(tiny_gpt(0, dtype=dtype))
+    opt = ShardedOptimizer(model, lr=lr, weight_decay=wd)
+    for u in model.module.fsdp.units:
+        u.shard.grad = torch.zeros_like(u.shard)
+    opt.step()
+    full = model.full_state_dict()
+    moved = 0
+    for name, p in plain.named_parameters():
+        assert torch.equal(full[name], p.detach()), name
+        moved += p.dim() >= 2 and not torch.equal(p.detach(), tiny_gpt(0, dtype=dtype).state_dict()[name])
+    assert moved >= 1  # the decay did move the matrices

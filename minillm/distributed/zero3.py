@@ -126,8 +126,9 @@ class ShardedOptimizer:
     def step(self) -> None:
         for u, mask, group in zip(self.st.units, self.decay, self.optimizer.param_groups, strict=True):
             if self.weight_decay and u.shard.grad is not None:  # AdamW skips (and does not decay) a gradless one
-                factor = torch.full_like(u.shard, 1 - group["lr"] * self.weight_decay)  # [S], rounded as AdamW's
-                u.shard.mul_(factor.masked_fill_(~mask, 1.0))
+                # [S]: times the Python scalar, as AdamW's param.mul_(1 - lr wd) (computed in the op's float type:
+                # a factor tensor in the shard's dtype would round 0.999 to 1.0 in bf16 and never decay)
+                u.shard.copy_(torch.where(mask, u.shard * (1 - group["lr"] * self.weight_decay), u.shard))
         self.optimizer.step()
 
     @torch.no_grad()
