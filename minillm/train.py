@@ -262,7 +262,8 @@ def load_optimizer_state(opt, state: dict, ckpt: Path, rank: int, world: int, de
         load_full = getattr(opt, "load_full_state_dict", None) if getattr(opt, "per_rank_state", False) else None
         (load_full or opt.load_state_dict)(state["optimizer"])
         return
-    if not getattr(opt, "per_rank_state", False) or saved["world"] != world:
+    if not getattr(opt, "per_rank_state", False) or saved["world"] != world or (saved["stage"] == 3) != (
+            getattr(opt, "stage", None) == 3):  # ZeRO-1 and -2 shards are the same; ZeRO-3's units are not
         raise ValueError(f"{ckpt} has its optimizer sharded over {saved['world']} processes (ZeRO-{saved['stage']}):"
                          f" resume with torchrun --nproc-per-node {saved['world']} ... --zero {saved['stage']}, or "
                          "consolidate the optim_shard_*.pt files (minillm.distributed.zero.consolidate_optimizer)")

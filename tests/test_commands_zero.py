@@ -262,3 +262,36 @@ def test_zero3_weight_decay_equals_adamw_param_groups(one_rank, dtype):
         assert torch.equal(full[name], p.detach()), name
         moved += p.dim() >= 2 and not torch.equal(p.detach(), tiny_gpt(0, dtype=dtype).state_dict()[name])
     assert moved >= 1  # the decay did move the matrices
+
+
+def test_zero_clip_then_skipped_step_does_not_leak_into_the_next(one_rank):
+    # clip_grad_norm_ averages the gradients and marks them averaged; a step skipped after it (zero_grad, as a loop
+    # that drops a step with an inf norm does) must not make the next step skip its own averaging (before the fix
+    # that step found no gradient and silently did not move the weights)
+    from minillm.distributed.zero import ZeroOptimizer
+
+    torch.manual_seed(0)
+    for stage in (1, 2):
+        lin, ref = torch.nn.Linear(3, 2).double(), torch.nn.Linear(3, 2).double()
+        ref.load_state_dict(lin.state_dict())
+        opt, ref_opt = ZeroOptimizer(lin.parameters(), stage=stage, lr=0.1), torch.optim.AdamW(ref.parameters(), lr=0.1)
+        x = torch.randn(4, 3, dtype=torch.float64)
+        lin(x).sum().backward()
+        opt.clip_grad_norm_(1.0)
+        opt.zero_grad()  # the step is skipped
+        for model, o in ((lin, opt), (ref, ref_opt)):
+            model(x).square().sum().backward()
+            o.step()
+        for a, b in zip(lin.parameters(), ref.parameters(), strict=True):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_resume_across_zero3_and_zero12_is_one_line(tmp_path):
+    from minillm.train import load_optimizer_state
+
+    class Sharded:
+        per_rank_state, stage = True, 3
+
+    state = {"optimizer": None, "optimizer_shards": {"world": 2, "stage": 1}, "step": 3}
+    with pytest.raises(ValueError, match=r"\(ZeRO-1\): resume with torchrun --nproc-per-node 2 \.\.\. --zero 1"):
+        load_optimizer_state(Sharded(), state, tmp_path / "ckpt.pt", 0, 2, torch.device("cpu"))

@@ -213,6 +213,7 @@ class ZeroOptimizer:
         return self.optimizer.param_groups
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        self._reduced = False  # a clip_grad_norm_ whose step was skipped: the next step averages its own gradients
         for b in self.buckets:
             for p in b.params:
                 if set_to_none:
