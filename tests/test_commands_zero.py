@@ -161,27 +161,33 @@ def _params(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
-def test_zero3_resumes_a_plain_run_with_its_adamw_state(one_rank, tmp_path):
+@pytest.mark.parametrize("stage", [1, 3])
+def test_zero_resumes_a_plain_run_with_its_adamw_state(one_rank, tmp_path, stage):
     # a run without ZeRO saves AdamW's state keyed by index; --zero 3 names parameters by their keys. Before the fix
-    # nothing matched and the resumed run silently started from fresh moments and step counters.
+    # nothing matched and the resumed ZeRO-3 run silently started from fresh moments and step counters.
     from minillm.distributed.ddp_workers import tiny_gpt
+    from minillm.distributed.zero import ZeroDataParallel, ZeroOptimizer
     from minillm.distributed.zero3 import FullyShardedDataParallel, ShardedOptimizer
     from minillm.distributed.zero_train_workers import RandomTokens
-    from minillm.train import TrainConfig, train
+    from minillm.train import TrainConfig, param_groups, train, unwrap
 
     ref_model = tiny_gpt(0)
     ref = train(ref_model, RandomTokens(), TrainConfig(**KW, out_dir=str(tmp_path / "ref")))
     train(tiny_gpt(0), RandomTokens(), TrainConfig(**KW, out_dir=str(tmp_path / "run")), until=2)  # plain AdamW
 
     def make(m, cfg):
-        return ShardedOptimizer(m, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        if stage == 3:
+            return ShardedOptimizer(m, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        return ZeroOptimizer(param_groups(unwrap(m), cfg), stage=stage, lr=cfg.lr, betas=cfg.betas)
 
-    model = FullyShardedDataParallel(tiny_gpt(1))
+    model = (FullyShardedDataParallel if stage == 3 else ZeroDataParallel)(tiny_gpt(1))
     hist = train(model, RandomTokens(), TrainConfig(**KW, out_dir=str(tmp_path / "run")), resume=True, optimizer=make)
     assert hist.train_loss == pytest.approx(ref.train_loss, abs=1e-12)
-    full = model.full_state_dict()
+    full = model.full_state_dict() if stage == 3 else _params(model.module)
     for name, p in _params(ref_model).items():
         torch.testing.assert_close(full[name], p, atol=1e-12, rtol=0)
+    if stage != 3:
+        return
     # the bare sharded GPT does not know the indices: a one-line error instead of fresh moments
     bare = ShardedOptimizer(FullyShardedDataParallel(tiny_gpt(0)).module, lr=1e-2)
     with pytest.raises(ValueError, match="none match, so no moment would load"):

@@ -4,8 +4,10 @@
   the steps (the test consolidates them), a run interrupted, saved through a file and resumed into a fresh optimizer
   (its parameters must equal the uninterrupted run's exactly), the same state re-sharded with `load_full_state_dict`,
   the errors of a mismatched load, and a run with `clip_grad_norm_`;
-- `zero_train_worker`: `minillm.train.train` on a `ZeroDataParallel` model with a `ZeroOptimizer`, straight through
-  and interrupted + resumed from its checkpoint directory.
+- `zero_train_worker`: `minillm.train.train` on a `ZeroDataParallel` model with a `ZeroOptimizer` (ZeRO-1, -2) and
+  on a `FullyShardedDataParallel` one with a `ShardedOptimizer` (ZeRO-3), straight through and interrupted + resumed
+  from its checkpoint directory;
+- `zero_resume_error_worker`: a shard missing on one rank at resume fails every rank.
 `RandomTokens` is the tiny data source both use (and the single-process references in the tests).
 """
 
@@ -121,7 +123,7 @@ class RandomTokens:
 
 
 def zero_train_worker(rank: int, world: int, out_dir: str, cfg_kw: dict[str, Any]) -> dict[str, Any]:
-    """`minillm.train.train` with ZeRO-1 and -2: straight through, and stopped at step 2 then resumed."""
+    """`minillm.train.train` with ZeRO-1, -2 and -3: straight through, and stopped at step 2 then resumed."""
     from minillm.distributed.zero3 import FullyShardedDataParallel, ShardedOptimizer
 
     out: dict[str, Any] = {}
