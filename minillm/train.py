@@ -270,7 +270,7 @@ def load_optimizer_state(opt, state: dict, ckpt: Path, rank: int, world: int, de
     error = None
     try:
         opt.load_state_dict(load_optimizer_shard(optimizer_shard_file(ckpt, rank), state["step"], device))
-    except (ValueError, FileNotFoundError) as e:
+    except Exception as e:  # noqa: BLE001 - any failure (a truncated file too) is re-raised below, once all ranks know
         error = e
     failed = torch.tensor([error is not None], dtype=torch.int32, device=device)
     if world > 1:
