@@ -301,3 +301,18 @@ def test_resume_across_zero3_and_zero12_is_one_line(tmp_path):
     state = {"optimizer": None, "optimizer_shards": {"world": 2, "stage": 1}, "step": 3}
     with pytest.raises(ValueError, match=r"\(ZeRO-1\): resume with torchrun --nproc-per-node 2 \.\.\. --zero 1"):
         load_optimizer_state(Sharded(), state, tmp_path / "ckpt.pt", 0, 2, torch.device("cpu"))
+
+
+def test_zero_state_dict_does_not_copy_the_states(one_rank):
+    # a checkpoint must not need a second copy of the optimizer states in device memory (ZeRO's whole point): the
+    # shard state dict holds the live tensors, as torch's Optimizer.state_dict does (before: deepcopy + clone)
+    from minillm.distributed.zero import ZeroOptimizer
+
+    lin = torch.nn.Linear(3, 2)
+    opt = ZeroOptimizer(lin.parameters(), lr=0.1)
+    lin(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    sd = opt.state_dict()
+    assert sd["master"][0].data_ptr() == opt.buckets[0].shard.data_ptr()
+    live = opt.optimizer.state[opt.buckets[0].shard]
+    assert sd["optimizer"]["state"][0]["exp_avg"].data_ptr() == live["exp_avg"].data_ptr()

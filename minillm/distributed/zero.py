@@ -70,7 +70,6 @@ Parameter Models" (SC20), section 5 and figure 1 (memory), section 7 (communicat
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -305,10 +304,12 @@ class ZeroOptimizer:
     def state_dict(self) -> dict[str, Any]:
         """This rank's shard of the optimizer: the master shards, the inner optimizer's state_dict (AdamW's m, v and
         step of the shard elements), and the layout (world size, flat sizes, parameter names and shapes) they need.
-        Save one per rank; `load_state_dict` on the same rank of a run with the same layout resumes bit for bit."""
+        Save one per rank; `load_state_dict` on the same rank of a run with the same layout resumes bit for bit.
+        The tensors are the live ones, as in torch's `Optimizer.state_dict()` (no second copy of the states in device
+        memory at each checkpoint, which ZeRO exists to avoid): save it before the next step."""
         return {"format": "minillm-zero-shard", "stage": self.stage, "rank": self.rank, "world": self.world,
-                "layout": self._layout(), "master": [b.shard.detach().clone() for b in self.buckets],
-                "optimizer": copy.deepcopy(self.optimizer.state_dict())}
+                "layout": self._layout(), "master": [b.shard.detach() for b in self.buckets],
+                "optimizer": self.optimizer.state_dict()}
 
     def _layout(self) -> list[dict[str, Any]]:
         return [{"names": list(b.names), "shapes": [tuple(p.shape) for p in b.params], "numel": b.layout.numel,

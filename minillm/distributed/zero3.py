@@ -27,7 +27,6 @@ References: Rajbhandari et al. 2020 (ZeRO), section 5.3; Loshchilov & Hutter 201
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -149,10 +148,11 @@ class ShardedOptimizer:
         return [_unit_layout(u, self.st.world) for u in self.st.units]
 
     def state_dict(self) -> dict[str, Any]:
-        """This rank's shard, in ZeroOptimizer's format (`zero.consolidate_optimizer` reads it)."""
+        """This rank's shard, in ZeroOptimizer's format (`zero.consolidate_optimizer` reads it); live tensors, as
+        `ZeroOptimizer.state_dict`: save it before the next step."""
         return {"format": "minillm-zero-shard", "stage": 3, "rank": self.st.rank, "world": self.st.world,
-                "layout": self._layout(), "master": [u.shard.detach().clone() for u in self.st.units],
-                "optimizer": copy.deepcopy(self.optimizer.state_dict())}
+                "layout": self._layout(), "master": [u.shard.detach() for u in self.st.units],
+                "optimizer": self.optimizer.state_dict()}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:
