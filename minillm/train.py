@@ -50,9 +50,9 @@ averages the gradients itself, so clipping calls its `clip_grad_norm_` (the norm
 shards: the number DDP's clipping sees). Checkpoints: rank 0 writes ckpt.pt with the full model as always (it loads
 into a plain GPT; a model wrapper with `full_state_dict()`, ZeRO-3's, gathers it first on every rank and takes it
 back on resume with `load_full_state_dict(checkpoint)`), and every rank writes `optim_shard_<rank>.pt` next to it,
-before ckpt.pt (`save_train_checkpoint`: a crash in between resumes from the previous pair); resuming needs the same
-number of ranks (else: one line saying to consolidate), and a full optimizer state (a run without ZeRO) is
-re-sharded on resume.
+before ckpt.pt (`minillm.checkpoint.save_train_checkpoint`: a crash in between resumes from the previous pair);
+resuming needs the same number of ranks (else: one line saying to consolidate), and a full optimizer state (a run
+without ZeRO) is re-sharded on resume.
 
 The command line (`minillm train`) is `minillm.commands.train`; this module takes Python arguments and
 prints nothing but an optional progress bar.
@@ -74,14 +74,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from minillm.checkpoint import (
+from minillm.checkpoint import (  # noqa: F401 - load_optimizer_state is also imported from here
     load_checkpoint,
-    load_optimizer_shard,
-    optimizer_shard_file,
+    load_optimizer_state,
     restore_model,
     restore_rng,
-    save_checkpoint,
-    save_optimizer_shard,
+    save_train_checkpoint,
 )
 
 
@@ -253,59 +251,6 @@ def evaluate(model: nn.Module, data, cfg: TrainConfig, split: str = "val") -> fl
     return total / cfg.eval_batches
 
 
-def load_optimizer_state(opt, state: dict, ckpt: Path, rank: int, world: int, device: torch.device) -> None:
-    """Resume the optimizer from a checkpoint: its full state, or (ZeRO) this rank's `optim_shard_<rank>.pt`.
-    A full state re-shards into a sharded optimizer (`load_full_state_dict`); shards need the same world size.
-    A shard that fails on one rank (missing, of another step) fails on every rank, so none waits in a collective."""
-    saved = state.get("optimizer_shards")
-    if saved is None:
-        load_full = getattr(opt, "load_full_state_dict", None) if getattr(opt, "per_rank_state", False) else None
-        (load_full or opt.load_state_dict)(state["optimizer"])
-        return
-    if not getattr(opt, "per_rank_state", False) or saved["world"] != world or (saved["stage"] == 3) != (
-            getattr(opt, "stage", None) == 3):  # ZeRO-1 and -2 shards are the same; ZeRO-3's units are not
-        raise ValueError(f"{ckpt} has its optimizer sharded over {saved['world']} processes (ZeRO-{saved['stage']}):"
-                         f" resume with torchrun --nproc-per-node {saved['world']} ... --zero {saved['stage']}, or "
-                         "consolidate the optim_shard_*.pt files (minillm.distributed.zero.consolidate_optimizer)")
-    error = None
-    try:
-        opt.load_state_dict(load_optimizer_shard(optimizer_shard_file(ckpt, rank), state["step"], device))
-    except Exception as e:  # noqa: BLE001 - any failure (a truncated file too) is re-raised below, once all ranks know
-        error = e
-    failed = torch.tensor([error is not None], dtype=torch.int32, device=device)
-    if world > 1:
-        dist.all_reduce(failed)  # how many ranks failed: the same answer on every rank
-    if error is not None:
-        raise error
-    if failed.item():
-        raise ValueError(f"{int(failed.item())} other rank(s) could not load their optim_shard_<rank>.pt for step "
-                         f"{state['step']} (their error says why): every rank stops")
-
-
-def save_train_checkpoint(ckpt: Path, model: nn.Module, opt, step: int, cfg: TrainConfig, history: History,
-                          data_gen: torch.Generator, tokenizer, scaler: torch.amp.GradScaler | None, rank: int,
-                          world: int) -> None:
-    """Rank 0 writes ckpt.pt (the full, unwrapped model). Called on every rank: a sharded optimizer (ZeRO) first has
-    every rank write `optim_shard_<rank>.pt`, and ckpt.pt, the file resume starts from, is written only after all
-    of them (a crash in between leaves the previous ckpt.pt with the shards' `.prev` files: still resumable); a
-    model wrapper with `full_state_dict()` (ZeRO-3) gathers the weights from every rank first."""
-    sharded = getattr(opt, "per_rank_state", False)
-    extra = {"grad_scaler": scaler.state_dict()} if scaler is not None else {}
-    if sharded:
-        save_optimizer_shard(optimizer_shard_file(ckpt, rank), opt.state_dict(), step)
-        extra["optimizer_shards"] = {"world": world, "stage": getattr(opt, "stage", None)}
-        if world > 1:
-            dist.barrier()  # every shard of this step is on disk before ckpt.pt names the step
-    gather = getattr(model, "full_state_dict", None)  # a collective: every rank calls it
-    weights = gather() if gather is not None else None
-    if rank == 0:
-        save_checkpoint(ckpt, unwrap(model), None if sharded else opt, step, train_config=cfg, history=history,
-                        data_generator=data_gen, tokenizer=tokenizer, extra=extra,
-                        **({"model_state": lambda _: weights} if gather is not None else {}))
-    if world > 1:
-        dist.barrier()  # the file is complete before any rank goes on (and, say, resumes from it)
-
-
 def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until: int | None = None, *,
           regularizer: Callable[[], torch.Tensor] | None = None,
           after_step: Callable[[int], None] | None = None,
@@ -399,7 +344,8 @@ def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until:
             if cfg.progress and rank == 0:
                 steps.set_postfix(train=f"{loss:.3f}", val=f"{history.val_loss[-1]:.3f}")
         if ckpt is not None and ((cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0) or done or step + 1 == stop):
-            save_train_checkpoint(ckpt, model, opt, step + 1, cfg, history, data_gen, tokenizer, scaler, rank, world)
+            save_train_checkpoint(ckpt, model, plain, opt, step + 1, cfg, history, data_gen, tokenizer, scaler, rank,
+                                  world)
     return history
 
 

@@ -197,6 +197,7 @@ def test_zero_resumes_a_plain_run_with_its_adamw_state(one_rank, tmp_path, stage
 def test_zero_resumes_after_a_crash_between_shards_and_ckpt(one_rank, tmp_path, monkeypatch):
     # killed while saving step 4: the new shards are on disk, ckpt.pt is still step 2. Before the fix the shards of
     # step 2 were overwritten and the run could not resume at all ("from step 4, ckpt.pt from step 2").
+    import minillm.checkpoint as mc
     import minillm.train as mt
     from minillm.distributed.ddp_workers import tiny_gpt
     from minillm.distributed.zero import ZeroDataParallel, ZeroOptimizer
@@ -208,18 +209,18 @@ def test_zero_resumes_after_a_crash_between_shards_and_ckpt(one_rank, tmp_path, 
     straight = ZeroDataParallel(tiny_gpt(0))
     mt.train(straight, RandomTokens(), mt.TrainConfig(**KW, out_dir=str(tmp_path / "straight")), optimizer=make)
     run = str(tmp_path / "run")
-    save = mt.save_checkpoint
+    save = mc.save_checkpoint
 
     def crash_at_4(path, model, opt, step, **kw):
         if step == 4:
             raise KeyboardInterrupt("killed while saving")
         save(path, model, opt, step, **kw)
 
-    monkeypatch.setattr(mt, "save_checkpoint", crash_at_4)
+    monkeypatch.setattr(mc, "save_checkpoint", crash_at_4)
     with pytest.raises(KeyboardInterrupt):
         mt.train(ZeroDataParallel(tiny_gpt(0)), RandomTokens(), mt.TrainConfig(**KW, out_dir=run, ckpt_every=2),
                  optimizer=make)
-    monkeypatch.setattr(mt, "save_checkpoint", save)
+    monkeypatch.setattr(mc, "save_checkpoint", save)
     assert load_checkpoint(run)["step"] == 2
     assert torch.load(Path(run) / "optim_shard_0.pt", weights_only=True)["step"] == 4
     resumed = ZeroDataParallel(tiny_gpt(1))
