@@ -25,7 +25,10 @@ The seam later chapters extend:
   tensors, and `restore_model(..., strict=False)` loads them on top of the base weights;
 - sharded optimizers (ZeRO, chapter 12): rank 0 writes the full model weights to ckpt.pt as always (with
   `optimizer` None and an `optimizer_shards` entry {world, stage}); every rank writes its optimizer shard to
-  `optim_shard_<rank>.pt` next to it (`save_optimizer_shard`, with the step, checked at load).
+  `optim_shard_<rank>.pt` next to it (`save_optimizer_shard`, with the step, checked at load; the previous shard is
+  kept as `.prev`, so a crash between the shards and ckpt.pt leaves a resumable pair). `save_train_checkpoint` and
+  `load_optimizer_state` are that protocol as `minillm.train` runs it on every rank (shards, then ckpt.pt; a shard
+  that fails to load on one rank fails on all, so no rank is left waiting in a collective).
 Leaves out: safetensors output (`minillm.hf.save_safetensors` writes weights for Hugging Face), async writes.
 """
 
@@ -39,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 FORMAT = "minillm-checkpoint"
@@ -112,25 +116,98 @@ def optimizer_shard_file(ckpt: str | Path, rank: int) -> Path:
 
 
 def save_optimizer_shard(path: str | Path, shard: dict[str, Any], step: int) -> None:
-    """Write one rank's optimizer shard (a dict of tensors and containers) with the step it belongs to, atomically."""
+    """Write one rank's optimizer shard (a dict of tensors and containers) with the step it belongs to, atomically.
+
+    The file it replaces (the shard that goes with the ckpt.pt on disk now) is kept as `<name>.prev` until the next
+    save: the shards and ckpt.pt are separate files that no rename updates together, so a run killed after the
+    shards of step s were written but before rank 0 replaced ckpt.pt (step s') still resumes from step s' (and a
+    run killed mid-rename finds the one that is left). `minillm.train` writes ckpt.pt only after every rank's shard."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save({**shard, "step": int(step)}, tmp)
+    if path.is_file():
+        path.replace(_previous(path))
     tmp.replace(path)
 
 
+def _previous(path: Path) -> Path:
+    return path.with_name(path.name + ".prev")
+
+
 def load_optimizer_shard(path: str | Path, step: int, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The shard `save_optimizer_shard` wrote, checked to belong to checkpoint step `step` (weights_only)."""
+    """The shard `save_optimizer_shard` wrote for checkpoint step `step` (weights_only): the file, else the previous
+    one it replaced (the run stopped between the shards and ckpt.pt). One-line error when neither is of `step`."""
     path = Path(path)
-    if not path.is_file():
+    found = [p for p in (path, _previous(path)) if p.is_file()]
+    if not found:
         raise FileNotFoundError(f"no optimizer shard {path}: a ZeRO checkpoint needs every rank's "
                                 "optim_shard_<rank>.pt next to ckpt.pt; copy them all")
-    shard = torch.load(path, map_location=map_location, weights_only=True)
-    if shard.get("step") != step:
-        raise ValueError(f"{path} is from step {shard.get('step')}, ckpt.pt from step {step}: the run stopped while "
-                         "saving; resume from a run directory whose files were written together")
-    return shard
+    steps = []
+    for p in found:
+        shard = torch.load(p, map_location=map_location, weights_only=True)
+        if shard.get("step") == step:
+            return shard
+        steps.append(shard.get("step"))
+    which = f"{steps[0]} (its .prev from step {steps[1]})" if len(steps) == 2 else f"{steps[0]}"
+    raise ValueError(f"{found[0]} is from step {which}, ckpt.pt from step {step}: "
+                     "these shards belong to another checkpoint; resume from a run directory whose files were "
+                     "written together")
+
+
+def load_optimizer_state(opt, state: dict, ckpt: Path, rank: int, world: int, device: torch.device) -> None:
+    """Resume the optimizer from a checkpoint: its full state, or (ZeRO) this rank's `optim_shard_<rank>.pt`.
+    A full state re-shards into a sharded optimizer (`load_full_state_dict`); shards need the same world size.
+    A shard that fails on one rank (missing, of another step) fails on every rank, so none waits in a collective."""
+    saved = state.get("optimizer_shards")
+    if saved is None:
+        load_full = getattr(opt, "load_full_state_dict", None) if getattr(opt, "per_rank_state", False) else None
+        (load_full or opt.load_state_dict)(state["optimizer"])
+        return
+    if not getattr(opt, "per_rank_state", False) or saved["world"] != world or (saved["stage"] == 3) != (
+            getattr(opt, "stage", None) == 3):  # ZeRO-1 and -2 shards are the same; ZeRO-3's units are not
+        raise ValueError(f"{ckpt} has its optimizer sharded over {saved['world']} processes (ZeRO-{saved['stage']}):"
+                         f" resume with torchrun --nproc-per-node {saved['world']} ... --zero {saved['stage']}, or "
+                         "consolidate the optim_shard_*.pt files (minillm.distributed.zero.consolidate_optimizer)")
+    error = None
+    try:
+        opt.load_state_dict(load_optimizer_shard(optimizer_shard_file(ckpt, rank), state["step"], device))
+    except Exception as e:  # noqa: BLE001 - any failure (a truncated file too) is re-raised below, once all ranks know
+        error = e
+    failed = torch.tensor([error is not None], dtype=torch.int32, device=device)
+    if world > 1:
+        dist.all_reduce(failed)  # how many ranks failed: the same answer on every rank
+    if error is not None:
+        raise error
+    if failed.item():
+        raise ValueError(f"{int(failed.item())} other rank(s) could not load their optim_shard_<rank>.pt for step "
+                         f"{state['step']} (their error says why): every rank stops")
+
+
+def save_train_checkpoint(ckpt: Path, model: nn.Module, plain: nn.Module, opt, step: int, cfg: Any, history: Any,
+                          data_gen: torch.Generator, tokenizer: Any, scaler: torch.amp.GradScaler | None, rank: int,
+                          world: int) -> None:
+    """`minillm.train`'s checkpoint, called on every rank: rank 0 writes ckpt.pt of `plain` (the model without its
+    data-parallel wrapper `model`) with the optimizer, `cfg`, `history`, RNG states and the GradScaler's state.
+    A sharded optimizer (ZeRO) first has every rank write `optim_shard_<rank>.pt`, and ckpt.pt, the file resume
+    starts from, is written only after all of them (a crash in between leaves the previous ckpt.pt with the shards'
+    `.prev` files: still resumable); a wrapper with `full_state_dict()` (ZeRO-3) gathers the weights from every
+    rank first."""
+    sharded = getattr(opt, "per_rank_state", False)
+    extra = {"grad_scaler": scaler.state_dict()} if scaler is not None else {}
+    if sharded:
+        save_optimizer_shard(optimizer_shard_file(ckpt, rank), opt.state_dict(), step)
+        extra["optimizer_shards"] = {"world": world, "stage": getattr(opt, "stage", None)}
+        if world > 1:
+            dist.barrier()  # every shard of this step is on disk before ckpt.pt names the step
+    gather = getattr(model, "full_state_dict", None)  # a collective: every rank calls it
+    weights = gather() if gather is not None else None
+    if rank == 0:
+        save_checkpoint(ckpt, plain, None if sharded else opt, step, train_config=cfg, history=history,
+                        data_generator=data_gen, tokenizer=tokenizer, extra=extra,
+                        **({"model_state": lambda _: weights} if gather is not None else {}))
+    if world > 1:
+        dist.barrier()  # the file is complete before any rank goes on (and, say, resumes from it)
 
 
 def checkpoint_file(path: str | Path) -> Path:

@@ -49,7 +49,8 @@ ZeRO (chapter 12): an optimizer that holds only this rank's slice of the state (
 averages the gradients itself, so clipping calls its `clip_grad_norm_` (the norm of the averaged gradient over all
 shards: the number DDP's clipping sees). Checkpoints: rank 0 writes ckpt.pt with the full model as always (it loads
 into a plain GPT; a model wrapper with `full_state_dict()`, ZeRO-3's, gathers it first on every rank and takes it
-back on resume with `load_full_state_dict(checkpoint)`), every rank writes `optim_shard_<rank>.pt` next to it;
+back on resume with `load_full_state_dict(checkpoint)`), and every rank writes `optim_shard_<rank>.pt` next to it,
+before ckpt.pt (`minillm.checkpoint.save_train_checkpoint`: a crash in between resumes from the previous pair);
 resuming needs the same number of ranks (else: one line saying to consolidate), and a full optimizer state (a run
 without ZeRO) is re-sharded on resume.
 
@@ -73,14 +74,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from minillm.checkpoint import (
+from minillm.checkpoint import (  # noqa: F401 - load_optimizer_state is also imported from here
     load_checkpoint,
-    load_optimizer_shard,
-    optimizer_shard_file,
+    load_optimizer_state,
     restore_model,
     restore_rng,
-    save_checkpoint,
-    save_optimizer_shard,
+    save_train_checkpoint,
 )
 
 
@@ -252,21 +251,6 @@ def evaluate(model: nn.Module, data, cfg: TrainConfig, split: str = "val") -> fl
     return total / cfg.eval_batches
 
 
-def load_optimizer_state(opt, state: dict, ckpt: Path, rank: int, world: int, device: torch.device) -> None:
-    """Resume the optimizer from a checkpoint: its full state, or (ZeRO) this rank's `optim_shard_<rank>.pt`.
-    A full state re-shards into a sharded optimizer (`load_full_state_dict`); shards need the same world size."""
-    saved = state.get("optimizer_shards")
-    if saved is None:
-        load_full = getattr(opt, "load_full_state_dict", None) if getattr(opt, "per_rank_state", False) else None
-        (load_full or opt.load_state_dict)(state["optimizer"])
-    elif not getattr(opt, "per_rank_state", False) or saved["world"] != world:
-        raise ValueError(f"{ckpt} has its optimizer sharded over {saved['world']} processes (ZeRO-{saved['stage']}):"
-                         f" resume with torchrun --nproc-per-node {saved['world']} ... --zero {saved['stage']}, or "
-                         "consolidate the optim_shard_*.pt files (minillm.distributed.zero.consolidate_optimizer)")
-    else:
-        opt.load_state_dict(load_optimizer_shard(optimizer_shard_file(ckpt, rank), state["step"], device))
-
-
 def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until: int | None = None, *,
           regularizer: Callable[[], torch.Tensor] | None = None,
           after_step: Callable[[int], None] | None = None,
@@ -292,8 +276,7 @@ def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until:
                          "(torch.nn.parallel.DistributedDataParallel or minillm.distributed.ddp.DDP) or train "
                          "outside the process group")
     opt = optimizer(model, cfg)
-    sharded = getattr(opt, "per_rank_state", False)  # ZeRO: each rank holds (and saves) its slice of the state
-    if sharded and cfg.precision == "fp16":
+    if getattr(opt, "per_rank_state", False) and cfg.precision == "fp16":  # ZeRO: each rank holds a slice
         raise ValueError("fp16's GradScaler cannot unscale a sharded optimizer's gradients: use precision bf16 "
                          "or fp32 with ZeRO")
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
@@ -361,18 +344,8 @@ def train(model: nn.Module, data, cfg: TrainConfig, resume: bool = False, until:
             if cfg.progress and rank == 0:
                 steps.set_postfix(train=f"{loss:.3f}", val=f"{history.val_loss[-1]:.3f}")
         if ckpt is not None and ((cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0) or done or step + 1 == stop):
-            extra = {"grad_scaler": scaler.state_dict()} if scaler is not None else {}
-            if sharded:  # every rank writes its own optimizer shard; ckpt.pt says how many there are
-                save_optimizer_shard(optimizer_shard_file(ckpt, rank), opt.state_dict(), step + 1)
-                extra["optimizer_shards"] = {"world": world, "stage": getattr(opt, "stage", None)}
-            gather = getattr(model, "full_state_dict", None)  # ZeRO-3: every rank helps gather the weights
-            weights = gather() if gather is not None else None
-            if rank == 0:
-                save_checkpoint(ckpt, plain, None if sharded else opt, step + 1, train_config=cfg, history=history,
-                                data_generator=data_gen, tokenizer=tokenizer, extra=extra,
-                                **({"model_state": lambda _, w=weights: w} if gather is not None else {}))
-            if world > 1:
-                dist.barrier()  # the file is complete before any rank goes on (and, say, resumes from it)
+            save_train_checkpoint(ckpt, model, plain, opt, step + 1, cfg, history, data_gen, tokenizer, scaler, rank,
+                                  world)
     return history
 
 

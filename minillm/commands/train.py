@@ -244,8 +244,8 @@ def wrap_zero(model, stage: int):
     if stage == 3:
         from minillm.distributed.zero3 import FullyShardedDataParallel, ShardedOptimizer
 
-        return FullyShardedDataParallel(model), lambda m, cfg: ShardedOptimizer(
-            unwrap(m), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        return FullyShardedDataParallel(model), lambda m, cfg: ShardedOptimizer(  # m: the shell (see zero3)
+            m, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     return ZeroDataParallel(model), lambda m, cfg: ZeroOptimizer(param_groups(unwrap(m), cfg), stage=stage, lr=cfg.lr,
                                                                  betas=cfg.betas)
 

@@ -52,7 +52,8 @@ is this rank's shard (master shard, inner optimizer state, and the layout: world
 and shapes), `load_state_dict` restores it on the same rank of a run with the same layout (else a one-line error);
 `consolidate_optimizer(shards)` turns the N shards into one full state keyed by parameter (what a single-process
 AdamW's state_dict holds; DeepSpeed's zero_to_fp32 does the same for the weights) and `load_full_state_dict`
-re-shards such a state onto any world size. `ZeroDataParallel` is the model's data-parallel shell (no hooks).
+re-shards such a state onto any world size (those offline functions are in `zero_checkpoint.py`, re-exported here).
+`ZeroDataParallel` is the model's data-parallel shell (no hooks).
 
 Leaves out: stage 3 (parameters partitioned and gathered layer by layer: `fsdp.py`, and `zero3.py` for training);
 reducing gradient buckets during backward as they become ready (DeepSpeed's stage 2 does, so the full gradient never
@@ -69,7 +70,6 @@ Parameter Models" (SC20), section 5 and figure 1 (memory), section 7 (communicat
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -79,6 +79,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+
+# the offline checkpoint half lives in zero_checkpoint.py; re-exported so `from minillm.distributed.zero import` works
+from minillm.distributed.zero_checkpoint import (  # noqa: F401
+    check_full_state_keys,
+    check_shard_state,
+    consolidate_optimizer,
+    shard_of_full_state,
+)
 
 GB = 10 ** 9  # the paper's GB are decimal
 
@@ -204,6 +212,7 @@ class ZeroOptimizer:
         return self.optimizer.param_groups
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        self._reduced = False  # a clip_grad_norm_ whose step was skipped: the next step averages its own gradients
         for b in self.buckets:
             for p in b.params:
                 if set_to_none:
@@ -295,10 +304,12 @@ class ZeroOptimizer:
     def state_dict(self) -> dict[str, Any]:
         """This rank's shard of the optimizer: the master shards, the inner optimizer's state_dict (AdamW's m, v and
         step of the shard elements), and the layout (world size, flat sizes, parameter names and shapes) they need.
-        Save one per rank; `load_state_dict` on the same rank of a run with the same layout resumes bit for bit."""
+        Save one per rank; `load_state_dict` on the same rank of a run with the same layout resumes bit for bit.
+        The tensors are the live ones, as in torch's `Optimizer.state_dict()` (no second copy of the states in device
+        memory at each checkpoint, which ZeRO exists to avoid): save it before the next step."""
         return {"format": "minillm-zero-shard", "stage": self.stage, "rank": self.rank, "world": self.world,
-                "layout": self._layout(), "master": [b.shard.detach().clone() for b in self.buckets],
-                "optimizer": copy.deepcopy(self.optimizer.state_dict())}
+                "layout": self._layout(), "master": [b.shard.detach() for b in self.buckets],
+                "optimizer": self.optimizer.state_dict()}
 
     def _layout(self) -> list[dict[str, Any]]:
         return [{"names": list(b.names), "shapes": [tuple(p.shape) for p in b.params], "numel": b.layout.numel,
@@ -322,89 +333,13 @@ class ZeroOptimizer:
         """Re-shard a full optimizer state ({"state": {name: {...}}, ...} as `consolidate_optimizer` returns, any
         world size) onto this run's ranks. The master shards are copied from the parameters: restore the model's
         weights first."""
+        check_full_state_keys(full, [n for b in self.buckets for n in b.names])
         for b in self.buckets:
             lo, hi = b.layout.bounds(self.rank)
             b.shard.copy_(b.flat([p.detach() for p in b.params])[lo:hi])
             state = shard_of_full_state(full, b.names, [p.shape for p in b.params], b.layout, self.rank)
             if state is not None:
                 self.optimizer.state[b.shard] = state
-
-
-def check_shard_state(state: Any, world: int, rank: int, layout: list[dict[str, Any]]) -> None:
-    """One-line ValueError unless `state` is a ZeRO optimizer shard saved by rank `rank` of `world` ranks with
-    `layout` (the flat buffers' sizes, parameter names and shapes)."""
-    if not isinstance(state, dict) or state.get("format") != "minillm-zero-shard":
-        raise ValueError("not a ZeroOptimizer shard (no format 'minillm-zero-shard'): for a full optimizer "
-                         "state use load_full_state_dict")
-    if state["world"] != world or state["layout"] != layout:
-        what = (f"saved by {state['world']} ranks, loading on {world}" if state["world"] != world
-                else "saved with another parameter layout (model or parameter groups changed)")
-        raise ValueError(f"optimizer shard {what}: consolidate the shards (minillm.distributed.zero."
-                         "consolidate_optimizer) and re-shard the full state with load_full_state_dict")
-    if state["rank"] != rank:
-        raise ValueError(f"optimizer shard of rank {state['rank']} given to rank {rank}: load "
-                         f"optim_shard_{rank}.pt on rank {rank}")
-
-
-def shard_of_full_state(full: dict[str, Any], names: list[Any], shapes: list[torch.Size], layout: ShardLayout,
-                        rank: int) -> dict[str, Any] | None:
-    """Rank `rank`'s slice of the per-parameter states `full["state"][name]` of one flat buffer (parameters `names`
-    of `shapes`, laid out by `layout`): per-element tensors flattened, padded and cut to [S]; scalars (AdamW's step)
-    as they are. None when no parameter has a state yet (no step taken)."""
-    saved = [full["state"].get(n) for n in names]
-    if all(s is None for s in saved):
-        return None
-    if any(s is None for s in saved):
-        missing = names[[s is None for s in saved].index(True)]
-        raise ValueError(f"the full optimizer state has no entry for parameter {missing!r}: it was saved for "
-                         "another model (or keyed otherwise: consolidate_optimizer's keys are what loads)")
-    lo, hi = layout.bounds(rank)
-    new = {}
-    for key, value in saved[0].items():
-        if isinstance(value, torch.Tensor) and value.dim() > 0:  # shaped as the parameter: m, v
-            for n, s, shape in zip(names, saved, shapes, strict=True):
-                if tuple(s[key].shape) != tuple(shape):
-                    raise ValueError(f"the full optimizer state's {key} of {n!r} is {tuple(s[key].shape)}, the "
-                                     f"parameter {tuple(shape)}: it was saved for another model")
-            parts = [s[key].reshape(-1) for s in saved] + [value.new_zeros(layout.padded - layout.numel)]
-            new[key] = torch.cat(parts)[lo:hi].clone()  # [S]
-        else:
-            new[key] = value.clone() if isinstance(value, torch.Tensor) else value  # e.g. AdamW's step
-    return new
-
-
-def consolidate_optimizer(shards: list[dict[str, Any]]) -> dict[str, Any]:
-    """One full optimizer state from the N per-rank `ZeroOptimizer.state_dict()`s (rank order): {"state": {name:
-    {"step", "exp_avg", "exp_avg_sq"} shaped as the parameter}, "param_groups": [{hyperparameters, "params": names}]},
-    with names from "param_names" (else parameter indices, torch's own keys). For AdamW it holds what a
-    single-process `torch.optim.AdamW(...).state_dict()` holds after the same steps (DeepSpeed's zero_to_fp32 does
-    this for the master weights). Offline: no process group."""
-    if not shards:
-        raise ValueError("no optimizer shards given")
-    first = shards[0]
-    world = first["world"]
-    if [s["rank"] for s in shards] != list(range(world)) or any(s["layout"] != first["layout"] for s in shards):
-        raise ValueError(f"need the {world} shards of one run in rank order 0..{world - 1}, got ranks "
-                         f"{[s['rank'] for s in shards]}: load optim_shard_0.pt .. optim_shard_{world - 1}.pt")
-    state: dict[Any, dict[str, Any]] = {}
-    groups = []
-    for j, lay in enumerate(first["layout"]):
-        inner = [s["optimizer"]["state"].get(j, {}) for s in shards]  # bucket j's shard is inner parameter j
-        sizes = [math.prod(shape) for shape in lay["shapes"]]
-        per_param: list[dict[str, Any]] = [{} for _ in lay["names"]]
-        for key, value in inner[0].items():
-            if isinstance(value, torch.Tensor) and value.dim() > 0:  # [S]: m, v
-                flat = torch.cat([st[key] for st in inner])[:lay["numel"]]  # [numel]: padding dropped
-                for d, piece, shape in zip(per_param, flat.split(sizes), lay["shapes"], strict=True):
-                    d[key] = piece.reshape(shape).clone()
-            else:  # a per-shard scalar (AdamW's step): the same on every rank and for every parameter
-                for d in per_param:
-                    d[key] = value.clone() if isinstance(value, torch.Tensor) else value
-        if inner[0]:
-            state.update(zip(lay["names"], per_param, strict=True))
-        hyper = {k: v for k, v in first["optimizer"]["param_groups"][j].items() if k != "params"}
-        groups.append({**hyper, "params": list(lay["names"])})
-    return {"state": state, "param_groups": groups}
 
 
 class ZeroDataParallel(nn.Module):

@@ -10,12 +10,15 @@ matrices with norm gains). This module adds what `minillm.train.train` needs on 
   only costlier than FSDP2's `set_requires_gradient_sync(False)`). `full_state_dict()` gathers the plain GPT's
   state dict to rank 0 (a collective: every rank calls it); `load_full_state_dict(ckpt)` copies each rank's slice
   of a full checkpoint into its shards (resume, or start from a single-process checkpoint).
-- `ShardedOptimizer(model)`: `optimizer_cls` (AdamW) over the shards with weight_decay 0, plus AdamW's decoupled
-  decay applied element by element where the element belongs to a matrix (2+ dimensions, `param_groups`' rule):
-  p *= 1 - lr wd before the inner step, the same operation and order as torch's AdamW, so the trajectory equals
-  single-process AdamW with minillm.train's two groups. `clip_grad_norm_` uses the global norm (the shards' squared
-  norms all-reduced); `state_dict` / `load_state_dict` / `load_full_state_dict` use ZeroOptimizer's shard format
-  (units as flat buffers, parameters named by their state-dict keys), so `zero.consolidate_optimizer` gathers them.
+- `ShardedOptimizer(model)` (the shell above, or a `fully_shard`ed GPT): `optimizer_cls` (AdamW) over the shards
+  with weight_decay 0, plus AdamW's decoupled decay applied element by element where the element belongs to a
+  matrix (2+ dimensions, `param_groups`' rule): p *= 1 - lr wd before the inner step, the same operation and order
+  as torch's AdamW, so the trajectory equals single-process AdamW with minillm.train's two groups.
+  `clip_grad_norm_` uses the global norm (the shards' squared norms all-reduced); `state_dict` / `load_state_dict` /
+  `load_full_state_dict` use ZeroOptimizer's shard format (units as flat buffers, parameters named by their
+  state-dict keys), so `zero.consolidate_optimizer` gathers them; `load_full_state_dict` also takes a plain
+  `make_optimizer` AdamW state (keyed by index: the shell remembers each index's name), so a run without ZeRO
+  resumes with --zero 3.
 
 Leaves out: the inner optimizer's hyperparameters in the consolidated state are the shards' (weight_decay 0; the
 decay lives in this class); mixed precision; offload.
@@ -24,7 +27,6 @@ References: Rajbhandari et al. 2020 (ZeRO), section 5.3; Loshchilov & Hutter 201
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -32,7 +34,13 @@ import torch.distributed as dist
 from torch import nn
 
 from minillm.distributed.fsdp import full_state_dict, fully_shard
-from minillm.distributed.zero import ZeroDataParallel, check_shard_state, shard_layout, shard_of_full_state
+from minillm.distributed.zero import (
+    ZeroDataParallel,
+    check_full_state_keys,
+    check_shard_state,
+    shard_layout,
+    shard_of_full_state,
+)
 
 
 def _unit_layout(u: Any, world: int) -> dict[str, Any]:
@@ -45,7 +53,13 @@ class FullyShardedDataParallel(ZeroDataParallel):
     """`fully_shard(module)` (ZeRO-3) in the shell `minillm.train` expects; see the module docstring."""
 
     def __init__(self, module: nn.Module, prefetch: bool = True):
+        from minillm.train import TrainConfig, param_groups
+
         super().__init__(module)  # rank 0's full weights everywhere, before they are cut into shards
+        # the name of each index of a plain `minillm.train.make_optimizer` state (its groups' order), read before
+        # fully_shard removes the parameters: a run without ZeRO resumes onto ZeRO-3 through it
+        names = {p: n for n, p in module.named_parameters()}
+        self.index_names = [names[p] for g in param_groups(module, TrainConfig()) for p in g["params"]]
         fully_shard(module, prefetch=prefetch)
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
@@ -85,6 +99,9 @@ class ShardedOptimizer:
 
     def __init__(self, model: nn.Module, optimizer_cls: type[torch.optim.Optimizer] = torch.optim.AdamW,
                  weight_decay: float = 0.0, **defaults: Any):
+        # the FullyShardedDataParallel shell (it knows the plain optimizer's index -> name) or the sharded model
+        self.index_names: list[str] | None = getattr(model, "index_names", None)
+        model = model.module if isinstance(model, FullyShardedDataParallel) else model
         if not hasattr(model, "fsdp"):
             raise ValueError("ShardedOptimizer needs a model sharded by minillm.distributed.fsdp.fully_shard")
         self.st, self.weight_decay = model.fsdp, weight_decay
@@ -108,8 +125,9 @@ class ShardedOptimizer:
     def step(self) -> None:
         for u, mask, group in zip(self.st.units, self.decay, self.optimizer.param_groups, strict=True):
             if self.weight_decay and u.shard.grad is not None:  # AdamW skips (and does not decay) a gradless one
-                factor = torch.full_like(u.shard, 1 - group["lr"] * self.weight_decay)  # [S], rounded as AdamW's
-                u.shard.mul_(factor.masked_fill_(~mask, 1.0))
+                # [S]: times the Python scalar, as AdamW's param.mul_(1 - lr wd) (computed in the op's float type:
+                # a factor tensor in the shard's dtype would round 0.999 to 1.0 in bf16 and never decay)
+                u.shard.copy_(torch.where(mask, u.shard * (1 - group["lr"] * self.weight_decay), u.shard))
         self.optimizer.step()
 
     @torch.no_grad()
@@ -130,10 +148,11 @@ class ShardedOptimizer:
         return [_unit_layout(u, self.st.world) for u in self.st.units]
 
     def state_dict(self) -> dict[str, Any]:
-        """This rank's shard, in ZeroOptimizer's format (`zero.consolidate_optimizer` reads it)."""
+        """This rank's shard, in ZeroOptimizer's format (`zero.consolidate_optimizer` reads it); live tensors, as
+        `ZeroOptimizer.state_dict`: save it before the next step."""
         return {"format": "minillm-zero-shard", "stage": 3, "rank": self.st.rank, "world": self.st.world,
-                "layout": self._layout(), "master": [u.shard.detach().clone() for u in self.st.units],
-                "optimizer": copy.deepcopy(self.optimizer.state_dict())}
+                "layout": self._layout(), "master": [u.shard.detach() for u in self.st.units],
+                "optimizer": self.optimizer.state_dict()}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -143,7 +162,15 @@ class ShardedOptimizer:
         self.optimizer.load_state_dict(state["optimizer"])
 
     def load_full_state_dict(self, full: dict[str, Any]) -> None:
-        """Re-shard a consolidated state ({"state": {name: ...}}, any world size) onto this rank."""
+        """Re-shard a full state onto this rank: consolidated ({"state": {name: ...}}, any world size), or a plain
+        `minillm.train.make_optimizer` AdamW's (keyed by index; needs the FullyShardedDataParallel shell)."""
+        keys = list(full.get("state", {}))
+        if self.index_names is not None and keys and all(isinstance(k, int) for k in keys):
+            if max(keys) >= len(self.index_names):
+                raise ValueError(f"the optimizer state has parameter index {max(keys)}, this model "
+                                 f"{len(self.index_names)} parameters: it was saved for another model")
+            full = {**full, "state": {self.index_names[k]: v for k, v in full["state"].items()}}
+        check_full_state_keys(full, [keys[0] for u in self.st.units for keys in u.names])
         for u in self.st.units:
             names = [keys[0] for keys in u.names]
             state = shard_of_full_state(full, names, list(u.shapes), shard_layout(u.numel, self.st.world),

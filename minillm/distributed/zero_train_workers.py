@@ -4,8 +4,10 @@
   the steps (the test consolidates them), a run interrupted, saved through a file and resumed into a fresh optimizer
   (its parameters must equal the uninterrupted run's exactly), the same state re-sharded with `load_full_state_dict`,
   the errors of a mismatched load, and a run with `clip_grad_norm_`;
-- `zero_train_worker`: `minillm.train.train` on a `ZeroDataParallel` model with a `ZeroOptimizer`, straight through
-  and interrupted + resumed from its checkpoint directory.
+- `zero_train_worker`: `minillm.train.train` on a `ZeroDataParallel` model with a `ZeroOptimizer` (ZeRO-1, -2) and
+  on a `FullyShardedDataParallel` one with a `ShardedOptimizer` (ZeRO-3), straight through and interrupted + resumed
+  from its checkpoint directory;
+- `zero_resume_error_worker`: a shard missing on one rank at resume fails every rank.
 `RandomTokens` is the tiny data source both use (and the single-process references in the tests).
 """
 
@@ -121,14 +123,14 @@ class RandomTokens:
 
 
 def zero_train_worker(rank: int, world: int, out_dir: str, cfg_kw: dict[str, Any]) -> dict[str, Any]:
-    """`minillm.train.train` with ZeRO-1 and -2: straight through, and stopped at step 2 then resumed."""
+    """`minillm.train.train` with ZeRO-1, -2 and -3: straight through, and stopped at step 2 then resumed."""
     from minillm.distributed.zero3 import FullyShardedDataParallel, ShardedOptimizer
 
     out: dict[str, Any] = {}
     for stage in (1, 2, 3):
         def make(model: nn.Module, cfg: TrainConfig, stage: int = stage) -> Any:
             if stage == 3:
-                return ShardedOptimizer(unwrap(model), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+                return ShardedOptimizer(model, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
             return ZeroOptimizer(param_groups(unwrap(model), cfg), stage=stage, lr=cfg.lr, betas=cfg.betas)
 
         results = {}
@@ -151,3 +153,25 @@ def zero_checkpoint_and_train_worker(rank: int, world: int, ckpt_args: tuple, ou
     """Both workers above in one launch (each spawn costs seconds of imports)."""
     return {"ckpt": zero_checkpoint_worker(rank, world, *ckpt_args), "train": zero_train_worker(rank, world, out_dir,
                                                                                                   cfg_kw)}
+
+
+def zero_resume_error_worker(rank: int, world: int, out_dir: str, cfg_kw: dict[str, Any]) -> str:
+    """ZeRO-1 trained 2 steps, then rank 1's optimizer shard goes missing and every rank resumes: returns the error
+    each rank raised (every rank must raise: one that went on would wait for the others in a collective)."""
+    import torch.distributed as dist
+
+    from minillm.checkpoint import optimizer_shard_file
+
+    def make(model: nn.Module, cfg: TrainConfig) -> ZeroOptimizer:
+        return ZeroOptimizer(param_groups(unwrap(model), cfg), stage=1, lr=cfg.lr, betas=cfg.betas)
+
+    cfg = TrainConfig(**cfg_kw, out_dir=out_dir)
+    train(ZeroDataParallel(tiny_gpt(0)), RandomTokens(), cfg, until=2, optimizer=make)
+    if rank == 1:
+        optimizer_shard_file(Path(out_dir) / "ckpt.pt", 1).unlink()
+    dist.barrier()
+    try:
+        train(ZeroDataParallel(tiny_gpt(0)), RandomTokens(), cfg, resume=True, optimizer=make)
+    except (ValueError, FileNotFoundError) as e:
+        return f"{type(e).__name__}: {e}"
+    return "resumed"
