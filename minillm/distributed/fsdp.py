@@ -15,8 +15,9 @@ Rajbhandari et al. 2020, section 5.3; PyTorch FSDP, Zhao et al. 2023, section 3)
    shards (AdamW is elementwise: a shard's step is the slice of the full step; padding stays 0).
    Bytes each rank holds between steps: sum_u P_u / N * bytes_per_element (`shard_bytes`). Every shard is 1-D
    and mixes matrices with norm gains, so `minillm.train.param_groups` (decay by ndim) would put all of them in
-   its no-decay group: use one AdamW group (decay on everything) or weight_decay=0. FSDP2 keeps one DTensor
-   per parameter with its shape, so per-parameter groups still work there.
+   its no-decay group: use `minillm.distributed.zero3.ShardedOptimizer` (AdamW that decays only the elements of
+   matrices, equal to `param_groups` + AdamW), one AdamW group (decay on everything) or weight_decay=0. FSDP2
+   keeps one DTensor per parameter with its shape, so per-parameter groups still work there.
 3. Forward. A pre-hook on a unit all-gathers its full flat buffer (a storage kept at size 0 when free) and points
    each module slot at a view of it; `_Unshard` (an autograd Function) sits between the shard and that buffer, so
    autograd routes every view's gradient to it. A post-hook frees a Block's buffer (`storage.resize_(0)`): the
@@ -353,7 +354,9 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     for u in st.units:
         flat = torch.empty(u.padded, dtype=u.dtype, device=u.shard.device)
         dist.all_gather(list(flat.chunk(st.world)), u.shard.detach())
-        sd.update(_slices(u, flat))
+        if st.rank == 0:  # the other ranks only take part in the gather: no second full copy of the model there
+            sd.update(_slices(u, flat))
+        del flat
     return sd if st.rank == 0 else {}
 
 

@@ -12,7 +12,8 @@ gradients and optimizer states. ZeRO (Rajbhandari et al. 2020) removes the redun
   move the same bytes as one all-reduce (a ring all-reduce IS a reduce-scatter followed by an all-gather), so
   stage 2 costs DDP's communication: 2 (N-1)/N Psi elements per rank per step (paper, section 7.2.1). Stage 1
   as built here (all-reduce, then all-gather of the updated shards) moves 3 (N-1)/N Psi, 1.5x DDP, as torch's
-  ZeroRedundancyOptimizer (DDP's all-reduce, then a broadcast per rank); the paper's 2 Psi for P_os assumes the
+  ZeroRedundancyOptimizer (DDP's all-reduce, then one broadcast per parameter, or per rank's bucket with
+  `parameters_as_bucket_view=True`); the paper's 2 Psi for P_os assumes the
   gradient is reduce-scattered (a rank only steps its shard), i.e. stage 2's communication.
 
 `ZeroOptimizer(params, optimizer_cls=torch.optim.AdamW, stage=1|2, **defaults)` wraps an ordinary optimizer;
@@ -22,7 +23,7 @@ the model is unchanged and knows nothing (torchtitan's rule):
    to a multiple of N (`shard_layout`): rank r owns elements [r S, (r+1) S) with S = padded / N. A shard may cut
    a parameter in two; that is fine because Adam-style optimizers are element-wise. (torch's
    `ZeroRedundancyOptimizer` instead gives each rank whole parameters, balanced greedily by size: no padding,
-   but unequal shards, and it broadcasts each rank's parameters instead of one all-gather of a flat buffer.)
+   but unequal shards, and it broadcasts each of its parameters instead of one all-gather of a flat buffer.)
 2. Weight decay groups: one flat buffer per (parameter group, dtype), so every shard lies in one group and the
    inner optimizer gets that group's hyperparameters unchanged. Pass `minillm.train.param_groups(model, cfg)`
    (matrices decayed, vectors not) exactly as to AdamW. The price: each group is padded separately.

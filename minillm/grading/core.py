@@ -162,6 +162,11 @@ def _where(name: str, args: tuple, got: Any, want: Any) -> str:
             a, b = (f"{x:.{digits}g}" if isinstance(x, float) else repr(x) for x in (a, b))
             return (f"{call_text}: element [{at}] is {a}, expected {b} "
                     f"(shape {want[0]}, {n_bad} of {len(want[1])} elements differ)")
+    if (isinstance(got, (int, float)) and isinstance(want, (int, float)) and not isinstance(got, bool)
+            and not isinstance(want, bool) and got != want and f"{float(got):.4g}" == f"{float(want):.4g}"):
+        # equal to 4 digits: show as many as it takes to see the difference (e.g. a result rounded to whole bytes)
+        digits = next((d for d in range(5, 18) if f"{float(got):.{d}g}" != f"{float(want):.{d}g}"), 17)
+        return f"{call_text} returned {float(got):.{digits}g}, expected {float(want):.{digits}g}"
     return f"{call_text} returned {short(got, 80)}, expected {short(want, 80)}"
 
 
