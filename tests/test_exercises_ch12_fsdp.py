@@ -1,11 +1,10 @@
 """Checkers of chapter 12's ZeRO-3 / FSDP exercises (minillm/grading/ch12_fsdp.py, cells
-exercises/src/12_fsdp_cells.py): the solution passes, the stub is "not attempted" and gives nothing away, every
+exercises/src/12_zero_fsdp.py): the solution passes, the stub is "not attempted" and gives nothing away, every
 simulated mistake gets its own hint on several draws of the random cases, valid variants pass (loops, float32,
 other ways to pad and cut, minillm's own functions), junk gets a hint, in-place answers fail with the `fresh` hint,
 the worked examples of the markdown are what minillm computes, and the cases cover the task.
 
-The cells file is read directly (not through kit.source("12")) because chapter 12's exercise source is joined from
-several parts; the exercises are registered here the way minillm/grading/ch12.py will join them.
+The cells are read from the chapter's exercise source, exercises/src/12_zero_fsdp.py (kit.source("12")).
 """
 
 from __future__ import annotations
@@ -31,9 +30,9 @@ from minillm.grading.ch12_fsdp import (
     _shard_cases,
 )
 
-SRC = kit.ROOT / "exercises" / "src" / "12_fsdp_cells.py"
+SRC = kit.source("12")
 SHARD, GATHER, RS = FSDP_EXERCISES
-core.register(*FSDP_EXERCISES)
+core.load_chapter("12")
 
 # test_exercises.py's rule for stub messages: no operator, bracket or torch recipe
 RECIPE = re.compile(r"[=@*/^\[\]]|\b(softmax|masked_fill|topk|cumsum|repeat_interleave|gather|sqrt|exp|log|"
@@ -56,7 +55,9 @@ def stubs() -> dict:
 
 
 def test_check_cells_grade_these_exercises():
-    assert kit.checked_functions(SRC) == {ex.id: ex.name for ex in FSDP_EXERCISES}
+    checked = kit.checked_functions(SRC)
+    assert {k: v for k, v in checked.items() if k in {e.id for e in FSDP_EXERCISES}} == {
+        e.id: e.name for e in FSDP_EXERCISES}
 
 
 @pytest.mark.parametrize("ex", FSDP_EXERCISES, ids=lambda e: e.id)
@@ -91,7 +92,7 @@ def test_junk_gets_a_hint(ex):
 
 
 # ---------------------------------------------------------------------------------------------------
-# 12.4 valid variants
+# 12.5 valid variants
 
 
 def shard_with_layout(params, n):
@@ -134,7 +135,7 @@ def test_shard_returning_views_of_the_input_is_fine_but_changing_it_fails():
 
 
 # ---------------------------------------------------------------------------------------------------
-# 12.5 valid variants
+# 12.6 valid variants
 
 
 def gather_with_minillm(shards, names, shapes):
@@ -180,7 +181,7 @@ def test_gather_wrong_keys_or_shapes_fail():
 
 
 # ---------------------------------------------------------------------------------------------------
-# 12.6 valid variants
+# 12.7 valid variants
 
 
 def rs_loops(grads):

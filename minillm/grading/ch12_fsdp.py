@@ -2,18 +2,18 @@
 
 | id | the learner writes | compared with |
 |---|---|---|
-| 12.4 | `shard_unit(params, n)` -> n 1-D tensors: the unit flattened, zero-padded to a multiple of n, | |
+| 12.5 | `shard_unit(params, n)` -> n 1-D tensors: the unit flattened, zero-padded to a multiple of n, | |
 |      | cut into n equal pieces (rank r keeps piece r) | `minillm.distributed.zero.shard_layout` |
-| 12.5 | `gather_unit(shards, names, shapes)` -> {name: tensor of its shape}: the all-gathered unit cut | |
+| 12.6 | `gather_unit(shards, names, shapes)` -> {name: tensor of its shape}: the all-gathered unit cut | |
 |      | back into its parameters | `minillm.distributed.fsdp` (what `consolidate_sharded` does per unit) |
-| 12.6 | `reduce_scatter_grad(grads)` -> n 1-D tensors: rank r's piece of the mean of the ranks' full | |
+| 12.7 | `reduce_scatter_grad(grads)` -> n 1-D tensors: rank r's piece of the mean of the ranks' full | |
 |      | flat gradients | `torch.tensor.chunk` of the mean (what `fsdp._Unshard.backward` leaves on rank r) |
 
 Ranks are simulated as lists (rank r's tensor = list[r]), so the checks run in the learner's one process.
 Cases: a worked example first, then n = 1, units whose size is a multiple of n, is not, is smaller than n, and
 random ones. Values are small integers in float64 (exact in any order and in float32), so a simulated mistake
 reproduces the learner's answer exactly and its hint can be named; answers are compared within 1e-5 of the
-largest value (float32 passes). 12.4 and 12.6 must return new tensors and leave their inputs as they were.
+largest value (float32 passes). 12.5 and 12.7 must return new tensors and leave their inputs as they were.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _canon_list(got, args, n: int, what: str) -> tuple:
 
 
 def _close(got, want, args) -> bool:
-    if isinstance(want[0], tuple) and len(want[0]) == 3 and isinstance(want[0][0], str):  # 12.5: (name, shape, values)
+    if isinstance(want[0], tuple) and len(want[0]) == 3 and isinstance(want[0][0], str):  # 12.6: (name, shape, values)
         pairs = list(zip(got, want, strict=True))
         if any(g[:2] != w[:2] or len(g[2]) != len(w[2]) for g, w in pairs):
             return False
@@ -70,7 +70,7 @@ def _close(got, want, args) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------
-# 12.4 shard a unit
+# 12.5 shard a unit
 
 
 def _shard_ref(params: list[torch.Tensor], n: int) -> list[torch.Tensor]:
@@ -129,7 +129,7 @@ def _shard_cases() -> list:
 
 
 # ---------------------------------------------------------------------------------------------------
-# 12.5 gather a unit back into named parameters
+# 12.6 gather a unit back into named parameters
 
 
 def _gather_ref(shards: list[torch.Tensor], names: list[str], shapes: list[tuple[int, ...]]) -> dict:
@@ -204,7 +204,7 @@ def _gather_cases() -> list:
 
 
 # ---------------------------------------------------------------------------------------------------
-# 12.6 reduce-scatter a unit's gradient
+# 12.7 reduce-scatter a unit's gradient
 
 
 def _rs_ref(grads: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -246,12 +246,12 @@ def _rs_cases() -> list:
 
 
 FSDP_EXERCISES = (
-    Exercise("12.4", "Cut a unit into padded flat shards", 2, cases=_shard_cases, name="shard_unit",
+    Exercise("12.5", "Cut a unit into padded flat shards", 2, cases=_shard_cases, name="shard_unit",
              normalize=_shard_out, same=_close, mistakes=SHARD_MISTAKES,
              fresh="return new tensors and leave the parameters as they were"),
-    Exercise("12.5", "Gather a unit back into named parameters", 2, cases=_gather_cases, name="gather_unit",
+    Exercise("12.6", "Gather a unit back into named parameters", 2, cases=_gather_cases, name="gather_unit",
              normalize=_gather_out, same=_close, mistakes=GATHER_MISTAKES),
-    Exercise("12.6", "Reduce-scatter a unit's gradient", 1, cases=_rs_cases, name="reduce_scatter_grad",
+    Exercise("12.7", "Reduce-scatter a unit's gradient", 1, cases=_rs_cases, name="reduce_scatter_grad",
              normalize=_rs_out, same=_close, mistakes=RS_MISTAKES,
              fresh="return new tensors and leave the ranks' gradients as they were"),
 )

@@ -2,16 +2,16 @@
 
 | id | the learner writes | compared with |
 |---|---|---|
-| 12.7 | `offload_bytes(psi, weight_bytes, grad_bytes, host_grad_bytes)` -> (GPU, CPU, PCIe per step) bytes | |
+| 12.8 | `offload_bytes(psi, weight_bytes, grad_bytes, host_grad_bytes)` -> (GPU, CPU, PCIe per step) bytes | |
 |      | | `minillm.distributed.offload.offload_memory` |
-| 12.8 | `ds_batch(train_batch_size, micro, accum, world_size)` -> the completed triple, or None | |
+| 12.9 | `ds_batch(train_batch_size, micro, accum, world_size)` -> the completed triple, or None | |
 |      | | `minillm.distributed.ds_config.resolve_batch` (None where it refuses) |
 
-12.7 cases: the worked examples (10^10 parameters, defaults; host gradients in 16 bits), then random integer Ψ
+12.8 cases: the worked examples (10^10 parameters, defaults; host gradients in 16 bits), then random integer Ψ
 (10^3 .. 10^12) with every combination of 2- and 4-byte weights, gradients and host gradients. Ψ is an int, so the
 answers are integers below 2^53, exact in any order of the arithmetic; compared with a relative tolerance of 1e-9
 all the same.
-12.8 cases: the worked examples (each of the three inferred, all three consistent and not, a division that is not
+12.9 cases: the worked examples (each of the three inferred, all three consistent and not, a division that is not
 exact, accumulation defaulting to 1, both batch sizes missing), then random micro batch, accumulation and world
 size with one or two values hidden, some made inconsistent or indivisible. Integers only: answers compare exactly.
 """
@@ -28,7 +28,7 @@ PSI_HAND = 10 ** 10
 HAND_OFFLOAD = (((PSI_HAND,), (40e9, 160e9, 40e9)), ((PSI_HAND, 2, 2, 2), (40e9, 140e9, 40e9)))
 
 
-# -- 12.7 bytes by placement -------------------------------------------------------------------------------------
+# -- 12.8 bytes by placement -------------------------------------------------------------------------------------
 def _offload_ref(psi, weight_bytes=2, grad_bytes=2, host_grad_bytes=4) -> tuple[float, float, float]:
     from minillm.distributed.offload import offload_memory
 
@@ -96,7 +96,7 @@ OFFLOAD_MISTAKES = [
 ]
 
 
-# -- 12.8 DeepSpeed's batch identity -----------------------------------------------------------------------------
+# -- 12.9 DeepSpeed's batch identity -----------------------------------------------------------------------------
 HAND_BATCH = [
     ((32, 4, None, 4), (32, 4, 2)),
     ((None, 4, 2, 4), (32, 4, 2)),
@@ -205,8 +205,8 @@ BATCH_MISTAKES = [
 
 
 OFFLOAD_EXERCISES = (
-    Exercise("12.7", "ZeRO-Offload: bytes on the GPU, on the CPU and over PCIe", 1, cases=_offload_cases,
+    Exercise("12.8", "ZeRO-Offload: bytes on the GPU, on the CPU and over PCIe", 1, cases=_offload_cases,
              name="offload_bytes", normalize=_triple_out, same=_rel, mistakes=OFFLOAD_MISTAKES),
-    Exercise("12.8", "DeepSpeed's batch identity", 1, cases=_batch_cases, name="ds_batch", normalize=_batch_out,
+    Exercise("12.9", "DeepSpeed's batch identity", 1, cases=_batch_cases, name="ds_batch", normalize=_batch_out,
              mistakes=BATCH_MISTAKES),
 )
