@@ -12,7 +12,8 @@ import torch
 
 from minillm.distributed import launch
 from minillm.distributed.ddp_workers import global_batches, tiny_gpt
-from minillm.distributed.fsdp import consolidate_sharded, expected_shard_bytes, fully_shard
+from minillm.distributed.fsdp import expected_shard_bytes, fully_shard
+from minillm.distributed.fsdp_checkpoint import consolidate_sharded
 from minillm.distributed.fsdp_workers import fsdp_worker
 
 STEPS, BATCH, SEQ, LR = 4, 6, 8, 1e-2

@@ -44,9 +44,10 @@ all-gather is issued, "gathered" when it completed (a callback on its future, ru
 "compute" / "computed" around a Block's forward, "backward" / "backwarded" around its backward, "reduce" /
 "reduced" around its reduce-scatter: enough to draw when communication runs and whether it hides behind compute.
 
-Checkpoints: `full_state_dict` gathers a plain `GPT` state dict (every original key, tied keys included) to rank 0;
-`save_sharded` writes each rank's shards with the layout; `consolidate_sharded` rebuilds the full state dict from
-the N files offline (what DeepSpeed's `zero_to_fp32.py` does); `load_sharded` restores a rank's shards.
+Checkpoints live in `minillm.distributed.fsdp_checkpoint`: `full_state_dict` gathers a plain `GPT` state dict
+(every original key, tied keys included) to rank 0; `save_sharded` writes each rank's shards with the layout;
+`consolidate_sharded` rebuilds the full state dict from the N files offline (what DeepSpeed's `zero_to_fp32.py`
+does); `load_sharded` restores a rank's shards.
 
 Leaves out: mixed precision (param / reduce dtypes), CPU offload, hybrid sharding (HSDP), gradient accumulation
 without a reduce-scatter per backward (FSDP2's `set_requires_gradient_sync`), several forwards before one backward
@@ -63,7 +64,6 @@ PyTorch docs, `torch.distributed.fsdp.fully_shard` (FSDP2, per-parameter DTensor
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -340,61 +340,6 @@ def _slices(u: Unit, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         t = flat[u.offsets[k]:u.offsets[k] + u.shapes[k].numel()].view(u.shapes[k]).clone()
         out.update(dict.fromkeys(keys, t))
     return out
-
-
-def _buffers(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()
-            if not k.endswith("fsdp_shard") and isinstance(v, torch.Tensor)}
-
-
-def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The plain model's state dict (every key, tied ones too) on rank 0; {} on the other ranks. Collective."""
-    st: FSDPState = model.fsdp
-    sd = _buffers(model)
-    for u in st.units:
-        flat = torch.empty(u.padded, dtype=u.dtype, device=u.shard.device)
-        dist.all_gather(list(flat.chunk(st.world)), u.shard.detach())
-        if st.rank == 0:  # the other ranks only take part in the gather: no second full copy of the model there
-            sd.update(_slices(u, flat))
-        del flat
-    return sd if st.rank == 0 else {}
-
-
-def save_sharded(model: nn.Module, directory: str) -> str:
-    """Rank r writes `directory/shard_r.pt`: its shards, the layout and (rank 0) the buffers. Returns the path."""
-    st: FSDPState = model.fsdp
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f"shard_{st.rank}.pt")
-    torch.save({"rank": st.rank, "world": st.world, "units": [u.layout() for u in st.units],
-                "shards": [u.shard.detach().clone() for u in st.units],
-                "buffers": _buffers(model) if st.rank == 0 else {}}, path)
-    return path
-
-
-def load_sharded(model: nn.Module, directory: str) -> None:
-    """Copy this rank's saved shards into the model's (same world size and layout)."""
-    st: FSDPState = model.fsdp
-    ck = torch.load(os.path.join(directory, f"shard_{st.rank}.pt"), weights_only=True)
-    if ck["world"] != st.world:
-        raise ValueError(f"checkpoint saved by {ck['world']} ranks, loading on {st.world}: consolidate_sharded it "
-                         "and shard the full state dict again")
-    with torch.no_grad():
-        for u, s in zip(st.units, ck["shards"], strict=True):
-            u.shard.copy_(s)
-
-
-def consolidate_sharded(directory: str) -> dict[str, torch.Tensor]:
-    """The full state dict from the N files of `save_sharded`, offline (no process group)."""
-    first = torch.load(os.path.join(directory, "shard_0.pt"), weights_only=True)
-    cks = [first] + [torch.load(os.path.join(directory, f"shard_{r}.pt"), weights_only=True)
-                     for r in range(1, first["world"])]
-    sd = dict(first["buffers"])
-    for j, lay in enumerate(first["units"]):
-        flat = torch.cat([ck["shards"][j] for ck in cks])  # (P_u,)
-        u = Unit(lay["name"], None, [], lay["names"], [torch.Size(s) for s in lay["shapes"]], lay["offsets"],
-                 lay["numel"], lay["padded"], flat.dtype)
-        sd.update(_slices(u, flat))
-    return sd
 
 
 def expected_shard_bytes(unit_numels: list[int], world: int, bytes_per_element: int) -> int:

@@ -20,12 +20,8 @@ import torch
 import torch.distributed as dist
 
 from minillm.distributed.ddp_workers import global_batches, shard, tiny_gpt
-from minillm.distributed.fsdp import (
-    full_state_dict,
-    fully_shard,
-    load_sharded,
-    save_sharded,
-)
+from minillm.distributed.fsdp import fully_shard
+from minillm.distributed.fsdp_checkpoint import full_state_dict, load_sharded, save_sharded
 
 
 def _global_loss(loss: torch.Tensor, world: int) -> float:

@@ -33,7 +33,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from minillm.distributed.fsdp import full_state_dict, fully_shard
+from minillm.distributed.fsdp import fully_shard
+from minillm.distributed.fsdp_checkpoint import full_state_dict
 from minillm.distributed.zero import (
     ZeroDataParallel,
     check_full_state_keys,
