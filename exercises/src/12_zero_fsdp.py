@@ -130,7 +130,8 @@ check("12.2", shard_bounds)
 #
 # Write `reduce_scatter_mean(rank_grads)`: `rank_grads[r]` is rank `r`'s flat gradient. Return a new list of $n$
 # new 1-D tensors, entry `r` being what rank `r` holds after the reduce-scatter: its whole shard, padding
-# included (so every entry has the same length; padding elements are 0). Leave the inputs unchanged. Worked
+# included (so every entry has the same length; padding elements are 0). Each entry is a separate tensor (a rank
+# keeps only its own shard, so no two entries may share memory). Leave the inputs unchanged. Worked
 # example with $n = 2$: `rank_grads = [tensor([1., 2., 3.]), tensor([3., 4., 5.])]` gives
 # `[tensor([2., 3.]), tensor([4., 0.])]`.
 
@@ -237,7 +238,8 @@ check("12.4", zero1_sgd_step)
 # $P_u / n$ elements: rank $r$ keeps piece $r$.
 #
 # Write `shard_unit(params, n)`: `params` is the unit's list of tensors, `n >= 1` the number of ranks. Return the
-# list of the $n$ pieces (1-D tensors, rank 0's first), as new tensors; leave `params` unchanged.
+# list of the $n$ pieces (1-D tensors, rank 0's first), as new, separate tensors (a rank keeps only its own piece,
+# so no two pieces may share memory); leave `params` unchanged.
 #
 # Worked example: `params = [tensor([[1., 2.], [3., 4.]]), tensor([5., 6., 7.])]`, `n = 3` gives
 # `[tensor([1., 2., 3.]), tensor([4., 5., 6.]), tensor([7., 0., 0.])]`.
@@ -334,8 +336,8 @@ check("12.6", gather_unit)
 # these gradients over the $n$ ranks: the gradient of its own shard for the whole batch, as DDP would average it.
 #
 # Write `reduce_scatter_grad(grads)`: `grads[r]` is rank $r$'s full flat gradient (1-D tensors of the same
-# length, a multiple of `n = len(grads)`). Return the list of the $n$ ranks' pieces, as new tensors; leave
-# `grads` unchanged.
+# length, a multiple of `n = len(grads)`). Return the list of the $n$ ranks' pieces, as new, separate tensors (no
+# two pieces may share memory); leave `grads` unchanged.
 #
 # Worked example: `grads = [tensor([1., 2., 3., 4.]), tensor([3., 4., 5., 6.])]` gives
 # `[tensor([2., 3.]), tensor([4., 5.])]`.

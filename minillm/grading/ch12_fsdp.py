@@ -248,10 +248,12 @@ def _rs_cases() -> list:
 FSDP_EXERCISES = (
     Exercise("12.5", "Cut a unit into padded flat shards", 2, cases=_shard_cases, name="shard_unit",
              normalize=_shard_out, same=_close, mistakes=SHARD_MISTAKES,
-             fresh="return new tensors and leave the parameters as they were"),
+             fresh="return new tensors and leave the parameters as they were",
+             separate="each rank keeps only its own piece"),
     Exercise("12.6", "Gather a unit back into named parameters", 2, cases=_gather_cases, name="gather_unit",
              normalize=_gather_out, same=_close, mistakes=GATHER_MISTAKES),
     Exercise("12.7", "Reduce-scatter a unit's gradient", 1, cases=_rs_cases, name="reduce_scatter_grad",
              normalize=_rs_out, same=_close, mistakes=RS_MISTAKES,
-             fresh="return new tensors and leave the ranks' gradients as they were"),
+             fresh="return new tensors and leave the ranks' gradients as they were",
+             separate="each rank keeps only its own piece of the mean"),
 )

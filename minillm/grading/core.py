@@ -57,7 +57,8 @@ class Exercise:
     compares (tolerances live there). `mistakes` pairs each simulated wrong solution with the hint that names
     it. `check(exercise, fn)` replaces the default run when an exercise needs more. `fresh`, when set, is the
     hint for a task that asks for a new list or tensor: an answer that is one of its arguments, or a call that
-    changed an argument, fails with it.
+    changed an argument, fails with it. `separate`, when set, is the hint for a task whose answer is several
+    tensors that must not share memory with each other (each rank keeps only its own piece).
     """
 
     id: str
@@ -70,6 +71,7 @@ class Exercise:
     mistakes: tuple[tuple[Callable, str], ...] = ()
     check: Callable[[Exercise, Callable], tuple[bool, str]] | None = None
     fresh: str = ""
+    separate: str = ""
 
     def __post_init__(self) -> None:
         if not ID_RE.match(self.id):
@@ -85,7 +87,7 @@ class Exercise:
     def run_cases(self, fn: Callable) -> tuple[bool, str]:
         """The default check: every case of `cases()`, the first failure named (with a mistake's hint)."""
         return run_cases(fn, self.cases(), name=self.name, normalize=self.normalize, same=self.same,
-                         mistakes=self.mistakes, fresh=self.fresh)
+                         mistakes=self.mistakes, fresh=self.fresh, separate=self.separate)
 
     def checker(self, fn: Callable) -> tuple[bool, str]:
         return self.check(self, fn) if self.check is not None else self.run_cases(fn)
@@ -192,6 +194,7 @@ def run_cases(
     same: Callable[[Any, Any, tuple], bool] = lambda got, want, args: got == want,
     mistakes: list[tuple[Callable, str]] = (),
     fresh: str = "",
+    separate: str = "",
 ) -> tuple[bool, str]:
     """Check `fn(*args) == want` on each `(args, want)` case; return (ok, hint) for the first failure.
 
@@ -200,6 +203,7 @@ def run_cases(
     reproduces what the learner returned on every case tried so far, its hint is given.
     Arguments are deep-copied for each call, so a function that mutates its input cannot hurt later cases.
     With `fresh` (the hint), the answer must be a new object and the arguments must come back unchanged.
+    With `separate` (the hint), no two tensors of the answer may share memory.
     """
     seen: list[tuple[tuple, Any]] = []
     for k, (args, want) in enumerate(cases):
@@ -209,6 +213,12 @@ def run_cases(
             problem = _not_fresh(got, given, args)
             if problem:
                 return False, f"{fresh}. {name}({', '.join(short(a, 60) for a in args)}) {problem}"
+        if separate:
+            addresses = [a for a in map(_storage, _tensors(got)) if a]
+            if len(set(addresses)) < len(addresses):
+                return False, (f"{separate}. {name}({', '.join(short(a, 60) for a in args)}) returned tensors that "
+                               "share one buffer (views from split or chunk): each rank would keep the whole buffer "
+                               "alive; clone each piece")
         try:
             got = normalize(got, args)
         except Wrong as e:
@@ -239,11 +249,39 @@ def _equal(a: Any, b: Any) -> bool:
     return True  # e.g. a model: not compared
 
 
+def _tensors(obj: Any, depth: int = 0) -> list[Any]:
+    """The tensors in obj and in the lists, tuples and dict values it holds (a few levels deep)."""
+    if hasattr(obj, "untyped_storage"):
+        return [obj]
+    if depth < 4 and isinstance(obj, (list, tuple)):
+        return [t for x in obj for t in _tensors(x, depth + 1)]
+    if depth < 4 and isinstance(obj, dict):
+        return [t for x in obj.values() for t in _tensors(x, depth + 1)]
+    return []
+
+
+def _storage(t: Any) -> int:
+    """The address of t's memory (0 for an empty one, which shares nothing)."""
+    try:
+        s = t.untyped_storage()
+        return s.data_ptr() if s.nbytes() else 0
+    except Exception:  # noqa: BLE001 - a learner's object that only looks like a tensor
+        return 0
+
+
 def _not_fresh(got: Any, given: tuple, args: tuple) -> str:
-    """"" when `got` is none of the arguments `given` and the call left them equal to `args`; else what is wrong."""
+    """"" when `got` is none of the arguments `given`, holds no tensor sharing memory with them, and the call left
+    them equal to `args`; else what is wrong."""
     for i, a in enumerate(given):
         if got is a and (isinstance(a, _CONTAINERS) or hasattr(a, "data_ptr")):
             return f"returned its argument {i + 1} itself, not a new {type(a).__name__}"
+    inputs = {_storage(t): i for i, a in enumerate(given) for t in _tensors(a)}
+    inputs.pop(0, None)
+    for t in _tensors(got):
+        i = inputs.get(_storage(t))
+        if i is not None:
+            return (f"returned a tensor that shares its memory with argument {i + 1} (the argument itself or a view "
+                    "of it, e.g. from split or chunk): writing into the answer would change the input; return a copy")
     for i, (before, after) in enumerate(zip(args, given, strict=True)):
         if not _equal(before, after):
             return f"changed its argument {i + 1} (now {short(after, 60)})"
