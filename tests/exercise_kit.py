@@ -58,3 +58,71 @@ def checked_functions(source: Path) -> dict[str, str]:
         if cell.kind == "code":
             found.update(CHECK_CELL_RE.findall(cell.source(False)))
     return found
+
+
+def part_tests(src: Path, exercises, junk, recipe: re.Pattern, *, forbidden: tuple[str, ...] = (),
+               min_mistakes: int = 2, draws: int = 3, mistake_draws: int = 3) -> dict:
+    """The checks every part file of chapters 11-13 makes, for `globals().update(...)` in that file.
+
+    Returns the module-scoped `solution` / `stubs` fixtures and four tests, parametrized over `exercises`
+    (ids = exercise ids): the check cells of `src` grade these exercises' functions; the solution passes
+    with full points on `draws` draws of the random cases and the stub is "not attempted", its
+    NotImplementedError message starting "Exercise <id>: return " and matching neither `recipe` nor any of
+    the `forbidden` words (rules a stub must not give away); each exercise has `min_mistakes` simulated
+    mistakes or more and each is caught with its own hint, on one line, on `mistake_draws` draws; each
+    function of `junk` fails with a hint that is no internal error.
+    """
+    import pytest  # only the tests use pytest; the kit itself is also read by tools
+
+    from minillm.grading import check
+
+    exercises = tuple(exercises)
+    per_exercise = pytest.mark.parametrize("ex", exercises, ids=lambda e: e.id)
+
+    @pytest.fixture(scope="module", name="solution")
+    def solution() -> dict:
+        return load_namespace(src, solution=True)
+
+    @pytest.fixture(scope="module", name="stubs")
+    def stubs() -> dict:
+        return load_namespace(src, solution=False)
+
+    def test_check_cells_grade_these_exercises():
+        ids = {e.id for e in exercises}
+        assert {k: v for k, v in checked_functions(src).items() if k in ids} == {e.id: e.name for e in exercises}
+
+    @per_exercise
+    def test_solution_passes_and_stub_is_not_attempted(ex, solution, stubs):
+        for _ in range(draws):
+            res = check(ex.id, solution[ex.name])
+            assert res.passed and res.points == ex.points, res.hint
+        res = check(ex.id, stubs[ex.name])
+        assert res.status == "not attempted"
+        with pytest.raises(NotImplementedError) as e:
+            stubs[ex.name](*ex.cases()[0][0])
+        msg = str(e.value)
+        assert msg.startswith(f"Exercise {ex.id}: return ") and not recipe.search(msg), msg
+        assert not [w for w in forbidden if w in msg], (forbidden, msg)
+
+    @per_exercise
+    def test_simulated_mistakes_are_caught_with_their_hint_on_every_draw(ex):
+        assert len(ex.mistakes) >= min_mistakes
+        for _ in range(mistake_draws):
+            for fn, hint in ex.mistakes:
+                res = check(ex.id, fn)
+                assert res.status == "failed" and res.hint.startswith(hint + ". "), (hint, res.hint)
+                assert "\n" not in res.line()
+
+    @per_exercise
+    def test_junk_gets_a_hint(ex):
+        for fn in junk:
+            res = check(ex.id, fn)
+            assert res.status == "failed" and res.hint, res
+            assert not res.hint.startswith(("internal", "checking what your function returned raised")), res.hint
+
+    return {"solution": solution, "stubs": stubs,
+            "test_check_cells_grade_these_exercises": test_check_cells_grade_these_exercises,
+            "test_solution_passes_and_stub_is_not_attempted": test_solution_passes_and_stub_is_not_attempted,
+            "test_simulated_mistakes_are_caught_with_their_hint_on_every_draw":
+                test_simulated_mistakes_are_caught_with_their_hint_on_every_draw,
+            "test_junk_gets_a_hint": test_junk_gets_a_hint}
