@@ -106,19 +106,11 @@ def part_tests(src: Path, exercises, junk, recipe: re.Pattern, *, forbidden: tup
 
     @per_exercise
     def test_simulated_mistakes_are_caught_with_their_hint_on_every_draw(ex):
-        assert len(ex.mistakes) >= min_mistakes
-        for _ in range(mistake_draws):
-            for fn, hint in ex.mistakes:
-                res = check(ex.id, fn)
-                assert res.status == "failed" and res.hint.startswith(hint + ". "), (hint, res.hint)
-                assert "\n" not in res.line()
+        assert_mistakes_caught(ex.id, min_mistakes=min_mistakes, draws=mistake_draws)
 
     @per_exercise
     def test_junk_gets_a_hint(ex):
-        for fn in junk:
-            res = check(ex.id, fn)
-            assert res.status == "failed" and res.hint, res
-            assert not res.hint.startswith(("internal", "checking what your function returned raised")), res.hint
+        assert_junk_gets_a_hint(ex.id, junk)
 
     return {"solution": solution, "stubs": stubs,
             "test_check_cells_grade_these_exercises": test_check_cells_grade_these_exercises,
@@ -126,3 +118,28 @@ def part_tests(src: Path, exercises, junk, recipe: re.Pattern, *, forbidden: tup
             "test_simulated_mistakes_are_caught_with_their_hint_on_every_draw":
                 test_simulated_mistakes_are_caught_with_their_hint_on_every_draw,
             "test_junk_gets_a_hint": test_junk_gets_a_hint}
+
+
+def assert_mistakes_caught(ex_id: str, *, min_mistakes: int, draws: int = 3, not_in_line: tuple[str, ...] = ()) -> None:
+    """Exercise `ex_id` has `min_mistakes` simulated mistakes or more, and on each of `draws` draws of its random
+    cases every one fails with its own hint, the result on one line holding none of `not_in_line`."""
+    from minillm.grading import check, core
+
+    mistakes = core.REGISTRY[ex_id].mistakes
+    assert len(mistakes) >= min_mistakes
+    for _ in range(draws):  # the random cases differ per draw
+        for fn, hint in mistakes:
+            res = check(ex_id, fn)
+            assert res.status == "failed" and res.hint.startswith(hint + ". "), (hint, res.hint)
+            line = res.line()
+            assert "\n" not in line and not [s for s in not_in_line if s in line], line
+
+
+def assert_junk_gets_a_hint(ex_id: str, junk) -> None:
+    """Each function of `junk` fails exercise `ex_id` with a hint, never an internal error of the checker."""
+    from minillm.grading import check
+
+    for fn in junk:
+        res = check(ex_id, fn)
+        assert res.status == "failed" and res.hint, (ex_id, res)
+        assert not res.hint.startswith(("internal", "checking what your function returned raised")), res.hint
