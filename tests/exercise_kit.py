@@ -79,14 +79,6 @@ def part_tests(src: Path, exercises, junk, recipe: re.Pattern, *, forbidden: tup
     exercises = tuple(exercises)
     per_exercise = pytest.mark.parametrize("ex", exercises, ids=lambda e: e.id)
 
-    @pytest.fixture(scope="module", name="solution")
-    def solution() -> dict:
-        return load_namespace(src, solution=True)
-
-    @pytest.fixture(scope="module", name="stubs")
-    def stubs() -> dict:
-        return load_namespace(src, solution=False)
-
     def test_check_cells_grade_these_exercises():
         ids = {e.id for e in exercises}
         assert {k: v for k, v in checked_functions(src).items() if k in ids} == {e.id: e.name for e in exercises}
@@ -112,7 +104,7 @@ def part_tests(src: Path, exercises, junk, recipe: re.Pattern, *, forbidden: tup
     def test_junk_gets_a_hint(ex):
         assert_junk_gets_a_hint(ex.id, junk)
 
-    return {"solution": solution, "stubs": stubs,
+    return {**namespace_fixtures(src),
             "test_check_cells_grade_these_exercises": test_check_cells_grade_these_exercises,
             "test_solution_passes_and_stub_is_not_attempted": test_solution_passes_and_stub_is_not_attempted,
             "test_simulated_mistakes_are_caught_with_their_hint_on_every_draw":
@@ -143,3 +135,19 @@ def assert_junk_gets_a_hint(ex_id: str, junk) -> None:
         res = check(ex_id, fn)
         assert res.status == "failed" and res.hint, (ex_id, res)
         assert not res.hint.startswith(("internal", "checking what your function returned raised")), res.hint
+
+
+def namespace_fixtures(src: Path) -> dict:
+    """The module-scoped `solution` and `stubs` fixtures of a test file: `src`'s names, solution or stub version
+    (for `globals().update(...)`)."""
+    import pytest
+
+    @pytest.fixture(scope="module", name="solution")
+    def solution() -> dict:
+        return load_namespace(src, solution=True)
+
+    @pytest.fixture(scope="module", name="stubs")
+    def stubs() -> dict:
+        return load_namespace(src, solution=False)
+
+    return {"solution": solution, "stubs": stubs}

@@ -23,14 +23,7 @@ MARKDOWN = "\n".join(c.source(False) for c in CELLS if c.kind == "markdown")
 core.load_chapter("10")
 
 
-@pytest.fixture(scope="module")
-def solution() -> dict:
-    return kit.load_namespace(SOURCE, solution=True)
-
-
-@pytest.fixture(scope="module")
-def stubs() -> dict:
-    return kit.load_namespace(SOURCE, solution=False)
+globals().update(kit.namespace_fixtures(SOURCE))  # the solution and stubs fixtures
 
 
 EXERCISES = [(k, v) for k, v in kit.checked_functions(SOURCE).items() if k in ("10.3", "10.4")]

@@ -40,14 +40,7 @@ def registered():
     core.load_chapter("10")
 
 
-@pytest.fixture(scope="module")
-def solution() -> dict:
-    return kit.load_namespace(SOURCE, solution=True)
-
-
-@pytest.fixture(scope="module")
-def stubs() -> dict:
-    return kit.load_namespace(SOURCE, solution=False)
+globals().update(kit.namespace_fixtures(SOURCE))  # the solution and stubs fixtures
 
 
 def test_check_cells_grade_the_declared_functions():
