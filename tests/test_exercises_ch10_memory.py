@@ -40,14 +40,7 @@ def registered():
     core.load_chapter("10")
 
 
-@pytest.fixture(scope="module")
-def solution() -> dict:
-    return kit.load_namespace(SOURCE, solution=True)
-
-
-@pytest.fixture(scope="module")
-def stubs() -> dict:
-    return kit.load_namespace(SOURCE, solution=False)
+globals().update(kit.namespace_fixtures(SOURCE))  # the solution and stubs fixtures
 
 
 def test_check_cells_grade_the_declared_functions():
@@ -72,21 +65,12 @@ def test_stubs_do_not_give_the_answer_away(stubs):
 
 @pytest.mark.parametrize("ex_id", IDS)
 def test_check_never_raises_on_junk(ex_id):
-    for fn in JUNK:
-        res = check(ex_id, fn)
-        assert res.status == "failed" and res.hint, (ex_id, res)
-        assert not res.hint.startswith(("internal", "checking what your function returned raised")), res.hint
+    kit.assert_junk_gets_a_hint(ex_id, JUNK)
 
 
 @pytest.mark.parametrize("ex_id", IDS)
 def test_each_simulated_mistake_gets_its_own_hint_on_every_draw(ex_id):
-    ex = core.REGISTRY[ex_id]
-    assert len(ex.mistakes) >= 5
-    for _ in range(3):  # random cases differ per draw
-        for fn, hint in ex.mistakes:
-            res = check(ex_id, fn)
-            assert res.status == "failed" and res.hint.startswith(hint + ". "), (hint, res.hint)
-            assert "\n" not in res.line(), res.line()
+    kit.assert_mistakes_caught(ex_id, min_mistakes=5)
 
 
 # ---------------------------------------------------------------------------------------------------

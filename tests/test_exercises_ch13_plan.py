@@ -40,50 +40,8 @@ JUNK = (lambda *a: None, lambda *a: 1 / 0, "not a function", lambda *a: "text", 
         lambda *a: ("a", "b"), lambda *a: torch.zeros(2, 3))
 
 
-@pytest.fixture(scope="module")
-def solution() -> dict:
-    return kit.load_namespace(SRC, solution=True)
-
-
-@pytest.fixture(scope="module")
-def stubs() -> dict:
-    return kit.load_namespace(SRC, solution=False)
-
-
-def test_check_cells_grade_these_exercises():
-    checked = kit.checked_functions(SRC)
-    assert {k: v for k, v in checked.items() if k in {e.id for e in PLAN_EXERCISES}} == {
-        e.id: e.name for e in PLAN_EXERCISES}
-
-
-@pytest.mark.parametrize("ex", PLAN_EXERCISES, ids=lambda e: e.id)
-def test_solution_passes_and_stub_is_not_attempted(ex, solution, stubs):
-    for _ in range(3):
-        res = check(ex.id, solution[ex.name])
-        assert res.passed and res.points == ex.points, res.hint
-    res = check(ex.id, stubs[ex.name])
-    assert res.status == "not attempted"
-    with pytest.raises(NotImplementedError) as e:
-        stubs[ex.name](*ex.cases()[0][0])
-    msg = str(e.value)
-    assert msg.startswith(f"Exercise {ex.id}: return ") and not RECIPE.search(msg)
-
-
-@pytest.mark.parametrize("ex", PLAN_EXERCISES, ids=lambda e: e.id)
-def test_simulated_mistakes_are_caught_with_their_hint_on_every_draw(ex):
-    for _ in range(3):
-        for fn, hint in ex.mistakes:
-            res = check(ex.id, fn)
-            assert res.status == "failed" and res.hint.startswith(hint + ". "), (hint, res.hint)
-            assert "\n" not in res.line()
-
-
-@pytest.mark.parametrize("ex", PLAN_EXERCISES, ids=lambda e: e.id)
-def test_junk_gets_a_hint(ex):
-    for fn in JUNK:
-        res = check(ex.id, fn)
-        assert res.status == "failed" and res.hint, res
-        assert not res.hint.startswith(("internal", "checking what your function returned raised")), res.hint
+# the solution / stubs fixtures and the checks every part gets (solution, stub, mistakes, junk)
+globals().update(kit.part_tests(SRC, PLAN_EXERCISES, JUNK, RECIPE))
 
 
 # ---------------------------------------------------------------------------------------------------
