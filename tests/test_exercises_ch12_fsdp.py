@@ -81,7 +81,7 @@ def test_valid_shard_variants_pass(fn):
         assert res.passed, res.hint
 
 
-def test_shard_returning_views_of_the_input_is_fine_but_changing_it_fails():
+def test_shard_changing_the_input_fails():
     def in_place(params, n):
         out = shard_with_layout(params, n)
         params[0].zero_()
@@ -89,6 +89,25 @@ def test_shard_returning_views_of_the_input_is_fine_but_changing_it_fails():
 
     res = check(SHARD.id, in_place)
     assert not res.passed and res.hint.startswith("return new tensors and leave the parameters as they were")
+
+
+def test_shard_views_fail_with_their_hint():
+    """Pieces that are views of one padded buffer pin the whole buffer on every rank (separate hint); a piece that
+    is a view of the input itself (one parameter, no padding) fails with the fresh hint."""
+    def chunk_views(params, n):
+        flat = torch.cat([p.reshape(-1) for p in params])
+        return list(torch.nn.functional.pad(flat, (0, (-flat.numel()) % n)).chunk(n))
+
+    def input_views(params, n):
+        if len(params) == 1 and params[0].numel() % n == 0:
+            return list(params[0].reshape(-1).chunk(n))  # views of the caller's parameter
+        return shard_with_layout(params, n)
+
+    for _ in range(3):
+        res = check(SHARD.id, chunk_views)
+        assert not res.passed and res.hint.startswith(SHARD.separate + ". "), res.hint
+    res = check(SHARD.id, input_views)
+    assert not res.passed and res.hint.startswith(SHARD.fresh + ". ") and "shares its memory" in res.hint, res.hint
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -164,6 +183,20 @@ def test_valid_reduce_scatter_variants_pass(fn):
     for _ in range(3):
         res = check(RS.id, fn)
         assert res.passed, res.hint
+
+
+def test_reduce_scatter_views_fail_with_their_hint():
+    def mean_chunks(grads):
+        return list(torch.stack(grads).mean(0).chunk(len(grads)))
+
+    def one_rank_alias(grads):
+        return [grads[0]] if len(grads) == 1 else [c.clone() for c in mean_chunks(grads)]
+
+    for _ in range(3):
+        res = check(RS.id, mean_chunks)
+        assert not res.passed and res.hint.startswith(RS.separate + ". "), res.hint
+    res = check(RS.id, one_rank_alias)
+    assert not res.passed and res.hint.startswith(RS.fresh + ". "), res.hint
 
 
 def test_reduce_scatter_in_place_fails_with_the_fresh_hint():

@@ -160,7 +160,15 @@ def rs_pad_then_split(rank_grads):
     n = len(rank_grads)
     size = -(-rank_grads[0].numel() // n)
     padded = [torch.nn.functional.pad(g, (0, size * n - g.numel())) for g in rank_grads]
-    return list(torch.stack(padded).mean(dim=0).split(size))  # views of a new tensor: fine
+    return [piece.clone() for piece in torch.stack(padded).mean(dim=0).split(size)]  # separate tensors
+
+
+def rs_views_of_one_buffer(rank_grads):
+    """Right values, but every rank's shard is a view of one full mean buffer (the task: separate tensors)."""
+    n = len(rank_grads)
+    size = -(-rank_grads[0].numel() // n)
+    padded = [torch.nn.functional.pad(g, (0, size * n - g.numel())) for g in rank_grads]
+    return list(torch.stack(padded).mean(dim=0).split(size))
 
 
 def rs_as_2d(rank_grads):
@@ -172,6 +180,13 @@ def test_valid_reduce_scatter_variants_pass(fn):
     for _ in range(3):
         res = check(RS.id, fn)
         assert res.passed, res.hint
+
+
+def test_reduce_scatter_views_of_one_buffer_fail_with_the_separate_hint():
+    for _ in range(3):
+        res = check(RS.id, rs_views_of_one_buffer)
+        assert res.status == "failed" and res.hint.startswith(RS.separate + ". "), res.hint
+        assert "share one buffer" in res.hint
 
 
 def test_reduce_scatter_in_place_fails_with_the_fresh_hint():

@@ -106,7 +106,7 @@ SHARD_MISTAKES = [
      "the zero padding goes at the end of the flat unit, after the last parameter, not before the first"),
     (lambda ps, n: [torch.cat(_pieces(_flat(ps), n))[r::n].clone() for r in range(n)],
      "rank r keeps one contiguous piece, elements r P/n .. (r + 1) P/n - 1, not every n-th element"),
-    (lambda ps, n: list(torch.cat([_flat(ps), _flat(ps).new_zeros(n - _flat(ps).numel() % n)]).chunk(n)),
+    (lambda ps, n: [c.clone() for c in torch.cat([_flat(ps), _flat(ps).new_zeros(n - _flat(ps).numel() % n)]).chunk(n)],
      "pad only up to the next multiple of n: a unit whose size is already a multiple of n gets no padding"),
     (lambda ps, n: _pieces(torch.cat([p.t().reshape(-1) if p.dim() == 2 else p.reshape(-1) for p in ps]), n),
      "flatten each parameter in its own (row-major) order, as reshape(-1) does; a transposed matrix mixes its "

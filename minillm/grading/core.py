@@ -213,18 +213,17 @@ def run_cases(
             problem = _not_fresh(got, given, args)
             if problem:
                 return False, f"{fresh}. {name}({', '.join(short(a, 60) for a in args)}) {problem}"
-        if separate:
-            addresses = [a for a in map(_storage, _tensors(got)) if a]
-            if len(set(addresses)) < len(addresses):
-                return False, (f"{separate}. {name}({', '.join(short(a, 60) for a in args)}) returned tensors that "
-                               "share one buffer (views from split or chunk): each rank would keep the whole buffer "
-                               "alive; clone each piece")
+        addresses = [a for a in map(_storage, _tensors(got)) if a] if separate else []
         try:
             got = normalize(got, args)
         except Wrong as e:
             return False, f"{e} (on {name}({', '.join(short(a, 60) for a in args)}))"
         seen.append((args, got))
         if same(got, want, args):
+            if len(set(addresses)) < len(addresses):  # right values, but the pieces share one buffer
+                return False, (f"{separate}. {name}({', '.join(short(a, 60) for a in args)}) returned tensors that "
+                               "share one buffer (views from split or chunk): each rank would keep the whole buffer "
+                               "alive; clone each piece")
             continue
         where = _where(name, args, got, want)
         hint = _diagnose(fn, name, normalize, mistakes, seen, [a for a, _ in cases[k + 1:]])
