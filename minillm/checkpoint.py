@@ -251,14 +251,19 @@ def config_mismatch(saved: dict[str, Any] | None, current: dict[str, Any] | None
             if saved[k] != current[k]]
 
 
-def restore_model(model: nn.Module, state: dict[str, Any], *, strict: bool = True) -> None:
-    """Load the checkpoint's weights into `model`, with a one-line error when the shapes do not fit.
-
-    (`load_state_dict`'s own error lists every mismatching tensor: pages for a changed preset.)"""
+def check_model_config(model: nn.Module, state: dict[str, Any]) -> None:
+    """A one-line ValueError when the checkpoint's model config differs from `model.cfg` (no-op when unknown)."""
     diff = config_mismatch(state.get("model_config"), _model_config(model))
     if diff:
         raise ValueError(f"the checkpoint was written by a different model ({'; '.join(diff[:4])}): "
                          "use the same --preset/--config as the saved run, or a new --out directory")
+
+
+def restore_model(model: nn.Module, state: dict[str, Any], *, strict: bool = True) -> None:
+    """Load the checkpoint's weights into `model`, with a one-line error when the shapes do not fit.
+
+    (`load_state_dict`'s own error lists every mismatching tensor: pages for a changed preset.)"""
+    check_model_config(model, state)
     own = model.state_dict()
     saved = state["model"]
     missing = [k for k in own if k not in saved] if strict else []

@@ -74,7 +74,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from minillm.checkpoint import (  # noqa: F401 - load_optimizer_state is also imported from here
+from minillm.checkpoint import (
     load_checkpoint,
     load_optimizer_state,
     restore_model,

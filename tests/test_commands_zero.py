@@ -123,8 +123,12 @@ def test_zero_errors(monkeypatch, capsys, tmp_path, env, extra, message):
 
 
 def test_optimizer_shard_files(tmp_path):
-    from minillm.checkpoint import load_optimizer_shard, optimizer_shard_file, save_optimizer_shard
-    from minillm.train import load_optimizer_state
+    from minillm.checkpoint import (
+        load_optimizer_shard,
+        load_optimizer_state,
+        optimizer_shard_file,
+        save_optimizer_shard,
+    )
 
     path = optimizer_shard_file(tmp_path / "run" / "ckpt.pt", 1)
     assert path == tmp_path / "run" / "optim_shard_1.pt"
@@ -294,7 +298,7 @@ def test_zero_clip_then_skipped_step_does_not_leak_into_the_next(one_rank):
 
 
 def test_resume_across_zero3_and_zero12_is_one_line(tmp_path):
-    from minillm.train import load_optimizer_state
+    from minillm.checkpoint import load_optimizer_state
 
     class Sharded:
         per_rank_state, stage = True, 3

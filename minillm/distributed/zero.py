@@ -81,6 +81,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from minillm.distributed.ddp import sync_module_states
+
 # the offline checkpoint half lives in zero_checkpoint.py; re-exported so `from minillm.distributed.zero import` works
 from minillm.distributed.zero_checkpoint import (  # noqa: F401
     check_full_state_keys,
@@ -317,14 +319,11 @@ class ZeroOptimizer:
                  "padded": b.layout.padded, "shard": b.layout.shard, "dtype": str(b.shard.dtype)}
                 for b in self.buckets]
 
-    def _check_layout(self, state: dict[str, Any]) -> None:
-        check_shard_state(state, self.world, self.rank, self._layout())
-
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore this rank's shard from `state_dict()` (same world size and layout; stage 1 and 2 shards are the
         same thing, so either loads into either). A different world size or layout: one-line ValueError."""
-        self._check_layout(state)
+        check_shard_state(state, self.world, self.rank, self._layout())
         for b, master in zip(self.buckets, state["master"], strict=True):
             b.shard.copy_(master)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -352,10 +351,7 @@ class ZeroDataParallel(nn.Module):
     def __init__(self, module: nn.Module, process_group: dist.ProcessGroup | None = None):
         super().__init__()
         self.module = module
-        with torch.no_grad():
-            for t in [*module.parameters(), *module.buffers()]:
-                dist.broadcast(t.data, src=dist.get_global_rank(process_group, 0) if process_group else 0,
-                               group=process_group)
+        sync_module_states(module, process_group)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)

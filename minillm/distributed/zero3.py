@@ -71,13 +71,9 @@ class FullyShardedDataParallel(ZeroDataParallel):
     def load_full_state_dict(self, state: dict[str, Any]) -> None:
         """Copy this rank's slice of a full checkpoint (`minillm.checkpoint`'s dict) into the shards; one-line
         ValueError when it was written by another model."""
-        from minillm.checkpoint import config_mismatch
+        from minillm.checkpoint import check_model_config
 
-        cfg = getattr(self.module, "cfg", None)
-        diff = config_mismatch(state.get("model_config"), cfg.to_dict() if hasattr(cfg, "to_dict") else None)
-        if diff:
-            raise ValueError(f"the checkpoint was written by a different model ({'; '.join(diff[:4])}): use the "
-                             "same --preset/--config as the saved run, or a new --out directory")
+        check_model_config(self.module, state)
         weights, st = state["model"], self.module.fsdp
         for u in st.units:
             missing = [keys[0] for keys in u.names if keys[0] not in weights]
