@@ -408,13 +408,13 @@ def _step_cases() -> list:
         cases.append(_step_case(torch.randint(-9, 10, (numel,)).double(),
                                 [torch.randint(-9, 10, (numel,)).double() for _ in range(n)], ms,
                                 random.choice(dyadic), random.choice(dyadic[:3])))
-    for _ in range(4):  # normals, realistic lr and beta
+    for beta in (0.9, 0.95, 0.5, random.choice([0.9, 0.95, 0.5])):  # normals, realistic lr; every beta each draw
         n, numel = random.randint(2, 5), random.randint(1, 17)
         size = -(-numel // n)
         ms = _zero_pad_momenta([torch.randn(size, dtype=torch.float64) for _ in range(n)], numel)
         cases.append(_step_case(torch.randn(numel, dtype=torch.float64),
                                 [torch.randn(numel, dtype=torch.float64) for _ in range(n)], ms,
-                                10 ** random.uniform(-3, -1), random.choice([0.9, 0.95, 0.5])))
+                                10 ** random.uniform(-3, -1), beta))
     return cases
 
 
